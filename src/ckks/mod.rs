@@ -1,0 +1,1 @@
+//! RNS-CKKS: parameters, encoder, keys, encryption, evaluator, serialization.

@@ -1,0 +1,57 @@
+//! Command-line interface: one module per subcommand; `main.rs` only calls [`main`].
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod approx;
+mod bench;
+mod eval;
+mod output;
+mod params;
+mod train;
+
+/// Homomorphic (RNS-CKKS) CNN inference on any GPU, after CryptoDL.
+///
+/// Typical flow: `cryptodl params` to pick a parameter preset, `cryptodl approx` to choose a
+/// polynomial activation, `cryptodl train` to train a CNN with it, `cryptodl eval` for the
+/// plaintext reference, `cryptodl bench ops` to time the CKKS primitives.
+#[derive(Parser, Debug)]
+#[command(name = "cryptodl", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the CKKS parameter presets and their security level.
+    Params(params::ParamsArgs),
+    /// Benchmarks (CKKS primitives, ...).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Fit polynomial approximations of activation functions.
+    Approx(approx::ApproxArgs),
+    /// Train a CNN (with polynomial or standard activations) on an image dataset.
+    Train(train::TrainArgs),
+    /// Run a trained model in plaintext f64, exactly as the encrypted path computes it.
+    Eval(eval::EvalArgs),
+}
+
+/// Parses the command line, runs the subcommand, and maps errors to a non-zero exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Params(a) => params::run(a),
+        Command::Bench(b) => bench::run(b),
+        Command::Approx(a) => approx::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! cryptodl: convolutional-network inference over RNS-CKKS ciphertexts, with a bit-exact CPU path
+//! and WGSL kernels on any GPU (see `DESIGN.md` in the project's shared folder and the README).
+//!
+//! Layering (dependencies point one way): `cli` -> `sched` -> (`nn`, `ckks`) -> `backend` ->
+//! `cryptodl_kernels`.
+
+pub mod ckks;
+pub mod cli;
+pub mod nn;

@@ -1,0 +1,1 @@
+//! Neural networks: polynomial activations, models, datasets, plaintext reference, training.
