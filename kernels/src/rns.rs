@@ -55,11 +55,11 @@ fn words_ge(a: &[u64], b: &[u64]) -> bool {
 /// `a -= b` (requires a >= b).
 fn words_sub(a: &mut [u64], b: &[u64]) {
     let mut borrow = 0u64;
-    for i in 0..a.len() {
+    for (i, ai) in a.iter_mut().enumerate() {
         let y = b.get(i).copied().unwrap_or(0);
-        let (d1, o1) = a[i].overflowing_sub(y);
+        let (d1, o1) = ai.overflowing_sub(y);
         let (d2, o2) = d1.overflowing_sub(borrow);
-        a[i] = d2;
+        *ai = d2;
         borrow = u64::from(o1 || o2);
     }
 }
