@@ -25,21 +25,53 @@ pub fn keyswitch_inner(
     let key_limbs = key.len() / (dnum * 2 * n);
     assert_eq!(key.len(), dnum * 2 * key_limbs * n);
     assert_eq!(out.len(), 2 * limbs * n);
-    for c in 0..2 {
-        for (l, m) in moduli.iter().enumerate() {
-            let o = &mut out[(c * limbs + l) * n..(c * limbs + l + 1) * n];
-            for chunk_start in (0..dnum).step_by(16) {
-                let chunk_end = (chunk_start + 16).min(dnum);
-                for (k, o) in o.iter_mut().enumerate() {
-                    let mut acc = 0u64;
-                    for j in chunk_start..chunk_end {
-                        let d = digits[(j * limbs + l) * n + k] as u64;
-                        let kv = key[((j * 2 + c) * key_limbs + limb_map[l]) * n + k] as u64;
-                        acc += d * kv;
-                    }
-                    let r = m.reduce_u64(acc);
-                    *o = if chunk_start == 0 { r } else { m.add(*o, r) };
+    let (out0, out1) = out.split_at_mut(limbs * n);
+    for (l, m) in moduli.iter().enumerate() {
+        let (o0, o1) = (&mut out0[l * n..(l + 1) * n], &mut out1[l * n..(l + 1) * n]);
+        keyswitch_inner_limb(
+            digits,
+            key,
+            dnum,
+            limbs,
+            key_limbs,
+            l,
+            limb_map[l],
+            m,
+            n,
+            o0,
+            o1,
+        );
+    }
+}
+
+/// One limb of [`keyswitch_inner`]: active limb `l` (key limb `key_l`) of both output components.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn keyswitch_inner_limb(
+    digits: &[u32],
+    key: &[u32],
+    dnum: usize,
+    limbs: usize,
+    key_limbs: usize,
+    l: usize,
+    key_l: usize,
+    m: &Modulus,
+    n: usize,
+    out0: &mut [u32],
+    out1: &mut [u32],
+) {
+    for chunk_start in (0..dnum).step_by(16) {
+        let chunk_end = (chunk_start + 16).min(dnum);
+        for (c, o) in [out0.iter_mut(), out1.iter_mut()].into_iter().enumerate() {
+            for (k, o) in o.enumerate() {
+                let mut acc = 0u64;
+                for j in chunk_start..chunk_end {
+                    let d = digits[(j * limbs + l) * n + k] as u64;
+                    let kv = key[((j * 2 + c) * key_limbs + key_l) * n + k] as u64;
+                    acc += d * kv;
                 }
+                let r = m.reduce_u64(acc);
+                *o = if chunk_start == 0 { r } else { m.add(*o, r) };
             }
         }
     }

@@ -3,10 +3,10 @@
 //! (drop the special primes `P`) are the same operation.
 //!
 //! Given `x` over `K ∪ D` in NTT form, returns `round(x / D)` over `K` in NTT form (SEAL's
-//! `divide_and_round_q_last`, generalised to several dropped primes through a fast base
-//! conversion):
+//! `divide_and_round_q_last`, generalised to several dropped primes through an exact base
+//! conversion, so the rounding error stays below 1/2 and does not get multiplied by the secret):
 //! 1. inverse NTT of the `D` limbs; add `floor(D/2)` (rounding instead of flooring);
-//! 2. fast base conversion `D -> K` of that, subtract `floor(D/2) mod k_i`, forward NTT;
+//! 2. exact base conversion `D -> K` of that, subtract `floor(D/2) mod k_i`, forward NTT;
 //! 3. `out_i = (x_i - t_i) * D^-1 mod k_i`.
 
 use crate::modarith::{mul_shoup, Modulus};
@@ -102,7 +102,8 @@ impl DivideRound {
             }
         }
         let (conv_out, conv_scratch) = scratch.split_at_mut(self.keep.len() * n);
-        self.conv.convert(drop_part, conv_out, n, conv_scratch);
+        self.conv
+            .convert_exact(drop_part, conv_out, n, conv_scratch);
         for (i, (tmp, x)) in conv_out
             .chunks_exact_mut(n)
             .zip(keep_part.chunks_exact_mut(n))
@@ -181,7 +182,6 @@ mod tests {
                     &(0..3).map(|l| keep_part[l * n + k]).collect::<Vec<_>>(),
                     keep,
                 );
-                // exact rounding for one prime; fast conversion may be off by at most drop_count-1... plus rounding
                 let want = {
                     let twice = &x * 2 + &d;
                     let den = &d * 2;

@@ -206,6 +206,10 @@ pub struct BaseConverter {
     to: Vec<Modulus>,
     /// `[j][i]`: `(Q / q_i) mod p_j`.
     q_hat_mod_p: Vec<Vec<u32>>,
+    /// `Q mod p_j` (for the exact conversion).
+    q_mod_p: Vec<u32>,
+    /// `floor(2^64 / q_i)`: fixed-point `1/q_i` for the exact conversion's overflow count.
+    inv_q_fixed: Vec<u64>,
 }
 
 impl BaseConverter {
@@ -225,10 +229,53 @@ impl BaseConverter {
                     .collect()
             })
             .collect();
+        let q_mod_p = to
+            .iter()
+            .map(|p| {
+                from.moduli
+                    .iter()
+                    .fold(1u32, |acc, q| p.mul(acc, q.value() % p.value()))
+            })
+            .collect();
+        let inv_q_fixed = from
+            .moduli
+            .iter()
+            .map(|q| u64::MAX / q.value() as u64)
+            .collect();
         Self {
             from: from.clone(),
             to: to.to_vec(),
             q_hat_mod_p,
+            q_mod_p,
+            inv_q_fixed,
+        }
+    }
+
+    /// Exact base conversion: like [`Self::convert`], then subtracts `u * Q` where
+    /// `u = floor(sum_i y_i * floor(2^64 / q_i) / 2^64)` (fixed point, no floating point, so GPU
+    /// twins reproduce it bit for bit). The result is `x mod p_j` for `x` in `[0, Q)`, except with
+    /// probability about `len(Q) * 2^-34` per coefficient, where it is off by exactly `Q`.
+    /// CPU twin of the `basis_convert_exact` WGSL kernel.
+    pub fn convert_exact(&self, input: &[u32], output: &mut [u32], n: usize, scratch: &mut [u32]) {
+        self.convert(input, output, n, scratch);
+        let k = self.from.len();
+        if k == 1 {
+            return; // y < q, so u = 0
+        }
+        let y = &scratch[..k * n];
+        for idx in 0..n {
+            let mut acc: u128 = 0;
+            for i in 0..k {
+                acc += y[i * n + idx] as u128 * self.inv_q_fixed[i] as u128;
+            }
+            let u = (acc >> 64) as u32;
+            if u == 0 {
+                continue;
+            }
+            for (j, p) in self.to.iter().enumerate() {
+                let o = &mut output[j * n + idx];
+                *o = p.sub(*o, p.mul(u % p.value(), self.q_mod_p[j]));
+            }
         }
     }
 
@@ -325,6 +372,10 @@ mod tests {
                 ps.iter().zip(&out).all(|(&p, &o)| v.clone() % BigInt::from(p) == BigInt::from(o))
             });
             prop_assert!(ok);
+            let mut exact = vec![0u32; 2];
+            conv.convert_exact(&input, &mut exact, 1, &mut scratch);
+            let want: Vec<u32> = ps.iter().map(|&p| u32::try_from(&xb % BigInt::from(p)).unwrap()).collect();
+            prop_assert_eq!(exact, want);
         }
     }
 
