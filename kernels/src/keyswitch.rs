@@ -60,18 +60,27 @@ pub fn keyswitch_inner_limb(
     out0: &mut [u32],
     out1: &mut [u32],
 ) {
-    for chunk_start in (0..dnum).step_by(16) {
-        let chunk_end = (chunk_start + 16).min(dnum);
-        for (c, o) in [out0.iter_mut(), out1.iter_mut()].into_iter().enumerate() {
-            for (k, o) in o.enumerate() {
-                let mut acc = 0u64;
-                for j in chunk_start..chunk_end {
-                    let d = digits[(j * limbs + l) * n + k] as u64;
-                    let kv = key[((j * 2 + c) * key_limbs + key_l) * n + k] as u64;
-                    acc += d * kv;
+    // Contiguous loops over coefficients (vectorisable); at most 16 products per u64.
+    let mut acc = vec![0u64; n];
+    for (c, o) in [out0, out1].into_iter().enumerate() {
+        for chunk_start in (0..dnum).step_by(16) {
+            acc.iter_mut().for_each(|a| *a = 0);
+            for j in chunk_start..(chunk_start + 16).min(dnum) {
+                let d = &digits[(j * limbs + l) * n..(j * limbs + l + 1) * n];
+                let kv = &key[((j * 2 + c) * key_limbs + key_l) * n
+                    ..((j * 2 + c) * key_limbs + key_l + 1) * n];
+                for ((a, &x), &y) in acc.iter_mut().zip(d).zip(kv) {
+                    *a += x as u64 * y as u64;
                 }
-                let r = m.reduce_u64(acc);
-                *o = if chunk_start == 0 { r } else { m.add(*o, r) };
+            }
+            if chunk_start == 0 {
+                for (o, &a) in o.iter_mut().zip(&acc) {
+                    *o = m.reduce_u64(a);
+                }
+            } else {
+                for (o, &a) in o.iter_mut().zip(&acc) {
+                    *o = m.add(*o, m.reduce_u64(a));
+                }
             }
         }
     }

@@ -219,9 +219,8 @@ impl KeyGenerator {
                 });
             }
             let g = self.ctx.galois_element(r);
-            if !keys.galois.contains_key(&g) {
-                let k = self.galois_key(sk, g);
-                keys.galois.insert(g, k);
+            if let std::collections::btree_map::Entry::Vacant(slot) = keys.galois.entry(g) {
+                slot.insert(self.galois_key(sk, g));
             }
         }
         if conjugation {
