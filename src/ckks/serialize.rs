@@ -1956,6 +1956,23 @@ mod tests {
             read_header(&junk),
             Err(FileError::NotCryptodl { .. })
         ));
+        // truncated files on disk
+        let full = dir.path().join("full.bin");
+        save_ciphertexts(&full, p, &f.cts).unwrap();
+        let bytes = std::fs::read(&full).unwrap();
+        let cut = dir.path().join("cut.bin");
+        for len in [0, 5, 8, 30, 60, bytes.len() / 2, bytes.len() - 1] {
+            std::fs::write(&cut, &bytes[..len]).unwrap();
+            let e = load_ciphertexts(&cut, &f.ctx).unwrap_err();
+            assert!(matches!(e, FileError::Truncated { .. }), "{len}: {e}");
+        }
+        // a file above the size cap is refused before it is read (sparse file: no disk used)
+        let huge = dir.path().join("huge.bin");
+        let file = std::fs::File::create(&huge).unwrap();
+        if file.set_len(MAX_PAYLOAD_BYTES + (1 << 20)).is_ok() {
+            let e = load_evaluation_keys(&huge, &f.ctx).unwrap_err();
+            assert!(matches!(e, FileError::TooLarge { .. }), "{e}");
+        }
     }
 
     proptest! {
