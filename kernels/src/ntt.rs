@@ -178,7 +178,8 @@ fn ct_butterfly(x: u32, y: u32, w: u32, ws: u32, q: u32) -> (u32, u32) {
     (u + v, u + two_q - v)
 }
 
-/// A forward stage with `T < 8` butterflies per twiddle: fixed-size blocks, no bounds checks.
+/// A forward stage with `T <= 16` butterflies per twiddle: fixed-size blocks, no bounds checks
+/// (the generic loop's vectorised body needs longer runs).
 #[inline(always)]
 fn forward_stage_small<const T: usize>(a: &mut [u32], w: &[u32], ws: &[u32], q: u32) {
     for ((block, &w), &ws) in a.chunks_exact_mut(2 * T).zip(w).zip(ws) {
@@ -203,6 +204,8 @@ fn forward_impl(tab: &NttTable, a: &mut [u32]) {
             1 => forward_stage_small::<1>(a, w, ws, q),
             2 => forward_stage_small::<2>(a, w, ws, q),
             4 => forward_stage_small::<4>(a, w, ws, q),
+            8 => forward_stage_small::<8>(a, w, ws, q),
+            16 => forward_stage_small::<16>(a, w, ws, q),
             _ => {
                 for ((block, &w), &ws) in a.chunks_exact_mut(2 * t).zip(w).zip(ws) {
                     let (lo, hi) = block.split_at_mut(t);
@@ -237,7 +240,7 @@ fn gs_butterfly(x: u32, y: u32, w: u32, ws: u32, q: u32) -> (u32, u32) {
     )
 }
 
-/// An inverse stage with `T < 8` butterflies per twiddle.
+/// An inverse stage with `T <= 16` butterflies per twiddle.
 #[inline(always)]
 fn inverse_stage_small<const T: usize>(a: &mut [u32], w: &[u32], ws: &[u32], q: u32) {
     for ((block, &w), &ws) in a.chunks_exact_mut(2 * T).zip(w).zip(ws) {
@@ -262,11 +265,16 @@ fn inverse_impl(tab: &NttTable, a: &mut [u32]) {
             1 => inverse_stage_small::<1>(a, w, ws, q),
             2 => inverse_stage_small::<2>(a, w, ws, q),
             4 => inverse_stage_small::<4>(a, w, ws, q),
+            8 => inverse_stage_small::<8>(a, w, ws, q),
+            16 => inverse_stage_small::<16>(a, w, ws, q),
             _ => {
                 for ((block, &w), &ws) in a.chunks_exact_mut(2 * t).zip(w).zip(ws) {
                     let (lo, hi) = block.split_at_mut(t);
-                    for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
-                        (*x, *y) = gs_butterfly(*x, *y, w, ws, q);
+                    // fixed groups of 8 (t >= 32 is a multiple of 8): LLVM vectorises these
+                    for (xs, ys) in lo.chunks_exact_mut(8).zip(hi.chunks_exact_mut(8)) {
+                        for j in 0..8 {
+                            (xs[j], ys[j]) = gs_butterfly(xs[j], ys[j], w, ws, q);
+                        }
                     }
                 }
             }
