@@ -213,15 +213,13 @@ impl ArchSpec {
                 Flatten,
                 Dense { out: 10 },
             ],
-            // Deeper CryptoDL-style net: 4 activations, every layer <= 1,960 values (ciphertexts).
+            // Deeper CryptoDL-style net: 3 activations, every layer <= 1,960 values (ciphertexts
+            // in batch packing): 10x14x14 -> 40x7x7 -> 128 -> 10.
             "cryptodl" => vec![
                 conv(10, 5, 2, 2),
                 BatchNorm,
                 Act,
                 conv(40, 3, 2, 1),
-                BatchNorm,
-                Act,
-                conv(40, 3, 1, 1),
                 BatchNorm,
                 Act,
                 Flatten,

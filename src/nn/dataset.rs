@@ -22,12 +22,12 @@ pub enum DatasetError {
         hint: String,
     },
     /// A file exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file is truncated or not in the expected format.
     #[error("malformed dataset file {path}: {reason}")]
@@ -210,7 +210,7 @@ fn read_maybe_gz(path: &Path, hint: &str) -> Result<(PathBuf, Vec<u8>), DatasetE
     } else {
         return Err(DatasetError::Missing { path: path.to_path_buf(), hint: hint.to_string() });
     };
-    let raw = std::fs::read(&chosen).map_err(|source| DatasetError::Io { path: chosen.clone(), source })?;
+    let raw = std::fs::read(&chosen).map_err(|error| DatasetError::Io { path: chosen.clone(), error })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| {

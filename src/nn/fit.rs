@@ -338,7 +338,10 @@ fn remez(g: impl Fn(f64) -> f64, degree: usize) -> Vec<f64> {
     // Initial reference: Chebyshev extrema, snapped to the grid.
     let mut refs: Vec<usize> = (0..n)
         .map(|i| {
-            let t = -(std::f64::consts::PI * i as f64 / (n - 1) as f64).cos();
+            // Slightly asymmetric Chebyshev extrema: a symmetric reference makes the levelled
+            // error vanish for odd/even functions whose best approximation has lower degree.
+            let u = (i as f64 / (n - 1) as f64).powf(1.1);
+            let t = -(std::f64::consts::PI * u).cos();
             (((t + 1.0) / 2.0 * GRID as f64).round() as usize).min(GRID)
         })
         .collect();
@@ -387,13 +390,19 @@ fn remez(g: impl Fn(f64) -> f64, degree: usize) -> Vec<f64> {
         if ext.len() < n {
             break;
         }
-        while ext.len() > n {
-            // Drop the end with the smaller error, keeping alternation.
-            if err[ext[0]].abs() < err[*ext.last().unwrap_or(&0)].abs() {
-                ext.remove(0);
-            } else {
-                ext.pop();
-            }
+        if ext.len() > n {
+            // Keep n consecutive (hence alternating) extrema that include the global maximum,
+            // choosing the window whose smallest |error| is largest.
+            let gmax = (0..ext.len()).max_by(|&i, &j| err[ext[i]].abs().total_cmp(&err[ext[j]].abs())).unwrap_or(0);
+            let lo = gmax.saturating_sub(n - 1);
+            let hi = gmax.min(ext.len() - n);
+            let start = (lo..=hi)
+                .max_by(|&i, &j| {
+                    let m = |s: usize| ext[s..s + n].iter().fold(f64::INFINITY, |m, &k| m.min(err[k].abs()));
+                    m(i).total_cmp(&m(j))
+                })
+                .unwrap_or(lo);
+            ext = ext[start..start + n].to_vec();
         }
         if ext == refs {
             break;
@@ -424,8 +433,8 @@ mod tests {
 
     #[test]
     fn minimax_beats_other_methods_and_equioscillates() {
-        for f in [ActFn::Relu, ActFn::Sigmoid, ActFn::Tanh, ActFn::Silu] {
-            for d in 2..=6 {
+        for f in ActFn::ALL {
+            for d in 2..=8 {
                 let mm = fit(f, d, 8.0, FitMethod::Minimax, 1.0).unwrap();
                 for m in [FitMethod::Legendre, FitMethod::Chebyshev, FitMethod::Derivative] {
                     let o = fit(f, d, 8.0, m, 1.0).unwrap();
@@ -467,10 +476,20 @@ mod tests {
 
     #[test]
     fn chebyshev_error_bound() {
-        // Interpolation error <= max|f^(n+1)| / (2^n (n+1)!) * a^(n+1); for tanh-like smooth
-        // functions on a small interval the fit must be very good.
+        // Interpolation error <= (1 + Lebesgue constant) * best error, with the Chebyshev-node
+        // Lebesgue constant <= 1 + (2 / pi) ln(n + 1).
+        for f in ActFn::ALL {
+            for d in 2..=8 {
+                let c = fit(f, d, 8.0, FitMethod::Chebyshev, 1.0).unwrap();
+                let m = fit(f, d, 8.0, FitMethod::Minimax, 1.0).unwrap();
+                let lebesgue = 1.0 + 2.0 / std::f64::consts::PI * ((d + 1) as f64).ln();
+                assert!(c.max_abs_error <= (1.0 + lebesgue) * m.max_abs_error * (1.0 + 1e-6), "{f} d={d}");
+            }
+        }
+        // Smooth function on a small interval: sigmoid is entire up to poles at +-i pi, so the
+        // degree-6 interpolant on [-1, 1] is accurate to a few 1e-6.
         let f = fit(ActFn::Sigmoid, 6, 1.0, FitMethod::Chebyshev, 1.0).unwrap();
-        assert!(f.max_abs_error < 1e-6, "{}", f.max_abs_error);
+        assert!(f.max_abs_error < 5e-6, "{}", f.max_abs_error);
         let f = fit(ActFn::Tanh, 3, 8.0, FitMethod::Chebyshev, 1.0).unwrap();
         assert!(f.max_abs_error < 0.5, "{}", f.max_abs_error);
     }

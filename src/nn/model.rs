@@ -23,12 +23,12 @@ pub const FORMAT_VERSION: u32 = 1;
 #[non_exhaustive]
 pub enum ModelError {
     /// The file cannot be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a cryptodl model.
     #[error("{path} is not a usable cryptodl model: {reason} (train one with `cryptodl train ... --out MODEL.safetensors`)")]
@@ -462,12 +462,12 @@ impl Model {
     /// Writes the model atomically (temporary file in the same directory, then rename).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let bytes = self.to_bytes()?;
-        write_atomic(path, &bytes).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })
+        write_atomic(path, &bytes).map_err(|error| ModelError::Io { path: path.to_path_buf(), error })
     }
 
     /// Reads a model written by [`Model::save`].
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|error| ModelError::Io { path: path.to_path_buf(), error })?;
         Self::from_bytes(&bytes, path)
     }
 
