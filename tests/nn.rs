@@ -30,7 +30,11 @@ fn synthetic(n: usize, shape: [usize; 3], seed: u64) -> Dataset {
         }
         labels.push(label);
     }
-    Dataset { pixels, labels, shape }
+    Dataset {
+        pixels,
+        labels,
+        shape,
+    }
 }
 
 const SPEC: &str = r#"{"name": "tiny", "layers": [
@@ -50,11 +54,22 @@ const SPEC: &str = r#"{"name": "tiny", "layers": [
 ]}"#;
 
 fn cfg(epochs: usize, seed: u64) -> TrainConfig {
-    TrainConfig { epochs, batch_size: 32, lr: 5e-3, weight_decay: 0.0, clip: 5.0, seed }
+    TrainConfig {
+        epochs,
+        batch_size: 32,
+        lr: 5e-3,
+        weight_decay: 0.0,
+        clip: 5.0,
+        seed,
+        augment: seed % 2 == 1,
+    }
 }
 
 fn poly2() -> ActChoice {
-    ActChoice::Poly { poly: fit_polynomial(ActFn::Relu, 2, 4.0, FitMethod::Legendre), trainable: false }
+    ActChoice::Poly {
+        poly: fit_polynomial(ActFn::Relu, 2, 4.0, FitMethod::Legendre),
+        trainable: false,
+    }
 }
 
 #[test]
@@ -62,27 +77,61 @@ fn tiny_poly_net_learns_and_folding_preserves_outputs() {
     let arch = ArchSpec::from_json(SPEC, "SPEC").unwrap();
     let tr = synthetic(400, [3, 12, 12], 1);
     let te = synthetic(200, [3, 12, 12], 2);
-    let (model, rep) = train(&arch, &poly2(), "poly2", &tr, &te, &cfg(3, 7), false, |_| {}).unwrap();
+    let (model, rep) = train(
+        &arch,
+        &poly2(),
+        "poly2",
+        &tr,
+        &te,
+        &cfg(3, 7),
+        false,
+        |_| {},
+    )
+    .unwrap();
     // Learns the task (chance is 25%).
     assert!(rep.test_accuracy > 0.6, "accuracy {}", rep.test_accuracy);
     // The folded model (batch norm in the convs / dense, avg pools as sum pools with 1/k^2 in the
     // next conv and in the next polynomial) computes what candle computed with the unfolded
     // layers, in f32.
     assert_eq!(rep.argmax_agreement, 1.0);
-    assert!(rep.max_logit_diff < 1e-3, "max logit diff {}", rep.max_logit_diff);
+    assert!(
+        rep.max_logit_diff < 1e-3,
+        "max logit diff {}",
+        rep.max_logit_diff
+    );
     // The pool before the second polynomial was folded into it: its x^2 coefficient is 1/16 of
     // the fit's (1/k^2 squared), and x coefficient 1/4 of it.
     let polys: Vec<&Polynomial> = model
         .layers
         .iter()
-        .filter_map(|l| if let Layer::Act(cryptodl::nn::Activation::Poly { coeffs }) = l { Some(coeffs) } else { None })
+        .filter_map(|l| {
+            if let Layer::Act(cryptodl::nn::Activation::Poly { coeffs }) = l {
+                Some(coeffs)
+            } else {
+                None
+            }
+        })
         .collect();
     let base = fit_polynomial(ActFn::Relu, 2, 4.0, FitMethod::Legendre);
     assert_eq!(polys.len(), 2);
-    assert!((polys[0].coeffs[1] - base.coeffs[1] / 4.0).abs() < 1e-7, "{:?}", polys[0]);
-    assert!((polys[0].coeffs[2] - base.coeffs[2] / 16.0).abs() < 1e-7, "{:?}", polys[0]);
+    assert!(
+        (polys[0].coeffs[1] - base.coeffs[1] / 4.0).abs() < 1e-7,
+        "{:?}",
+        polys[0]
+    );
+    assert!(
+        (polys[0].coeffs[2] - base.coeffs[2] / 16.0).abs() < 1e-7,
+        "{:?}",
+        polys[0]
+    );
     assert!((polys[1].coeffs[2] - base.coeffs[2]).abs() < 1e-7);
-    assert!(model.layers.iter().any(|l| matches!(l, Layer::SumPool { kernel: 2, stride: 1 })));
+    assert!(model.layers.iter().any(|l| matches!(
+        l,
+        Layer::SumPool {
+            kernel: 2,
+            stride: 1
+        }
+    )));
 }
 
 #[test]
@@ -121,11 +170,17 @@ fn model_file_round_trip_and_determinism() {
     let arch = ArchSpec::from_json(SPEC, "SPEC").unwrap();
     let tr = synthetic(150, [1, 10, 10], 5);
     let te = synthetic(50, [1, 10, 10], 6);
-    let act = ActChoice::Poly { poly: fit_polynomial(ActFn::Relu, 3, 4.0, FitMethod::Minimax), trainable: true };
+    let act = ActChoice::Poly {
+        poly: fit_polynomial(ActFn::Relu, 3, 4.0, FitMethod::Minimax),
+        trainable: true,
+    };
     let (m1, _) = train(&arch, &act, "poly3", &tr, &te, &cfg(1, 11), false, |_| {}).unwrap();
     let (m2, _) = train(&arch, &act, "poly3", &tr, &te, &cfg(1, 11), false, |_| {}).unwrap();
     let (m3, _) = train(&arch, &act, "poly3", &tr, &te, &cfg(1, 12), false, |_| {}).unwrap();
-    let strip = |m: &Model| Model { training: serde_json::Value::Null, ..m.clone() };
+    let strip = |m: &Model| Model {
+        training: serde_json::Value::Null,
+        ..m.clone()
+    };
     assert_eq!(strip(&m1), strip(&m2), "same seed, same model");
     assert_ne!(strip(&m1), strip(&m3), "different seed, different model");
 
@@ -144,7 +199,11 @@ fn model_file_round_trip_and_determinism() {
     std::fs::write(&p, b"not a model").unwrap();
     assert!(Model::load(&p).is_err());
     assert!(Model::load(&dir.path().join("missing.safetensors")).is_err());
-    let plain = safetensors::serialize(Vec::<(String, safetensors::tensor::TensorView)>::new(), None).unwrap();
+    let plain = safetensors::serialize(
+        Vec::<(String, safetensors::tensor::TensorView)>::new(),
+        None,
+    )
+    .unwrap();
     std::fs::write(&p, plain).unwrap();
     let e = Model::load(&p).unwrap_err().to_string();
     assert!(e.contains("cryptodl.model"), "{e}");
@@ -155,14 +214,38 @@ fn relu_baseline_and_shape_errors() {
     let arch = ArchSpec::by_name("cryptonets").unwrap();
     let tr = synthetic(64, [1, 28, 28], 8);
     let te = synthetic(32, [1, 28, 28], 9);
-    let (model, rep) = train(&arch, &ActChoice::Std { func: ActFn::Relu }, "relu", &tr, &te, &cfg(1, 1), false, |_| {}).unwrap();
+    let (model, rep) = train(
+        &arch,
+        &ActChoice::Std { func: ActFn::Relu },
+        "relu",
+        &tr,
+        &te,
+        &cfg(1, 1),
+        false,
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(rep.argmax_agreement, 1.0);
     assert_eq!(model.max_values(), 845);
     // The named nets fold to exactly the paper's layers: no batch norm left.
     assert_eq!(model.layers.len(), 6);
     // Dataset of the wrong shape for a JSON spec with a fixed input.
-    let spec = ArchSpec::from_json(r#"{"name":"x","input":[3,32,32],"layers":[{"type":"flatten"},{"type":"dense","out":10}]}"#, "x").unwrap();
-    assert!(train(&spec, &ActChoice::Std { func: ActFn::Relu }, "relu", &tr, &te, &cfg(1, 1), false, |_| {}).is_err());
+    let spec = ArchSpec::from_json(
+        r#"{"name":"x","input":[3,32,32],"layers":[{"type":"flatten"},{"type":"dense","out":10}]}"#,
+        "x",
+    )
+    .unwrap();
+    assert!(train(
+        &spec,
+        &ActChoice::Std { func: ActFn::Relu },
+        "relu",
+        &tr,
+        &te,
+        &cfg(1, 1),
+        false,
+        |_| {}
+    )
+    .is_err());
     let wrong = synthetic(10, [3, 12, 12], 1);
     assert!(candle_forward(&model, &wrong).is_err());
 }

@@ -43,7 +43,10 @@ pub fn run(args: ApproxArgs) -> anyhow::Result<()> {
     let methods: Vec<FitMethod> = if args.method.eq_ignore_ascii_case("all") {
         FitMethod::ALL.to_vec()
     } else {
-        vec![args.method.parse::<FitMethod>().map_err(anyhow::Error::msg)?]
+        vec![args
+            .method
+            .parse::<FitMethod>()
+            .map_err(anyhow::Error::msg)?]
     };
     let fits = methods
         .iter()
@@ -57,9 +60,15 @@ pub fn run(args: ApproxArgs) -> anyhow::Result<()> {
     }
     println!(
         "{} degree {} on [-{a}, {a}] (gauss MAE: input ~ N(0, {}^2))",
-        args.func, args.degree, args.sigma, a = args.interval
+        args.func,
+        args.degree,
+        args.sigma,
+        a = args.interval
     );
-    println!("{:<11} {:>10} {:>10} {:>10}  coefficients (degree 0 first)", "method", "max err", "mean err", "gauss MAE");
+    println!(
+        "{:<11} {:>10} {:>10} {:>10}  coefficients (degree 0 first)",
+        "method", "max err", "mean err", "gauss MAE"
+    );
     for f in &fits {
         let c: Vec<String> = f.coefficients.iter().map(|c| format!("{c:.6}")).collect();
         println!(
@@ -79,12 +88,18 @@ pub fn run(args: ApproxArgs) -> anyhow::Result<()> {
 
 fn plot(fits: &[Fit], path: &std::path::Path) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    let Some(first) = fits.first() else { return Ok(()) };
+    let Some(first) = fits.first() else {
+        return Ok(());
+    };
     let a = first.interval;
     let n = 400;
-    let xs: Vec<f64> = (0..=n).map(|i| -a + 2.0 * a * i as f64 / n as f64).collect();
-    let mut curves: Vec<(String, Vec<(f64, f64)>)> =
-        vec![(first.func.name().to_string(), xs.iter().map(|&x| (x, first.func.eval(x))).collect())];
+    let xs: Vec<f64> = (0..=n)
+        .map(|i| -a + 2.0 * a * i as f64 / n as f64)
+        .collect();
+    let mut curves: Vec<(String, Vec<(f64, f64)>)> = vec![(
+        first.func.name().to_string(),
+        xs.iter().map(|&x| (x, first.func.eval(x))).collect(),
+    )];
     for f in fits {
         let p = f.polynomial();
         curves.push((
@@ -92,14 +107,20 @@ fn plot(fits: &[Fit], path: &std::path::Path) -> anyhow::Result<()> {
             xs.iter().map(|&x| (x, p.eval(x))).collect(),
         ));
     }
-    let (lo, hi) = curves.iter().flat_map(|(_, c)| c.iter().map(|p| p.1)).fold((f64::MAX, f64::MIN), |(l, h), y| (l.min(y), h.max(y)));
+    let (lo, hi) = curves
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(|p| p.1))
+        .fold((f64::MAX, f64::MIN), |(l, h), y| (l.min(y), h.max(y)));
     let pad = 0.05 * (hi - lo).max(1e-9);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 560)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{} degree {} on [-{a}, {a}]", first.func, first.degree), ("sans-serif", 22))
+            .caption(
+                format!("{} degree {} on [-{a}, {a}]", first.func, first.degree),
+                ("sans-serif", 22),
+            )
             .margin(12)
             .x_label_area_size(32)
             .y_label_area_size(48)
@@ -112,9 +133,16 @@ fn plot(fits: &[Fit], path: &std::path::Path) -> anyhow::Result<()> {
             chart
                 .draw_series(LineSeries::new(pts, color.stroke_width(width)))?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
         root.present()?;
     }
     write_atomic(path, svg.as_bytes())?;

@@ -76,17 +76,34 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         None => splits.test,
     };
     if test.shape != model.input {
-        anyhow::bail!("model expects inputs {:?} (c, h, w) but {kind} images are {:?}", model.input, test.shape);
+        anyhow::bail!(
+            "model expects inputs {:?} (c, h, w) but {kind} images are {:?}",
+            model.input,
+            test.shape
+        );
     }
     let rep = reference::evaluate(&model, &test);
-    let interval = model.training.get("fit").and_then(|f| f.get("interval")).and_then(|v| v.as_f64());
+    let interval = model
+        .training
+        .get("fit")
+        .and_then(|f| f.get("interval"))
+        .and_then(|v| v.as_f64());
     let ranges: Vec<RangeOut> = rep
         .activation_ranges
         .iter()
         .map(|r| {
-            let poly = matches!(model.layers.get(r.layer), Some(Layer::Act(crate::nn::Activation::Poly { .. })));
+            let poly = matches!(
+                model.layers.get(r.layer),
+                Some(Layer::Act(crate::nn::Activation::Poly { .. }))
+            );
             let iv = if poly { interval } else { None };
-            RangeOut { layer: r.layer, min: r.min, max: r.max, fit_interval: iv, covered: iv.map(|a| r.min >= -a && r.max <= a) }
+            RangeOut {
+                layer: r.layer,
+                min: r.min,
+                max: r.max,
+                fit_interval: iv,
+                covered: iv.map(|a| r.min >= -a && r.max <= a),
+            }
         })
         .collect();
     let (agree, diff) = if args.no_candle {
@@ -118,14 +135,20 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         out.samples,
         out.dataset
     );
-    println!("largest layer: {} values (= ciphertexts in batch packing)", out.max_layer_values);
+    println!(
+        "largest layer: {} values (= ciphertexts in batch packing)",
+        out.max_layer_values
+    );
     for r in &out.activation_ranges {
         let cov = match (r.fit_interval, r.covered) {
             (Some(a), Some(true)) => format!("inside the fit interval [-{a}, {a}]"),
             (Some(a), Some(false)) => format!("OUTSIDE the fit interval [-{a}, {a}]"),
             _ => String::new(),
         };
-        println!("activation at layer {:>2}: inputs in [{:.3}, {:.3}] {cov}", r.layer, r.min, r.max);
+        println!(
+            "activation at layer {:>2}: inputs in [{:.3}, {:.3}] {cov}",
+            r.layer, r.min, r.max
+        );
     }
     if let (Some(a), Some(d)) = (out.candle_argmax_agreement, out.candle_max_logit_diff) {
         println!("candle forward pass (f64): same argmax on {:.3}% of samples, max |logit difference| {d:.3e}", 100.0 * a);

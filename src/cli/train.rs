@@ -57,6 +57,10 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this value (0 turns clipping off).
     #[arg(long, default_value_t = 5.0)]
     clip: f64,
+    /// Augment the training images: random horizontal flip and random shift of up to 2 pixels
+    /// (regularises the larger nets; off by default).
+    #[arg(long)]
+    augment: bool,
     /// Seed for initialisation and shuffling (same seed, same model).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -77,13 +81,27 @@ pub struct TrainArgs {
 /// Parses `--act`.
 fn act_choice(args: &TrainArgs) -> anyhow::Result<(ActChoice, Option<Polynomial>)> {
     if let Some(d) = args.act.strip_prefix("poly") {
-        let degree: usize = d.parse().map_err(|_| anyhow::anyhow!("--act {}: expected polyD with D a degree, e.g. poly2", args.act))?;
+        let degree: usize = d.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--act {}: expected polyD with D a degree, e.g. poly2",
+                args.act
+            )
+        })?;
         let fit = crate::nn::fit::fit(args.fit_fn, degree, args.interval, args.fit, 1.0)?;
         let poly = fit_polynomial(args.fit_fn, degree, args.interval, args.fit);
         debug_assert_eq!(poly.coeffs, fit.coefficients);
-        Ok((ActChoice::Poly { poly: poly.clone(), trainable: args.trainable_coeffs }, Some(poly)))
+        Ok((
+            ActChoice::Poly {
+                poly: poly.clone(),
+                trainable: args.trainable_coeffs,
+            },
+            Some(poly),
+        ))
     } else {
-        let func: ActFn = args.act.parse().map_err(|e: String| anyhow::anyhow!("--act: {e} or polyD"))?;
+        let func: ActFn = args
+            .act
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--act: {e} or polyD"))?;
         Ok((ActChoice::Std { func }, None))
     }
 }
@@ -93,8 +111,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let (act, poly) = act_choice(&args)?;
     let arch = ArchSpec::by_name(&args.arch)?;
     let splits = args.dataset.load(args.data_dir.as_deref())?;
-    let tr = match args.limit_train { Some(n) => splits.train.take(n), None => splits.train };
-    let te = match args.limit_test { Some(n) => splits.test.take(n), None => splits.test };
+    let tr = match args.limit_train {
+        Some(n) => splits.train.take(n),
+        None => splits.train,
+    };
+    let te = match args.limit_test {
+        Some(n) => splits.test.take(n),
+        None => splits.test,
+    };
     let input = arch.input.unwrap_or(tr.shape);
     arch.shapes(input)?;
     let cfg = TrainConfig {
@@ -104,13 +128,28 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         weight_decay: 1e-4,
         clip: args.clip,
         seed: args.seed,
+        augment: args.augment,
     };
     if !args.json {
         eprintln!(
             "training {} with {}{} on {} ({} train / {} test images), {} epochs",
             arch.name,
             args.act,
-            poly.as_ref().map(|p| format!(" = {} ({} fit of {} on [-{}, {}]{})", p, args.fit, args.fit_fn, args.interval, args.interval, if args.trainable_coeffs { ", trainable" } else { "" })).unwrap_or_default(),
+            poly.as_ref()
+                .map(|p| format!(
+                    " = {} ({} fit of {} on [-{}, {}]{})",
+                    p,
+                    args.fit,
+                    args.fit_fn,
+                    args.interval,
+                    args.interval,
+                    if args.trainable_coeffs {
+                        ", trainable"
+                    } else {
+                        ""
+                    }
+                ))
+                .unwrap_or_default(),
             args.dataset,
             tr.len(),
             te.len(),
@@ -132,7 +171,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if poly.is_some() {
             m.insert("fit".into(), serde_json::json!({"fn": args.fit_fn, "method": args.fit, "interval": args.interval}));
         }
-        m.insert("reference_accuracy".into(), serde_json::json!(report.reference_accuracy));
+        m.insert(
+            "reference_accuracy".into(),
+            serde_json::json!(report.reference_accuracy),
+        );
     }
     model.save(&args.out)?;
     if args.json {

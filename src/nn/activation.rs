@@ -23,7 +23,13 @@ pub enum ActFn {
 
 impl ActFn {
     /// Every function, in display order.
-    pub const ALL: [ActFn; 5] = [ActFn::Relu, ActFn::Sigmoid, ActFn::Tanh, ActFn::Gelu, ActFn::Silu];
+    pub const ALL: [ActFn; 5] = [
+        ActFn::Relu,
+        ActFn::Sigmoid,
+        ActFn::Tanh,
+        ActFn::Gelu,
+        ActFn::Silu,
+    ];
 
     /// Lower-case name (`relu`, `sigmoid`, ...).
     pub fn name(self) -> &'static str {
@@ -85,7 +91,9 @@ impl FromStr for ActFn {
         ActFn::ALL
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown function `{s}` (expected relu, sigmoid, tanh, gelu or silu)"))
+            .ok_or_else(|| {
+                format!("unknown function `{s}` (expected relu, sigmoid, tanh, gelu or silu)")
+            })
     }
 }
 
@@ -141,19 +149,37 @@ impl Polynomial {
 
     /// The derivative polynomial.
     pub fn derivative(&self) -> Polynomial {
-        Polynomial::new(self.coeffs.iter().enumerate().skip(1).map(|(k, &c)| k as f64 * c).collect())
+        Polynomial::new(
+            self.coeffs
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(k, &c)| k as f64 * c)
+                .collect(),
+        )
     }
 
     /// The antiderivative with constant term `c0`.
     pub fn integral(&self, c0: f64) -> Polynomial {
         let mut out = vec![c0];
-        out.extend(self.coeffs.iter().enumerate().map(|(k, &c)| c / (k as f64 + 1.0)));
+        out.extend(
+            self.coeffs
+                .iter()
+                .enumerate()
+                .map(|(k, &c)| c / (k as f64 + 1.0)),
+        );
         Polynomial::new(out)
     }
 
     /// `q(x) = p(s * x)`: coefficient k multiplied by `s^k`.
     pub fn scale_input(&self, s: f64) -> Polynomial {
-        Polynomial::new(self.coeffs.iter().enumerate().map(|(k, &c)| c * s.powi(k as i32)).collect())
+        Polynomial::new(
+            self.coeffs
+                .iter()
+                .enumerate()
+                .map(|(k, &c)| c * s.powi(k as i32))
+                .collect(),
+        )
     }
 }
 
@@ -174,7 +200,11 @@ mod tests {
             for &x in &[-3.0, -0.7, 0.3, 2.5] {
                 let h = 1e-6;
                 let fd = (f.eval(x + h) - f.eval(x - h)) / (2.0 * h);
-                assert!((fd - f.derivative(x)).abs() < 1e-6, "{f} at {x}: {fd} vs {}", f.derivative(x));
+                assert!(
+                    (fd - f.derivative(x)).abs() < 1e-6,
+                    "{f} at {x}: {fd} vs {}",
+                    f.derivative(x)
+                );
             }
         }
     }

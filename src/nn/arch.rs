@@ -189,7 +189,12 @@ impl ArchSpec {
     /// layers.
     pub fn by_name(name: &str) -> Result<ArchSpec, ArchError> {
         use LayerSpec::*;
-        let conv = |o, k, s, p| Conv2d { out_channels: o, kernel: k, stride: s, padding: p };
+        let conv = |o, k, s, p| Conv2d {
+            out_channels: o,
+            kernel: k,
+            stride: s,
+            padding: p,
+        };
         let layers = match name {
             // CryptoNets (Gilad-Bachrach et al. 2016): 5x5 stride 2, 5 maps, 845 -> 100 -> 10.
             "cryptonets" => vec![
@@ -237,13 +242,19 @@ impl ArchSpec {
                 return Self::from_json(&text, other);
             }
         };
-        Ok(ArchSpec { name: name.to_string(), input: None, layers })
+        Ok(ArchSpec {
+            name: name.to_string(),
+            input: None,
+            layers,
+        })
     }
 
     /// Parses a JSON spec (`origin` names it in errors).
     pub fn from_json(text: &str, origin: &str) -> Result<ArchSpec, ArchError> {
-        serde_json::from_str(text)
-            .map_err(|e| ArchError::Spec { path: origin.to_string(), reason: e.to_string() })
+        serde_json::from_str(text).map_err(|e| ArchError::Spec {
+            path: origin.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// Output shape of every layer for input (c, h, w); checks that the layers fit together.
@@ -254,8 +265,12 @@ impl ArchSpec {
             layer: l.kind().to_string(),
             reason: r,
         };
-        let mut cur = Shape::Maps { c: input[0], h: input[1], w: input[2] };
-        if input.iter().any(|&d| d == 0) {
+        let mut cur = Shape::Maps {
+            c: input[0],
+            h: input[1],
+            w: input[2],
+        };
+        if input.contains(&0) {
             return Err(ArchError::Shape {
                 arch: self.name.clone(),
                 index: 0,
@@ -267,21 +282,40 @@ impl ArchSpec {
         let mut prev_linear = false;
         for (i, l) in self.layers.iter().enumerate() {
             cur = match (l, cur) {
-                (LayerSpec::Conv2d { out_channels, kernel, stride, padding }, Shape::Maps { h, w, .. }) => {
+                (
+                    LayerSpec::Conv2d {
+                        out_channels,
+                        kernel,
+                        stride,
+                        padding,
+                    },
+                    Shape::Maps { h, w, .. },
+                ) => {
                     if *out_channels == 0 || *kernel == 0 {
                         return Err(err(i, l, "out_channels and kernel must be positive".into()));
                     }
-                    let (Some(oh), Some(ow)) =
-                        (conv_out(h, *kernel, *stride, *padding), conv_out(w, *kernel, *stride, *padding))
-                    else {
+                    let (Some(oh), Some(ow)) = (
+                        conv_out(h, *kernel, *stride, *padding),
+                        conv_out(w, *kernel, *stride, *padding),
+                    ) else {
                         return Err(err(i, l, format!("kernel {kernel} (stride {stride}, padding {padding}) does not fit a {h}x{w} input")));
                     };
-                    Shape::Maps { c: *out_channels, h: oh, w: ow }
+                    Shape::Maps {
+                        c: *out_channels,
+                        h: oh,
+                        w: ow,
+                    }
                 }
                 (LayerSpec::AvgPool { kernel, stride }, Shape::Maps { c, h, w }) => {
                     let s = stride.unwrap_or(*kernel);
-                    let (Some(oh), Some(ow)) = (conv_out(h, *kernel, s, 0), conv_out(w, *kernel, s, 0)) else {
-                        return Err(err(i, l, format!("window {kernel} stride {s} does not fit {h}x{w}")));
+                    let (Some(oh), Some(ow)) =
+                        (conv_out(h, *kernel, s, 0), conv_out(w, *kernel, s, 0))
+                    else {
+                        return Err(err(
+                            i,
+                            l,
+                            format!("window {kernel} stride {s} does not fit {h}x{w}"),
+                        ));
                     };
                     if *kernel == 0 {
                         return Err(err(i, l, "window must be positive".into()));
@@ -295,7 +329,12 @@ impl ArchSpec {
                     Shape::Flat(*o)
                 }
                 (LayerSpec::Dense { .. }, Shape::Maps { .. }) => {
-                    return Err(err(i, l, "input is feature maps: put a {\"type\":\"flatten\"} layer before dense".into()))
+                    return Err(err(
+                        i,
+                        l,
+                        "input is feature maps: put a {\"type\":\"flatten\"} layer before dense"
+                            .into(),
+                    ))
                 }
                 (LayerSpec::Flatten, s) => Shape::Flat(s.numel()),
                 (LayerSpec::BatchNorm, s) => {
@@ -306,13 +345,21 @@ impl ArchSpec {
                 }
                 (LayerSpec::Poly { coeffs, .. }, s) => {
                     if coeffs.is_empty() || coeffs.iter().any(|c| !c.is_finite()) {
-                        return Err(err(i, l, "coefficients must be finite and non-empty".into()));
+                        return Err(err(
+                            i,
+                            l,
+                            "coefficients must be finite and non-empty".into(),
+                        ));
                     }
                     s
                 }
                 (LayerSpec::Act | LayerSpec::Std { .. }, s) => s,
                 (LayerSpec::Conv2d { .. } | LayerSpec::AvgPool { .. }, Shape::Flat(_)) => {
-                    return Err(err(i, l, "input is flat; conv2d / avg_pool need feature maps".into()))
+                    return Err(err(
+                        i,
+                        l,
+                        "input is flat; conv2d / avg_pool need feature maps".into(),
+                    ))
                 }
             };
             prev_linear = match l {
@@ -335,7 +382,12 @@ impl ArchSpec {
 
     /// The largest number of values any layer outputs (= ciphertexts in batch packing).
     pub fn max_values(&self, input: [usize; 3]) -> Result<usize, ArchError> {
-        Ok(self.shapes(input)?.iter().map(Shape::numel).max().unwrap_or(0))
+        Ok(self
+            .shapes(input)?
+            .iter()
+            .map(Shape::numel)
+            .max()
+            .unwrap_or(0))
     }
 }
 
@@ -345,14 +397,26 @@ mod tests {
 
     #[test]
     fn named_shapes() {
-        let s = ArchSpec::by_name("cryptonets").unwrap().shapes([1, 28, 28]).unwrap();
+        let s = ArchSpec::by_name("cryptonets")
+            .unwrap()
+            .shapes([1, 28, 28])
+            .unwrap();
         assert_eq!(s[0], Shape::Maps { c: 5, h: 13, w: 13 });
         assert_eq!(s[3], Shape::Flat(845));
-        let h = ArchSpec::by_name("hcnn").unwrap().shapes([1, 28, 28]).unwrap();
+        let h = ArchSpec::by_name("hcnn")
+            .unwrap()
+            .shapes([1, 28, 28])
+            .unwrap();
         assert_eq!(h[3], Shape::Maps { c: 50, h: 5, w: 5 });
         let d = ArchSpec::by_name("cryptodl").unwrap();
         assert!(d.max_values([1, 28, 28]).unwrap() <= 2000);
-        assert!(d.layers.iter().filter(|l| matches!(l, LayerSpec::Act)).count() >= 3);
+        assert!(
+            d.layers
+                .iter()
+                .filter(|l| matches!(l, LayerSpec::Act))
+                .count()
+                >= 3
+        );
         for n in ["cryptonets", "hcnn", "cryptodl"] {
             ArchSpec::by_name(n).unwrap().shapes([3, 32, 32]).unwrap();
         }
@@ -362,7 +426,8 @@ mod tests {
     fn bad_specs_are_errors() {
         assert!(ArchSpec::by_name("/nonexistent.json").is_err());
         assert!(ArchSpec::from_json("{\"name\":1}", "x").is_err());
-        let s = ArchSpec::from_json(r#"{"name":"t","layers":[{"type":"dense","out":10}]}"#, "x").unwrap();
+        let s = ArchSpec::from_json(r#"{"name":"t","layers":[{"type":"dense","out":10}]}"#, "x")
+            .unwrap();
         assert!(s.shapes([1, 28, 28]).is_err());
         let s = ArchSpec::from_json(r#"{"name":"t","layers":[{"type":"conv2d","out_channels":2,"kernel":40},{"type":"flatten"},{"type":"dense","out":10}]}"#, "x").unwrap();
         assert!(s.shapes([1, 28, 28]).is_err());

@@ -142,7 +142,9 @@ impl FromStr for DatasetKind {
             "fashion-mnist" | "fashion_mnist" | "fashionmnist" => Ok(DatasetKind::FashionMnist),
             "mnist" => Ok(DatasetKind::Mnist),
             "cifar10" | "cifar-10" => Ok(DatasetKind::Cifar10),
-            _ => Err(format!("unknown dataset `{s}` (expected fashion-mnist, mnist or cifar10)")),
+            _ => Err(format!(
+                "unknown dataset `{s}` (expected fashion-mnist, mnist or cifar10)"
+            )),
         }
     }
 }
@@ -208,14 +210,23 @@ fn read_maybe_gz(path: &Path, hint: &str) -> Result<(PathBuf, Vec<u8>), DatasetE
     } else if gz.exists() {
         gz
     } else {
-        return Err(DatasetError::Missing { path: path.to_path_buf(), hint: hint.to_string() });
+        return Err(DatasetError::Missing {
+            path: path.to_path_buf(),
+            hint: hint.to_string(),
+        });
     };
-    let raw = std::fs::read(&chosen).map_err(|error| DatasetError::Io { path: chosen.clone(), error })?;
+    let raw = std::fs::read(&chosen).map_err(|error| DatasetError::Io {
+        path: chosen.clone(),
+        error,
+    })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| {
-            DatasetError::Malformed { path: chosen.clone(), reason: format!("bad gzip data: {e}") }
-        })?;
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DatasetError::Malformed {
+                path: chosen.clone(),
+                reason: format!("bad gzip data: {e}"),
+            })?;
         Ok((chosen, out))
     } else {
         Ok((chosen, raw))
@@ -228,9 +239,15 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
 
 /// Parses an IDX file of unsigned bytes; returns (dims, data).
 pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>), DatasetError> {
-    let bad = |reason: String| DatasetError::Malformed { path: path.to_path_buf(), reason };
+    let bad = |reason: String| DatasetError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    };
     if bytes.len() < 4 {
-        return Err(bad(format!("{} bytes, too short for an IDX header", bytes.len())));
+        return Err(bad(format!(
+            "{} bytes, too short for an IDX header",
+            bytes.len()
+        )));
     }
     if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
         return Err(bad(format!(
@@ -243,7 +260,10 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>), Dat
         return Err(bad(format!("{nd} dimensions or header truncated")));
     }
     let dims: Vec<usize> = (0..nd).map(|i| be_u32(bytes, 4 + 4 * i) as usize).collect();
-    let n: usize = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("dimensions overflow".into()))?;
+    let n: usize = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("dimensions overflow".into()))?;
     let body = &bytes[4 + 4 * nd..];
     if body.len() != n {
         return Err(bad(format!(
@@ -273,9 +293,16 @@ pub fn load_idx_pair(images: &Path, labels: &Path, hint: &str) -> Result<Dataset
         });
     }
     if let Some(&l) = labels.iter().find(|&&l| l > 9) {
-        return Err(DatasetError::Malformed { path: lp, reason: format!("label {l} is not in 0..=9") });
+        return Err(DatasetError::Malformed {
+            path: lp,
+            reason: format!("label {l} is not in 0..=9"),
+        });
     }
-    Ok(Dataset { pixels, labels, shape: [1, idims[1], idims[2]] })
+    Ok(Dataset {
+        pixels,
+        labels,
+        shape: [1, idims[1], idims[2]],
+    })
 }
 
 /// Parses a CIFAR-10 binary batch (records of 1 label byte + 3072 CHW pixels).
@@ -284,7 +311,10 @@ pub fn parse_cifar_batch(path: &Path, bytes: &[u8]) -> Result<Dataset, DatasetEr
     if bytes.is_empty() || bytes.len() % REC != 0 {
         return Err(DatasetError::Malformed {
             path: path.to_path_buf(),
-            reason: format!("{} bytes is not a whole number of 3073-byte CIFAR-10 records (truncated?)", bytes.len()),
+            reason: format!(
+                "{} bytes is not a whole number of 3073-byte CIFAR-10 records (truncated?)",
+                bytes.len()
+            ),
         });
     }
     let n = bytes.len() / REC;
@@ -300,12 +330,24 @@ pub fn parse_cifar_batch(path: &Path, bytes: &[u8]) -> Result<Dataset, DatasetEr
         labels.push(r[0]);
         pixels.extend_from_slice(&r[1..]);
     }
-    Ok(Dataset { pixels, labels, shape: [3, 32, 32] })
+    Ok(Dataset {
+        pixels,
+        labels,
+        shape: [3, 32, 32],
+    })
 }
 
 fn load_cifar10_dir(dir: &Path, hint: &str) -> Result<Splits, DatasetError> {
-    let dir = if dir.join("cifar-10-batches-bin").is_dir() { dir.join("cifar-10-batches-bin") } else { dir.to_path_buf() };
-    let mut train = Dataset { pixels: Vec::new(), labels: Vec::new(), shape: [3, 32, 32] };
+    let dir = if dir.join("cifar-10-batches-bin").is_dir() {
+        dir.join("cifar-10-batches-bin")
+    } else {
+        dir.to_path_buf()
+    };
+    let mut train = Dataset {
+        pixels: Vec::new(),
+        labels: Vec::new(),
+        shape: [3, 32, 32],
+    };
     for i in 1..=5 {
         let (p, b) = read_maybe_gz(&dir.join(format!("data_batch_{i}.bin")), hint)?;
         let d = parse_cifar_batch(&p, &b)?;
@@ -339,8 +381,17 @@ mod tests {
 
     fn write_mnist(dir: &Path, compress: bool, n_train: u32) {
         let files = [
-            ("train-images-idx3-ubyte", idx(&[n_train, 28, 28], &vec![7u8; n_train as usize * 784])),
-            ("train-labels-idx1-ubyte", idx(&[n_train], &(0..n_train).map(|i| (i % 10) as u8).collect::<Vec<_>>())),
+            (
+                "train-images-idx3-ubyte",
+                idx(&[n_train, 28, 28], &vec![7u8; n_train as usize * 784]),
+            ),
+            (
+                "train-labels-idx1-ubyte",
+                idx(
+                    &[n_train],
+                    &(0..n_train).map(|i| (i % 10) as u8).collect::<Vec<_>>(),
+                ),
+            ),
             ("t10k-images-idx3-ubyte", idx(&[2, 28, 28], &[3u8; 2 * 784])),
             ("t10k-labels-idx1-ubyte", idx(&[2], &[4, 5])),
         ];
@@ -383,7 +434,11 @@ mod tests {
         // Truncated gzip.
         std::fs::remove_file(&p).unwrap();
         let g = gz(&b);
-        std::fs::write(d.path().join("train-images-idx3-ubyte.gz"), &g[..g.len() / 2]).unwrap();
+        std::fs::write(
+            d.path().join("train-images-idx3-ubyte.gz"),
+            &g[..g.len() / 2],
+        )
+        .unwrap();
         let e = DatasetKind::Mnist.load(Some(d.path())).unwrap_err();
         assert!(matches!(e, DatasetError::Malformed { .. }), "{e}");
         // Wrong magic.

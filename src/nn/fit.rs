@@ -24,8 +24,12 @@ pub enum FitMethod {
 
 impl FitMethod {
     /// Every method, in display order.
-    pub const ALL: [FitMethod; 4] =
-        [FitMethod::Legendre, FitMethod::Chebyshev, FitMethod::Minimax, FitMethod::Derivative];
+    pub const ALL: [FitMethod; 4] = [
+        FitMethod::Legendre,
+        FitMethod::Chebyshev,
+        FitMethod::Minimax,
+        FitMethod::Derivative,
+    ];
 
     /// Lower-case name.
     pub fn name(self) -> &'static str {
@@ -58,7 +62,9 @@ impl FromStr for FitMethod {
 #[non_exhaustive]
 pub enum FitError {
     /// Degree outside the supported range.
-    #[error("degree {degree} is not supported: use a degree from 1 to 12 (2 to 8 is the useful range)")]
+    #[error(
+        "degree {degree} is not supported: use a degree from 1 to 12 (2 to 8 is the useful range)"
+    )]
     Degree {
         /// The requested degree.
         degree: usize,
@@ -164,7 +170,12 @@ pub fn fit_polynomial(func: ActFn, degree: usize, a: f64, method: FitMethod) -> 
     // x = a t  =>  coefficient of x^k is b_k / a^k. Round-off-sized coefficients (the even or odd
     // part of a symmetric function) are set to exactly 0.
     let big = in_t.coeffs.iter().fold(0.0f64, |m, c| m.max(c.abs()));
-    let clean = Polynomial::new(in_t.coeffs.iter().map(|&c| if c.abs() < 1e-12 * big { 0.0 } else { c }).collect());
+    let clean = Polynomial::new(
+        in_t.coeffs
+            .iter()
+            .map(|&c| if c.abs() < 1e-12 * big { 0.0 } else { c })
+            .collect(),
+    );
     clean.scale_input(1.0 / a)
 }
 
@@ -189,7 +200,11 @@ pub fn errors(func: ActFn, p: &Polynomial, a: f64, sigma: f64) -> FitErrors {
     } else {
         f64::NAN
     };
-    FitErrors { max_abs_error: max, mean_abs_error: mean, gaussian_mean_abs_error: gauss }
+    FitErrors {
+        max_abs_error: max,
+        mean_abs_error: mean,
+        gaussian_mean_abs_error: gauss,
+    }
 }
 
 /// Composite Simpson rule on [-1, 1] with 20,000 panels (0 is a panel boundary, so a kink there
@@ -239,7 +254,10 @@ fn chebyshev_t(k: usize, t: f64) -> f64 {
 }
 
 /// Monomial coefficients of a series in a three-term-recurrence basis.
-fn basis_to_monomial(coeffs: &[f64], next: impl Fn(usize, &[f64], &[f64]) -> Vec<f64>) -> Polynomial {
+fn basis_to_monomial(
+    coeffs: &[f64],
+    next: impl Fn(usize, &[f64], &[f64]) -> Vec<f64>,
+) -> Polynomial {
     let n = coeffs.len();
     let mut out = vec![0.0; n.max(1)];
     let mut prev: Vec<f64> = vec![1.0];
@@ -292,12 +310,17 @@ fn chebyshev_to_monomial(c: &[f64]) -> Polynomial {
 /// Chebyshev coefficients of the interpolant at the degree+1 Chebyshev nodes (first kind).
 fn chebyshev_interpolate(g: impl Fn(f64) -> f64, degree: usize) -> Vec<f64> {
     let n = degree + 1;
-    let nodes: Vec<f64> =
-        (0..n).map(|j| (std::f64::consts::PI * (j as f64 + 0.5) / n as f64).cos()).collect();
+    let nodes: Vec<f64> = (0..n)
+        .map(|j| (std::f64::consts::PI * (j as f64 + 0.5) / n as f64).cos())
+        .collect();
     let vals: Vec<f64> = nodes.iter().map(|&t| g(t)).collect();
     (0..n)
         .map(|k| {
-            let s: f64 = nodes.iter().zip(&vals).map(|(&t, &v)| v * chebyshev_t(k, t)).sum();
+            let s: f64 = nodes
+                .iter()
+                .zip(&vals)
+                .map(|(&t, &v)| v * chebyshev_t(k, t))
+                .sum();
             s * if k == 0 { 1.0 } else { 2.0 } / n as f64
         })
         .collect()
@@ -315,8 +338,9 @@ fn solve(mut m: Vec<Vec<f64>>, mut rhs: Vec<f64>) -> Option<Vec<f64>> {
         rhs.swap(col, piv);
         for r in col + 1..n {
             let f = m[r][col] / m[col][col];
-            for c in col..n {
-                m[r][c] -= f * m[col][c];
+            let pivot_row = m[col].clone();
+            for (dst, src) in m[r][col..n].iter_mut().zip(&pivot_row[col..n]) {
+                *dst -= f * src;
             }
             rhs[r] -= f * rhs[col];
         }
@@ -333,7 +357,9 @@ fn solve(mut m: Vec<Vec<f64>>, mut rhs: Vec<f64>) -> Option<Vec<f64>> {
 fn remez(g: impl Fn(f64) -> f64, degree: usize) -> Vec<f64> {
     const GRID: usize = 20_000;
     let n = degree + 2;
-    let grid: Vec<f64> = (0..=GRID).map(|i| -1.0 + 2.0 * i as f64 / GRID as f64).collect();
+    let grid: Vec<f64> = (0..=GRID)
+        .map(|i| -1.0 + 2.0 * i as f64 / GRID as f64)
+        .collect();
     let gv: Vec<f64> = grid.iter().map(|&t| g(t)).collect();
     // Initial reference: Chebyshev extrema, snapped to the grid.
     let mut refs: Vec<usize> = (0..n)
@@ -346,7 +372,12 @@ fn remez(g: impl Fn(f64) -> f64, degree: usize) -> Vec<f64> {
         })
         .collect();
     let mut best = chebyshev_interpolate(&g, degree);
-    let eval = |c: &[f64], t: f64| -> f64 { c.iter().enumerate().map(|(k, &v)| v * chebyshev_t(k, t)).sum() };
+    let eval = |c: &[f64], t: f64| -> f64 {
+        c.iter()
+            .enumerate()
+            .map(|(k, &v)| v * chebyshev_t(k, t))
+            .sum()
+    };
     let mut best_max = f64::INFINITY;
     for _ in 0..100 {
         let m: Vec<Vec<f64>> = refs
@@ -362,7 +393,11 @@ fn remez(g: impl Fn(f64) -> f64, degree: usize) -> Vec<f64> {
         let Some(sol) = solve(m, rhs) else { break };
         let c = sol[..=degree].to_vec();
         let level = sol[degree + 1].abs();
-        let err: Vec<f64> = grid.iter().zip(&gv).map(|(&t, &v)| v - eval(&c, t)).collect();
+        let err: Vec<f64> = grid
+            .iter()
+            .zip(&gv)
+            .map(|(&t, &v)| v - eval(&c, t))
+            .collect();
         let max = err.iter().fold(0.0f64, |m, e| m.max(e.abs()));
         if max < best_max {
             best_max = max;
@@ -393,12 +428,18 @@ fn remez(g: impl Fn(f64) -> f64, degree: usize) -> Vec<f64> {
         if ext.len() > n {
             // Keep n consecutive (hence alternating) extrema that include the global maximum,
             // choosing the window whose smallest |error| is largest.
-            let gmax = (0..ext.len()).max_by(|&i, &j| err[ext[i]].abs().total_cmp(&err[ext[j]].abs())).unwrap_or(0);
+            let gmax = (0..ext.len())
+                .max_by(|&i, &j| err[ext[i]].abs().total_cmp(&err[ext[j]].abs()))
+                .unwrap_or(0);
             let lo = gmax.saturating_sub(n - 1);
             let hi = gmax.min(ext.len() - n);
             let start = (lo..=hi)
                 .max_by(|&i, &j| {
-                    let m = |s: usize| ext[s..s + n].iter().fold(f64::INFINITY, |m, &k| m.min(err[k].abs()));
+                    let m = |s: usize| {
+                        ext[s..s + n]
+                            .iter()
+                            .fold(f64::INFINITY, |m, &k| m.min(err[k].abs()))
+                    };
                     m(i).total_cmp(&m(j))
                 })
                 .unwrap_or(lo);
@@ -436,7 +477,11 @@ mod tests {
         for f in ActFn::ALL {
             for d in 2..=8 {
                 let mm = fit(f, d, 8.0, FitMethod::Minimax, 1.0).unwrap();
-                for m in [FitMethod::Legendre, FitMethod::Chebyshev, FitMethod::Derivative] {
+                for m in [
+                    FitMethod::Legendre,
+                    FitMethod::Chebyshev,
+                    FitMethod::Derivative,
+                ] {
                     let o = fit(f, d, 8.0, m, 1.0).unwrap();
                     assert!(
                         mm.max_abs_error <= o.max_abs_error * (1.0 + 1e-6),
@@ -459,7 +504,11 @@ mod tests {
                         }
                     }
                 }
-                assert!(signs.len() >= d + 2, "{f} d={d}: {} alternations", signs.len());
+                assert!(
+                    signs.len() >= d + 2,
+                    "{f} d={d}: {} alternations",
+                    signs.len()
+                );
             }
         }
     }
@@ -469,9 +518,17 @@ mod tests {
         // Best quadratic for |x| on [-1,1] is x^2 + 1/8 (error 1/8), so ReLU = (x + |x|)/2 on
         // [-a, a] has error a/16.
         let mm = fit(ActFn::Relu, 2, 8.0, FitMethod::Minimax, 1.0).unwrap();
-        assert!((mm.max_abs_error - 0.5).abs() < 1e-3, "{}", mm.max_abs_error);
+        assert!(
+            (mm.max_abs_error - 0.5).abs() < 1e-3,
+            "{}",
+            mm.max_abs_error
+        );
         let c = &mm.coefficients;
-        assert!((c[0] - 0.5).abs() < 1e-3 && (c[1] - 0.5).abs() < 1e-9 && (c[2] - 1.0 / 16.0).abs() < 1e-4);
+        assert!(
+            (c[0] - 0.5).abs() < 1e-3
+                && (c[1] - 0.5).abs() < 1e-9
+                && (c[2] - 1.0 / 16.0).abs() < 1e-4
+        );
     }
 
     #[test]
@@ -483,7 +540,10 @@ mod tests {
                 let c = fit(f, d, 8.0, FitMethod::Chebyshev, 1.0).unwrap();
                 let m = fit(f, d, 8.0, FitMethod::Minimax, 1.0).unwrap();
                 let lebesgue = 1.0 + 2.0 / std::f64::consts::PI * ((d + 1) as f64).ln();
-                assert!(c.max_abs_error <= (1.0 + lebesgue) * m.max_abs_error * (1.0 + 1e-6), "{f} d={d}");
+                assert!(
+                    c.max_abs_error <= (1.0 + lebesgue) * m.max_abs_error * (1.0 + 1e-6),
+                    "{f} d={d}"
+                );
             }
         }
         // Smooth function on a small interval: sigmoid is entire up to poles at +-i pi, so the
@@ -500,11 +560,17 @@ mod tests {
         for d in 2..=6 {
             let p = fit_polynomial(ActFn::Relu, d, a, FitMethod::Derivative);
             // p' must be the least-squares fit of the step function on [-a, a].
-            let step_fit = legendre_to_monomial(&legendre_project(|t| ActFn::Relu.derivative(a * t), d - 1))
-                .scale_input(1.0 / a);
+            let step_fit =
+                legendre_to_monomial(&legendre_project(|t| ActFn::Relu.derivative(a * t), d - 1))
+                    .scale_input(1.0 / a);
             let dp = p.derivative();
             for (x, y) in dp.coeffs.iter().zip(&step_fit.coeffs) {
-                assert!((x - y).abs() < 1e-9, "d={d}: {:?} vs {:?}", dp.coeffs, step_fit.coeffs);
+                assert!(
+                    (x - y).abs() < 1e-9,
+                    "d={d}: {:?} vs {:?}",
+                    dp.coeffs,
+                    step_fit.coeffs
+                );
             }
             assert_eq!(p.degree(), d);
         }
@@ -515,8 +581,17 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        assert!(matches!(fit(ActFn::Relu, 0, 8.0, FitMethod::Legendre, 1.0), Err(FitError::Degree { .. })));
-        assert!(matches!(fit(ActFn::Relu, 2, -1.0, FitMethod::Legendre, 1.0), Err(FitError::Interval { .. })));
-        assert!(matches!(fit(ActFn::Relu, 2, f64::NAN, FitMethod::Legendre, 1.0), Err(FitError::Interval { .. })));
+        assert!(matches!(
+            fit(ActFn::Relu, 0, 8.0, FitMethod::Legendre, 1.0),
+            Err(FitError::Degree { .. })
+        ));
+        assert!(matches!(
+            fit(ActFn::Relu, 2, -1.0, FitMethod::Legendre, 1.0),
+            Err(FitError::Interval { .. })
+        ));
+        assert!(matches!(
+            fit(ActFn::Relu, 2, f64::NAN, FitMethod::Legendre, 1.0),
+            Err(FitError::Interval { .. })
+        ));
     }
 }

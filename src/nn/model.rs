@@ -257,7 +257,14 @@ impl Model {
         // Pass 1: batch norm.
         let mut v: Vec<TrainedLayer> = Vec::new();
         for (index, l) in trained.into_iter().enumerate() {
-            let TrainedLayer::BatchNorm { gamma, beta, mean, var, eps } = l else {
+            let TrainedLayer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+            } = l
+            else {
                 v.push(l);
                 continue;
             };
@@ -265,7 +272,10 @@ impl Model {
                 .iter_mut()
                 .rev()
                 .find(|l| !matches!(l, TrainedLayer::AvgPool { .. }))
-                .ok_or(ModelError::Layer { index, reason: "batch norm at the start".into() })?;
+                .ok_or(ModelError::Layer {
+                    index,
+                    reason: "batch norm at the start".into(),
+                })?;
             let g: Array1<f64> = &gamma / &(&var + eps).mapv(f64::sqrt);
             let (w_out, bias) = match target {
                 TrainedLayer::Conv2d { weight, bias, .. } => (weight.len_of(Axis(0)), bias),
@@ -273,14 +283,19 @@ impl Model {
                 _ => {
                     return Err(ModelError::Layer {
                         index,
-                        reason: "batch norm must follow conv2d or dense (possibly through avg_pool)".into(),
+                        reason:
+                            "batch norm must follow conv2d or dense (possibly through avg_pool)"
+                                .into(),
                     })
                 }
             };
             if g.len() != w_out || beta.len() != w_out || mean.len() != w_out {
                 return Err(ModelError::Layer {
                     index,
-                    reason: format!("batch norm has {} channels, the layer before has {w_out}", g.len()),
+                    reason: format!(
+                        "batch norm has {} channels, the layer before has {w_out}",
+                        g.len()
+                    ),
                 });
             }
             *bias = (&*bias - &mean) * &g + &beta;
@@ -338,32 +353,63 @@ impl Model {
             });
         }
         if s != 1.0 {
-            return Err(ModelError::Layer { index: layers.len(), reason: "the network ends with a pool".into() });
+            return Err(ModelError::Layer {
+                index: layers.len(),
+                reason: "the network ends with a pool".into(),
+            });
         }
-        let m = Model { name: name.to_string(), input, normalization, layers, training };
+        let m = Model {
+            name: name.to_string(),
+            input,
+            normalization,
+            layers,
+            training,
+        };
         m.shapes()?;
         Ok(m)
     }
 
     /// Output shape of every layer (and checks weight shapes against the input).
     pub fn shapes(&self) -> Result<Vec<Shape>, ModelError> {
-        let mut cur = Shape::Maps { c: self.input[0], h: self.input[1], w: self.input[2] };
+        let mut cur = Shape::Maps {
+            c: self.input[0],
+            h: self.input[1],
+            w: self.input[2],
+        };
         let mut out = Vec::new();
         for (index, l) in self.layers.iter().enumerate() {
             let bad = |reason: String| ModelError::Layer { index, reason };
             cur = match (l, cur) {
-                (Layer::Conv2d { weight, bias, stride, padding }, Shape::Maps { c, h, w }) => {
+                (
+                    Layer::Conv2d {
+                        weight,
+                        bias,
+                        stride,
+                        padding,
+                    },
+                    Shape::Maps { c, h, w },
+                ) => {
                     let (o, i, k, k2) = weight.dim();
                     if i != c || k != k2 || bias.len() != o {
-                        return Err(bad(format!("conv weight {:?} / bias {} do not fit {c} input channels", weight.dim(), bias.len())));
+                        return Err(bad(format!(
+                            "conv weight {:?} / bias {} do not fit {c} input channels",
+                            weight.dim(),
+                            bias.len()
+                        )));
                     }
-                    match (conv_out(h, k, *stride, *padding), conv_out(w, k, *stride, *padding)) {
+                    match (
+                        conv_out(h, k, *stride, *padding),
+                        conv_out(w, k, *stride, *padding),
+                    ) {
                         (Some(oh), Some(ow)) => Shape::Maps { c: o, h: oh, w: ow },
                         _ => return Err(bad(format!("kernel {k} does not fit {h}x{w}"))),
                     }
                 }
                 (Layer::SumPool { kernel, stride }, Shape::Maps { c, h, w }) => {
-                    match (conv_out(h, *kernel, *stride, 0), conv_out(w, *kernel, *stride, 0)) {
+                    match (
+                        conv_out(h, *kernel, *stride, 0),
+                        conv_out(w, *kernel, *stride, 0),
+                    ) {
                         (Some(oh), Some(ow)) if *kernel > 0 => Shape::Maps { c, h: oh, w: ow },
                         _ => return Err(bad(format!("window {kernel} does not fit {h}x{w}"))),
                     }
@@ -371,7 +417,11 @@ impl Model {
                 (Layer::Dense { weight, bias }, Shape::Flat(n)) => {
                     let (o, i) = weight.dim();
                     if i != n || bias.len() != o {
-                        return Err(bad(format!("dense weight {:?} / bias {} do not fit {n} inputs", weight.dim(), bias.len())));
+                        return Err(bad(format!(
+                            "dense weight {:?} / bias {} do not fit {n} inputs",
+                            weight.dim(),
+                            bias.len()
+                        )));
                     }
                     Shape::Flat(o)
                 }
@@ -382,19 +432,27 @@ impl Model {
             out.push(cur);
         }
         if !matches!(cur, Shape::Flat(_)) {
-            return Err(ModelError::Layer { index: self.layers.len(), reason: "model output is not flat".into() });
+            return Err(ModelError::Layer {
+                index: self.layers.len(),
+                reason: "model output is not flat".into(),
+            });
         }
         Ok(out)
     }
 
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
-        self.shapes().ok().and_then(|s| s.last().map(Shape::numel)).unwrap_or(0)
+        self.shapes()
+            .ok()
+            .and_then(|s| s.last().map(Shape::numel))
+            .unwrap_or(0)
     }
 
     /// The largest number of values any layer holds (ciphertexts in batch packing).
     pub fn max_values(&self) -> usize {
-        self.shapes().map(|s| s.iter().map(Shape::numel).max().unwrap_or(0)).unwrap_or(0)
+        self.shapes()
+            .map(|s| s.iter().map(Shape::numel).max().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// The metadata describing this model.
@@ -403,19 +461,30 @@ impl Model {
             .layers
             .iter()
             .map(|l| match l {
-                Layer::Conv2d { weight, stride, padding, .. } => LayerMeta::Conv2d {
+                Layer::Conv2d {
+                    weight,
+                    stride,
+                    padding,
+                    ..
+                } => LayerMeta::Conv2d {
                     in_channels: weight.dim().1,
                     out_channels: weight.dim().0,
                     kernel: weight.dim().2,
                     stride: *stride,
                     padding: *padding,
                 },
-                Layer::SumPool { kernel, stride } => LayerMeta::SumPool { kernel: *kernel, stride: *stride },
-                Layer::Dense { weight, .. } => {
-                    LayerMeta::Dense { in_features: weight.dim().1, out_features: weight.dim().0 }
-                }
+                Layer::SumPool { kernel, stride } => LayerMeta::SumPool {
+                    kernel: *kernel,
+                    stride: *stride,
+                },
+                Layer::Dense { weight, .. } => LayerMeta::Dense {
+                    in_features: weight.dim().1,
+                    out_features: weight.dim().0,
+                },
                 Layer::Flatten => LayerMeta::Flatten,
-                Layer::Act(a) => LayerMeta::Act { activation: a.clone() },
+                Layer::Act(a) => LayerMeta::Act {
+                    activation: a.clone(),
+                },
             })
             .collect();
         ModelMeta {
@@ -431,21 +500,42 @@ impl Model {
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let bytes = |it: &mut dyn Iterator<Item = &f64>| it.flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        let bytes = |it: &mut dyn Iterator<Item = &f64>| {
+            it.flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()
+        };
         for (i, l) in self.layers.iter().enumerate() {
             match l {
                 Layer::Conv2d { weight, bias, .. } => {
-                    bufs.push((format!("layers.{i}.weight"), weight.shape().to_vec(), bytes(&mut weight.iter())));
-                    bufs.push((format!("layers.{i}.bias"), bias.shape().to_vec(), bytes(&mut bias.iter())));
+                    bufs.push((
+                        format!("layers.{i}.weight"),
+                        weight.shape().to_vec(),
+                        bytes(&mut weight.iter()),
+                    ));
+                    bufs.push((
+                        format!("layers.{i}.bias"),
+                        bias.shape().to_vec(),
+                        bytes(&mut bias.iter()),
+                    ));
                 }
                 Layer::Dense { weight, bias } => {
-                    bufs.push((format!("layers.{i}.weight"), weight.shape().to_vec(), bytes(&mut weight.iter())));
-                    bufs.push((format!("layers.{i}.bias"), bias.shape().to_vec(), bytes(&mut bias.iter())));
+                    bufs.push((
+                        format!("layers.{i}.weight"),
+                        weight.shape().to_vec(),
+                        bytes(&mut weight.iter()),
+                    ));
+                    bufs.push((
+                        format!("layers.{i}.bias"),
+                        bias.shape().to_vec(),
+                        bytes(&mut bias.iter()),
+                    ));
                 }
                 _ => {}
             }
         }
-        let fmt = |e: String| ModelError::Format { path: PathBuf::from("(in memory)"), reason: e };
+        let fmt = |e: String| ModelError::Format {
+            path: PathBuf::from("(in memory)"),
+            reason: e,
+        };
         let views = bufs
             .iter()
             .map(|(n, s, b)| {
@@ -462,33 +552,54 @@ impl Model {
     /// Writes the model atomically (temporary file in the same directory, then rename).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let bytes = self.to_bytes()?;
-        write_atomic(path, &bytes).map_err(|error| ModelError::Io { path: path.to_path_buf(), error })
+        write_atomic(path, &bytes).map_err(|error| ModelError::Io {
+            path: path.to_path_buf(),
+            error,
+        })
     }
 
     /// Reads a model written by [`Model::save`].
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        let bytes = std::fs::read(path).map_err(|error| ModelError::Io { path: path.to_path_buf(), error })?;
+        let bytes = std::fs::read(path).map_err(|error| ModelError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
         Self::from_bytes(&bytes, path)
     }
 
     /// Parses safetensors bytes (`path` names the source in errors).
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model, ModelError> {
-        let fmt = |reason: String| ModelError::Format { path: path.to_path_buf(), reason };
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
-        let (_, md) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
+        let fmt = |reason: String| ModelError::Format {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
+        let (_, md) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
         let json = md
             .metadata()
             .as_ref()
             .and_then(|m| m.get(META_KEY))
             .ok_or_else(|| fmt(format!("no `{META_KEY}` metadata")))?;
-        let meta: ModelMeta = serde_json::from_str(json).map_err(|e| fmt(format!("bad metadata: {e}")))?;
+        let meta: ModelMeta =
+            serde_json::from_str(json).map_err(|e| fmt(format!("bad metadata: {e}")))?;
         if meta.format != FORMAT_VERSION {
-            return Err(fmt(format!("format version {} (this build reads {FORMAT_VERSION})", meta.format)));
+            return Err(fmt(format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                meta.format
+            )));
         }
         let tensor = |name: String, shape: &[usize]| -> Result<Vec<f64>, ModelError> {
-            let t = st.tensor(&name).map_err(|e| fmt(format!("tensor {name}: {e}")))?;
+            let t = st
+                .tensor(&name)
+                .map_err(|e| fmt(format!("tensor {name}: {e}")))?;
             if t.dtype() != safetensors::Dtype::F64 || t.shape() != shape {
-                return Err(fmt(format!("tensor {name} is {:?} {:?}, expected F64 {shape:?}", t.dtype(), t.shape())));
+                return Err(fmt(format!(
+                    "tensor {name} is {:?} {:?}, expected F64 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
             }
             let v: Vec<f64> = t
                 .data()
@@ -503,7 +614,13 @@ impl Model {
         let mut layers = Vec::new();
         for (i, l) in meta.layers.iter().enumerate() {
             layers.push(match l {
-                LayerMeta::Conv2d { in_channels, out_channels, kernel, stride, padding } => {
+                LayerMeta::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     let sh = [*out_channels, *in_channels, *kernel, *kernel];
                     let w = tensor(format!("layers.{i}.weight"), &sh)?;
                     let b = tensor(format!("layers.{i}.bias"), &[*out_channels])?;
@@ -514,7 +631,10 @@ impl Model {
                         padding: *padding,
                     }
                 }
-                LayerMeta::Dense { in_features, out_features } => {
+                LayerMeta::Dense {
+                    in_features,
+                    out_features,
+                } => {
                     let sh = [*out_features, *in_features];
                     let w = tensor(format!("layers.{i}.weight"), &sh)?;
                     let b = tensor(format!("layers.{i}.bias"), &[*out_features])?;
@@ -523,7 +643,10 @@ impl Model {
                         bias: Array1::from(b),
                     }
                 }
-                LayerMeta::SumPool { kernel, stride } => Layer::SumPool { kernel: *kernel, stride: *stride },
+                LayerMeta::SumPool { kernel, stride } => Layer::SumPool {
+                    kernel: *kernel,
+                    stride: *stride,
+                },
                 LayerMeta::Flatten => Layer::Flatten,
                 LayerMeta::Act { activation } => Layer::Act(activation.clone()),
             });
@@ -532,7 +655,13 @@ impl Model {
         if meta.normalization.mean.len() != c || meta.normalization.std.len() != c {
             return Err(fmt(format!("normalisation must have {c} channel values")));
         }
-        let m = Model { name: meta.name, input: meta.input, normalization: meta.normalization, layers, training: meta.training };
+        let m = Model {
+            name: meta.name,
+            input: meta.input,
+            normalization: meta.normalization,
+            layers,
+            training: meta.training,
+        };
         m.shapes().map_err(|e| fmt(e.to_string()))?;
         Ok(m)
     }
@@ -540,8 +669,14 @@ impl Model {
 
 /// Writes `bytes` to `path` atomically: a temporary file next to it, then a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {

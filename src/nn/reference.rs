@@ -49,12 +49,21 @@ pub fn normalize(model: &Model, pixels: &[u8]) -> Vec<f64> {
 /// loaded or folded model) and `input` must have the model's input size, else this panics.
 pub fn forward_with_ranges(model: &Model, input: &[f64]) -> (Vec<f64>, Vec<ActRange>) {
     let [mut c, mut h, mut w] = model.input;
-    assert_eq!(input.len(), c * h * w, "input size does not match the model");
+    assert_eq!(
+        input.len(),
+        c * h * w,
+        "input size does not match the model"
+    );
     let mut x = input.to_vec();
     let mut ranges = Vec::new();
     for (li, layer) in model.layers.iter().enumerate() {
         match layer {
-            Layer::Conv2d { weight, bias, stride, padding } => {
+            Layer::Conv2d {
+                weight,
+                bias,
+                stride,
+                padding,
+            } => {
                 let (o, ic, k, _) = weight.dim();
                 let (s, p) = (*stride, *padding as isize);
                 let oh = (h + 2 * *padding - k) / s + 1;
@@ -126,7 +135,11 @@ pub fn forward_with_ranges(model: &Model, input: &[f64]) -> (Vec<f64>, Vec<ActRa
                 x = out;
             }
             Layer::Act(a) => {
-                let mut r = ActRange { layer: li, min: f64::INFINITY, max: f64::NEG_INFINITY };
+                let mut r = ActRange {
+                    layer: li,
+                    min: f64::INFINITY,
+                    max: f64::NEG_INFINITY,
+                };
                 for v in x.iter_mut() {
                     r.min = r.min.min(*v);
                     r.max = r.max.max(*v);
@@ -193,7 +206,11 @@ pub fn evaluate(model: &Model, data: &Dataset) -> EvalReport {
     EvalReport {
         samples,
         correct,
-        accuracy: if samples == 0 { 0.0 } else { correct as f64 / samples as f64 },
+        accuracy: if samples == 0 {
+            0.0
+        } else {
+            correct as f64 / samples as f64
+        },
         activation_ranges: ranges,
         logits: outs.into_iter().map(|(l, _)| l).collect(),
     }

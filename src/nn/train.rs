@@ -56,11 +56,21 @@ pub struct TrainConfig {
     pub clip: f64,
     /// Seed of the weight init and the shuffling.
     pub seed: u64,
+    /// Data augmentation: random horizontal flip and random shift of up to 2 pixels.
+    pub augment: bool,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 5, batch_size: 128, lr: 2e-3, weight_decay: 1e-4, clip: 5.0, seed: 1 }
+        TrainConfig {
+            epochs: 5,
+            batch_size: 128,
+            lr: 2e-3,
+            weight_decay: 1e-4,
+            clip: 5.0,
+            seed: 1,
+            augment: false,
+        }
     }
 }
 
@@ -85,7 +95,10 @@ enum Layout {
     /// Conv / pool outputs: position-major (`(y*w + x)*c + ch`).
     Hwc { c: usize, h: usize, w: usize },
     /// Flat features; `from` is the map layout they were flattened from.
-    Flat { n: usize, from: Option<(bool, usize, usize, usize)> },
+    Flat {
+        n: usize,
+        from: Option<(bool, usize, usize, usize)>,
+    },
 }
 
 impl Layout {
@@ -123,11 +136,39 @@ enum NetAct {
 }
 
 enum NetLayer {
-    Conv { w: Var, b: Var, idx: Tensor, positions: usize, ckk: usize, out_c: usize, k: usize, stride: usize, padding: usize, in_c: usize },
-    Pool { idx: Tensor, positions: usize, kk: usize, c: usize, k: usize, stride: usize },
-    Dense { w: Var, b: Var, in_layout: Layout },
+    Conv {
+        w: Var,
+        b: Var,
+        idx: Tensor,
+        positions: usize,
+        ckk: usize,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        in_c: usize,
+    },
+    Pool {
+        idx: Tensor,
+        positions: usize,
+        kk: usize,
+        c: usize,
+        k: usize,
+        stride: usize,
+    },
+    Dense {
+        w: Var,
+        b: Var,
+        in_layout: Layout,
+    },
     Flatten,
-    BatchNorm { gamma: Var, beta: Var, mean: Vec<f32>, var: Vec<f32>, channels: usize },
+    BatchNorm {
+        gamma: Var,
+        beta: Var,
+        mean: Vec<f32>,
+        var: Vec<f32>,
+        channels: usize,
+    },
     Act(NetAct),
 }
 
@@ -156,20 +197,40 @@ fn randn(rng: &mut ChaCha20Rng, n: usize, std: f64) -> Vec<f32> {
 
 impl Net {
     /// Builds the network (deterministic init from `seed`) for inputs of shape (c, h, w).
-    pub fn new(arch: &ArchSpec, act: &ActChoice, input: [usize; 3], seed: u64) -> Result<Net, TrainError> {
+    pub fn new(
+        arch: &ArchSpec,
+        act: &ActChoice,
+        input: [usize; 3],
+        seed: u64,
+    ) -> Result<Net, TrainError> {
         let shapes = arch.shapes(input)?;
         let device = Device::Cpu;
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut layout = Layout::Chw { c: input[0], h: input[1], w: input[2] };
+        let mut layout = Layout::Chw {
+            c: input[0],
+            h: input[1],
+            w: input[2],
+        };
         let mut layers = Vec::new();
         let mut vars = Vec::new();
         let n_layers = arch.layers.len();
         for (li, l) in arch.layers.iter().enumerate() {
-            let is_last_linear = !arch.layers[li + 1..].iter().any(|l| matches!(l, LayerSpec::Conv2d { .. } | LayerSpec::Dense { .. }));
+            let is_last_linear = !arch.layers[li + 1..]
+                .iter()
+                .any(|l| matches!(l, LayerSpec::Conv2d { .. } | LayerSpec::Dense { .. }));
             let layer = match l {
-                LayerSpec::Conv2d { out_channels, kernel, stride, padding } => {
-                    let (c, h, w) = layout.maps().ok_or_else(|| TrainError::Data("conv on flat input".into()))?;
-                    let Shape::Maps { h: oh, w: ow, .. } = shapes[li] else { unreachable!("checked by shapes") };
+                LayerSpec::Conv2d {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    let (c, h, w) = layout
+                        .maps()
+                        .ok_or_else(|| TrainError::Data("conv on flat input".into()))?;
+                    let Shape::Maps { h: oh, w: ow, .. } = shapes[li] else {
+                        unreachable!("checked by shapes")
+                    };
                     let k = *kernel;
                     let pad_index = layout.numel() as u32;
                     let mut idx = Vec::with_capacity(oh * ow * c * k * k);
@@ -180,11 +241,17 @@ impl Net {
                                     for kx in 0..k {
                                         let iy = (y * stride + ky) as isize - *padding as isize;
                                         let ix = (x * stride + kx) as isize - *padding as isize;
-                                        idx.push(if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                            pad_index
-                                        } else {
-                                            layout.index(ch, iy as usize, ix as usize) as u32
-                                        });
+                                        idx.push(
+                                            if iy < 0
+                                                || ix < 0
+                                                || iy >= h as isize
+                                                || ix >= w as isize
+                                            {
+                                                pad_index
+                                            } else {
+                                                layout.index(ch, iy as usize, ix as usize) as u32
+                                            },
+                                        );
                                     }
                                 }
                             }
@@ -192,11 +259,19 @@ impl Net {
                     }
                     let ckk = c * k * k;
                     let std = (2.0 / ckk as f64).sqrt();
-                    let wv = Var::from_vec(randn(&mut rng, ckk * out_channels, std), (ckk, *out_channels), &device)?;
+                    let wv = Var::from_vec(
+                        randn(&mut rng, ckk * out_channels, std),
+                        (ckk, *out_channels),
+                        &device,
+                    )?;
                     let bv = Var::zeros(*out_channels, DType::F32, &device)?;
                     vars.push(wv.clone());
                     vars.push(bv.clone());
-                    layout = Layout::Hwc { c: *out_channels, h: oh, w: ow };
+                    layout = Layout::Hwc {
+                        c: *out_channels,
+                        h: oh,
+                        w: ow,
+                    };
                     NetLayer::Conv {
                         w: wv,
                         b: bv,
@@ -211,8 +286,12 @@ impl Net {
                     }
                 }
                 LayerSpec::AvgPool { kernel, stride } => {
-                    let (c, _, _) = layout.maps().ok_or_else(|| TrainError::Data("pool on flat input".into()))?;
-                    let Shape::Maps { h: oh, w: ow, .. } = shapes[li] else { unreachable!("checked by shapes") };
+                    let (c, _, _) = layout
+                        .maps()
+                        .ok_or_else(|| TrainError::Data("pool on flat input".into()))?;
+                    let Shape::Maps { h: oh, w: ow, .. } = shapes[li] else {
+                        unreachable!("checked by shapes")
+                    };
                     let (k, s) = (*kernel, stride.unwrap_or(*kernel));
                     let mut idx = Vec::new();
                     for y in 0..oh {
@@ -228,18 +307,36 @@ impl Net {
                     }
                     layout = Layout::Hwc { c, h: oh, w: ow };
                     let n = idx.len();
-                    NetLayer::Pool { idx: Tensor::from_vec(idx, n, &device)?, positions: oh * ow, kk: k * k, c, k, stride: s }
+                    NetLayer::Pool {
+                        idx: Tensor::from_vec(idx, n, &device)?,
+                        positions: oh * ow,
+                        kk: k * k,
+                        c,
+                        k,
+                        stride: s,
+                    }
                 }
                 LayerSpec::Dense { out } => {
                     let n = layout.numel();
-                    let std = if is_last_linear { (1.0 / n as f64).sqrt() } else { (2.0 / n as f64).sqrt() };
+                    let std = if is_last_linear {
+                        (1.0 / n as f64).sqrt()
+                    } else {
+                        (2.0 / n as f64).sqrt()
+                    };
                     let wv = Var::from_vec(randn(&mut rng, n * out, std), (n, *out), &device)?;
                     let bv = Var::zeros(*out, DType::F32, &device)?;
                     vars.push(wv.clone());
                     vars.push(bv.clone());
                     let in_layout = layout;
-                    layout = Layout::Flat { n: *out, from: None };
-                    NetLayer::Dense { w: wv, b: bv, in_layout }
+                    layout = Layout::Flat {
+                        n: *out,
+                        from: None,
+                    };
+                    NetLayer::Dense {
+                        w: wv,
+                        b: bv,
+                        in_layout,
+                    }
                 }
                 LayerSpec::Flatten => {
                     let from = match layout {
@@ -247,7 +344,10 @@ impl Net {
                         Layout::Hwc { c, h, w } => Some((false, c, h, w)),
                         Layout::Flat { from, .. } => from,
                     };
-                    layout = Layout::Flat { n: layout.numel(), from };
+                    layout = Layout::Flat {
+                        n: layout.numel(),
+                        from,
+                    };
                     NetLayer::Flatten
                 }
                 LayerSpec::BatchNorm => {
@@ -256,12 +356,21 @@ impl Net {
                     let beta = Var::zeros(channels, DType::F32, &device)?;
                     vars.push(gamma.clone());
                     vars.push(beta.clone());
-                    NetLayer::BatchNorm { gamma, beta, mean: vec![0.0; channels], var: vec![1.0; channels], channels }
+                    NetLayer::BatchNorm {
+                        gamma,
+                        beta,
+                        mean: vec![0.0; channels],
+                        var: vec![1.0; channels],
+                        channels,
+                    }
                 }
                 LayerSpec::Act => NetLayer::Act(Self::make_act(act, &device, &mut vars)?),
                 LayerSpec::Std { func } => NetLayer::Act(NetAct::Std(*func)),
                 LayerSpec::Poly { coeffs, trainable } => NetLayer::Act(Self::make_act(
-                    &ActChoice::Poly { poly: Polynomial::new(coeffs.clone()), trainable: *trainable },
+                    &ActChoice::Poly {
+                        poly: Polynomial::new(coeffs.clone()),
+                        trainable: *trainable,
+                    },
                     &device,
                     &mut vars,
                 )?),
@@ -269,10 +378,21 @@ impl Net {
             layers.push(layer);
         }
         debug_assert_eq!(layers.len(), n_layers);
-        Ok(Net { arch: arch.clone(), act: act.clone(), input, layers, vars, device })
+        Ok(Net {
+            arch: arch.clone(),
+            act: act.clone(),
+            input,
+            layers,
+            vars,
+            device,
+        })
     }
 
-    fn make_act(act: &ActChoice, device: &Device, vars: &mut Vec<Var>) -> Result<NetAct, TrainError> {
+    fn make_act(
+        act: &ActChoice,
+        device: &Device,
+        vars: &mut Vec<Var>,
+    ) -> Result<NetAct, TrainError> {
         Ok(match act {
             ActChoice::Std { func } => NetAct::Std(*func),
             ActChoice::Poly { poly, trainable } => {
@@ -281,9 +401,13 @@ impl Net {
                 if *trainable {
                     let v = Var::from_vec(c, n, device)?;
                     vars.push(v.clone());
-                    NetAct::Poly { coeffs: v.as_tensor().clone() }
+                    NetAct::Poly {
+                        coeffs: v.as_tensor().clone(),
+                    }
                 } else {
-                    NetAct::Poly { coeffs: Tensor::from_vec(c, n, device)? }
+                    NetAct::Poly {
+                        coeffs: Tensor::from_vec(c, n, device)?,
+                    }
                 }
             }
         })
@@ -301,19 +425,43 @@ impl Net {
         let b = x.dim(0)?;
         for l in self.layers.iter_mut() {
             x = match l {
-                NetLayer::Conv { w, b: bias, idx, positions, ckk, out_c, .. } => {
+                NetLayer::Conv {
+                    w,
+                    b: bias,
+                    idx,
+                    positions,
+                    ckk,
+                    out_c,
+                    ..
+                } => {
                     let zeros = Tensor::zeros((b, 1), x.dtype(), &self.device)?;
                     let xp = Tensor::cat(&[&x, &zeros], 1)?;
                     let cols = xp.index_select(idx, 1)?.reshape((b * *positions, *ckk))?;
-                    cols.matmul(w.as_tensor())?.broadcast_add(bias.as_tensor())?.reshape((b, *positions * *out_c))?
+                    cols.matmul(w.as_tensor())?
+                        .broadcast_add(bias.as_tensor())?
+                        .reshape((b, *positions * *out_c))?
                 }
-                NetLayer::Pool { idx, positions, kk, c, .. } => {
+                NetLayer::Pool {
+                    idx,
+                    positions,
+                    kk,
+                    c,
+                    ..
+                } => {
                     let g = x.index_select(idx, 1)?.reshape((b, *positions, *kk, *c))?;
                     (g.sum(2)? / (*kk as f64))?.reshape((b, *positions * *c))?
                 }
-                NetLayer::Dense { w, b: bias, .. } => x.matmul(w.as_tensor())?.broadcast_add(bias.as_tensor())?,
+                NetLayer::Dense { w, b: bias, .. } => {
+                    x.matmul(w.as_tensor())?.broadcast_add(bias.as_tensor())?
+                }
                 NetLayer::Flatten => x,
-                NetLayer::BatchNorm { gamma, beta, mean, var, channels } => {
+                NetLayer::BatchNorm {
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                    channels,
+                } => {
                     let n = x.dim(1)?;
                     let rows = b * n / *channels;
                     let x2 = x.reshape((rows, *channels))?;
@@ -335,8 +483,12 @@ impl Net {
                             Tensor::from_slice(var, (1, *channels), &self.device)?,
                         )
                     };
-                    let xhat = x2.broadcast_sub(&m)?.broadcast_div(&(v + BN_EPS)?.sqrt()?)?;
-                    xhat.broadcast_mul(gamma.as_tensor())?.broadcast_add(beta.as_tensor())?.reshape((b, n))?
+                    let xhat = x2
+                        .broadcast_sub(&m)?
+                        .broadcast_div(&(v + BN_EPS)?.sqrt()?)?;
+                    xhat.broadcast_mul(gamma.as_tensor())?
+                        .broadcast_add(beta.as_tensor())?
+                        .reshape((b, n))?
                 }
                 NetLayer::Act(a) => match a {
                     NetAct::Std(ActFn::Relu) => x.relu()?,
@@ -363,14 +515,32 @@ impl Net {
     }
 
     /// Exports the trained network as a folded [`Model`].
-    pub fn export(&self, normalization: Normalization, training: serde_json::Value) -> Result<Model, TrainError> {
+    pub fn export(
+        &self,
+        normalization: Normalization,
+        training: serde_json::Value,
+    ) -> Result<Model, TrainError> {
         let to64 = |t: &Tensor| -> Result<Vec<f64>, TrainError> {
-            Ok(t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+            Ok(t.flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(f64::from)
+                .collect())
         };
         let mut trained = Vec::new();
         for l in &self.layers {
             trained.push(match l {
-                NetLayer::Conv { w, b, out_c, k, stride, padding, in_c, ckk, .. } => {
+                NetLayer::Conv {
+                    w,
+                    b,
+                    out_c,
+                    k,
+                    stride,
+                    padding,
+                    in_c,
+                    ckk,
+                    ..
+                } => {
                     let wv = to64(w.as_tensor())?;
                     let mut weight = Array4::<f64>::zeros((*out_c, *in_c, *k, *k));
                     for r in 0..*ckk {
@@ -379,17 +549,32 @@ impl Net {
                             weight[[o, ch, ky, kx]] = wv[r * out_c + o];
                         }
                     }
-                    TrainedLayer::Conv2d { weight, bias: Array1::from(to64(b.as_tensor())?), stride: *stride, padding: *padding }
+                    TrainedLayer::Conv2d {
+                        weight,
+                        bias: Array1::from(to64(b.as_tensor())?),
+                        stride: *stride,
+                        padding: *padding,
+                    }
                 }
-                NetLayer::Pool { k, stride, .. } => TrainedLayer::AvgPool { kernel: *k, stride: *stride },
+                NetLayer::Pool { k, stride, .. } => TrainedLayer::AvgPool {
+                    kernel: *k,
+                    stride: *stride,
+                },
                 NetLayer::Dense { w, b, in_layout } => {
                     let wv = to64(w.as_tensor())?;
                     let (n, o) = w.as_tensor().dims2()?;
                     let mut weight = Array2::<f64>::zeros((o, n));
                     // Map each training feature index to its CHW flatten index.
                     let perm: Vec<usize> = match *in_layout {
-                        Layout::Flat { from: Some((chw, c, h, w)), .. } => {
-                            let src = if chw { Layout::Chw { c, h, w } } else { Layout::Hwc { c, h, w } };
+                        Layout::Flat {
+                            from: Some((chw, c, h, w)),
+                            ..
+                        } => {
+                            let src = if chw {
+                                Layout::Chw { c, h, w }
+                            } else {
+                                Layout::Hwc { c, h, w }
+                            };
                             let mut p = vec![0; n];
                             for ch in 0..c {
                                 for y in 0..h {
@@ -407,10 +592,19 @@ impl Net {
                             weight[[oi, pj]] = wv[j * o + oi];
                         }
                     }
-                    TrainedLayer::Dense { weight, bias: Array1::from(to64(b.as_tensor())?) }
+                    TrainedLayer::Dense {
+                        weight,
+                        bias: Array1::from(to64(b.as_tensor())?),
+                    }
                 }
                 NetLayer::Flatten => TrainedLayer::Flatten,
-                NetLayer::BatchNorm { gamma, beta, mean, var, .. } => TrainedLayer::BatchNorm {
+                NetLayer::BatchNorm {
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                    ..
+                } => TrainedLayer::BatchNorm {
                     gamma: Array1::from(to64(gamma.as_tensor())?),
                     beta: Array1::from(to64(beta.as_tensor())?),
                     mean: mean.iter().map(|&v| v as f64).collect(),
@@ -418,12 +612,18 @@ impl Net {
                     eps: BN_EPS,
                 },
                 NetLayer::Act(NetAct::Std(f)) => TrainedLayer::Act(Activation::Std { func: *f }),
-                NetLayer::Act(NetAct::Poly { coeffs, .. }) => {
-                    TrainedLayer::Act(Activation::Poly { coeffs: Polynomial::new(to64(coeffs)?) })
-                }
+                NetLayer::Act(NetAct::Poly { coeffs, .. }) => TrainedLayer::Act(Activation::Poly {
+                    coeffs: Polynomial::new(to64(coeffs)?),
+                }),
             });
         }
-        Ok(Model::fold(&self.arch.name, self.input, normalization, trained, training)?)
+        Ok(Model::fold(
+            &self.arch.name,
+            self.input,
+            normalization,
+            trained,
+            training,
+        )?)
     }
 
     /// The activation choice.
@@ -449,8 +649,13 @@ pub fn normalization_of(data: &Dataset) -> Normalization {
         }
     }
     let n = (data.len() * plane).max(1) as f64;
-    let std = (0..c).map(|ch| ((sq[ch] / n - (mean[ch] / n).powi(2)).max(1e-12)).sqrt()).collect();
-    Normalization { mean: mean.iter().map(|m| m / n).collect(), std }
+    let std = (0..c)
+        .map(|ch| ((sq[ch] / n - (mean[ch] / n).powi(2)).max(1e-12)).sqrt())
+        .collect();
+    Normalization {
+        mean: mean.iter().map(|m| m / n).collect(),
+        std,
+    }
 }
 
 fn normalized_f32(data: &Dataset, norm: &Normalization) -> Vec<f32> {
@@ -502,7 +707,11 @@ fn net_logits(net: &mut Net, x_all: &[f32], size: usize) -> Result<Vec<Vec<f32>>
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(500) {
         let end = (start + 500).min(n);
-        let x = Tensor::from_slice(&x_all[start * size..end * size], (end - start, size), &net.device)?;
+        let x = Tensor::from_slice(
+            &x_all[start * size..end * size],
+            (end - start, size),
+            &net.device,
+        )?;
         let l = net.forward(&x, false)?;
         out.extend(l.to_vec2::<f32>()?);
     }
@@ -527,23 +736,39 @@ pub fn train(
         return Err(TrainError::Data("empty train or test set".into()));
     }
     if train.shape != test.shape {
-        return Err(TrainError::Data(format!("train shape {:?} != test shape {:?}", train.shape, test.shape)));
+        return Err(TrainError::Data(format!(
+            "train shape {:?} != test shape {:?}",
+            train.shape, test.shape
+        )));
     }
     if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(TrainError::Data("epochs and batch size must be positive".into()));
+        return Err(TrainError::Data(
+            "epochs and batch size must be positive".into(),
+        ));
     }
     let input = arch.input.unwrap_or(train.shape);
     if input != train.shape {
-        return Err(TrainError::Data(format!("architecture expects input {input:?}, dataset has {:?}", train.shape)));
+        return Err(TrainError::Data(format!(
+            "architecture expects input {input:?}, dataset has {:?}",
+            train.shape
+        )));
     }
     let mut net = Net::new(arch, act, input, cfg.seed)?;
     let norm = normalization_of(train);
     let size = train.image_size();
     let xtr = normalized_f32(train, &norm);
     let xte = normalized_f32(test, &norm);
-    let params = ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() };
+    // Value of a black pixel per channel (what shifted-in borders get).
+    let fill: Vec<f32> = (0..input[0])
+        .map(|c| (-norm.mean[c] / norm.std[c]) as f32)
+        .collect();
+    let params = ParamsAdamW {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    };
     let mut opt = AdamW::new(net.vars.clone(), params)?;
-    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_0f_da7a);
+    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x005e_ed0f_da7a);
     let n = train.len();
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
     let total_steps = (steps_per_epoch * cfg.epochs) as f64;
@@ -572,7 +797,15 @@ pub fn train(
             let mut xb = Vec::with_capacity(chunk.len() * size);
             let mut yb = Vec::with_capacity(chunk.len());
             for &i in chunk {
-                xb.extend_from_slice(&xtr[i * size..(i + 1) * size]);
+                let img = &xtr[i * size..(i + 1) * size];
+                if cfg.augment {
+                    let flip = rng.random::<bool>();
+                    let dy = rng.random_range(-2i32..=2);
+                    let dx = rng.random_range(-2i32..=2);
+                    augment_into(&mut xb, img, train.shape, &fill, flip, dy, dx);
+                } else {
+                    xb.extend_from_slice(img);
+                }
                 yb.push(train.labels[i] as u32);
             }
             let x = Tensor::from_vec(xb, (chunk.len(), size), &net.device)?;
@@ -602,7 +835,8 @@ pub fn train(
                     }
                 }
             }
-            let lr = 0.5 * cfg.lr * (1.0 + (std::f64::consts::PI * step as f64 / total_steps).cos());
+            let lr =
+                0.5 * cfg.lr * (1.0 + (std::f64::consts::PI * step as f64 / total_steps).cos());
             opt.set_learning_rate(lr);
             opt.step(&grads)?;
             step += 1;
@@ -614,7 +848,12 @@ pub fn train(
         train_seconds += secs;
         let logits = net_logits(&mut net, &xte, size)?;
         let acc = accuracy_f32(&logits, &test.labels);
-        let st = EpochStats { epoch, train_loss: loss_sum / n as f64, test_accuracy: acc, seconds: secs };
+        let st = EpochStats {
+            epoch,
+            train_loss: loss_sum / n as f64,
+            test_accuracy: acc,
+            seconds: secs,
+        };
         log(&st);
         history.push(st);
     }
@@ -634,7 +873,13 @@ pub fn train(
     let activations = model
         .layers
         .iter()
-        .filter_map(|l| if let Layer::Act(a) = l { Some(a.clone()) } else { None })
+        .filter_map(|l| {
+            if let Layer::Act(a) = l {
+                Some(a.clone())
+            } else {
+                None
+            }
+        })
         .collect();
     let report = TrainReport {
         arch: arch.name.clone(),
@@ -651,6 +896,38 @@ pub fn train(
         activations,
     };
     Ok((model, report))
+}
+
+/// Appends `img` (CHW) flipped horizontally if `flip` and shifted by (dy, dx), borders `fill`.
+fn augment_into(
+    out: &mut Vec<f32>,
+    img: &[f32],
+    shape: [usize; 3],
+    fill: &[f32],
+    flip: bool,
+    dy: i32,
+    dx: i32,
+) {
+    let [c, h, w] = shape;
+    for ch in 0..c {
+        for y in 0..h {
+            for x in 0..w {
+                let sy = y as i32 - dy;
+                let sx0 = x as i32 - dx;
+                let v = if sy < 0 || sy >= h as i32 || sx0 < 0 || sx0 >= w as i32 {
+                    fill[ch]
+                } else {
+                    let sx = if flip {
+                        w - 1 - sx0 as usize
+                    } else {
+                        sx0 as usize
+                    };
+                    img[(ch * h + sy as usize) * w + sx]
+                };
+                out.push(v);
+            }
+        }
+    }
 }
 
 fn accuracy_f32(logits: &[Vec<f32>], labels: &[u8]) -> f64 {
@@ -683,7 +960,10 @@ pub fn compare_logits<T: Copy + Into<f64>>(reference: &[Vec<f64>], other: &[Vec<
 /// of [`reference::forward`], used to cross-check it.
 pub fn candle_forward(model: &Model, data: &Dataset) -> Result<Vec<Vec<f64>>, TrainError> {
     if data.shape != model.input {
-        return Err(TrainError::Data(format!("model expects {:?}, dataset has {:?}", model.input, data.shape)));
+        return Err(TrainError::Data(format!(
+            "model expects {:?}, dataset has {:?}",
+            model.input, data.shape
+        )));
     }
     let dev = Device::Cpu;
     let [c, h, w] = model.input;
@@ -697,18 +977,44 @@ pub fn candle_forward(model: &Model, data: &Dataset) -> Result<Vec<Vec<f64>>, Tr
         let mut x = Tensor::from_vec(xs, (end - start, c, h, w), &dev)?;
         for l in &model.layers {
             x = match l {
-                Layer::Conv2d { weight, bias, stride, padding } => {
-                    let wt = Tensor::from_slice(weight.as_slice().ok_or_else(|| TrainError::Data("non-contiguous weight".into()))?, weight.dim(), &dev)?;
-                    let bt = Tensor::from_slice(bias.as_slice().unwrap_or(&bias.to_vec()), (1, bias.len(), 1, 1), &dev)?;
+                Layer::Conv2d {
+                    weight,
+                    bias,
+                    stride,
+                    padding,
+                } => {
+                    let wt = Tensor::from_slice(
+                        weight
+                            .as_slice()
+                            .ok_or_else(|| TrainError::Data("non-contiguous weight".into()))?,
+                        weight.dim(),
+                        &dev,
+                    )?;
+                    let bt = Tensor::from_slice(
+                        bias.as_slice().unwrap_or(&bias.to_vec()),
+                        (1, bias.len(), 1, 1),
+                        &dev,
+                    )?;
                     x.conv2d(&wt, *padding, *stride, 1, 1)?.broadcast_add(&bt)?
                 }
                 Layer::SumPool { kernel, stride } => {
-                    (x.avg_pool2d_with_stride((*kernel, *kernel), (*stride, *stride))? * (kernel * kernel) as f64)?
+                    (x.avg_pool2d_with_stride((*kernel, *kernel), (*stride, *stride))?
+                        * (kernel * kernel) as f64)?
                 }
                 Layer::Flatten => x.flatten_from(1)?,
                 Layer::Dense { weight, bias } => {
-                    let wt = Tensor::from_slice(weight.as_slice().ok_or_else(|| TrainError::Data("non-contiguous weight".into()))?, weight.dim(), &dev)?;
-                    let bt = Tensor::from_slice(bias.as_slice().unwrap_or(&bias.to_vec()), bias.len(), &dev)?;
+                    let wt = Tensor::from_slice(
+                        weight
+                            .as_slice()
+                            .ok_or_else(|| TrainError::Data("non-contiguous weight".into()))?,
+                        weight.dim(),
+                        &dev,
+                    )?;
+                    let bt = Tensor::from_slice(
+                        bias.as_slice().unwrap_or(&bias.to_vec()),
+                        bias.len(),
+                        &dev,
+                    )?;
                     x.matmul(&wt.t()?)?.broadcast_add(&bt)?
                 }
                 Layer::Act(Activation::Std { func }) => match func {
