@@ -142,7 +142,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     for r in &out.activation_ranges {
         let cov = match (r.fit_interval, r.covered) {
             (Some(a), Some(true)) => format!("inside the fit interval [-{a}, {a}]"),
-            (Some(a), Some(false)) => format!("OUTSIDE the fit interval [-{a}, {a}]"),
+            (Some(a), Some(false)) => format!(
+                "beyond the fit interval [-{a}, {a}] (the model computes the polynomial itself, so this only \
+                 matters for how far the polynomial departs from the function it replaced)"
+            ),
             _ => String::new(),
         };
         println!(
