@@ -121,3 +121,20 @@ fn unknown_preset_names_the_known_ones() {
         "{stderr}"
     );
 }
+
+#[test]
+fn demo_runs_end_to_end_and_reports_json() {
+    let (ok, stdout, stderr) = cryptodl(&["demo", "--preset", "toy4096", "--insecure", "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["insecure"], true);
+    assert_eq!(v["slots"], 2048);
+    assert_eq!(v["levels_used"], 2);
+    assert!(v["precision_bits_mean"].as_f64().unwrap() > 12.0, "{v}");
+    // the polynomial is a ReLU stand-in: the decrypted values are close to ReLU on average
+    assert!(v["mean_abs_error_vs_relu"].as_f64().unwrap() < 0.5, "{v}");
+    let (ok, _, stderr) = cryptodl(&["demo", "--preset", "toy4096"]);
+    assert!(!ok && stderr.contains("--insecure"), "{stderr}");
+    let (ok, _, stderr) = cryptodl(&["demo", "--degree", "5"]);
+    assert!(!ok && stderr.contains("degree"), "{stderr}");
+}
