@@ -166,7 +166,10 @@ unsafe fn forward_avx2(t: &NttTable, a: &mut [u32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn inverse_avx2(t: &NttTable, a: &mut [u32]) {
-    inverse_impl(t, a)
+    // SAFETY: this function only runs when AVX2 is available.
+    inverse_with(t, a, |a, t, w, ws, q| unsafe {
+        inverse_stage_avx2(a, t, w, ws, q)
+    })
 }
 
 /// Harvey Cooley-Tukey butterfly: `x, y` in `[0, 4q)` -> `(x + w y, x - w y)` in `[0, 4q)`.
@@ -251,8 +254,58 @@ fn inverse_stage_small<const T: usize>(a: &mut [u32], w: &[u32], ws: &[u32], q: 
     }
 }
 
+/// A generic inverse stage (`t >= 32` butterflies per twiddle), portable version.
+#[inline(always)]
+fn inverse_stage_generic(a: &mut [u32], t: usize, w: &[u32], ws: &[u32], q: u32) {
+    for ((block, &w), &ws) in a.chunks_exact_mut(2 * t).zip(w).zip(ws) {
+        let (lo, hi) = block.split_at_mut(t);
+        for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+            (*x, *y) = gs_butterfly(*x, *y, w, ws, q);
+        }
+    }
+}
+
+/// The same stage with AVX2 intrinsics (8 butterflies at a time; `t` is a multiple of 8).
+/// LLVM leaves the Gentleman-Sande loop scalar, so this one is written by hand.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn inverse_stage_avx2(a: &mut [u32], t: usize, w: &[u32], ws: &[u32], q: u32) {
+    use std::arch::x86_64::*;
+    let vq = _mm256_set1_epi32(q as i32);
+    let v2q = _mm256_set1_epi32((2 * q) as i32);
+    for ((block, &w), &ws) in a.chunks_exact_mut(2 * t).zip(w).zip(ws) {
+        let (lo, hi) = block.split_at_mut(t);
+        let vw = _mm256_set1_epi32(w as i32);
+        let vws = _mm256_set1_epi32(ws as i32);
+        for (xs, ys) in lo.chunks_exact_mut(8).zip(hi.chunks_exact_mut(8)) {
+            // SAFETY: xs and ys are 8-word chunks; unaligned loads and stores.
+            let x = _mm256_loadu_si256(xs.as_ptr() as *const __m256i);
+            let y = _mm256_loadu_si256(ys.as_ptr() as *const __m256i);
+            let s = _mm256_add_epi32(x, y);
+            let s = _mm256_min_epu32(s, _mm256_sub_epi32(s, v2q)); // s in [0, 2q)
+            let d = _mm256_sub_epi32(_mm256_add_epi32(x, v2q), y); // [0, 4q)
+                                                                   // Shoup: d*w - hi32(d*w')*q, in [0, 2q)
+            let even = _mm256_srli_epi64(_mm256_mul_epu32(d, vws), 32);
+            let odd = _mm256_mul_epu32(_mm256_srli_epi64(d, 32), vws);
+            let qhat = _mm256_blend_epi32(even, odd, 0b1010_1010);
+            let r = _mm256_sub_epi32(_mm256_mullo_epi32(d, vw), _mm256_mullo_epi32(qhat, vq));
+            _mm256_storeu_si256(xs.as_mut_ptr() as *mut __m256i, s);
+            _mm256_storeu_si256(ys.as_mut_ptr() as *mut __m256i, r);
+        }
+    }
+}
+
 #[inline(always)]
 fn inverse_impl(tab: &NttTable, a: &mut [u32]) {
+    inverse_with(tab, a, inverse_stage_generic)
+}
+
+#[inline(always)]
+fn inverse_with(
+    tab: &NttTable,
+    a: &mut [u32],
+    general_stage: impl Fn(&mut [u32], usize, &[u32], &[u32], u32),
+) {
     let n = tab.n;
     let q = tab.q();
     let two_q = 2 * q;
@@ -267,17 +320,7 @@ fn inverse_impl(tab: &NttTable, a: &mut [u32]) {
             4 => inverse_stage_small::<4>(a, w, ws, q),
             8 => inverse_stage_small::<8>(a, w, ws, q),
             16 => inverse_stage_small::<16>(a, w, ws, q),
-            _ => {
-                for ((block, &w), &ws) in a.chunks_exact_mut(2 * t).zip(w).zip(ws) {
-                    let (lo, hi) = block.split_at_mut(t);
-                    // fixed groups of 8 (t >= 32 is a multiple of 8): LLVM vectorises these
-                    for (xs, ys) in lo.chunks_exact_mut(8).zip(hi.chunks_exact_mut(8)) {
-                        for j in 0..8 {
-                            (xs[j], ys[j]) = gs_butterfly(xs[j], ys[j], w, ws, q);
-                        }
-                    }
-                }
-            }
+            _ => general_stage(a, t, w, ws, q),
         }
         t <<= 1;
         m = h;
@@ -411,6 +454,26 @@ mod tests {
             let x = m.pow(t.psi(), 2 * bit_reverse(j, 4) as u64 + 1);
             let eval = a.iter().rev().fold(0u32, |acc, &c| m.add(m.mul(acc, x), c));
             assert_eq!(fj, eval, "slot {j}");
+        }
+    }
+
+    #[test]
+    fn portable_and_dispatched_paths_agree() {
+        for log_n in [4u32, 10, 13] {
+            let n = 1usize << log_n;
+            let t = table(30, n);
+            let a: Vec<u32> = (0..n as u32)
+                .map(|i| i.wrapping_mul(2_654_435_761) % t.q())
+                .collect();
+            let (mut f1, mut f2) = (a.clone(), a.clone());
+            forward_impl(&t, &mut f1);
+            t.forward(&mut f2);
+            assert_eq!(f1, f2);
+            let (mut i1, mut i2) = (f1.clone(), f1);
+            inverse_impl(&t, &mut i1);
+            t.inverse(&mut i2);
+            assert_eq!(i1, i2);
+            assert_eq!(i1, a);
         }
     }
 
