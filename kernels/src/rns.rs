@@ -1,0 +1,339 @@
+//! RNS bases: CRT reconstruction (to centered `f64`) and fast base conversion.
+
+use crate::modarith::{mul_shoup, Modulus};
+use crate::KernelError;
+
+/// Little-endian multi-word unsigned integer used for CRT reconstruction.
+type Words = Vec<u64>;
+
+fn words_mul_small(a: &[u64], b: u64) -> Words {
+    let mut out = Vec::with_capacity(a.len() + 1);
+    let mut carry = 0u128;
+    for &w in a {
+        let t = w as u128 * b as u128 + carry;
+        out.push(t as u64);
+        carry = t >> 64;
+    }
+    out.push(carry as u64);
+    while out.len() > 1 && *out.last().unwrap() == 0 {
+        out.pop();
+    }
+    out
+}
+
+/// `acc += a * b` where `acc` is wide enough (len >= a.len() + 1).
+#[inline]
+fn words_mul_add(acc: &mut [u64], a: &[u64], b: u64) {
+    let mut carry = 0u128;
+    for (i, &w) in a.iter().enumerate() {
+        let t = acc[i] as u128 + w as u128 * b as u128 + carry;
+        acc[i] = t as u64;
+        carry = t >> 64;
+    }
+    let mut i = a.len();
+    while carry != 0 && i < acc.len() {
+        let t = acc[i] as u128 + carry;
+        acc[i] = t as u64;
+        carry = t >> 64;
+        i += 1;
+    }
+}
+
+fn words_ge(a: &[u64], b: &[u64]) -> bool {
+    for i in (0..a.len().max(b.len())).rev() {
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
+        if x != y {
+            return x > y;
+        }
+    }
+    true
+}
+
+/// `a -= b` (requires a >= b).
+fn words_sub(a: &mut [u64], b: &[u64]) {
+    let mut borrow = 0u64;
+    for i in 0..a.len() {
+        let y = b.get(i).copied().unwrap_or(0);
+        let (d1, o1) = a[i].overflowing_sub(y);
+        let (d2, o2) = d1.overflowing_sub(borrow);
+        a[i] = d2;
+        borrow = u64::from(o1 || o2);
+    }
+}
+
+fn words_to_f64(a: &[u64]) -> f64 {
+    a.iter()
+        .rev()
+        .fold(0.0, |acc, &w| acc * 18_446_744_073_709_551_616.0 + w as f64)
+}
+
+/// An RNS basis `{q_0, ..., q_{k-1}}` of pairwise distinct primes with CRT constants.
+#[derive(Clone, Debug)]
+pub struct RnsBasis {
+    moduli: Vec<Modulus>,
+    /// `Q = prod q_i`.
+    product: Words,
+    /// `Q / q_i`.
+    q_hat: Vec<Words>,
+    /// `(Q / q_i)^-1 mod q_i` and Shoup companions.
+    q_hat_inv: Vec<u32>,
+    q_hat_inv_shoup: Vec<u32>,
+}
+
+impl RnsBasis {
+    /// Builds a basis from distinct primes below `2^30`.
+    pub fn new(primes: &[u32]) -> Result<Self, KernelError> {
+        if primes.is_empty() {
+            return Err(KernelError::EmptyBasis);
+        }
+        let moduli = primes
+            .iter()
+            .map(|&q| Modulus::new(q))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, &a) in primes.iter().enumerate() {
+            if primes[..i].contains(&a) {
+                return Err(KernelError::DuplicateModulus { q: a });
+            }
+        }
+        let mut product: Words = vec![1];
+        for &q in primes {
+            product = words_mul_small(&product, q as u64);
+        }
+        let mut q_hat = Vec::with_capacity(primes.len());
+        let mut q_hat_inv = Vec::with_capacity(primes.len());
+        for (i, m) in moduli.iter().enumerate() {
+            let mut h: Words = vec![1];
+            let mut h_mod = 1u32;
+            for (j, &qj) in primes.iter().enumerate() {
+                if j != i {
+                    h = words_mul_small(&h, qj as u64);
+                    h_mod = m.mul(h_mod, qj % m.value());
+                }
+            }
+            q_hat.push(h);
+            q_hat_inv.push(
+                m.inv(h_mod)
+                    .ok_or(KernelError::DuplicateModulus { q: m.value() })?,
+            );
+        }
+        let q_hat_inv_shoup = q_hat_inv
+            .iter()
+            .zip(&moduli)
+            .map(|(&w, m)| m.shoup(w))
+            .collect();
+        Ok(Self {
+            moduli,
+            product,
+            q_hat,
+            q_hat_inv,
+            q_hat_inv_shoup,
+        })
+    }
+
+    /// The moduli of this basis.
+    pub fn moduli(&self) -> &[Modulus] {
+        &self.moduli
+    }
+
+    /// Number of moduli.
+    pub fn len(&self) -> usize {
+        self.moduli.len()
+    }
+
+    /// Always false: a basis holds at least one modulus.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// `log2(Q)`.
+    pub fn log2_product(&self) -> f64 {
+        self.moduli.iter().map(|m| (m.value() as f64).log2()).sum()
+    }
+
+    /// `(Q / q_i)^-1 mod q_i`.
+    pub fn q_hat_inv(&self) -> &[u32] {
+        &self.q_hat_inv
+    }
+
+    /// Reconstructs the integer with the given residues (one per modulus), lifted to the centered
+    /// range `(-Q/2, Q/2]`, as the nearest `f64`.
+    pub fn compose_centered_f64(&self, residues: &[u32]) -> f64 {
+        assert_eq!(residues.len(), self.moduli.len(), "one residue per modulus");
+        if self.moduli.len() == 1 {
+            let q = self.moduli[0].value();
+            let r = residues[0];
+            return if r > q / 2 {
+                r as f64 - q as f64
+            } else {
+                r as f64
+            };
+        }
+        let mut acc = vec![0u64; self.product.len() + 1];
+        for (i, m) in self.moduli.iter().enumerate() {
+            let y = mul_shoup(
+                residues[i],
+                self.q_hat_inv[i],
+                self.q_hat_inv_shoup[i],
+                m.value(),
+            );
+            words_mul_add(&mut acc, &self.q_hat[i], y as u64);
+        }
+        while words_ge(&acc, &self.product) {
+            words_sub(&mut acc, &self.product);
+        }
+        // Centered: x > Q/2  <=>  2x > Q.
+        let twice = words_mul_small(&acc, 2);
+        if words_ge(&twice, &self.product) && twice != self.product {
+            let mut neg = self.product.clone();
+            neg.push(0);
+            words_sub(&mut neg, &acc);
+            -words_to_f64(&neg)
+        } else {
+            words_to_f64(&acc)
+        }
+    }
+}
+
+/// Fast (approximate, HPS/BEHZ-style) base conversion from basis `Q = {q_i}` to moduli `{p_j}`:
+/// `y_i = x_i * (Q/q_i)^-1 mod q_i`, `out_j = sum_i y_i * (Q/q_i mod p_j) mod p_j`.
+/// The result equals `x + u*Q` modulo each `p_j` for some `0 <= u < len(Q)`.
+#[derive(Clone, Debug)]
+pub struct BaseConverter {
+    from: RnsBasis,
+    to: Vec<Modulus>,
+    /// `[j][i]`: `(Q / q_i) mod p_j`.
+    q_hat_mod_p: Vec<Vec<u32>>,
+}
+
+impl BaseConverter {
+    /// Builds the converter from `from` to the moduli `to`.
+    pub fn new(from: &RnsBasis, to: &[Modulus]) -> Self {
+        let q_hat_mod_p = to
+            .iter()
+            .map(|p| {
+                (0..from.len())
+                    .map(|i| {
+                        from.moduli
+                            .iter()
+                            .enumerate()
+                            .filter(|&(k, _)| k != i)
+                            .fold(1u32, |acc, (_, q)| p.mul(acc, q.value() % p.value()))
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            from: from.clone(),
+            to: to.to_vec(),
+            q_hat_mod_p,
+        }
+    }
+
+    /// Source basis.
+    pub fn from(&self) -> &RnsBasis {
+        &self.from
+    }
+
+    /// Target moduli.
+    pub fn to(&self) -> &[Modulus] {
+        &self.to
+    }
+
+    /// `(Q / q_i) mod p_j`, indexed `[j][i]`.
+    pub fn q_hat_mod_p(&self) -> &[Vec<u32>] {
+        &self.q_hat_mod_p
+    }
+
+    /// Converts `input` (`[from.len()][n]`, coefficient form, canonical residues) into `output`
+    /// (`[to.len()][n]`, canonical residues). `scratch` must hold `from.len() * n` words.
+    /// CPU twin of the `basis_convert` WGSL kernel.
+    pub fn convert(&self, input: &[u32], output: &mut [u32], n: usize, scratch: &mut [u32]) {
+        let k = self.from.len();
+        assert_eq!(input.len(), k * n);
+        assert_eq!(output.len(), self.to.len() * n);
+        let y = &mut scratch[..k * n];
+        for i in 0..k {
+            let q = self.from.moduli[i].value();
+            let (w, ws) = (self.from.q_hat_inv[i], self.from.q_hat_inv_shoup[i]);
+            for (yv, &x) in y[i * n..(i + 1) * n]
+                .iter_mut()
+                .zip(&input[i * n..(i + 1) * n])
+            {
+                *yv = mul_shoup(x, w, ws, q);
+            }
+        }
+        for (j, p) in self.to.iter().enumerate() {
+            let out = &mut output[j * n..(j + 1) * n];
+            let consts = &self.q_hat_mod_p[j];
+            // Products are < 2^60: at most 16 fit a u64 before a reduction is needed.
+            for (c, chunk) in consts.chunks(16).enumerate() {
+                for (idx, o) in out.iter_mut().enumerate() {
+                    let mut acc = 0u64;
+                    for (t, &cv) in chunk.iter().enumerate() {
+                        acc += y[(c * 16 + t) * n + idx] as u64 * cv as u64;
+                    }
+                    let r = p.reduce_u64(acc);
+                    *o = if c == 0 { r } else { p.add(*o, r) };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primes::ntt_primes;
+    use num_bigint::BigInt;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn compose_centered_matches_bigint(k in 1usize..6, x in any::<i128>()) {
+            let primes = ntt_primes(30, 16, k, &[]).unwrap();
+            let basis = RnsBasis::new(&primes).unwrap();
+            let q: BigInt = primes.iter().map(|&p| BigInt::from(p)).product();
+            let xb: BigInt = BigInt::from(x) % (&q / BigInt::from(2));
+            let residues: Vec<u32> = primes.iter().map(|&p| {
+                let pb = BigInt::from(p);
+                u32::try_from(((&xb % &pb) + &pb) % &pb).unwrap()
+            }).collect();
+            let got = basis.compose_centered_f64(&residues);
+            let want: f64 = xb.to_string().parse().unwrap();
+            prop_assert!((got - want).abs() <= want.abs() * 1e-15, "{} vs {}", got, want);
+        }
+
+        #[test]
+        fn fast_conversion_is_x_plus_small_multiple_of_q(k in 1usize..5, x in any::<u128>()) {
+            let primes = ntt_primes(28, 16, k + 2, &[]).unwrap();
+            let (qs, ps) = primes.split_at(k);
+            let from = RnsBasis::new(qs).unwrap();
+            let to: Vec<Modulus> = ps.iter().map(|&p| Modulus::new(p).unwrap()).collect();
+            let conv = BaseConverter::new(&from, &to);
+            let qb: BigInt = qs.iter().map(|&p| BigInt::from(p)).product();
+            let xb = BigInt::from(x) % &qb;
+            let input: Vec<u32> = qs.iter().map(|&q| u32::try_from(&xb % BigInt::from(q)).unwrap()).collect();
+            let mut out = vec![0u32; 2];
+            let mut scratch = vec![0u32; k];
+            conv.convert(&input, &mut out, 1, &mut scratch);
+            let ok = (0..k as u32).any(|u| {
+                let v = &xb + BigInt::from(u) * &qb;
+                ps.iter().zip(&out).all(|(&p, &o)| v.clone() % BigInt::from(p) == BigInt::from(o))
+            });
+            prop_assert!(ok);
+        }
+    }
+
+    #[test]
+    fn rejects_duplicates_and_empty() {
+        assert!(matches!(RnsBasis::new(&[]), Err(KernelError::EmptyBasis)));
+        assert!(matches!(
+            RnsBasis::new(&[12_289, 12_289]),
+            Err(KernelError::DuplicateModulus { q: 12_289 })
+        ));
+    }
+}
