@@ -5,6 +5,7 @@
 // invocation per output coefficient: gid < polys * limbs * n. Operand b is broadcast when
 // b_polys < polys (poly p reads b's poly p % b_polys). Inputs canonical [0, q); outputs canonical.
 //
+//   ew_copy      out = a                  ew_add_scalar out = a + s_l
 //   ew_add       out = a + b              ew_sub   out = a - b          ew_negate out = -a
 //   ew_mul       out = a * b (Barrett)    ew_mul_scalar  out = a * s_l (Shoup, s per limb)
 //   ew_mac       out = out + a * b        ew_sub_mul_scalar out = (a - b) * s_l
@@ -68,6 +69,25 @@ fn o_at(e: Elem) -> u32 {
 fn modq(e: Elem) -> vec3<u32> {
     let mi = limb_map[e.limb];
     return vec3<u32>(moduli[mi * MOD_STRIDE], moduli[mi * MOD_STRIDE + 1u], moduli[mi * MOD_STRIDE + 2u]);
+}
+
+@compute @workgroup_size(256)
+fn ew_copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = elem(gid, nwg);
+    if (!e.valid) {
+        return;
+    }
+    out[o_at(e)] = a[a_at(e)];
+}
+
+@compute @workgroup_size(256)
+fn ew_add_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = elem(gid, nwg);
+    if (!e.valid) {
+        return;
+    }
+    let m = modq(e);
+    out[o_at(e)] = add_mod(a[a_at(e)], scalars[2u * e.limb], m.x);
 }
 
 @compute @workgroup_size(256)
