@@ -168,3 +168,133 @@ fn mismatch_counter_detects_a_single_flipped_word() {
     assert_eq!(mismatches(&a, &b), 1);
     assert_eq!(mismatches(&a, &b[..2]), 2);
 }
+
+#[test]
+fn batched_ntt_is_a_constant_number_of_dispatches() {
+    let Some(rt) = gpu() else { return };
+    for n in [1024usize, 4096] {
+        let primes = ntt_primes(30, n, 4, &[]).unwrap();
+        let ctx = RnsContext::new(n, &primes).unwrap();
+        let gpu = GpuBackend::new(rt.clone(), ctx).unwrap();
+        let mut counts = Vec::new();
+        for (cts, limbs) in [(1usize, 1usize), (7, 3), (64, 4)] {
+            let shape = Shape {
+                polys: 2 * cts,
+                moduli: (0..limbs).collect(),
+            };
+            let data = vec![1u32; shape.words(n)];
+            let mut t = gpu.upload(&data, shape).unwrap();
+            let before = gpu.counters().dispatches;
+            gpu.ntt_forward(&mut t).unwrap();
+            let fwd = gpu.counters().dispatches - before;
+            gpu.ntt_inverse(&mut t).unwrap();
+            let inv = gpu.counters().dispatches - before - fwd;
+            counts.push((fwd, inv));
+            // The round trip is exact, so the work really ran on every limb.
+            assert_eq!(gpu.download(&t).unwrap(), data);
+        }
+        let expected = if n <= 2048 { (1, 1) } else { (2, 2) };
+        assert!(
+            counts.iter().all(|&c| c == expected),
+            "n = {n}: dispatches (forward, inverse) for 1x1, 7x3, 64x4 ciphertexts x limbs: {counts:?}"
+        );
+    }
+}
+
+/// Uploads two ciphertext tensors and a switching key.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn upload_inputs<B: Backend>(
+    be: &B,
+    a: &[u32],
+    b: &[u32],
+    key: &[u32],
+    ct: &Shape,
+    key_shape: &Shape,
+    dnum: usize,
+    alpha: usize,
+    special: &[usize],
+) -> (
+    B::Tensor,
+    B::Tensor,
+    cryptodl::backend::SwitchKey<B::Tensor>,
+) {
+    let x = be.upload(a, ct.clone()).unwrap();
+    let y = be.upload(b, ct.clone()).unwrap();
+    let k = cryptodl::backend::SwitchKey {
+        key: be.upload(key, key_shape.clone()).unwrap(),
+        dnum,
+        alpha,
+        special: special.to_vec(),
+    };
+    (x, y, k)
+}
+
+/// mul + relinearize + rescale on resident tensors.
+fn relin_rescale<B: Backend>(
+    be: &B,
+    x: &B::Tensor,
+    y: &B::Tensor,
+    k: &cryptodl::backend::SwitchKey<B::Tensor>,
+) -> B::Tensor {
+    let t = be.tensor(x, y).unwrap();
+    let c01 = be.slice_components(&t, 3, 0..2).unwrap();
+    let c2 = be.slice_components(&t, 3, 2..3).unwrap();
+    let ks = be.keyswitch(&c2, k).unwrap();
+    let relin = be.add(&c01, &ks).unwrap();
+    be.divide_round(&relin, 1).unwrap()
+}
+
+#[test]
+fn mul_relin_rescale_on_resident_tensors_moves_no_data_and_matches_cpu() {
+    let Some(rt) = gpu() else { return };
+    let n = 2048;
+    let (q_limbs, p_limbs, alpha, count) = (4usize, 2usize, 2usize, 5usize);
+    let primes = ntt_primes(30, n, q_limbs + p_limbs, &[]).unwrap();
+    let ctx = RnsContext::new(n, &primes).unwrap();
+    let cpu = CpuBackend::new(ctx.clone());
+    let gpu = GpuBackend::new(rt.clone(), ctx).unwrap();
+    let q: Vec<usize> = (0..q_limbs).collect();
+    let special: Vec<usize> = (q_limbs..q_limbs + p_limbs).collect();
+    let dnum = q_limbs.div_ceil(alpha);
+    let ct = Shape {
+        polys: 2 * count,
+        moduli: q.clone(),
+    };
+    let key_shape = Shape {
+        polys: 2 * dnum,
+        moduli: (0..q_limbs + p_limbs).collect(),
+    };
+    let rand = |len: usize, shape: &Shape, salt: u32| -> Vec<u32> {
+        (0..len)
+            .map(|i| {
+                let q = primes[shape.moduli[(i / n) % shape.limbs()]];
+                (i as u32 ^ salt).wrapping_mul(2_654_435_761).rotate_left(7) % q
+            })
+            .collect()
+    };
+    let a = rand(ct.words(n), &ct, 11);
+    let b = rand(ct.words(n), &ct, 12);
+    let key = rand(key_shape.words(n), &key_shape, 13);
+
+    let (x, y, k) = upload_inputs(&gpu, &a, &b, &key, &ct, &key_shape, dnum, alpha, &special);
+    let before = gpu.counters();
+    let out = relin_rescale(&gpu, &x, &y, &k);
+    let after = gpu.counters();
+    assert_eq!(
+        after.uploads, before.uploads,
+        "no upload during mul+relin+rescale"
+    );
+    assert_eq!(
+        after.downloads, before.downloads,
+        "no download during mul+relin+rescale"
+    );
+    assert!(after.dispatches > before.dispatches);
+    let got = gpu.download(&out).unwrap();
+    assert_eq!(gpu.counters().downloads, before.downloads + 1);
+
+    let (cx, cy, ck) = upload_inputs(&cpu, &a, &b, &key, &ct, &key_shape, dnum, alpha, &special);
+    let want = cpu.download(&relin_rescale(&cpu, &cx, &cy, &ck)).unwrap();
+    assert_eq!(gpu.shape(&out).moduli, q[..q_limbs - 1].to_vec());
+    assert_eq!(got.len(), 2 * count * (q_limbs - 1) * n);
+    assert_eq!(mismatches(&got, &want), 0);
+}

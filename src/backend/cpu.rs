@@ -1,7 +1,7 @@
 //! The CPU backend: every operation through the `cryptodl-kernels` twins, limbs in parallel.
 
 use super::gpu::{check_groups, galois_permutation_ntt};
-use super::{div_round_constants, Backend, BackendError, Result, RnsContext, Shape};
+use super::{check_slice, div_round_constants, Backend, BackendError, Result, RnsContext, Shape};
 use cryptodl_kernels::modarith::{mul_shoup, Modulus};
 use cryptodl_kernels::rns::{BaseConverter, RnsBasis};
 use rayon::prelude::*;
@@ -128,6 +128,29 @@ impl Backend for CpuBackend {
 
     fn duplicate(&self, t: &CpuTensor) -> Result<CpuTensor> {
         Ok(t.clone())
+    }
+
+    fn slice_components(
+        &self,
+        t: &CpuTensor,
+        group: usize,
+        keep: Range<usize>,
+    ) -> Result<CpuTensor> {
+        let items = check_slice(&t.shape, group, &keep)?;
+        let w = t.shape.limbs() * self.ctx.n();
+        let mut data = Vec::with_capacity(items * keep.len() * w);
+        for i in 0..items {
+            data.extend_from_slice(
+                &t.data[(i * group + keep.start) * w..(i * group + keep.end) * w],
+            );
+        }
+        Ok(CpuTensor {
+            shape: Shape {
+                polys: items * keep.len(),
+                moduli: t.shape.moduli.clone(),
+            },
+            data,
+        })
     }
 
     fn ntt_forward(&self, t: &mut CpuTensor) -> Result<()> {

@@ -283,6 +283,16 @@ pub trait Backend {
     /// Copy of a tensor, on the backend.
     fn duplicate(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
 
+    /// Components `keep` of every item of `group` consecutive polynomials (e.g. `c2` of every
+    /// ciphertext of a `[count][3][limbs]` tensor: `group = 3`, `keep = 2..3`), as a new tensor
+    /// `[count][keep.len()][limbs]`.
+    fn slice_components(
+        &self,
+        t: &Self::Tensor,
+        group: usize,
+        keep: Range<usize>,
+    ) -> Result<Self::Tensor>;
+
     /// In-place forward NTT of every limb of every polynomial (natural -> bit-reversed order).
     fn ntt_forward(&self, t: &mut Self::Tensor) -> Result<()>;
     /// In-place inverse NTT of every limb of every polynomial (bit-reversed -> natural order).
@@ -380,6 +390,19 @@ pub trait Backend {
         drop(ext);
         self.divide_round(&acc, key.special.len())
     }
+}
+
+pub(crate) fn check_slice(shape: &Shape, group: usize, keep: &Range<usize>) -> Result<usize> {
+    if group == 0 || shape.polys % group != 0 || keep.is_empty() || keep.end > group {
+        return Err(BackendError::Shape {
+            op: "slice_components",
+            reason: format!(
+                "cannot take components {keep:?} of groups of {group} from {} polys",
+                shape.polys
+            ),
+        });
+    }
+    Ok(shape.polys / group)
 }
 
 /// Which backend to run on.

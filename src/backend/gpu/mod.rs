@@ -9,8 +9,8 @@ pub use runtime::{
 use shaders::Family;
 
 use super::{
-    conv_constants, div_round_constants, Backend, BackendError, ConvConstants, DivRoundConstants,
-    Result, RnsContext, Shape,
+    check_slice, conv_constants, div_round_constants, Backend, BackendError, ConvConstants,
+    DivRoundConstants, Result, RnsContext, Shape,
 };
 use std::collections::HashMap;
 use std::ops::Range;
@@ -127,6 +127,7 @@ pub struct GpuBackend {
     perms: Mutex<HashMap<usize, Arc<wgpu::Buffer>>>,
     conv: Mutex<HashMap<(Vec<usize>, Vec<Range<usize>>, Vec<usize>), Arc<ConvBuffers>>>,
     divround: Mutex<HashMap<(Vec<usize>, usize), Arc<DivRoundBuffers>>>,
+    counters: Mutex<Counters>,
 }
 
 struct ConvBuffers {
@@ -179,7 +180,34 @@ impl GpuBackend {
             perms: Mutex::new(HashMap::new()),
             conv: Mutex::new(HashMap::new()),
             divround: Mutex::new(HashMap::new()),
+            counters: Mutex::new(Counters::default()),
         })
+    }
+
+    /// Transfers and dispatches of this backend's own operations (the runtime's
+    /// [`GpuRuntime::counters`] add up every backend of the process).
+    pub fn counters(&self) -> Counters {
+        self.counters.lock().map(|c| *c).unwrap_or_default()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        if let Ok(mut c) = self.counters.lock() {
+            f(&mut c);
+        }
+    }
+
+    fn dispatch(
+        &self,
+        family: Family,
+        entry: &'static str,
+        bindings: &[&wgpu::Buffer],
+        params: &[u32],
+        workgroups: u64,
+    ) -> std::result::Result<(), GpuError> {
+        self.rt
+            .dispatch(family, entry, bindings, params, workgroups)?;
+        self.count(|c| c.dispatches += u64::from(workgroups > 0));
+        Ok(())
     }
 
     /// The runtime (adapter, limits, counters).
@@ -251,13 +279,10 @@ impl GpuBackend {
             } else {
                 "ntt_inverse_block"
             };
-            self.rt
-                .dispatch(Family::Ntt, entry, &bindings, &params(1), tiles)?;
+            self.dispatch(Family::Ntt, entry, &bindings, &params(1), tiles)?;
         } else {
-            self.rt
-                .dispatch(Family::Ntt, first, &bindings, &params(0), tiles)?;
-            self.rt
-                .dispatch(Family::Ntt, second, &bindings, &params(1), tiles)?;
+            self.dispatch(Family::Ntt, first, &bindings, &params(0), tiles)?;
+            self.dispatch(Family::Ntt, second, &bindings, &params(1), tiles)?;
         }
         Ok(())
     }
@@ -308,7 +333,7 @@ impl GpuBackend {
             0,
         ];
         let total = (polys * map.len() * n) as u64;
-        self.rt.dispatch(
+        self.dispatch(
             Family::Elementwise,
             entry,
             &[out.buf, a.buf, b.buf, &self.moduli, &*lmap, &sc],
@@ -418,7 +443,7 @@ impl GpuBackend {
             0,
         ];
         let total = (polys * groups * targets.len() * n) as u64;
-        Ok(self.rt.dispatch(
+        Ok(self.dispatch(
             Family::Rns,
             "basis_convert",
             &[
@@ -495,11 +520,21 @@ impl Backend for GpuBackend {
             });
         }
         let buf = self.rt.upload(data)?;
+        self.count(|c| {
+            c.uploads += 1;
+            c.upload_bytes += data.len() as u64 * 4;
+        });
         Ok(GpuTensor { shape, buf })
     }
 
     fn download(&self, t: &GpuTensor) -> Result<Vec<u32>> {
-        Ok(self.rt.download(t.buffer(), t.shape.words(self.ctx.n()))?)
+        let words = t.shape.words(self.ctx.n());
+        let out = self.rt.download(t.buffer(), words)?;
+        self.count(|c| {
+            c.downloads += 1;
+            c.download_bytes += words as u64 * 4;
+        });
+        Ok(out)
     }
 
     fn duplicate(&self, t: &GpuTensor) -> Result<GpuTensor> {
@@ -511,6 +546,44 @@ impl Backend for GpuBackend {
             0,
             t.shape.words(self.ctx.n()) as u64,
         )?;
+        Ok(out)
+    }
+
+    fn slice_components(
+        &self,
+        t: &GpuTensor,
+        group: usize,
+        keep: Range<usize>,
+    ) -> Result<GpuTensor> {
+        let items = check_slice(&t.shape, group, &keep)?;
+        let limbs = t.shape.limbs() as u32;
+        let out = self.alloc(Shape {
+            polys: items * keep.len(),
+            moduli: t.shape.moduli.clone(),
+        })?;
+        // One copy dispatch per kept component, over every item at once.
+        for (j, comp) in keep.clone().enumerate() {
+            let src = View {
+                buf: t.buffer(),
+                off: comp as u32 * limbs,
+                stride: group as u32 * limbs,
+            };
+            let dst = View {
+                buf: out.buffer(),
+                off: j as u32 * limbs,
+                stride: keep.len() as u32 * limbs,
+            };
+            self.ew(
+                "ew_copy",
+                dst,
+                src,
+                src,
+                items,
+                items,
+                &t.shape.moduli,
+                None,
+            )?;
+        }
         Ok(out)
     }
 
@@ -730,7 +803,7 @@ impl Backend for GpuBackend {
             0,
         ];
         let total = (polys * limbs * n) as u64;
-        self.rt.dispatch(
+        self.dispatch(
             Family::Keyswitch,
             "keyswitch_inner",
             &[
@@ -880,7 +953,7 @@ impl GpuBackend {
             0,
         ];
         let total = a.shape.words(n) as u64;
-        self.rt.dispatch(
+        self.dispatch(
             Family::Automorphism,
             if ntt {
                 "automorphism_ntt"
