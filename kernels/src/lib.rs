@@ -3,9 +3,13 @@
 //! Nothing here knows about CKKS, GPUs or files. Every kernel function works on flat limb-major
 //! tensors `[poly][limb][coeff]` of canonical `u32` residues modulo primes `q < 2^30`.
 
+pub mod automorphism;
+pub mod elementwise;
+pub mod keyswitch;
 pub mod modarith;
 pub mod ntt;
 pub mod primes;
+pub mod rescale;
 pub mod rns;
 
 /// Errors from building moduli, primes, tables and bases.

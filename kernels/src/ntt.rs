@@ -260,9 +260,9 @@ pub fn negacyclic_schoolbook(a: &[u32], b: &[u32], q: u32) -> Vec<u32> {
     let n = a.len();
     let m = Modulus::new(q).expect("valid modulus");
     let mut out = vec![0u32; n];
-    for i in 0..n {
-        for j in 0..n {
-            let p = m.mul(a[i], b[j]);
+    for (i, &ai) in a.iter().enumerate() {
+        for (j, &bj) in b.iter().enumerate() {
+            let p = m.mul(ai, bj);
             let k = i + j;
             if k < n {
                 out[k] = m.add(out[k], p);

@@ -55,11 +55,11 @@ fn words_ge(a: &[u64], b: &[u64]) -> bool {
 /// `a -= b` (requires a >= b).
 fn words_sub(a: &mut [u64], b: &[u64]) {
     let mut borrow = 0u64;
-    for i in 0..a.len() {
+    for (i, ai) in a.iter_mut().enumerate() {
         let y = b.get(i).copied().unwrap_or(0);
-        let (d1, o1) = a[i].overflowing_sub(y);
+        let (d1, o1) = ai.overflowing_sub(y);
         let (d2, o2) = d1.overflowing_sub(borrow);
-        a[i] = d2;
+        *ai = d2;
         borrow = u64::from(o1 || o2);
     }
 }
@@ -159,7 +159,7 @@ impl RnsBasis {
     }
 
     /// Reconstructs the integer with the given residues (one per modulus), lifted to the centered
-    /// range `(-Q/2, Q/2]`, as the nearest `f64`.
+    /// range `(-Q/2, Q/2]`, as the nearest `f64`. Allocation-free for up to 60 moduli.
     pub fn compose_centered_f64(&self, residues: &[u32]) -> f64 {
         assert_eq!(residues.len(), self.moduli.len(), "one residue per modulus");
         if self.moduli.len() == 1 {
@@ -171,7 +171,13 @@ impl RnsBasis {
                 r as f64
             };
         }
-        let mut acc = vec![0u64; self.product.len() + 1];
+        const MAX_WORDS: usize = 32;
+        let words = self.product.len() + 1;
+        assert!(words <= MAX_WORDS, "basis too large for CRT reconstruction");
+        let mut acc = [0u64; MAX_WORDS];
+        let acc = &mut acc[..words];
+        // x = sum_i y_i * (Q/q_i) = X + k*Q with k = floor(sum_i y_i / q_i) (< number of moduli).
+        let mut frac = 0.0f64;
         for (i, m) in self.moduli.iter().enumerate() {
             let y = mul_shoup(
                 residues[i],
@@ -179,20 +185,34 @@ impl RnsBasis {
                 self.q_hat_inv_shoup[i],
                 m.value(),
             );
-            words_mul_add(&mut acc, &self.q_hat[i], y as u64);
+            words_mul_add(acc, &self.q_hat[i], y as u64);
+            frac += y as f64 / m.value() as f64;
         }
-        while words_ge(&acc, &self.product) {
-            words_sub(&mut acc, &self.product);
+        // Subtract k*Q once (k from the f64 estimate), then fix a possible off-by-one.
+        let k = frac.floor() as u64;
+        if k > 0 {
+            let mut kq = [0u64; MAX_WORDS];
+            words_mul_add(&mut kq[..words], &self.product, k);
+            if words_ge(acc, &kq[..words]) {
+                words_sub(acc, &kq[..words]);
+            } else {
+                // the estimate was one too high
+                words_sub(&mut kq[..words], &self.product);
+                words_sub(acc, &kq[..words]);
+            }
         }
-        // Centered: x > Q/2  <=>  2x > Q.
-        let twice = words_mul_small(&acc, 2);
-        if words_ge(&twice, &self.product) && twice != self.product {
-            let mut neg = self.product.clone();
-            neg.push(0);
-            words_sub(&mut neg, &acc);
-            -words_to_f64(&neg)
+        while words_ge(acc, &self.product) {
+            words_sub(acc, &self.product);
+        }
+        // Centered: x > Q/2  <=>  x > Q - x.
+        let mut neg = [0u64; MAX_WORDS];
+        neg[..self.product.len()].copy_from_slice(&self.product);
+        let neg = &mut neg[..words];
+        words_sub(neg, acc);
+        if words_ge(neg, acc) {
+            words_to_f64(acc)
         } else {
-            words_to_f64(&acc)
+            -words_to_f64(neg)
         }
     }
 }
@@ -206,6 +226,10 @@ pub struct BaseConverter {
     to: Vec<Modulus>,
     /// `[j][i]`: `(Q / q_i) mod p_j`.
     q_hat_mod_p: Vec<Vec<u32>>,
+    /// `Q mod p_j` (for the exact conversion).
+    q_mod_p: Vec<u32>,
+    /// `floor(2^64 / q_i)`: fixed-point `1/q_i` for the exact conversion's overflow count.
+    inv_q_fixed: Vec<u64>,
 }
 
 impl BaseConverter {
@@ -225,10 +249,53 @@ impl BaseConverter {
                     .collect()
             })
             .collect();
+        let q_mod_p = to
+            .iter()
+            .map(|p| {
+                from.moduli
+                    .iter()
+                    .fold(1u32, |acc, q| p.mul(acc, q.value() % p.value()))
+            })
+            .collect();
+        let inv_q_fixed = from
+            .moduli
+            .iter()
+            .map(|q| u64::MAX / q.value() as u64)
+            .collect();
         Self {
             from: from.clone(),
             to: to.to_vec(),
             q_hat_mod_p,
+            q_mod_p,
+            inv_q_fixed,
+        }
+    }
+
+    /// Exact base conversion: like [`Self::convert`], then subtracts `u * Q` where
+    /// `u = floor(sum_i y_i * floor(2^64 / q_i) / 2^64)` (fixed point, no floating point, so GPU
+    /// twins reproduce it bit for bit). The result is `x mod p_j` for `x` in `[0, Q)`, except with
+    /// probability about `len(Q) * 2^-34` per coefficient, where it is off by exactly `Q`.
+    /// CPU twin of the `basis_convert_exact` WGSL kernel.
+    pub fn convert_exact(&self, input: &[u32], output: &mut [u32], n: usize, scratch: &mut [u32]) {
+        self.convert(input, output, n, scratch);
+        let k = self.from.len();
+        if k == 1 {
+            return; // y < q, so u = 0
+        }
+        let y = &scratch[..k * n];
+        for idx in 0..n {
+            let mut acc: u128 = 0;
+            for i in 0..k {
+                acc += y[i * n + idx] as u128 * self.inv_q_fixed[i] as u128;
+            }
+            let u = (acc >> 64) as u32;
+            if u == 0 {
+                continue;
+            }
+            for (j, p) in self.to.iter().enumerate() {
+                let o = &mut output[j * n + idx];
+                *o = p.sub(*o, p.mul(u % p.value(), self.q_mod_p[j]));
+            }
         }
     }
 
@@ -265,18 +332,28 @@ impl BaseConverter {
                 *yv = mul_shoup(x, w, ws, q);
             }
         }
+        // Contiguous inner loops (vectorisable): acc[k] += y_i[k] * c_ij, at most 16 products
+        // of 30-bit residues per u64 before a reduction.
+        let mut acc = vec![0u64; n];
         for (j, p) in self.to.iter().enumerate() {
             let out = &mut output[j * n..(j + 1) * n];
             let consts = &self.q_hat_mod_p[j];
-            // Products are < 2^60: at most 16 fit a u64 before a reduction is needed.
             for (c, chunk) in consts.chunks(16).enumerate() {
-                for (idx, o) in out.iter_mut().enumerate() {
-                    let mut acc = 0u64;
-                    for (t, &cv) in chunk.iter().enumerate() {
-                        acc += y[(c * 16 + t) * n + idx] as u64 * cv as u64;
+                acc.iter_mut().for_each(|a| *a = 0);
+                for (t, &cv) in chunk.iter().enumerate() {
+                    let yi = &y[(c * 16 + t) * n..(c * 16 + t + 1) * n];
+                    for (a, &v) in acc.iter_mut().zip(yi) {
+                        *a += v as u64 * cv as u64;
                     }
-                    let r = p.reduce_u64(acc);
-                    *o = if c == 0 { r } else { p.add(*o, r) };
+                }
+                if c == 0 {
+                    for (o, &a) in out.iter_mut().zip(&acc) {
+                        *o = p.reduce_u64(a);
+                    }
+                } else {
+                    for (o, &a) in out.iter_mut().zip(&acc) {
+                        *o = p.add(*o, p.reduce_u64(a));
+                    }
                 }
             }
         }
@@ -325,6 +402,10 @@ mod tests {
                 ps.iter().zip(&out).all(|(&p, &o)| v.clone() % BigInt::from(p) == BigInt::from(o))
             });
             prop_assert!(ok);
+            let mut exact = vec![0u32; 2];
+            conv.convert_exact(&input, &mut exact, 1, &mut scratch);
+            let want: Vec<u32> = ps.iter().map(|&p| u32::try_from(&xb % BigInt::from(p)).unwrap()).collect();
+            prop_assert_eq!(exact, want);
         }
     }
 

@@ -1,0 +1,66 @@
+//! Plaintexts and ciphertexts: limb-major residues in NTT form with their level and scale.
+
+/// An encoded message: `[limb][coeff]` residues over `Q_level`, NTT form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plaintext {
+    pub(crate) data: Vec<u32>,
+    pub(crate) level: usize,
+    pub(crate) scale: f64,
+}
+
+impl Plaintext {
+    /// Level (number of data primes minus one).
+    pub fn level(&self) -> usize {
+        self.level
+    }
+    /// Scale the message was encoded at.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+}
+
+/// A ciphertext of `size` components (2 normally, 3 after a multiplication before
+/// relinearization), laid out `[component][limb][coeff]` over `Q_level`, NTT form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ciphertext {
+    pub(crate) data: Vec<u32>,
+    pub(crate) size: usize,
+    pub(crate) level: usize,
+    pub(crate) scale: f64,
+}
+
+impl Ciphertext {
+    /// Number of polynomial components.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    /// Level (number of data primes minus one).
+    pub fn level(&self) -> usize {
+        self.level
+    }
+    /// Current scale.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+    /// Overrides the tracked scale (for callers that know better, e.g. after folding constants).
+    pub fn set_scale(&mut self, scale: f64) {
+        self.scale = scale;
+    }
+    /// Raw residues `[component][limb][coeff]` (NTT form).
+    pub fn data(&self) -> &[u32] {
+        &self.data
+    }
+    /// Number of coefficients per limb.
+    pub fn limb_len(&self) -> usize {
+        self.data.len() / (self.size * (self.level + 1))
+    }
+    /// One component, `[limb][coeff]`.
+    pub(crate) fn component(&self, c: usize) -> &[u32] {
+        let len = self.data.len() / self.size;
+        &self.data[c * len..(c + 1) * len]
+    }
+    pub(crate) fn component_mut(&mut self, c: usize) -> &mut [u32] {
+        let len = self.data.len() / self.size;
+        &mut self.data[c * len..(c + 1) * len]
+    }
+}

@@ -1,0 +1,233 @@
+//! Keys: secret (zeroized on drop), public, and switching keys (relinearization, Galois) generated
+//! for requested rotations only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cryptodl_kernels::automorphism::automorphism_coeff;
+use cryptodl_kernels::elementwise;
+use cryptodl_kernels::ntt::NttTable;
+use zeroize::Zeroize;
+
+use super::sampling::{small_to_rns, Sampler};
+use super::{CkksError, Context};
+
+/// The secret key: a ternary polynomial. Never part of evaluation keys; its memory is zeroized
+/// on drop.
+pub struct SecretKey {
+    /// Coefficients in `{-1, 0, 1}`.
+    coeffs: Vec<i8>,
+    /// `s` over all of `Q ++ P`, NTT form, `[limb][coeff]`.
+    ntt: Vec<u32>,
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.coeffs.zeroize();
+        self.ntt.zeroize();
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+impl SecretKey {
+    /// Rebuilds the key from its ternary coefficients (used when loading a key file).
+    pub(crate) fn from_coeffs(ctx: &Context, coeffs: Vec<i8>) -> Self {
+        let moduli: Vec<_> = ctx.qp_moduli(ctx.params().max_level());
+        let mut ntt = small_to_rns(&coeffs, &moduli);
+        forward_all(&mut ntt, &ctx.qp_tables(ctx.params().max_level()), ctx.n());
+        Self { coeffs, ntt }
+    }
+
+    /// `s` over the first `limbs` data primes (NTT form).
+    pub(crate) fn q_part(&self, n: usize, limbs: usize) -> &[u32] {
+        &self.ntt[..limbs * n]
+    }
+
+    /// `s` over all of `Q ++ P` (NTT form).
+    pub(crate) fn qp(&self) -> &[u32] {
+        &self.ntt
+    }
+
+    /// The ternary coefficients.
+    pub(crate) fn coeffs(&self) -> &[i8] {
+        &self.coeffs
+    }
+}
+
+/// The public encryption key `(-a s + e, a)` over `Q ++ P`, NTT form, `[2][limb][coeff]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PublicKey {
+    pub(crate) data: Vec<u32>,
+}
+
+/// A key-switching key from `s'` to `s`: for each digit `j`, `(b_j, a_j)` with
+/// `b_j = -a_j s + e_j + P [i in digit j] s'` over `Q ++ P`, NTT form, `[dnum][2][limb][coeff]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwitchingKey {
+    pub(crate) data: Vec<u32>,
+}
+
+/// Everything the server needs to evaluate (no secret): relinearization key and the Galois
+/// keys of the rotations it was given, keyed by Galois element.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvaluationKeys {
+    /// Relinearization key (`s^2 -> s`).
+    pub relin: Option<SwitchingKey>,
+    /// Galois keys (`s(X^g) -> s`) by Galois element `g`.
+    pub galois: BTreeMap<usize, SwitchingKey>,
+}
+
+fn forward_all(data: &mut [u32], tables: &[&NttTable], n: usize) {
+    for (i, limb) in data.chunks_exact_mut(n).enumerate() {
+        tables[i % tables.len()].forward(limb);
+    }
+}
+
+/// Generates keys from one CSPRNG.
+pub struct KeyGenerator {
+    ctx: Arc<Context>,
+    sampler: Sampler,
+}
+
+impl KeyGenerator {
+    /// A key generator seeded from the OS.
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            sampler: Sampler::from_os(),
+        }
+    }
+
+    /// A key generator with a given sampler (tests and reproducible benchmarks only).
+    pub fn with_sampler(ctx: Arc<Context>, sampler: Sampler) -> Self {
+        Self { ctx, sampler }
+    }
+
+    /// A fresh ternary secret key.
+    pub fn secret_key(&mut self) -> SecretKey {
+        let coeffs = self.sampler.ternary(self.ctx.n());
+        SecretKey::from_coeffs(&self.ctx, coeffs)
+    }
+
+    /// `(-a s + e, a)` over all of `Q ++ P` in NTT form: returns `(b, a)` concatenated.
+    fn rlwe_zero(&mut self, sk: &SecretKey) -> Vec<u32> {
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        let top = ctx.params().max_level();
+        let moduli = ctx.qp_moduli(top);
+        let tables = ctx.qp_tables(top);
+        let a = self.sampler.uniform(&moduli, n); // uniform in NTT form
+        let e_coeffs = self.sampler.gaussian(n);
+        let mut b = small_to_rns(&e_coeffs, &moduli);
+        forward_all(&mut b, &tables, n);
+        let mut as_ = a.clone();
+        elementwise::mul(&mut as_, sk.qp(), n, &moduli);
+        elementwise::sub(&mut b, &as_, n, &moduli);
+        b.extend_from_slice(&a);
+        b
+    }
+
+    /// The public key.
+    pub fn public_key(&mut self, sk: &SecretKey) -> PublicKey {
+        PublicKey {
+            data: self.rlwe_zero(sk),
+        }
+    }
+
+    /// A switching key from `s_prime` (over `Q ++ P`, NTT form) to `sk`.
+    fn switching_key(&mut self, sk: &SecretKey, s_prime: &[u32]) -> SwitchingKey {
+        let ctx = self.ctx.clone();
+        let n = ctx.n();
+        let params = ctx.params();
+        let l_count = params.q().len();
+        let limbs = l_count + params.p().len();
+        let alpha = params.digit_size();
+        let moduli = ctx.qp_moduli(params.max_level());
+        let mut data = Vec::with_capacity(params.dnum() * 2 * limbs * n);
+        for j in 0..params.dnum() {
+            let mut ba = self.rlwe_zero(sk);
+            for i in (j * alpha)..((j + 1) * alpha).min(l_count) {
+                // b_i += (P mod q_i) * s'_i
+                let m = &moduli[i];
+                let p_mod = params
+                    .p()
+                    .iter()
+                    .fold(1u32, |acc, &p| m.mul(acc, p % m.value()));
+                let ps = m.shoup(p_mod);
+                for (b, &s) in ba[i * n..(i + 1) * n]
+                    .iter_mut()
+                    .zip(&s_prime[i * n..(i + 1) * n])
+                {
+                    let t = cryptodl_kernels::modarith::mul_shoup(s, p_mod, ps, m.value());
+                    *b = m.add(*b, t);
+                }
+            }
+            data.extend_from_slice(&ba);
+        }
+        SwitchingKey { data }
+    }
+
+    /// The relinearization key (`s^2 -> s`).
+    pub fn relin_key(&mut self, sk: &SecretKey) -> SwitchingKey {
+        let ctx = self.ctx.clone();
+        let moduli = ctx.qp_moduli(ctx.params().max_level());
+        let mut s2 = sk.qp().to_vec();
+        elementwise::mul(&mut s2, sk.qp(), ctx.n(), &moduli);
+        let k = self.switching_key(sk, &s2);
+        s2.zeroize();
+        k
+    }
+
+    /// The Galois key of the automorphism `X -> X^g` (`s(X^g) -> s`).
+    pub fn galois_key(&mut self, sk: &SecretKey, g: usize) -> SwitchingKey {
+        let ctx = self.ctx.clone();
+        let n = ctx.n();
+        let top = ctx.params().max_level();
+        let moduli = ctx.qp_moduli(top);
+        let s = small_to_rns(sk.coeffs(), &moduli);
+        let mut sg = vec![0u32; s.len()];
+        automorphism_coeff(&s, &mut sg, g, n, &moduli);
+        forward_all(&mut sg, &ctx.qp_tables(top), n);
+        let k = self.switching_key(sk, &sg);
+        sg.zeroize();
+        k
+    }
+
+    /// Evaluation keys: relinearization, plus Galois keys for the given rotation steps (and
+    /// conjugation if asked). Only the requested rotations get keys.
+    pub fn evaluation_keys(
+        &mut self,
+        sk: &SecretKey,
+        rotations: &[i64],
+        conjugation: bool,
+    ) -> Result<EvaluationKeys, CkksError> {
+        let mut keys = EvaluationKeys {
+            relin: Some(self.relin_key(sk)),
+            galois: BTreeMap::new(),
+        };
+        let slots = self.ctx.params().slots() as i64;
+        for &r in rotations {
+            if r.rem_euclid(slots) == 0 {
+                return Err(CkksError::InvalidRotation {
+                    step: r,
+                    slots: slots as usize,
+                });
+            }
+            let g = self.ctx.galois_element(r);
+            if let std::collections::btree_map::Entry::Vacant(slot) = keys.galois.entry(g) {
+                slot.insert(self.galois_key(sk, g));
+            }
+        }
+        if conjugation {
+            let g = self.ctx.conjugation_element();
+            let k = self.galois_key(sk, g);
+            keys.galois.insert(g, k);
+        }
+        Ok(keys)
+    }
+}

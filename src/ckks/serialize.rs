@@ -1,0 +1,1 @@
+//! Versioned binary files for keys and ciphertexts.
