@@ -1,9 +1,11 @@
 //! The CPU backend: every operation through the `cryptodl-kernels` twins, limbs in parallel.
 
-use super::gpu::{check_groups, galois_permutation_ntt};
-use super::{check_slice, div_round_constants, Backend, BackendError, Result, RnsContext, Shape};
-use cryptodl_kernels::modarith::{mul_shoup, Modulus};
+use super::gpu::check_groups;
+use super::{check_slice, Backend, BackendError, Result, RnsContext, Shape};
+use cryptodl_kernels::modarith::Modulus;
+use cryptodl_kernels::rescale::DivideRound;
 use cryptodl_kernels::rns::{BaseConverter, RnsBasis};
+use cryptodl_kernels::{automorphism, elementwise, keyswitch};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -32,27 +34,27 @@ impl CpuBackend {
         Self { ctx }
     }
 
-    fn modulus(&self, i: usize) -> &Modulus {
-        &self.ctx.moduli()[i]
+    fn mods(&self, shape: &Shape) -> Vec<Modulus> {
+        shape.moduli.iter().map(|&i| self.ctx.moduli()[i]).collect()
     }
 
-    /// Applies `f(limb_index_in_map, modulus, out_chunk)` to every limb of `out` in parallel.
-    fn per_limb<F>(&self, shape: &Shape, out: &mut [u32], f: F)
+    /// A copy of `a` with `f` applied to each polynomial (`[limbs][n]`) in parallel.
+    fn per_poly<F>(&self, a: &CpuTensor, f: F) -> CpuTensor
     where
-        F: Fn(usize, usize, &Modulus, &mut [u32]) + Sync,
+        F: Fn(&mut [u32]) + Sync + Send,
     {
-        let n = self.ctx.n();
-        let limbs = shape.limbs();
-        out.par_chunks_mut(n).enumerate().for_each(|(i, chunk)| {
-            let l = i % limbs;
-            f(i, l, self.modulus(shape.moduli[l]), chunk)
-        });
+        let mut out = a.data.clone();
+        let w = a.shape.limbs() * self.ctx.n();
+        if w > 0 {
+            out.par_chunks_mut(w).for_each(f);
+        }
+        CpuTensor {
+            shape: a.shape.clone(),
+            data: out,
+        }
     }
 
-    fn binary<F>(&self, op: &'static str, a: &CpuTensor, b: &CpuTensor, f: F) -> Result<CpuTensor>
-    where
-        F: Fn(&Modulus, u32, u32) -> u32 + Sync,
-    {
+    fn check_binary(&self, op: &'static str, a: &CpuTensor, b: &CpuTensor) -> Result<()> {
         if a.shape.moduli != b.shape.moduli
             || !(b.shape.polys == a.shape.polys || b.shape.polys == 1)
         {
@@ -61,15 +63,29 @@ impl CpuBackend {
                 reason: format!("a {:?} vs b {:?}", a.shape, b.shape),
             });
         }
+        Ok(())
+    }
+
+    /// `a op= b` per polynomial through a twin `f(a, b, n, moduli)`; `b` may be broadcast.
+    fn binary(
+        &self,
+        op: &'static str,
+        a: &CpuTensor,
+        b: &CpuTensor,
+        f: fn(&mut [u32], &[u32], usize, &[Modulus]),
+    ) -> Result<CpuTensor> {
+        self.check_binary(op, a, b)?;
         let n = self.ctx.n();
-        let b_words = b.data.len().max(1);
+        let w = a.shape.limbs() * n;
+        let mods = self.mods(&a.shape);
         let mut out = a.data.clone();
-        self.per_limb(&a.shape, &mut out, |i, _, m, chunk| {
-            let bo = (i * n) % b_words;
-            for (k, v) in chunk.iter_mut().enumerate() {
-                *v = f(m, *v, b.data[bo + k]);
-            }
-        });
+        if w > 0 {
+            let b_words = b.data.len();
+            out.par_chunks_mut(w).enumerate().for_each(|(p, o)| {
+                let bo = (p * w) % b_words;
+                f(o, &b.data[bo..bo + w], n, &mods)
+            });
+        }
         Ok(CpuTensor {
             shape: a.shape.clone(),
             data: out,
@@ -176,62 +192,58 @@ impl Backend for CpuBackend {
     }
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        self.binary("add", a, b, |m, x, y| m.add(x, y))
+        self.binary("add", a, b, elementwise::add)
     }
 
     fn sub(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        self.binary("sub", a, b, |m, x, y| m.sub(x, y))
+        self.binary("sub", a, b, elementwise::sub)
     }
 
     fn mul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        self.binary("mul", a, b, |m, x, y| m.mul(x, y))
+        self.binary("mul", a, b, elementwise::mul)
     }
 
     fn negate(&self, a: &CpuTensor) -> Result<CpuTensor> {
-        let mut out = a.data.clone();
-        self.per_limb(&a.shape, &mut out, |_, _, m, c| {
-            c.iter_mut().for_each(|v| *v = m.neg(*v))
-        });
-        Ok(CpuTensor {
-            shape: a.shape.clone(),
-            data: out,
-        })
+        let mods = self.mods(&a.shape);
+        Ok(self.per_poly(a, |o| elementwise::neg(o, self.ctx.n(), &mods)))
     }
 
     fn mul_scalar(&self, a: &CpuTensor, scalars: &[u32]) -> Result<CpuTensor> {
         self.check_scalars("mul_scalar", &a.shape, scalars)?;
-        let mut out = a.data.clone();
-        self.per_limb(&a.shape, &mut out, |_, l, m, c| {
-            let (w, ws, q) = (scalars[l], m.shoup(scalars[l]), m.value());
-            c.iter_mut().for_each(|v| *v = mul_shoup(*v, w, ws, q))
-        });
-        Ok(CpuTensor {
-            shape: a.shape.clone(),
-            data: out,
-        })
+        let mods = self.mods(&a.shape);
+        Ok(self.per_poly(a, |o| {
+            elementwise::mul_scalar(o, scalars, self.ctx.n(), &mods)
+        }))
     }
 
     fn add_scalar(&self, a: &CpuTensor, scalars: &[u32]) -> Result<CpuTensor> {
         self.check_scalars("add_scalar", &a.shape, scalars)?;
-        let mut out = a.data.clone();
-        self.per_limb(&a.shape, &mut out, |_, l, m, c| {
-            c.iter_mut().for_each(|v| *v = m.add(*v, scalars[l]))
-        });
-        Ok(CpuTensor {
-            shape: a.shape.clone(),
-            data: out,
-        })
+        let mods = self.mods(&a.shape);
+        Ok(self.per_poly(a, |o| {
+            elementwise::add_scalar(o, scalars, self.ctx.n(), &mods)
+        }))
     }
 
     fn mac(&self, acc: &mut CpuTensor, a: &CpuTensor, b: &CpuTensor) -> Result<()> {
+        self.check_binary("mac", a, b)?;
         if acc.shape != a.shape {
             return Err(BackendError::Shape {
                 op: "mac",
                 reason: format!("accumulator {:?} vs operand {:?}", acc.shape, a.shape),
             });
         }
-        let prod = self.mul(a, b)?;
-        *acc = self.add(acc, &prod)?;
+        let n = self.ctx.n();
+        let w = a.shape.limbs() * n;
+        let mods = self.mods(&a.shape);
+        let b_words = b.data.len();
+        acc.data
+            .par_chunks_mut(w.max(1))
+            .zip(a.data.par_chunks(w.max(1)))
+            .enumerate()
+            .for_each(|(p, (o, x))| {
+                let bo = (p * w) % b_words.max(1);
+                elementwise::mul_acc(o, x, &b.data[bo..bo + w], n, &mods)
+            });
         Ok(())
     }
 
@@ -243,23 +255,15 @@ impl Backend for CpuBackend {
             });
         }
         let n = self.ctx.n();
-        let limbs = a.shape.limbs();
-        let comp = limbs * n;
+        let comp = a.shape.limbs() * n;
         let count = a.shape.polys / 2;
+        let mods = self.mods(&a.shape);
         let mut out = vec![0u32; 3 * count * comp];
-        out.par_chunks_mut(3 * comp).enumerate().for_each(|(c, o)| {
-            let a0 = &a.data[2 * c * comp..];
-            let b0 = &b.data[2 * c * comp..];
-            for l in 0..limbs {
-                let m = self.modulus(a.shape.moduli[l]);
-                for k in l * n..(l + 1) * n {
-                    let (x0, x1, y0, y1) = (a0[k], a0[comp + k], b0[k], b0[comp + k]);
-                    o[k] = m.mul(x0, y0);
-                    o[comp + k] = m.add(m.mul(x0, y1), m.mul(x1, y0));
-                    o[2 * comp + k] = m.mul(x1, y1);
-                }
-            }
-        });
+        if comp > 0 {
+            out.par_chunks_mut(3 * comp)
+                .zip(a.data.par_chunks(2 * comp).zip(b.data.par_chunks(2 * comp)))
+                .for_each(|(o, (x, y))| elementwise::tensor(x, y, o, n, &mods));
+        }
         Ok(CpuTensor {
             shape: Shape {
                 polys: 3 * count,
@@ -272,15 +276,9 @@ impl Backend for CpuBackend {
     fn automorphism_ntt(&self, a: &CpuTensor, g: usize) -> Result<CpuTensor> {
         let n = self.ctx.n();
         check_odd(g)?;
-        let perm = galois_permutation_ntt(g % (2 * n), n);
-        let mut out = a.data.clone();
-        out.par_chunks_mut(n)
-            .zip(a.data.par_chunks(n))
-            .for_each(|(o, i)| {
-                for (j, v) in o.iter_mut().enumerate() {
-                    *v = i[perm[j] as usize];
-                }
-            });
+        let perm = automorphism::galois_permutation_ntt(g % (2 * n), n);
+        let mut out = vec![0u32; a.data.len()];
+        automorphism::automorphism_ntt(&a.data, &mut out, &perm);
         Ok(CpuTensor {
             shape: a.shape.clone(),
             data: out,
@@ -290,19 +288,8 @@ impl Backend for CpuBackend {
     fn automorphism_coeff(&self, a: &CpuTensor, g: usize) -> Result<CpuTensor> {
         let n = self.ctx.n();
         check_odd(g)?;
-        let g = g % (2 * n);
-        let mut out = a.data.clone();
-        self.per_limb(&a.shape, &mut out, |i, _, m, o| {
-            let input = &a.data[i * n..(i + 1) * n];
-            for (k, &v) in input.iter().enumerate() {
-                let d = (k * g) % (2 * n);
-                if d >= n {
-                    o[d - n] = m.neg(v);
-                } else {
-                    o[d] = v;
-                }
-            }
-        });
+        let mut out = vec![0u32; a.data.len()];
+        automorphism::automorphism_coeff(&a.data, &mut out, g % (2 * n), n, &self.mods(&a.shape));
         Ok(CpuTensor {
             shape: a.shape.clone(),
             data: out,
@@ -319,7 +306,7 @@ impl Backend for CpuBackend {
         self.ctx.check_map(targets)?;
         let n = self.ctx.n();
         let limbs = a.shape.limbs();
-        let tmods: Vec<Modulus> = targets.iter().map(|&t| *self.modulus(t)).collect();
+        let tmods: Vec<Modulus> = targets.iter().map(|&t| self.ctx.moduli()[t]).collect();
         let convs = groups
             .iter()
             .map(|g| {
@@ -384,20 +371,13 @@ impl Backend for CpuBackend {
             });
         }
         let polys = digits.shape.polys / dnum;
+        let mods = self.mods(&digits.shape);
         let mut out = vec![0u32; 2 * polys * limbs * n];
-        out.par_chunks_mut(n).enumerate().for_each(|(i, o)| {
-            let l = i % limbs;
-            let c = (i / limbs) % 2;
-            let p = i / (2 * limbs);
-            let m = self.modulus(digits.shape.moduli[l]);
-            for j in 0..dnum {
-                let d = &digits.data[((p * dnum + j) * limbs + l) * n..][..n];
-                let kk = &key.data[((2 * j + c) * key_limbs + key_map[l]) * n..][..n];
-                for k in 0..n {
-                    o[k] = m.add(o[k], m.mul(d[k], kk[k]));
-                }
-            }
-        });
+        if limbs > 0 {
+            out.par_chunks_mut(2 * limbs * n)
+                .zip(digits.data.par_chunks(dnum * limbs * n))
+                .for_each(|(o, d)| keyswitch::keyswitch_inner(d, &key.data, key_map, &mods, n, o));
+        }
         Ok(CpuTensor {
             shape: Shape {
                 polys: 2 * polys,
@@ -419,36 +399,22 @@ impl Backend for CpuBackend {
         let keep_n = limbs - drop;
         let keep = &a.shape.moduli[..keep_n];
         let dropm = &a.shape.moduli[keep_n..];
-        let c = div_round_constants(&self.ctx, keep, dropm);
-        let drop_primes: Vec<u32> = dropm.iter().map(|&i| self.ctx.primes()[i]).collect();
-        let keep_mods: Vec<Modulus> = keep.iter().map(|&i| *self.modulus(i)).collect();
-        let conv = BaseConverter::new(&RnsBasis::new(&drop_primes)?, &keep_mods);
-        let tables = self.ctx.tables();
+        let primes = |m: &[usize]| m.iter().map(|&i| self.ctx.primes()[i]).collect::<Vec<_>>();
+        let tables = |m: &[usize]| {
+            m.iter()
+                .map(|&i| self.ctx.tables()[i].clone())
+                .collect::<Vec<_>>()
+        };
+        let dr = DivideRound::new(&primes(dropm), &primes(keep))?;
+        let (keep_tables, drop_tables) = (tables(keep), tables(dropm));
         let mut out = vec![0u32; a.shape.polys * keep_n * n];
         out.par_chunks_mut(keep_n * n)
-            .enumerate()
-            .for_each(|(p, o)| {
-                let x = &a.data[p * limbs * n..(p + 1) * limbs * n];
+            .zip(a.data.par_chunks(limbs * n))
+            .for_each(|(o, x)| {
+                o.copy_from_slice(&x[..keep_n * n]);
                 let mut d = x[keep_n * n..].to_vec();
-                for (l, limb) in d.chunks_exact_mut(n).enumerate() {
-                    let t = &tables[dropm[l]];
-                    t.inverse(limb);
-                    let m = t.modulus();
-                    limb.iter_mut().for_each(|v| *v = m.add(*v, c.half_drop[l]));
-                }
-                let mut scratch = vec![0u32; drop * n];
-                conv.convert(&d, o, n, &mut scratch);
-                for (l, limb) in o.chunks_exact_mut(n).enumerate() {
-                    let t = &tables[keep[l]];
-                    let m = t.modulus();
-                    limb.iter_mut()
-                        .for_each(|v| *v = m.add(*v, c.neg_half_keep[l]));
-                    t.forward(limb);
-                    let (w, ws) = c.d_inv[l];
-                    for (v, &xv) in limb.iter_mut().zip(&x[l * n..(l + 1) * n]) {
-                        *v = mul_shoup(m.sub(xv, *v), w, ws, m.value());
-                    }
-                }
+                let mut scratch = vec![0u32; dr.scratch_len(n)];
+                dr.apply(o, &mut d, &keep_tables, &drop_tables, n, &mut scratch);
             });
         Ok(CpuTensor {
             shape: Shape {

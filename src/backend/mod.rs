@@ -174,6 +174,10 @@ pub(crate) struct ConvConstants {
     pub q_hat_inv: Vec<(u32, u32)>,
     /// `[s][t]`: `(B_g / q_s) mod p_t` and its Shoup companion modulo `p_t`.
     pub mat: Vec<(u32, u32)>,
+    /// Per source limb: `u64::MAX / q_s` (fixed-point `1/q_s` of the exact conversion).
+    pub inv_q_fixed: Vec<u64>,
+    /// `[g][t]`: `B_g mod p_t`.
+    pub b_mod_p: Vec<u32>,
 }
 
 /// Computes the conversion constants for source limbs `src` (context indices) split into `groups`
@@ -187,6 +191,19 @@ pub(crate) fn conv_constants(
     let m = ctx.moduli();
     let mut q_hat_inv = vec![(0, 0); src.len()];
     let mut mat = vec![(0, 0); src.len() * targets.len()];
+    let inv_q_fixed = src
+        .iter()
+        .map(|&s| u64::MAX / u64::from(m[s].value()))
+        .collect();
+    let mut b_mod_p = vec![0; groups.len() * targets.len()];
+    for (gi, g) in groups.iter().enumerate() {
+        for (t, &ti) in targets.iter().enumerate() {
+            let pt = &m[ti];
+            b_mod_p[gi * targets.len() + t] = g
+                .clone()
+                .fold(1u32, |acc, o| pt.mul(acc, m[src[o]].value() % pt.value()));
+        }
+    }
     for g in groups {
         for s in g.clone() {
             let qs = &m[src[s]];
@@ -207,7 +224,12 @@ pub(crate) fn conv_constants(
             }
         }
     }
-    ConvConstants { q_hat_inv, mat }
+    ConvConstants {
+        q_hat_inv,
+        mat,
+        inv_q_fixed,
+        b_mod_p,
+    }
 }
 
 /// Constants of [`Backend::divide_round`] for keeping `keep` and dropping `drop` (context indices).

@@ -27,15 +27,16 @@ pub struct VerifyCase {
 }
 
 impl VerifyCase {
-    /// The named presets: `n1024`, `n4096`, `n8192` (7 x 30-bit primes = 210 bits <= 218),
-    /// `n16384` (14 x 30 = 420 <= 438), `n32768` (29 x 30 = 870 <= 881).
+    /// The named presets (30-bit primes, within the 128-bit table for log2(QP)):
+    /// `n1024`, `n4096`, `n8192` (5 + 2 primes = 210 bits <= 218),
+    /// `n16384` (12 + 2 = 420 <= 438), `n32768` (27 + 2 = 870 <= 881).
     pub fn preset(name: &str) -> Option<Self> {
         let (n, q_limbs, p_limbs, alpha, count) = match name {
-            "n1024" => (1024, 2, 1, 1, 3),
+            "n1024" => (1024, 3, 1, 1, 3),
             "n4096" => (4096, 3, 1, 2, 3),
-            "n8192" => (8192, 6, 1, 3, 3),
-            "n16384" => (16384, 13, 1, 5, 2),
-            "n32768" => (32768, 28, 1, 8, 1),
+            "n8192" => (8192, 5, 2, 2, 3),
+            "n16384" => (16384, 12, 2, 4, 2),
+            "n32768" => (32768, 27, 2, 9, 1),
             _ => return None,
         };
         Some(Self {

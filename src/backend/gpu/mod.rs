@@ -135,6 +135,8 @@ struct ConvBuffers {
     groups: wgpu::Buffer,
     mat: wgpu::Buffer,
     mat_shoup: wgpu::Buffer,
+    exact: wgpu::Buffer,
+    sources: u32,
 }
 
 struct DivRoundBuffers {
@@ -394,7 +396,17 @@ impl GpuBackend {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let ConvConstants { q_hat_inv, mat } = conv_constants(&self.ctx, src, groups, targets);
+        let ConvConstants {
+            q_hat_inv,
+            mat,
+            inv_q_fixed,
+            b_mod_p,
+        } = conv_constants(&self.ctx, src, groups, targets);
+        let mut exact: Vec<u32> = inv_q_fixed
+            .iter()
+            .flat_map(|&f| [f as u32, (f >> 32) as u32])
+            .collect();
+        exact.extend_from_slice(&b_mod_p);
         let gw: Vec<u32> = groups
             .iter()
             .flat_map(|g| [g.start as u32, g.len() as u32])
@@ -408,6 +420,8 @@ impl GpuBackend {
             mat_shoup: self
                 .rt
                 .upload_constant(&mat.iter().map(|p| p.1).collect::<Vec<_>>()),
+            exact: self.rt.upload_constant(&exact),
+            sources: src.len() as u32,
         });
         cache.insert(key, bufs.clone());
         Ok(bufs)
@@ -424,6 +438,7 @@ impl GpuBackend {
         conv: &ConvBuffers,
         groups: usize,
         targets: &[usize],
+        exact: bool,
     ) -> Result<()> {
         let n = self.ctx.n();
         self.check_word_range(polys * groups, targets.len())?;
@@ -438,14 +453,18 @@ impl GpuBackend {
             y.stride,
             out.off,
             out.stride,
-            0,
+            conv.sources,
             0,
             0,
         ];
         let total = (polys * groups * targets.len() * n) as u64;
         Ok(self.dispatch(
             Family::Rns,
-            "basis_convert",
+            if exact {
+                "basis_convert_exact"
+            } else {
+                "basis_convert"
+            },
             &[
                 out.buf,
                 y.buf,
@@ -454,6 +473,7 @@ impl GpuBackend {
                 &conv.groups,
                 &conv.mat,
                 &conv.mat_shoup,
+                &conv.exact,
             ],
             &params,
             total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
@@ -745,6 +765,7 @@ impl Backend for GpuBackend {
             &conv,
             groups.len(),
             targets,
+            false,
         )?;
         Ok(out)
     }
@@ -882,7 +903,7 @@ impl Backend for GpuBackend {
         std::mem::drop(t);
         let y = self.mul_scalar(&t2, &consts.conv.q_hat_inv)?;
         std::mem::drop(t2);
-        // 2. fast base conversion to the kept limbs, - floor(D/2), forward NTT.
+        // 2. exact base conversion to the kept limbs (as the CPU twin), - floor(D/2), forward NTT.
         let conv = self.alloc(keep_shape.clone())?;
         self.convert_view(
             View::whole(&conv),
@@ -891,6 +912,7 @@ impl Backend for GpuBackend {
             &consts.conv,
             1,
             &keep,
+            true,
         )?;
         std::mem::drop(y);
         let conv2 = self.add_scalar(&conv, &consts.c.neg_half_keep)?;
@@ -931,7 +953,11 @@ impl GpuBackend {
             let mut perms = self.perms.lock().map_err(|_| GpuError::Poisoned)?;
             perms
                 .entry(g)
-                .or_insert_with(|| Arc::new(self.rt.upload_constant(&galois_permutation_ntt(g, n))))
+                .or_insert_with(|| {
+                    Arc::new(self.rt.upload_constant(
+                        &cryptodl_kernels::automorphism::galois_permutation_ntt(g, n),
+                    ))
+                })
                 .clone()
         } else {
             Arc::new(self.rt.upload_constant(&[]))
@@ -966,17 +992,4 @@ impl GpuBackend {
         )?;
         Ok(out)
     }
-}
-
-/// Slot permutation of `X -> X^g` in bit-reversed NTT form: `out[j] = in[perm[j]]` with
-/// `2 bitrev(perm[j]) + 1 = (2 bitrev(j) + 1) g mod 2n`.
-pub fn galois_permutation_ntt(g: usize, n: usize) -> Vec<u32> {
-    let bits = n.trailing_zeros();
-    let rev = |i: usize| cryptodl_kernels::ntt::bit_reverse(i, bits);
-    (0..n)
-        .map(|j| {
-            let e = ((2 * rev(j) + 1) * g) % (2 * n);
-            rev((e - 1) / 2) as u32
-        })
-        .collect()
 }

@@ -62,7 +62,7 @@ impl Family {
         match self {
             Family::Ntt => &[W, R, R, R, U],
             Family::Elementwise => &[W, R, R, R, R, R, U],
-            Family::Rns => &[W, R, R, R, R, R, R, U],
+            Family::Rns => &[W, R, R, R, R, R, R, R, U],
             Family::Keyswitch => &[W, R, R, R, R, R, U],
             Family::Automorphism => &[W, R, R, R, R, U],
         }
