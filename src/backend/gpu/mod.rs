@@ -117,6 +117,11 @@ impl<'a> View<'a> {
     }
 }
 
+/// Cache key of a base conversion: source limb map, groups, targets.
+type ConvKey = (Vec<usize>, Vec<Range<usize>>, Vec<usize>);
+/// Cache key of a divide-and-round: limb map, dropped limbs.
+type DivRoundKey = (Vec<usize>, usize);
+
 /// The wgpu implementation of [`Backend`].
 pub struct GpuBackend {
     rt: Arc<GpuRuntime>,
@@ -125,8 +130,8 @@ pub struct GpuBackend {
     tables: wgpu::Buffer,
     maps: Mutex<HashMap<Vec<usize>, Arc<wgpu::Buffer>>>,
     perms: Mutex<HashMap<usize, Arc<wgpu::Buffer>>>,
-    conv: Mutex<HashMap<(Vec<usize>, Vec<Range<usize>>, Vec<usize>), Arc<ConvBuffers>>>,
-    divround: Mutex<HashMap<(Vec<usize>, usize), Arc<DivRoundBuffers>>>,
+    conv: Mutex<HashMap<ConvKey, Arc<ConvBuffers>>>,
+    divround: Mutex<HashMap<DivRoundKey, Arc<DivRoundBuffers>>>,
     counters: Mutex<Counters>,
 }
 
@@ -860,7 +865,8 @@ impl Backend for GpuBackend {
                 Some(c) => c.clone(),
                 None => {
                     let c = div_round_constants(&self.ctx, &keep, &dropm);
-                    let conv = self.conv_buffers(&dropm, &[0..drop], &keep)?;
+                    let all = 0..drop;
+                    let conv = self.conv_buffers(&dropm, std::slice::from_ref(&all), &keep)?;
                     let entry = Arc::new(DivRoundBuffers { c, conv });
                     cache.insert(key, entry.clone());
                     entry
