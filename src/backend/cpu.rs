@@ -354,7 +354,8 @@ impl Backend for CpuBackend {
         let key_limbs = key.shape.limbs();
         if dnum == 0
             || digits.shape.polys % dnum != 0
-            || key.shape.polys != 2 * dnum
+            || key.shape.polys < 2 * dnum
+            || key.shape.polys % 2 != 0
             || key_map.len() != limbs
             || key_map.iter().any(|&k| k >= key_limbs)
             || key_map
@@ -376,7 +377,11 @@ impl Backend for CpuBackend {
         if limbs > 0 {
             out.par_chunks_mut(2 * limbs * n)
                 .zip(digits.data.par_chunks(dnum * limbs * n))
-                .for_each(|(o, d)| keyswitch::keyswitch_inner(d, &key.data, key_map, &mods, n, o));
+                .for_each(|(o, d)| {
+                    // The digits in use are a prefix of the key's (fewer at lower levels).
+                    let used = &key.data[..2 * dnum * key_limbs * n];
+                    keyswitch::keyswitch_inner(d, used, key_map, &mods, n, o)
+                });
         }
         Ok(CpuTensor {
             shape: Shape {

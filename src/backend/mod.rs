@@ -355,8 +355,9 @@ pub trait Backend {
     ) -> Result<Self::Tensor>;
 
     /// Key-switching inner product: `digits` is `[polys][dnum][limbs]` (NTT form, stored as
-    /// `polys * dnum` polynomials); `key` is `[dnum][2][key_limbs]`; active limb `l` uses key
-    /// limb `key_map[l]`. Returns `[polys][2][limbs]`.
+    /// `polys * dnum` polynomials); `key` is `[key_dnum][2][key_limbs]` with `key_dnum >= dnum`
+    /// (digit `j` uses key digit `j`); active limb `l` uses key limb `key_map[l]`. Returns
+    /// `[polys][2][limbs]`.
     fn keyswitch_inner(
         &self,
         digits: &Self::Tensor,
@@ -375,7 +376,8 @@ pub trait Backend {
         let dshape = self.shape(d).clone();
         let kshape = self.shape(&key.key).clone();
         let digits = digit_ranges(dshape.limbs(), key.alpha);
-        if digits.len() != key.dnum || kshape.polys != 2 * key.dnum {
+        // At lower levels fewer digits are in use: their keys are a prefix of the key tensor.
+        if digits.len() > key.dnum || kshape.polys != 2 * key.dnum {
             return Err(BackendError::Shape {
                 op: "keyswitch",
                 reason: format!(
@@ -408,7 +410,7 @@ pub trait Backend {
         let mut ext = self.basis_convert(&coeff, &digits, &targets)?;
         drop(coeff);
         self.ntt_forward(&mut ext)?;
-        let acc = self.keyswitch_inner(&ext, key.dnum, &key.key, &key_map)?;
+        let acc = self.keyswitch_inner(&ext, digits.len(), &key.key, &key_map)?;
         drop(ext);
         self.divide_round(&acc, key.special.len())
     }

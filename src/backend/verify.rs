@@ -251,5 +251,24 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
         };
         be.download(&be.keyswitch(&d, &k)?)?
     });
+    if case.q_limbs >= 3 {
+        // A lower level: fewer limbs and digits than the key was made for.
+        let low: Vec<usize> = (0..case.q_limbs - 1).collect();
+        let low_shape = Shape {
+            polys,
+            moduli: low.clone(),
+        };
+        let d_low = random_tensor(&ctx, &mut rng, &low_shape);
+        both!("keyswitch (lower level)", low.len(), polys, |be| {
+            let d = be.upload(&d_low, low_shape.clone())?;
+            let k = SwitchKey {
+                key: be.upload(&key, key_shape.clone())?,
+                dnum,
+                alpha: case.alpha,
+                special: p.clone(),
+            };
+            be.download(&be.keyswitch(&d, &k)?)?
+        });
+    }
     Ok(reports)
 }

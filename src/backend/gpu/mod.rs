@@ -786,7 +786,8 @@ impl Backend for GpuBackend {
         let key_limbs = key.shape.limbs();
         if dnum == 0
             || digits.shape.polys % dnum != 0
-            || key.shape.polys != 2 * dnum
+            || key.shape.polys < 2 * dnum
+            || key.shape.polys % 2 != 0
             || key_map.len() != limbs
             || key_map.iter().any(|&k| k >= key_limbs)
             || key_map
