@@ -276,10 +276,35 @@ fn mul_relin_rescale_on_resident_tensors_moves_no_data_and_matches_cpu() {
     let b = rand(ct.words(n), &ct, 12);
     let key = rand(key_shape.words(n), &key_shape, 13);
 
+    // Dispatch count of mul+relin+rescale does not depend on the number of ciphertexts.
+    let one = Shape {
+        polys: 2,
+        moduli: q.clone(),
+    };
+    let (x1, y1, k1) = upload_inputs(
+        &gpu,
+        &a[..one.words(n)],
+        &b[..one.words(n)],
+        &key,
+        &one,
+        &key_shape,
+        dnum,
+        alpha,
+        &special,
+    );
+    let before_one = gpu.counters().dispatches;
+    let _ = relin_rescale(&gpu, &x1, &y1, &k1);
+    let dispatches_one = gpu.counters().dispatches - before_one;
+
     let (x, y, k) = upload_inputs(&gpu, &a, &b, &key, &ct, &key_shape, dnum, alpha, &special);
     let before = gpu.counters();
     let out = relin_rescale(&gpu, &x, &y, &k);
     let after = gpu.counters();
+    eprintln!(
+        "mul+relin+rescale, N = {n}: {} dispatches for 1 and for {count} ciphertexts",
+        dispatches_one
+    );
+    assert_eq!(after.dispatches - before.dispatches, dispatches_one);
     assert_eq!(
         after.uploads, before.uploads,
         "no upload during mul+relin+rescale"

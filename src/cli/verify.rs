@@ -1,8 +1,8 @@
 //! `cryptodl verify`: every kernel on random inputs on the CPU and the GPU, compared word by word.
 
-use crate::backend::gpu::{AdapterChoice, GpuRuntime};
+use crate::backend::gpu::AdapterChoice;
 use crate::backend::verify::{run_case, KernelReport, VerifyCase};
-use crate::backend::BackendKind;
+use crate::backend::{resolve, BackendKind, Resolved};
 use anyhow::{bail, Context};
 
 /// Arguments of `cryptodl verify`.
@@ -39,7 +39,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         bail!("verify compares a GPU against the CPU twins: use --backend gpu");
     }
     let choice = AdapterChoice::from_arg(args.adapter.as_deref());
-    let rt = GpuRuntime::open(&choice).context("verify needs a GPU adapter")?;
+    let rt = match resolve(args.backend, &choice).context("verify needs a GPU adapter")? {
+        (Resolved::Gpu, Some(rt)) => rt,
+        _ => bail!("no GPU to verify against the CPU twins (see the line above)"),
+    };
     let presets = if args.preset.is_empty() {
         vec!["n1024", "n4096", "n8192", "n16384"]
             .into_iter()
