@@ -26,42 +26,55 @@ pub fn keyswitch_inner(
     assert_eq!(key.len(), dnum * 2 * key_limbs * n);
     assert_eq!(out.len(), 2 * limbs * n);
     let (out0, out1) = out.split_at_mut(limbs * n);
+    let mut acc = vec![0u64; n];
+    let shape = InnerShape {
+        dnum,
+        limbs,
+        key_limbs,
+        n,
+    };
     for (l, m) in moduli.iter().enumerate() {
         let (o0, o1) = (&mut out0[l * n..(l + 1) * n], &mut out1[l * n..(l + 1) * n]);
-        keyswitch_inner_limb(
-            digits,
-            key,
-            dnum,
-            limbs,
-            key_limbs,
-            l,
-            limb_map[l],
-            m,
-            n,
-            o0,
-            o1,
-        );
+        keyswitch_inner_limb(digits, key, shape, l, limb_map[l], m, o0, o1, &mut acc);
     }
 }
 
+/// Dimensions of the key-switching inner product.
+#[derive(Clone, Copy, Debug)]
+pub struct InnerShape {
+    /// Number of digits.
+    pub dnum: usize,
+    /// Active limbs of the digits (`Q_l ++ P`).
+    pub limbs: usize,
+    /// Limbs of the key (`Q ++ P`).
+    pub key_limbs: usize,
+    /// Coefficients per limb.
+    pub n: usize,
+}
+
 /// One limb of [`keyswitch_inner`]: active limb `l` (key limb `key_l`) of both output components.
+/// `acc` is scratch of at least `n` words.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn keyswitch_inner_limb(
     digits: &[u32],
     key: &[u32],
-    dnum: usize,
-    limbs: usize,
-    key_limbs: usize,
+    shape: InnerShape,
     l: usize,
     key_l: usize,
     m: &Modulus,
-    n: usize,
     out0: &mut [u32],
     out1: &mut [u32],
+    acc: &mut [u64],
 ) {
+    let InnerShape {
+        dnum,
+        limbs,
+        key_limbs,
+        n,
+    } = shape;
+    let acc = &mut acc[..n];
     // Contiguous loops over coefficients (vectorisable); at most 16 products per u64.
-    let mut acc = vec![0u64; n];
     for (c, o) in [out0, out1].into_iter().enumerate() {
         for chunk_start in (0..dnum).step_by(16) {
             acc.iter_mut().for_each(|a| *a = 0);
@@ -74,11 +87,11 @@ pub fn keyswitch_inner_limb(
                 }
             }
             if chunk_start == 0 {
-                for (o, &a) in o.iter_mut().zip(&acc) {
+                for (o, &a) in o.iter_mut().zip(acc.iter()) {
                     *o = m.reduce_u64(a);
                 }
             } else {
-                for (o, &a) in o.iter_mut().zip(&acc) {
+                for (o, &a) in o.iter_mut().zip(acc.iter()) {
                     *o = m.add(*o, m.reduce_u64(a));
                 }
             }

@@ -169,6 +169,27 @@ unsafe fn inverse_avx2(t: &NttTable, a: &mut [u32]) {
     inverse_impl(t, a)
 }
 
+/// Harvey Cooley-Tukey butterfly: `x, y` in `[0, 4q)` -> `(x + w y, x - w y)` in `[0, 4q)`.
+#[inline(always)]
+fn ct_butterfly(x: u32, y: u32, w: u32, ws: u32, q: u32) -> (u32, u32) {
+    let two_q = 2 * q;
+    let u = if x >= two_q { x - two_q } else { x };
+    let v = mul_shoup_lazy(y, w, ws, q);
+    (u + v, u + two_q - v)
+}
+
+/// A forward stage with `T <= 16` butterflies per twiddle: fixed-size blocks, no bounds checks
+/// (the generic loop's vectorised body needs longer runs).
+#[inline(always)]
+fn forward_stage_small<const T: usize>(a: &mut [u32], w: &[u32], ws: &[u32], q: u32) {
+    for ((block, &w), &ws) in a.chunks_exact_mut(2 * T).zip(w).zip(ws) {
+        let (lo, hi) = block.split_at_mut(T);
+        for j in 0..T {
+            (lo[j], hi[j]) = ct_butterfly(lo[j], hi[j], w, ws, q);
+        }
+    }
+}
+
 #[inline(always)]
 fn forward_impl(tab: &NttTable, a: &mut [u32]) {
     let n = tab.n;
@@ -178,16 +199,20 @@ fn forward_impl(tab: &NttTable, a: &mut [u32]) {
     let mut m = 1;
     while m < n {
         t >>= 1;
-        for (i, block) in a.chunks_exact_mut(2 * t).enumerate() {
-            let w = tab.psi_rev[m + i];
-            let ws = tab.psi_rev_shoup[m + i];
-            let (lo, hi) = block.split_at_mut(t);
-            for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
-                // x in [0, 4q) -> [0, 2q); y * w in [0, 2q)
-                let u = if *x >= two_q { *x - two_q } else { *x };
-                let v = mul_shoup_lazy(*y, w, ws, q);
-                *x = u + v;
-                *y = u + two_q - v;
+        let (w, ws) = (&tab.psi_rev[m..2 * m], &tab.psi_rev_shoup[m..2 * m]);
+        match t {
+            1 => forward_stage_small::<1>(a, w, ws, q),
+            2 => forward_stage_small::<2>(a, w, ws, q),
+            4 => forward_stage_small::<4>(a, w, ws, q),
+            8 => forward_stage_small::<8>(a, w, ws, q),
+            16 => forward_stage_small::<16>(a, w, ws, q),
+            _ => {
+                for ((block, &w), &ws) in a.chunks_exact_mut(2 * t).zip(w).zip(ws) {
+                    let (lo, hi) = block.split_at_mut(t);
+                    for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                        (*x, *y) = ct_butterfly(*x, *y, w, ws, q);
+                    }
+                }
             }
         }
         m <<= 1;
@@ -204,6 +229,28 @@ fn forward_impl(tab: &NttTable, a: &mut [u32]) {
     }
 }
 
+/// Harvey Gentleman-Sande butterfly: `x, y` in `[0, 2q)` -> `(x + y, (x - y) w)` in `[0, 2q)`.
+#[inline(always)]
+fn gs_butterfly(x: u32, y: u32, w: u32, ws: u32, q: u32) -> (u32, u32) {
+    let two_q = 2 * q;
+    let s = x + y;
+    (
+        if s >= two_q { s - two_q } else { s },
+        mul_shoup_lazy(x + two_q - y, w, ws, q),
+    )
+}
+
+/// An inverse stage with `T <= 16` butterflies per twiddle.
+#[inline(always)]
+fn inverse_stage_small<const T: usize>(a: &mut [u32], w: &[u32], ws: &[u32], q: u32) {
+    for ((block, &w), &ws) in a.chunks_exact_mut(2 * T).zip(w).zip(ws) {
+        let (lo, hi) = block.split_at_mut(T);
+        for j in 0..T {
+            (lo[j], hi[j]) = gs_butterfly(lo[j], hi[j], w, ws, q);
+        }
+    }
+}
+
 #[inline(always)]
 fn inverse_impl(tab: &NttTable, a: &mut [u32]) {
     let n = tab.n;
@@ -213,16 +260,23 @@ fn inverse_impl(tab: &NttTable, a: &mut [u32]) {
     let mut m = n;
     while m > 2 {
         let h = m >> 1;
-        for (i, block) in a.chunks_exact_mut(2 * t).enumerate() {
-            let w = tab.psi_inv_rev[h + i];
-            let ws = tab.psi_inv_rev_shoup[h + i];
-            let (lo, hi) = block.split_at_mut(t);
-            for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
-                // x, y in [0, 2q)
-                let (u, v) = (*x, *y);
-                let s = u + v;
-                *x = if s >= two_q { s - two_q } else { s };
-                *y = mul_shoup_lazy(u + two_q - v, w, ws, q);
+        let (w, ws) = (&tab.psi_inv_rev[h..2 * h], &tab.psi_inv_rev_shoup[h..2 * h]);
+        match t {
+            1 => inverse_stage_small::<1>(a, w, ws, q),
+            2 => inverse_stage_small::<2>(a, w, ws, q),
+            4 => inverse_stage_small::<4>(a, w, ws, q),
+            8 => inverse_stage_small::<8>(a, w, ws, q),
+            16 => inverse_stage_small::<16>(a, w, ws, q),
+            _ => {
+                for ((block, &w), &ws) in a.chunks_exact_mut(2 * t).zip(w).zip(ws) {
+                    let (lo, hi) = block.split_at_mut(t);
+                    // fixed groups of 8 (t >= 32 is a multiple of 8): LLVM vectorises these
+                    for (xs, ys) in lo.chunks_exact_mut(8).zip(hi.chunks_exact_mut(8)) {
+                        for j in 0..8 {
+                            (xs[j], ys[j]) = gs_butterfly(xs[j], ys[j], w, ws, q);
+                        }
+                    }
+                }
             }
         }
         t <<= 1;

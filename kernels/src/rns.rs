@@ -81,6 +81,8 @@ pub struct RnsBasis {
     /// `(Q / q_i)^-1 mod q_i` and Shoup companions.
     q_hat_inv: Vec<u32>,
     q_hat_inv_shoup: Vec<u32>,
+    /// Garner: `(q_0 ... q_{i-1})^-1 mod q_i`.
+    garner_inv: Vec<u32>,
 }
 
 impl RnsBasis {
@@ -124,12 +126,23 @@ impl RnsBasis {
             .zip(&moduli)
             .map(|(&w, m)| m.shoup(w))
             .collect();
+        let garner_inv = moduli
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let prefix = primes[..i]
+                    .iter()
+                    .fold(1u32, |acc, &q| m.mul(acc, q % m.value()));
+                m.inv(prefix).unwrap_or(0)
+            })
+            .collect();
         Ok(Self {
             moduli,
             product,
             q_hat,
             q_hat_inv,
             q_hat_inv_shoup,
+            garner_inv,
         })
     }
 
@@ -213,6 +226,101 @@ impl RnsBasis {
             words_to_f64(acc)
         } else {
             -words_to_f64(neg)
+        }
+    }
+}
+
+impl RnsBasis {
+    /// Batched CRT reconstruction for decoding: `data` is `[len][n]` (coefficient form);
+    /// `out[k]` becomes the centered integer of coefficient `k` times `factor`, as `f64`.
+    ///
+    /// Garner's algorithm with balanced digits `a_i` in `(-q_i/2, q_i/2]`: the integer is
+    /// `sum_i a_i q_0...q_{i-1}`, exactly the centered representative, evaluated by Horner in
+    /// `f64` (small values have zero high digits, so no cancellation). Cost per coefficient:
+    /// `len (len - 1) / 2` modular multiplications.
+    pub fn compose_centered_f64_batch(&self, data: &[u32], n: usize, factor: f64, out: &mut [f64]) {
+        let len = self.moduli.len();
+        assert_eq!(data.len(), len * n);
+        assert_eq!(out.len(), n);
+        const MAX: usize = 64;
+        assert!(len <= MAX, "at most {MAX} moduli");
+        // q_j mod q_i, for the Horner evaluations of the partial sums.
+        let qmod: Vec<Vec<u32>> = self
+            .moduli
+            .iter()
+            .map(|m| {
+                self.moduli
+                    .iter()
+                    .map(|qj| m.reduce_u64(qj.value() as u64))
+                    .collect()
+            })
+            .collect();
+        let mut digits = [0i64; MAX];
+        let (m0, m1) = (&self.moduli[0], self.moduli.get(1));
+        for (k, o) in out.iter_mut().enumerate() {
+            // Fast path: the two-limb balanced value x01 (exact in i64, |x01| < 2^59). If it has
+            // the right residue modulo every other prime, it is the centered representative.
+            let r0 = data[k];
+            let a0 = if r0 > m0.value() / 2 {
+                r0 as i64 - m0.value() as i64
+            } else {
+                r0 as i64
+            };
+            if let Some(m1) = m1 {
+                let q1 = m1.value();
+                let a0m = if a0 >= 0 {
+                    m1.reduce_u64(a0 as u64)
+                } else {
+                    m1.neg(m1.reduce_u64(a0.unsigned_abs()))
+                };
+                let t = m1.mul(m1.sub(data[n + k], a0m), self.garner_inv[1]);
+                let a1 = if t > q1 / 2 {
+                    t as i64 - q1 as i64
+                } else {
+                    t as i64
+                };
+                let x = a0 + a1 * m0.value() as i64;
+                let fits = self.moduli[2..].iter().enumerate().all(|(i, m)| {
+                    let r = if x >= 0 {
+                        m.reduce_u64(x as u64)
+                    } else {
+                        m.neg(m.reduce_u64(x.unsigned_abs()))
+                    };
+                    r == data[(i + 2) * n + k]
+                });
+                if fits {
+                    *o = x as f64 * factor;
+                    continue;
+                }
+            } else {
+                *o = a0 as f64 * factor;
+                continue;
+            }
+            for (i, m) in self.moduli.iter().enumerate() {
+                let q = m.value();
+                // S = sum_{j<i} a_j * (q_0...q_{j-1}) mod q_i, by Horner from the top digit.
+                let mut s = 0u32;
+                for j in (0..i).rev() {
+                    let a = digits[j];
+                    let a = if a >= 0 {
+                        m.reduce_u64(a as u64)
+                    } else {
+                        m.neg(m.reduce_u64(a.unsigned_abs()))
+                    };
+                    s = m.add(m.mul(s, qmod[i][j]), a);
+                }
+                let t = m.mul(m.sub(data[i * n + k], s), self.garner_inv[i]);
+                digits[i] = if t > q / 2 {
+                    t as i64 - q as i64
+                } else {
+                    t as i64
+                };
+            }
+            let mut f = 0.0f64;
+            for j in (0..len).rev() {
+                f = f * self.moduli[j].value() as f64 + digits[j] as f64;
+            }
+            *o = f * factor;
         }
     }
 }
@@ -333,17 +441,29 @@ impl BaseConverter {
             }
         }
         // Contiguous inner loops (vectorisable): acc[k] += y_i[k] * c_ij, at most 16 products
-        // of 30-bit residues per u64 before a reduction.
-        let mut acc = vec![0u64; n];
+        // of 30-bit residues per u64 before a reduction. The first product initialises acc.
+        let mut acc = vec![0u64; if k > 1 { n } else { 0 }];
         for (j, p) in self.to.iter().enumerate() {
             let out = &mut output[j * n..(j + 1) * n];
             let consts = &self.q_hat_mod_p[j];
+            if k == 1 {
+                let (c, cs) = (consts[0], p.shoup(consts[0]));
+                for (o, &v) in out.iter_mut().zip(&y[..n]) {
+                    *o = mul_shoup(v, c, cs, p.value());
+                }
+                continue;
+            }
             for (c, chunk) in consts.chunks(16).enumerate() {
-                acc.iter_mut().for_each(|a| *a = 0);
                 for (t, &cv) in chunk.iter().enumerate() {
                     let yi = &y[(c * 16 + t) * n..(c * 16 + t + 1) * n];
-                    for (a, &v) in acc.iter_mut().zip(yi) {
-                        *a += v as u64 * cv as u64;
+                    if t == 0 {
+                        for (a, &v) in acc.iter_mut().zip(yi) {
+                            *a = v as u64 * cv as u64;
+                        }
+                    } else {
+                        for (a, &v) in acc.iter_mut().zip(yi) {
+                            *a += v as u64 * cv as u64;
+                        }
                     }
                 }
                 if c == 0 {
@@ -382,6 +502,27 @@ mod tests {
             let got = basis.compose_centered_f64(&residues);
             let want: f64 = xb.to_string().parse().unwrap();
             prop_assert!((got - want).abs() <= want.abs() * 1e-15, "{} vs {}", got, want);
+            let mut batch = [0.0f64];
+            basis.compose_centered_f64_batch(&residues, 1, 0.5, &mut batch);
+            prop_assert!((batch[0] - want * 0.5).abs() <= want.abs() * 1e-14, "{} vs {}", batch[0], want);
+        }
+
+        #[test]
+        fn batch_compose_of_small_values_is_exact(k in 1usize..8, xs in proptest::collection::vec(-(1i64 << 58)..(1i64 << 58), 1..9)) {
+            let primes = ntt_primes(30, 16, k, &[]).unwrap();
+            let basis = RnsBasis::new(&primes).unwrap();
+            let n = xs.len();
+            let data: Vec<u32> = primes.iter().flat_map(|&p| xs.iter().map(move |&x| x.rem_euclid(p as i64) as u32)).collect();
+            let mut out = vec![0.0; n];
+            basis.compose_centered_f64_batch(&data, n, 1.0, &mut out);
+            let qb: BigInt = primes.iter().map(|&p| BigInt::from(p)).product();
+            for (o, &x) in out.iter().zip(&xs) {
+                // centered representative of x mod Q
+                let xb = ((BigInt::from(x) % &qb) + &qb) % &qb;
+                let c = if &xb * 2 > qb { xb - &qb } else { xb };
+                let want: f64 = c.to_string().parse().unwrap();
+                prop_assert_eq!(*o, want);
+            }
         }
 
         #[test]

@@ -173,16 +173,12 @@ impl Encoder {
         for (l, limb) in data.chunks_exact_mut(n).enumerate().take(limbs) {
             self.ctx.q_tables()[l].inverse(limb);
         }
-        let basis = self.ctx.basis(pt.level);
-        let mut residues = vec![0u32; limbs];
-        let mut coeff = |k: usize| {
-            for (l, r) in residues.iter_mut().enumerate() {
-                *r = data[l * n + k];
-            }
-            basis.compose_centered_f64(&residues) / pt.scale
-        };
+        let mut coeffs = vec![0f64; n];
+        self.ctx
+            .basis(pt.level)
+            .compose_centered_f64_batch(&data, n, 1.0 / pt.scale, &mut coeffs);
         let mut v: Vec<Complex64> = (0..slots)
-            .map(|i| Complex64::new(coeff(i), coeff(i + slots)))
+            .map(|i| Complex64::new(coeffs[i], coeffs[i + slots]))
             .collect();
         self.fft_special(&mut v);
         v

@@ -119,6 +119,7 @@ impl Encryptor {
         let mut as_ = a.clone();
         elementwise::mul(&mut as_, sk.q_part(n, l + 1), n, moduli);
         elementwise::sub(&mut c0, &as_, n, moduli);
+        zeroize::Zeroize::zeroize(&mut as_); // a*s with public a would reveal s
         elementwise::add(&mut c0, &pt.data, n, moduli);
         c0.extend_from_slice(&a);
         Ok(Ciphertext {
@@ -149,7 +150,7 @@ impl Decryptor {
         if l > self.ctx.params().max_level() || ct.data.len() != ct.size * len || ct.size < 2 {
             return Err(CkksError::ShapeMismatch {
                 what: "ciphertext",
-                expected: 2 * len,
+                expected: ct.size.max(2) * len,
                 found: ct.data.len(),
             });
         }

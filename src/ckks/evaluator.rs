@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use cryptodl_kernels::automorphism::automorphism_ntt;
 use cryptodl_kernels::elementwise;
-use cryptodl_kernels::keyswitch::keyswitch_inner_limb;
+use cryptodl_kernels::keyswitch::{keyswitch_inner_limb, InnerShape};
 use rayon::prelude::*;
 
 use super::encoder::f64_to_residue;
-use super::poly::inverse_limbs;
+use super::poly::{inverse_limbs, with_scratch};
 use super::{Ciphertext, CkksError, Context, EvaluationKeys, Plaintext, SwitchingKey};
 
 /// Relative tolerance when comparing scales of operands.
@@ -309,61 +309,83 @@ impl Evaluator {
         let ks = ctx.keyswitch_tables(level);
         let tables = ctx.qp_tables(level);
         let moduli = ctx.qp_moduli(level);
-        // 1. coefficient form of d
-        let mut coeff = d.to_vec();
-        inverse_limbs(&mut coeff, &tables[..=level], n);
-        // 2. mod-up every digit to Q_l ++ P (NTT form)
+        // 1. coefficient form of d; 2. mod-up every digit to Q_l ++ P (NTT form)
         let dnum = ks.digits.len();
-        let mut ext = vec![0u32; dnum * active * n];
-        ext.par_chunks_exact_mut(active * n)
-            .zip(ks.digits.par_iter())
-            .for_each(|(e, dig)| {
-                let (s0, s1) = (dig.source[0], *dig.source.last().unwrap());
-                e[s0 * n..(s1 + 1) * n].copy_from_slice(&d[s0 * n..(s1 + 1) * n]);
-                let mut out = vec![0u32; dig.target.len() * n];
-                let mut scratch = vec![0u32; dig.source.len() * n];
-                dig.conv
-                    .convert(&coeff[s0 * n..(s1 + 1) * n], &mut out, n, &mut scratch);
-                for (t_idx, &t) in dig.target.iter().enumerate() {
-                    let limb = &mut e[t * n..(t + 1) * n];
-                    limb.copy_from_slice(&out[t_idx * n..(t_idx + 1) * n]);
-                    tables[t].forward(limb);
-                }
-            });
-        // 3. inner product with the key, limb by limb
+        let shape = InnerShape {
+            dnum,
+            limbs: active,
+            key_limbs,
+            n,
+        };
         let key_used = &key.data[..dnum * 2 * key_limbs * n];
-        let mut acc = vec![0u32; 2 * active * n];
-        let (acc0, acc1) = acc.split_at_mut(active * n);
-        acc0.par_chunks_exact_mut(n)
-            .zip(acc1.par_chunks_exact_mut(n))
-            .enumerate()
-            .for_each(|(l, (o0, o1))| {
-                let key_l = if l <= level {
-                    l
-                } else {
-                    top + 1 + (l - level - 1)
-                };
-                keyswitch_inner_limb(
-                    &ext, key_used, dnum, active, key_limbs, l, key_l, &moduli[l], n, o0, o1,
-                );
-            });
-        // 4. divide by P and round
-        let mut out = vec![0u32; 2 * (level + 1) * n];
-        out.par_chunks_exact_mut((level + 1) * n)
-            .zip(acc.par_chunks_exact_mut(active * n))
-            .for_each(|(o, comp)| {
-                let (keep, drop) = comp.split_at_mut((level + 1) * n);
-                let mut scratch = vec![0u32; ks.mod_down.scratch_len(n)];
-                ks.mod_down.apply(
-                    keep,
-                    drop,
-                    &ctx.q_tables()[..=level],
-                    ctx.p_tables(),
-                    n,
-                    &mut scratch,
-                );
-                o.copy_from_slice(keep);
-            });
+        let mut out = Vec::with_capacity(2 * (level + 1) * n);
+        with_scratch(
+            (level + 1) * n + dnum * active * n + 2 * active * n,
+            |buf| {
+                let (coeff, rest) = buf.split_at_mut((level + 1) * n);
+                let (ext, acc) = rest.split_at_mut(dnum * active * n);
+                coeff.copy_from_slice(d);
+                inverse_limbs(coeff, &tables[..=level], n);
+                let coeff = &*coeff;
+                ext.par_chunks_exact_mut(active * n)
+                    .zip(ks.digits.par_iter())
+                    .for_each(|(e, dig)| {
+                        let (s0, s1) = (dig.source[0], *dig.source.last().unwrap());
+                        e[s0 * n..(s1 + 1) * n].copy_from_slice(&d[s0 * n..(s1 + 1) * n]);
+                        let conv_len = dig.target.len() * n;
+                        with_scratch(conv_len + dig.source.len() * n, |tmp| {
+                            let (conv_out, conv_scratch) = tmp.split_at_mut(conv_len);
+                            dig.conv.convert(
+                                &coeff[s0 * n..(s1 + 1) * n],
+                                conv_out,
+                                n,
+                                conv_scratch,
+                            );
+                            for (t_idx, &t) in dig.target.iter().enumerate() {
+                                let limb = &mut e[t * n..(t + 1) * n];
+                                limb.copy_from_slice(&conv_out[t_idx * n..(t_idx + 1) * n]);
+                                tables[t].forward(limb);
+                            }
+                        });
+                    });
+                // 3. inner product with the key, limb by limb
+                let ext = &*ext;
+                let (acc0, acc1) = acc.split_at_mut(active * n);
+                acc0.par_chunks_exact_mut(n)
+                    .zip(acc1.par_chunks_exact_mut(n))
+                    .enumerate()
+                    .for_each_init(
+                        || vec![0u64; n],
+                        |wide, (l, (o0, o1))| {
+                            let key_l = if l <= level {
+                                l
+                            } else {
+                                top + 1 + (l - level - 1)
+                            };
+                            keyswitch_inner_limb(
+                                ext, key_used, shape, l, key_l, &moduli[l], o0, o1, wide,
+                            );
+                        },
+                    );
+                // 4. divide by P and round
+                acc.par_chunks_exact_mut(active * n).for_each(|comp| {
+                    let (keep, drop) = comp.split_at_mut((level + 1) * n);
+                    with_scratch(ks.mod_down.scratch_len(n), |scratch| {
+                        ks.mod_down.apply(
+                            keep,
+                            drop,
+                            &ctx.q_tables()[..=level],
+                            ctx.p_tables(),
+                            n,
+                            scratch,
+                        )
+                    });
+                });
+                for comp in acc.chunks_exact(active * n) {
+                    out.extend_from_slice(&comp[..(level + 1) * n]);
+                }
+            },
+        );
         Ok(out)
     }
 
@@ -401,16 +423,17 @@ impl Evaluator {
         let len = (l + 1) * n;
         let table = self.ctx.rescale_table(l);
         let tables = self.ctx.q_tables();
-        let mut out = vec![0u32; a.size * l * n];
-        out.par_chunks_exact_mut(l * n)
-            .zip(a.data.par_chunks_exact_mut(len))
-            .for_each(|(o, comp)| {
-                let (keep, drop) = comp.split_at_mut(l * n);
-                let mut scratch = vec![0u32; table.scratch_len(n)];
-                table.apply(keep, drop, &tables[..l], &tables[l..=l], n, &mut scratch);
-                o.copy_from_slice(keep);
+        a.data.par_chunks_exact_mut(len).for_each(|comp| {
+            let (keep, drop) = comp.split_at_mut(l * n);
+            with_scratch(table.scratch_len(n), |scratch| {
+                table.apply(keep, drop, &tables[..l], &tables[l..=l], n, scratch)
             });
-        a.data = out;
+        });
+        // compact [c][l+1][n] -> [c][l][n] in place
+        for c in 1..a.size {
+            a.data.copy_within(c * len..c * len + l * n, c * l * n);
+        }
+        a.data.truncate(a.size * l * n);
         a.scale /= self.ctx.params().q()[l] as f64;
         a.level = l - 1;
         Ok(())

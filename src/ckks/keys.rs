@@ -128,6 +128,7 @@ impl KeyGenerator {
         let mut as_ = a.clone();
         elementwise::mul(&mut as_, sk.qp(), n, &moduli);
         elementwise::sub(&mut b, &as_, n, &moduli);
+        as_.zeroize(); // a*s with public a would reveal s
         b.extend_from_slice(&a);
         b
     }
@@ -189,10 +190,11 @@ impl KeyGenerator {
         let n = ctx.n();
         let top = ctx.params().max_level();
         let moduli = ctx.qp_moduli(top);
-        let s = small_to_rns(sk.coeffs(), &moduli);
+        let mut s = small_to_rns(sk.coeffs(), &moduli);
         let mut sg = vec![0u32; s.len()];
         automorphism_coeff(&s, &mut sg, g, n, &moduli);
         forward_all(&mut sg, &ctx.qp_tables(top), n);
+        s.zeroize();
         let k = self.switching_key(sk, &sg);
         sg.zeroize();
         k

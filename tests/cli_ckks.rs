@@ -1,0 +1,123 @@
+//! The `params` and `bench ops` commands: JSON shapes, the insecure opt-in, clear errors.
+
+use std::process::Command;
+
+fn cryptodl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cryptodl"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn params_json_lists_secure_and_insecure_presets() {
+    let (ok, stdout, _) = cryptodl(&["params", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    let n8192 = rows.iter().find(|r| r["name"] == "n8192").unwrap();
+    for key in [
+        "name",
+        "n",
+        "slots",
+        "log_qp",
+        "prime_bits",
+        "depth",
+        "security_bits",
+        "secure",
+    ] {
+        assert!(n8192.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(n8192["n"], 8192);
+    assert_eq!(n8192["slots"], 4096);
+    assert_eq!(n8192["secure"], true);
+    assert_eq!(
+        n8192["prime_bits"],
+        serde_json::json!([30, 26, 26, 26, 26, 26, 26, 30])
+    );
+    assert!(n8192["log_qp"].as_f64().unwrap() <= 218.0);
+    let toy = rows.iter().find(|r| r["name"] == "toy1024").unwrap();
+    assert_eq!(toy["secure"], false);
+    let (ok, table, _) = cryptodl(&["params"]);
+    assert!(ok && table.contains("INSECURE") && table.contains("n16384"));
+}
+
+#[test]
+fn bench_ops_json_and_insecure_opt_in() {
+    let (ok, _, stderr) = cryptodl(&["bench", "ops", "--preset", "toy1024", "--reps", "1"]);
+    assert!(!ok);
+    assert!(stderr.contains("--insecure"), "{stderr}");
+    let (ok, stdout, stderr) = cryptodl(&[
+        "bench",
+        "ops",
+        "--preset",
+        "toy1024",
+        "--insecure",
+        "--reps",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["backend"], "cpu");
+    assert_eq!(v["preset"], "toy1024");
+    assert_eq!(v["n"], 1024);
+    assert_eq!(v["threads"], 1);
+    assert_eq!(v["insecure"], true);
+    let ops: Vec<&str> = v["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "ntt_forward",
+            "ntt_inverse",
+            "encode",
+            "encrypt",
+            "decrypt",
+            "add",
+            "mul_const",
+            "mul_relin",
+            "rescale",
+            "rotate"
+        ]
+    );
+    assert!(v["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["median_us"].as_f64().unwrap() > 0.0));
+    let fresh = v["precision_bits"]["fresh"].as_f64().unwrap();
+    let mul = v["precision_bits"]["mul_relin"].as_f64().unwrap();
+    assert!(fresh > 15.0 && mul > 13.0, "{fresh} {mul}");
+    let (ok, table, _) = cryptodl(&[
+        "bench",
+        "ops",
+        "--preset",
+        "toy1024",
+        "--insecure",
+        "--reps",
+        "1",
+    ]);
+    assert!(ok && table.contains("INSECURE"));
+}
+
+#[test]
+fn unknown_preset_names_the_known_ones() {
+    let (ok, _, stderr) = cryptodl(&["bench", "ops", "--preset", "n9999"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("n9999") && stderr.contains("n8192") && stderr.contains("cryptodl params"),
+        "{stderr}"
+    );
+}
