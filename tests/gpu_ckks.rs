@@ -2,7 +2,7 @@
 //! (hence decrypt to exactly the same values).
 
 use cryptodl::backend::gpu::{GpuBackend, GpuRuntime};
-use cryptodl::backend::{Backend, RnsContext, Shape};
+use cryptodl::backend::{Backend, RnsContext, Shape, SwitchKey};
 use cryptodl::ckks::*;
 use std::sync::Arc;
 
@@ -89,4 +89,118 @@ fn gpu_tensor_product_and_rescale_equal_the_cpu_evaluator() {
         err < 1e-2,
         "rescaled product decrypts to a*b (max error {err})"
     );
+}
+
+/// Replaces the payload of a serialized ciphertext (same size, level and scale) with `words` and
+/// fixes the CRC, so the GPU result can be loaded and decrypted by the CPU side.
+fn with_payload(bytes: &[u8], words: &[u32]) -> Vec<u8> {
+    const HEADER: usize = 48;
+    let mut out = bytes[..HEADER].to_vec();
+    assert_eq!(bytes.len(), HEADER + 4 * words.len() + 4, "payload size");
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn gpu_mul_relin_rescale_equals_the_cpu_evaluator_and_decrypts_identically() {
+    let Some(rt) = gpu() else { return };
+    let params = Preset::by_name("toy4096")
+        .unwrap()
+        .parameters(true)
+        .unwrap();
+    let ctx = Context::new(&params).unwrap();
+    let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(5));
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = kg.evaluation_keys(&sk, &[], true).unwrap();
+    let enc = Encoder::new(ctx.clone());
+    let mut encryptor = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(6));
+    let dec = Decryptor::new(ctx.clone());
+    let eval = Evaluator::new(ctx.clone());
+    let top = params.max_level();
+    let scale = params.default_scale();
+    let slots = enc.slots();
+    let va: Vec<f64> = (0..slots).map(|i| ((i % 13) as f64 - 6.0) / 7.0).collect();
+    let vb: Vec<f64> = (0..slots).map(|i| ((i % 7) as f64 - 3.0) / 3.0).collect();
+    let a = encryptor
+        .encrypt(&enc.encode(&va, top, scale).unwrap(), &pk)
+        .unwrap();
+    let b = encryptor
+        .encrypt(&enc.encode(&vb, top, scale).unwrap(), &pk)
+        .unwrap();
+    let want = eval.mul_relin_rescale(&a, &b, &keys).unwrap();
+
+    // The relinearization key, from the documented evaluation-key file layout (kind 3: a
+    // 40 + 8 G byte header with G, the Galois key count, at offset 36; then the relinearization
+    // key, dnum * 2 * K * N words).
+    let k_limbs = top + 1 + params.p().len();
+    let dnum = params.dnum();
+    let key_bytes = serialize::evaluation_keys_to_bytes(&params, &keys).unwrap();
+    let field = |off: usize| u32::from_le_bytes(key_bytes[off..off + 4].try_into().unwrap());
+    assert_eq!(field(24) as usize, dnum);
+    assert_eq!(field(28) as usize, k_limbs);
+    assert_eq!(field(32), 1, "has a relinearization key");
+    let h = 40 + 8 * field(36) as usize;
+    let key_words: Vec<u32> = key_bytes[h..h + 4 * dnum * 2 * k_limbs * ctx.n()]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+
+    let mut primes = params.q().to_vec();
+    primes.extend_from_slice(params.p());
+    let gpu = GpuBackend::new(rt, RnsContext::new(ctx.n(), &primes).unwrap()).unwrap();
+    let shape = Shape {
+        polys: 2,
+        moduli: (0..=top).collect(),
+    };
+    let ga = gpu.upload(a.data(), shape.clone()).unwrap();
+    let gb = gpu.upload(b.data(), shape).unwrap();
+    let key = SwitchKey {
+        key: gpu
+            .upload(
+                &key_words,
+                Shape {
+                    polys: 2 * dnum,
+                    moduli: (0..k_limbs).collect(),
+                },
+            )
+            .unwrap(),
+        dnum,
+        alpha: params.p().len(),
+        special: (top + 1..k_limbs).collect(),
+    };
+    let before = gpu.counters();
+    let prod = gpu.tensor(&ga, &gb).unwrap();
+    let c01 = gpu.slice_components(&prod, 3, 0..2).unwrap();
+    let c2 = gpu.slice_components(&prod, 3, 2..3).unwrap();
+    let relin = gpu.add(&c01, &gpu.keyswitch(&c2, &key).unwrap()).unwrap();
+    let out = gpu.divide_round(&relin, 1).unwrap();
+    let after = gpu.counters();
+    assert_eq!(
+        (after.uploads, after.downloads),
+        (before.uploads, before.downloads)
+    );
+    let got = gpu.download(&out).unwrap();
+    assert_eq!(
+        cryptodl::backend::verify::mismatches(&got, want.data()),
+        0,
+        "GPU mul+relin+rescale == CPU evaluator, word for word"
+    );
+
+    // Load the GPU words as a ciphertext and decrypt: exactly the CPU plaintext.
+    let bytes = serialize::ciphertext_to_bytes(&params, &want).unwrap();
+    let gct = serialize::ciphertext_from_bytes(&with_payload(&bytes, &got), &ctx).unwrap();
+    let p_gpu = enc.decode(&dec.decrypt(&gct, &sk).unwrap());
+    let p_cpu = enc.decode(&dec.decrypt(&want, &sk).unwrap());
+    assert_eq!(p_gpu, p_cpu);
+    let err = p_gpu
+        .iter()
+        .zip(va.iter().zip(&vb))
+        .map(|(x, (p, q))| (x - p * q).abs())
+        .fold(0.0, f64::max);
+    assert!(err < 1e-2, "decrypts to a*b (max error {err})");
 }
