@@ -204,3 +204,100 @@ fn gpu_mul_relin_rescale_equals_the_cpu_evaluator_and_decrypts_identically() {
         .fold(0.0, f64::max);
     assert!(err < 1e-2, "decrypts to a*b (max error {err})");
 }
+
+#[test]
+fn gpu_rotation_equals_the_cpu_evaluator_at_two_levels() {
+    let Some(rt) = gpu() else { return };
+    let params = Preset::by_name("toy4096")
+        .unwrap()
+        .parameters(true)
+        .unwrap();
+    let ctx = Context::new(&params).unwrap();
+    let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(9));
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let steps = [1i64, 3];
+    let keys = kg.evaluation_keys(&sk, &steps, false).unwrap();
+    let enc = Encoder::new(ctx.clone());
+    let mut encryptor = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(10));
+    let eval = Evaluator::new(ctx.clone());
+    let top = params.max_level();
+    let n = ctx.n();
+    let v: Vec<f64> = (0..enc.slots()).map(|i| (i as f64).sin()).collect();
+    let fresh = encryptor
+        .encrypt(&enc.encode(&v, top, params.default_scale()).unwrap(), &pk)
+        .unwrap();
+    let mut lower = fresh.clone();
+    eval.rescale_assign(&mut lower).unwrap();
+
+    // Galois keys from the evaluation-key file: header 40 + 8 G, G elements (u64) from offset 40
+    // in increasing order, then the relinearization key (if any) and the Galois keys in order.
+    let k_limbs = top + 1 + params.p().len();
+    let dnum = params.dnum();
+    let key_len = dnum * 2 * k_limbs * n;
+    let bytes = serialize::evaluation_keys_to_bytes(&params, &keys).unwrap();
+    let field = |off: usize| u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+    let (has_relin, g_count) = (field(32), field(36));
+    let elements: Vec<u64> = (0..g_count)
+        .map(|i| u64::from_le_bytes(bytes[40 + 8 * i..48 + 8 * i].try_into().unwrap()))
+        .collect();
+    let payload = 40 + 8 * g_count + 4 * key_len * has_relin;
+
+    let mut primes = params.q().to_vec();
+    primes.extend_from_slice(params.p());
+    let gpu = GpuBackend::new(rt, RnsContext::new(n, &primes).unwrap()).unwrap();
+    for step in steps {
+        let g = ctx.galois_element(step);
+        let idx = elements
+            .iter()
+            .position(|&e| e == g as u64)
+            .expect("key for the step");
+        let start = payload + 4 * key_len * idx;
+        let words: Vec<u32> = bytes[start..start + 4 * key_len]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let key = SwitchKey {
+            key: gpu
+                .upload(
+                    &words,
+                    Shape {
+                        polys: 2 * dnum,
+                        moduli: (0..k_limbs).collect(),
+                    },
+                )
+                .unwrap(),
+            dnum,
+            alpha: params.p().len(),
+            special: (top + 1..k_limbs).collect(),
+        };
+        for ct in [&fresh, &lower] {
+            let want = eval.rotate(ct, step, &keys).unwrap();
+            let x = gpu
+                .upload(
+                    ct.data(),
+                    Shape {
+                        polys: 2,
+                        moduli: (0..=ct.level()).collect(),
+                    },
+                )
+                .unwrap();
+            let rot = gpu.automorphism_ntt(&x, g).unwrap();
+            let c0 = gpu.slice_components(&rot, 2, 0..1).unwrap();
+            let c1 = gpu.slice_components(&rot, 2, 1..2).unwrap();
+            let ks = gpu.keyswitch(&c1, &key).unwrap();
+            let out0 = gpu
+                .add(&c0, &gpu.slice_components(&ks, 2, 0..1).unwrap())
+                .unwrap();
+            let out1 = gpu.slice_components(&ks, 2, 1..2).unwrap();
+            let mut got = gpu.download(&out0).unwrap();
+            got.extend(gpu.download(&out1).unwrap());
+            assert_eq!(
+                cryptodl::backend::verify::mismatches(&got, want.data()),
+                0,
+                "rotation by {step} at level {}",
+                ct.level()
+            );
+        }
+    }
+}
