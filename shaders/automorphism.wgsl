@@ -3,8 +3,8 @@
 //
 // Input view [polys][limbs][n] (limb l of poly p at (in_off + p * in_stride + l) * n), output view
 // likewise with o_off / o_stride. Inputs canonical; outputs canonical.
-//   automorphism_ntt   (NTT form, bit-reversed slots): out[j] = in[perm[j]], perm from
-//                      galois_permutation_ntt(g, n) (uploaded once per g).
+//   automorphism_ntt   (NTT form, bit-reversed slots): out[j] = in[perm[j]] with perm =
+//                      galois_permutation_ntt(g, n), computed in the shader with reverseBits.
 //   automorphism_coeff (coefficient form): in[k] moves to k g mod 2n, negated when that is >= n.
 
 struct AutParams {
@@ -24,10 +24,9 @@ struct AutParams {
 
 @group(0) @binding(0) var<storage, read_write> out: array<u32>;
 @group(0) @binding(1) var<storage, read> inp: array<u32>;
-@group(0) @binding(2) var<storage, read> perm: array<u32>;
-@group(0) @binding(3) var<storage, read> moduli: array<u32>;
-@group(0) @binding(4) var<storage, read> limb_map: array<u32>;
-@group(0) @binding(5) var<uniform> prm: AutParams;
+@group(0) @binding(2) var<storage, read> moduli: array<u32>;
+@group(0) @binding(3) var<storage, read> limb_map: array<u32>;
+@group(0) @binding(4) var<uniform> prm: AutParams;
 
 @compute @workgroup_size(256)
 fn automorphism_ntt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -39,7 +38,12 @@ fn automorphism_ntt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (poly >= prm.polys) {
         return;
     }
-    let src = (prm.in_off + poly * prm.in_stride + l) * prm.n + perm[j];
+    // Slot j holds the evaluation at psi^(2 bitrev(j) + 1); X -> X^g maps it to the slot whose
+    // exponent is (2 bitrev(j) + 1) g mod 2n (the wrapped product is exact mod 2n | 2^32).
+    let shift = 32u - prm.log_n;
+    let e = ((2u * (reverseBits(j) >> shift) + 1u) * prm.g) & (2u * prm.n - 1u);
+    let src_slot = reverseBits((e - 1u) >> 1u) >> shift;
+    let src = (prm.in_off + poly * prm.in_stride + l) * prm.n + src_slot;
     out[(prm.o_off + poly * prm.o_stride + l) * prm.n + j] = inp[src];
 }
 

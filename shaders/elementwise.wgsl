@@ -177,7 +177,11 @@ fn ew_tensor(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let a1 = a[ia + step];
     let b0 = b[ib];
     let b1 = b[ib + step];
-    out[io] = mul_mod(a0, b0, m.x, m.y, m.z);
-    out[io + step] = add_mod(mul_mod(a0, b1, m.x, m.y, m.z), mul_mod(a1, b0, m.x, m.y, m.z), m.x);
-    out[io + 2u * step] = mul_mod(a1, b1, m.x, m.y, m.z);
+    // Karatsuba: 3 products; a0 b1 + a1 b0 = (a0 + a1)(b0 + b1) - a0 b0 - a1 b1 (mod q).
+    let p00 = mul_mod(a0, b0, m.x, m.y, m.z);
+    let p11 = mul_mod(a1, b1, m.x, m.y, m.z);
+    let s = mul_mod(add_mod(a0, a1, m.x), add_mod(b0, b1, m.x), m.x, m.y, m.z);
+    out[io] = p00;
+    out[io + step] = sub_mod(sub_mod(s, p00, m.x), p11, m.x);
+    out[io + 2u * step] = p11;
 }

@@ -129,7 +129,6 @@ pub struct GpuBackend {
     moduli: wgpu::Buffer,
     tables: wgpu::Buffer,
     maps: Mutex<HashMap<Vec<usize>, Arc<wgpu::Buffer>>>,
-    perms: Mutex<HashMap<usize, Arc<wgpu::Buffer>>>,
     conv: Mutex<HashMap<ConvKey, Arc<ConvBuffers>>>,
     divround: Mutex<HashMap<DivRoundKey, Arc<DivRoundBuffers>>>,
     counters: Mutex<Counters>,
@@ -184,7 +183,6 @@ impl GpuBackend {
             moduli,
             tables,
             maps: Mutex::new(HashMap::new()),
-            perms: Mutex::new(HashMap::new()),
             conv: Mutex::new(HashMap::new()),
             divround: Mutex::new(HashMap::new()),
             counters: Mutex::new(Counters::default()),
@@ -956,19 +954,6 @@ impl GpuBackend {
         if a.shape.polys == 0 || a.shape.limbs() == 0 {
             return Ok(out);
         }
-        let perm = if ntt {
-            let mut perms = self.perms.lock().map_err(|_| GpuError::Poisoned)?;
-            perms
-                .entry(g)
-                .or_insert_with(|| {
-                    Arc::new(self.rt.upload_constant(
-                        &cryptodl_kernels::automorphism::galois_permutation_ntt(g, n),
-                    ))
-                })
-                .clone()
-        } else {
-            Arc::new(self.rt.upload_constant(&[]))
-        };
         let lmap = self.map_buffer(&a.shape.moduli)?;
         let limbs = a.shape.limbs() as u32;
         let params = [
@@ -993,7 +978,7 @@ impl GpuBackend {
             } else {
                 "automorphism_coeff"
             },
-            &[out.buffer(), a.buffer(), &perm, &self.moduli, &lmap],
+            &[out.buffer(), a.buffer(), &self.moduli, &lmap],
             &params,
             total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
         )?;

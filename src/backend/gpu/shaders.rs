@@ -64,7 +64,7 @@ impl Family {
             Family::Elementwise => &[W, R, R, R, R, R, U],
             Family::Rns => &[W, R, R, R, R, R, R, R, U],
             Family::Keyswitch => &[W, R, R, R, R, R, U],
-            Family::Automorphism => &[W, R, R, R, R, U],
+            Family::Automorphism => &[W, R, R, R, U],
         }
     }
 
