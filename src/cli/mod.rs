@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod approx;
 mod bench;
+mod demo;
 mod devices;
 mod eval;
 mod output;
@@ -26,6 +27,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the main job end to end on an embedded default (see `cryptodl demo --help`).
+    Demo(demo::DemoArgs),
     /// List the CKKS parameter presets and their security level.
     Params(params::ParamsArgs),
     /// Benchmarks (CKKS primitives, ...).
@@ -47,6 +50,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Params(a) => params::run(a),
         Command::Bench(b) => bench::run(b),
         Command::Approx(a) => approx::run(a),

@@ -1,0 +1,478 @@
+//! Image datasets: IDX files (MNIST, Fashion-MNIST; raw or .gz) and CIFAR-10 binary batches.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Where the Debian package `dataset-fashion-mnist` installs Fashion-MNIST.
+pub const FASHION_MNIST_DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Why a dataset could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatasetError {
+    /// A file is not there.
+    #[error("missing dataset file {path}: {hint}")]
+    Missing {
+        /// The file looked for (without / with .gz).
+        path: PathBuf,
+        /// How to get it.
+        hint: String,
+    },
+    /// A file exists but cannot be read.
+    #[error("cannot read {path}: {error}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A file is truncated or not in the expected format.
+    #[error("malformed dataset file {path}: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Which dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum DatasetKind {
+    /// Fashion-MNIST (IDX, 28x28x1).
+    FashionMnist,
+    /// MNIST (IDX, 28x28x1).
+    Mnist,
+    /// CIFAR-10 binary version (32x32x3).
+    Cifar10,
+}
+
+impl DatasetKind {
+    /// CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Mnist => "mnist",
+            DatasetKind::Cifar10 => "cifar10",
+        }
+    }
+
+    /// Input shape (channels, height, width).
+    pub fn shape(self) -> [usize; 3] {
+        match self {
+            DatasetKind::Cifar10 => [3, 32, 32],
+            _ => [1, 28, 28],
+        }
+    }
+
+    /// Default directory, if there is one.
+    pub fn default_dir(self) -> Option<&'static str> {
+        match self {
+            DatasetKind::FashionMnist => Some(FASHION_MNIST_DEFAULT_DIR),
+            _ => None,
+        }
+    }
+
+    fn hint(self) -> String {
+        match self {
+            DatasetKind::FashionMnist => format!(
+                "Fashion-MNIST is expected as train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], \
+                 t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]; install it with \
+                 `apt-get install dataset-fashion-mnist` (goes to {FASHION_MNIST_DEFAULT_DIR}) or pass \
+                 --data-dir DIR"
+            ),
+            DatasetKind::Mnist => "MNIST is expected as train-images-idx3-ubyte[.gz], \
+                 train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] \
+                 in --data-dir DIR (download them from the MNIST site on a machine with internet access)"
+                .into(),
+            DatasetKind::Cifar10 => "CIFAR-10 is expected as the binary version (data_batch_1.bin .. \
+                 data_batch_5.bin, test_batch.bin, from cifar-10-binary.tar.gz) in --data-dir DIR or \
+                 DIR/cifar-10-batches-bin"
+                .into(),
+        }
+    }
+
+    /// Loads the train and test splits from `dir` (or the default directory).
+    pub fn load(self, dir: Option<&Path>) -> Result<Splits, DatasetError> {
+        let dir: PathBuf = match (dir, self.default_dir()) {
+            (Some(d), _) => d.to_path_buf(),
+            (None, Some(d)) => PathBuf::from(d),
+            (None, None) => {
+                return Err(DatasetError::Missing {
+                    path: PathBuf::from("(no --data-dir given)"),
+                    hint: self.hint(),
+                })
+            }
+        };
+        match self {
+            DatasetKind::Cifar10 => load_cifar10_dir(&dir, &self.hint()),
+            _ => {
+                let hint = self.hint();
+                let train = load_idx_pair(
+                    &dir.join("train-images-idx3-ubyte"),
+                    &dir.join("train-labels-idx1-ubyte"),
+                    &hint,
+                )?;
+                let test = load_idx_pair(
+                    &dir.join("t10k-images-idx3-ubyte"),
+                    &dir.join("t10k-labels-idx1-ubyte"),
+                    &hint,
+                )?;
+                Ok(Splits { train, test })
+            }
+        }
+    }
+}
+
+impl fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DatasetKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fashion-mnist" | "fashion_mnist" | "fashionmnist" => Ok(DatasetKind::FashionMnist),
+            "mnist" => Ok(DatasetKind::Mnist),
+            "cifar10" | "cifar-10" => Ok(DatasetKind::Cifar10),
+            _ => Err(format!(
+                "unknown dataset `{s}` (expected fashion-mnist, mnist or cifar10)"
+            )),
+        }
+    }
+}
+
+/// A set of images (u8 pixels, channel-major CHW per image) with labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// All pixels, image after image, each `c*h*w` bytes in CHW order.
+    pub pixels: Vec<u8>,
+    /// One label per image.
+    pub labels: Vec<u8>,
+    /// (channels, height, width).
+    pub shape: [usize; 3],
+}
+
+impl Dataset {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True if there is no image.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Pixels per image.
+    pub fn image_size(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let s = self.image_size();
+        &self.pixels[i * s..(i + 1) * s]
+    }
+
+    /// The first `n` images (or all).
+    pub fn take(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        Dataset {
+            pixels: self.pixels[..n * self.image_size()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            shape: self.shape,
+        }
+    }
+}
+
+/// Train and test splits.
+#[derive(Clone, Debug)]
+pub struct Splits {
+    /// Training set.
+    pub train: Dataset,
+    /// Test set.
+    pub test: Dataset,
+}
+
+/// Reads `path`, or `path.gz` if `path` does not exist; gzip is detected by its magic bytes.
+fn read_maybe_gz(path: &Path, hint: &str) -> Result<(PathBuf, Vec<u8>), DatasetError> {
+    let gz = PathBuf::from(format!("{}.gz", path.display()));
+    let chosen = if path.exists() {
+        path.to_path_buf()
+    } else if gz.exists() {
+        gz
+    } else {
+        return Err(DatasetError::Missing {
+            path: path.to_path_buf(),
+            hint: hint.to_string(),
+        });
+    };
+    let raw = std::fs::read(&chosen).map_err(|error| DatasetError::Io {
+        path: chosen.clone(),
+        error,
+    })?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DatasetError::Malformed {
+                path: chosen.clone(),
+                reason: format!("bad gzip data: {e}"),
+            })?;
+        Ok((chosen, out))
+    } else {
+        Ok((chosen, raw))
+    }
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Parses an IDX file of unsigned bytes; returns (dims, data).
+pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>), DatasetError> {
+    let bad = |reason: String| DatasetError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() < 4 {
+        return Err(bad(format!(
+            "{} bytes, too short for an IDX header",
+            bytes.len()
+        )));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+        return Err(bad(format!(
+            "magic {:02x}{:02x}{:02x}{:02x} is not an unsigned-byte IDX file (expected 0000 08 0n)",
+            bytes[0], bytes[1], bytes[2], bytes[3]
+        )));
+    }
+    let nd = bytes[3] as usize;
+    if nd == 0 || nd > 4 || bytes.len() < 4 + 4 * nd {
+        return Err(bad(format!("{nd} dimensions or header truncated")));
+    }
+    let dims: Vec<usize> = (0..nd).map(|i| be_u32(bytes, 4 + 4 * i) as usize).collect();
+    let n: usize = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("dimensions overflow".into()))?;
+    let body = &bytes[4 + 4 * nd..];
+    if body.len() != n {
+        return Err(bad(format!(
+            "header says {dims:?} = {n} bytes of data but the file has {} (truncated or corrupt?)",
+            body.len()
+        )));
+    }
+    Ok((dims, body.to_vec()))
+}
+
+/// Loads an IDX image file (n x h x w) and its label file (n).
+pub fn load_idx_pair(images: &Path, labels: &Path, hint: &str) -> Result<Dataset, DatasetError> {
+    let (ip, ib) = read_maybe_gz(images, hint)?;
+    let (lp, lb) = read_maybe_gz(labels, hint)?;
+    let (idims, pixels) = parse_idx(&ip, &ib)?;
+    let (ldims, labels) = parse_idx(&lp, &lb)?;
+    if idims.len() != 3 {
+        return Err(DatasetError::Malformed {
+            path: ip,
+            reason: format!("expected 3 dimensions (n, rows, cols), got {idims:?}"),
+        });
+    }
+    if ldims.len() != 1 || ldims[0] != idims[0] {
+        return Err(DatasetError::Malformed {
+            path: lp,
+            reason: format!("labels {ldims:?} do not match {} images", idims[0]),
+        });
+    }
+    if let Some(&l) = labels.iter().find(|&&l| l > 9) {
+        return Err(DatasetError::Malformed {
+            path: lp,
+            reason: format!("label {l} is not in 0..=9"),
+        });
+    }
+    Ok(Dataset {
+        pixels,
+        labels,
+        shape: [1, idims[1], idims[2]],
+    })
+}
+
+/// Parses a CIFAR-10 binary batch (records of 1 label byte + 3072 CHW pixels).
+pub fn parse_cifar_batch(path: &Path, bytes: &[u8]) -> Result<Dataset, DatasetError> {
+    const REC: usize = 1 + 3072;
+    if bytes.is_empty() || bytes.len() % REC != 0 {
+        return Err(DatasetError::Malformed {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} bytes is not a whole number of 3073-byte CIFAR-10 records (truncated?)",
+                bytes.len()
+            ),
+        });
+    }
+    let n = bytes.len() / REC;
+    let mut pixels = Vec::with_capacity(n * 3072);
+    let mut labels = Vec::with_capacity(n);
+    for r in bytes.chunks_exact(REC) {
+        if r[0] > 9 {
+            return Err(DatasetError::Malformed {
+                path: path.to_path_buf(),
+                reason: format!("label {} is not in 0..=9", r[0]),
+            });
+        }
+        labels.push(r[0]);
+        pixels.extend_from_slice(&r[1..]);
+    }
+    Ok(Dataset {
+        pixels,
+        labels,
+        shape: [3, 32, 32],
+    })
+}
+
+fn load_cifar10_dir(dir: &Path, hint: &str) -> Result<Splits, DatasetError> {
+    let dir = if dir.join("cifar-10-batches-bin").is_dir() {
+        dir.join("cifar-10-batches-bin")
+    } else {
+        dir.to_path_buf()
+    };
+    let mut train = Dataset {
+        pixels: Vec::new(),
+        labels: Vec::new(),
+        shape: [3, 32, 32],
+    };
+    for i in 1..=5 {
+        let (p, b) = read_maybe_gz(&dir.join(format!("data_batch_{i}.bin")), hint)?;
+        let d = parse_cifar_batch(&p, &b)?;
+        train.pixels.extend(d.pixels);
+        train.labels.extend(d.labels);
+    }
+    let (p, b) = read_maybe_gz(&dir.join("test_batch.bin"), hint)?;
+    let test = parse_cifar_batch(&p, &b)?;
+    Ok(Splits { train, test })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut v = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn gz(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn write_mnist(dir: &Path, compress: bool, n_train: u32) {
+        let files = [
+            (
+                "train-images-idx3-ubyte",
+                idx(&[n_train, 28, 28], &vec![7u8; n_train as usize * 784]),
+            ),
+            (
+                "train-labels-idx1-ubyte",
+                idx(
+                    &[n_train],
+                    &(0..n_train).map(|i| (i % 10) as u8).collect::<Vec<_>>(),
+                ),
+            ),
+            ("t10k-images-idx3-ubyte", idx(&[2, 28, 28], &[3u8; 2 * 784])),
+            ("t10k-labels-idx1-ubyte", idx(&[2], &[4, 5])),
+        ];
+        for (name, bytes) in files {
+            if compress {
+                std::fs::write(dir.join(format!("{name}.gz")), gz(&bytes)).unwrap();
+            } else {
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn idx_raw_and_gz() {
+        for compress in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            write_mnist(d.path(), compress, 5);
+            let s = DatasetKind::Mnist.load(Some(d.path())).unwrap();
+            assert_eq!(s.train.len(), 5);
+            assert_eq!(s.train.labels, vec![0, 1, 2, 3, 4]);
+            assert_eq!(s.train.shape, [1, 28, 28]);
+            assert_eq!(s.test.labels, vec![4, 5]);
+            assert!(s.test.image(1).iter().all(|&p| p == 3));
+        }
+    }
+
+    #[test]
+    fn idx_missing_and_truncated() {
+        let d = tempfile::tempdir().unwrap();
+        let e = DatasetKind::FashionMnist.load(Some(d.path())).unwrap_err();
+        assert!(matches!(e, DatasetError::Missing { .. }), "{e}");
+        assert!(e.to_string().contains("dataset-fashion-mnist"), "{e}");
+        assert!(DatasetKind::Mnist.load(None).is_err());
+        write_mnist(d.path(), false, 5);
+        let p = d.path().join("train-images-idx3-ubyte");
+        let b = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &b[..b.len() - 10]).unwrap();
+        let e = DatasetKind::Mnist.load(Some(d.path())).unwrap_err();
+        assert!(matches!(e, DatasetError::Malformed { .. }), "{e}");
+        // Truncated gzip.
+        std::fs::remove_file(&p).unwrap();
+        let g = gz(&b);
+        std::fs::write(
+            d.path().join("train-images-idx3-ubyte.gz"),
+            &g[..g.len() / 2],
+        )
+        .unwrap();
+        let e = DatasetKind::Mnist.load(Some(d.path())).unwrap_err();
+        assert!(matches!(e, DatasetError::Malformed { .. }), "{e}");
+        // Wrong magic.
+        assert!(parse_idx(&p, &[1, 2, 3, 4, 5]).is_err());
+        assert!(parse_idx(&p, &[0, 0, 8]).is_err());
+    }
+
+    #[test]
+    fn cifar_batches() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = |label: u8, v: u8| {
+            let mut r = vec![label];
+            r.extend(std::iter::repeat_n(v, 3072));
+            r
+        };
+        for i in 1..=5u8 {
+            let b: Vec<u8> = [rec(i, i), rec(9, 0)].concat();
+            if i == 3 {
+                std::fs::write(d.path().join(format!("data_batch_{i}.bin.gz")), gz(&b)).unwrap();
+            } else {
+                std::fs::write(d.path().join(format!("data_batch_{i}.bin")), b).unwrap();
+            }
+        }
+        std::fs::write(d.path().join("test_batch.bin"), rec(2, 200)).unwrap();
+        let s = DatasetKind::Cifar10.load(Some(d.path())).unwrap();
+        assert_eq!(s.train.len(), 10);
+        assert_eq!(s.train.labels[4], 3);
+        assert_eq!(s.train.shape, [3, 32, 32]);
+        assert!(s.test.image(0).iter().all(|&p| p == 200));
+        std::fs::write(d.path().join("test_batch.bin"), &rec(2, 200)[..3000]).unwrap();
+        let e = DatasetKind::Cifar10.load(Some(d.path())).unwrap_err();
+        assert!(matches!(e, DatasetError::Malformed { .. }), "{e}");
+        std::fs::remove_file(d.path().join("data_batch_1.bin")).unwrap();
+        let e = DatasetKind::Cifar10.load(Some(d.path())).unwrap_err();
+        assert!(matches!(e, DatasetError::Missing { .. }), "{e}");
+    }
+}

@@ -1,0 +1,290 @@
+//! nn integration tests: training on tiny synthetic data, folding, reference == candle, model files.
+
+use cryptodl::nn::activation::{ActFn, Polynomial};
+use cryptodl::nn::arch::{ActChoice, ArchSpec};
+use cryptodl::nn::dataset::Dataset;
+use cryptodl::nn::fit::{fit_polynomial, FitMethod};
+use cryptodl::nn::model::{Layer, Model};
+use cryptodl::nn::reference;
+use cryptodl::nn::train::{candle_forward, compare_logits, train, TrainConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// `n` images of shape `shape`; the label (0..4) is the brightest quadrant, with noise.
+fn synthetic(n: usize, shape: [usize; 3], seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let [c, h, w] = shape;
+    let mut pixels = Vec::with_capacity(n * c * h * w);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let label: u8 = rng.random_range(0..4);
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let q = (if y >= h / 2 { 2 } else { 0 }) + (if x >= w / 2 { 1 } else { 0 });
+                    let base: u8 = if q == label as usize { 150 } else { 60 };
+                    let v = base as i32 + rng.random_range(-60..60) + (ch as i32) * 10;
+                    pixels.push(v.clamp(0, 255) as u8);
+                }
+            }
+        }
+        labels.push(label);
+    }
+    Dataset {
+        pixels,
+        labels,
+        shape,
+    }
+}
+
+const SPEC: &str = r#"{"name": "tiny", "layers": [
+  {"type": "conv2d", "out_channels": 4, "kernel": 3, "stride": 1, "padding": 1},
+  {"type": "avg_pool", "kernel": 2},
+  {"type": "batch_norm"},
+  {"type": "act"},
+  {"type": "conv2d", "out_channels": 6, "kernel": 3, "stride": 2, "padding": 0},
+  {"type": "batch_norm"},
+  {"type": "act"},
+  {"type": "avg_pool", "kernel": 2, "stride": 1},
+  {"type": "flatten"},
+  {"type": "dense", "out": 16},
+  {"type": "batch_norm"},
+  {"type": "std", "fn": "relu"},
+  {"type": "dense", "out": 10}
+]}"#;
+
+fn cfg(epochs: usize, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 32,
+        lr: 5e-3,
+        weight_decay: 0.0,
+        clip: 5.0,
+        seed,
+        augment: false,
+    }
+}
+
+fn poly2() -> ActChoice {
+    ActChoice::Poly {
+        poly: fit_polynomial(ActFn::Relu, 2, 4.0, FitMethod::Legendre),
+        trainable: false,
+    }
+}
+
+#[test]
+fn tiny_poly_net_learns_and_folding_preserves_outputs() {
+    let arch = ArchSpec::from_json(SPEC, "SPEC").unwrap();
+    let tr = synthetic(400, [3, 12, 12], 1);
+    let te = synthetic(200, [3, 12, 12], 2);
+    let (model, rep) = train(
+        &arch,
+        &poly2(),
+        "poly2",
+        &tr,
+        &te,
+        &cfg(3, 7),
+        false,
+        |_| {},
+    )
+    .unwrap();
+    // Learns the task (chance is 25%).
+    assert!(rep.test_accuracy > 0.6, "accuracy {}", rep.test_accuracy);
+    // The folded model (batch norm in the convs / dense, avg pools as sum pools with 1/k^2 in the
+    // next conv and in the next polynomial) computes what candle computed with the unfolded
+    // layers, in f32.
+    assert_eq!(rep.argmax_agreement, 1.0);
+    assert!(
+        rep.max_logit_diff < 1e-3,
+        "max logit diff {}",
+        rep.max_logit_diff
+    );
+    // The pool before the second polynomial was folded into it: its x^2 coefficient is 1/16 of
+    // the fit's (1/k^2 squared), and x coefficient 1/4 of it.
+    let polys: Vec<&Polynomial> = model
+        .layers
+        .iter()
+        .filter_map(|l| {
+            if let Layer::Act(cryptodl::nn::Activation::Poly { coeffs }) = l {
+                Some(coeffs)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let base = fit_polynomial(ActFn::Relu, 2, 4.0, FitMethod::Legendre);
+    assert_eq!(polys.len(), 2);
+    assert!(
+        (polys[0].coeffs[1] - base.coeffs[1] / 4.0).abs() < 1e-7,
+        "{:?}",
+        polys[0]
+    );
+    assert!(
+        (polys[0].coeffs[2] - base.coeffs[2] / 16.0).abs() < 1e-7,
+        "{:?}",
+        polys[0]
+    );
+    assert!((polys[1].coeffs[2] - base.coeffs[2]).abs() < 1e-7);
+    assert!(model.layers.iter().any(|l| matches!(
+        l,
+        Layer::SumPool {
+            kernel: 2,
+            stride: 1
+        }
+    )));
+}
+
+#[test]
+fn reference_equals_candle_forward() {
+    for (spec, shape) in [
+        (SPEC.to_string(), [3, 12, 12]),
+        // Dense directly on the (CHW) input, with a trainable cubic.
+        (
+            r#"{"name":"mlp","layers":[{"type":"flatten"},{"type":"dense","out":12},{"type":"batch_norm"},
+               {"type":"poly","coeffs":[0.1,0.5,0.2,0.01],"trainable":true},{"type":"dense","out":4}]}"#
+                .to_string(),
+            [2, 5, 7],
+        ),
+    ] {
+        let arch = ArchSpec::from_json(&spec, "spec").unwrap();
+        let tr = synthetic(200, shape, 3);
+        let te = synthetic(100, shape, 4);
+        let (model, rep) = train(&arch, &poly2(), "poly2", &tr, &te, &cfg(1, 5), false, |_| {}).unwrap();
+        let r = reference::evaluate(&model, &te);
+        let c = candle_forward(&model, &te).unwrap();
+        let (agree, diff) = compare_logits(&r.logits, &c);
+        assert_eq!(agree, 1.0);
+        assert!(diff < 1e-9, "reference vs candle f64: {diff}");
+        assert_eq!(r.accuracy, rep.reference_accuracy);
+        assert_eq!(rep.argmax_agreement, 1.0, "{spec}");
+        assert!(rep.max_logit_diff < 1e-3);
+        // Activation ranges are reported, one per activation layer.
+        let acts = model.layers.iter().filter(|l| matches!(l, Layer::Act(_))).count();
+        assert_eq!(r.activation_ranges.len(), acts);
+        assert!(r.activation_ranges.iter().all(|a| a.min <= a.max));
+    }
+}
+
+#[test]
+fn model_file_round_trip_and_determinism() {
+    let arch = ArchSpec::from_json(SPEC, "SPEC").unwrap();
+    let tr = synthetic(150, [1, 10, 10], 5);
+    let te = synthetic(50, [1, 10, 10], 6);
+    let act = ActChoice::Poly {
+        poly: fit_polynomial(ActFn::Relu, 3, 4.0, FitMethod::Minimax),
+        trainable: true,
+    };
+    let (m1, _) = train(
+        &arch,
+        &act,
+        "poly3",
+        &tr,
+        &te,
+        &TrainConfig {
+            augment: true,
+            ..cfg(1, 11)
+        },
+        false,
+        |_| {},
+    )
+    .unwrap();
+    let (m2, _) = train(
+        &arch,
+        &act,
+        "poly3",
+        &tr,
+        &te,
+        &TrainConfig {
+            augment: true,
+            ..cfg(1, 11)
+        },
+        false,
+        |_| {},
+    )
+    .unwrap();
+    let (m3, _) = train(
+        &arch,
+        &act,
+        "poly3",
+        &tr,
+        &te,
+        &TrainConfig {
+            augment: true,
+            ..cfg(1, 12)
+        },
+        false,
+        |_| {},
+    )
+    .unwrap();
+    let strip = |m: &Model| Model {
+        training: serde_json::Value::Null,
+        ..m.clone()
+    };
+    assert_eq!(strip(&m1), strip(&m2), "same seed, same model");
+    assert_ne!(strip(&m1), strip(&m3), "different seed, different model");
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.safetensors");
+    m1.save(&p).unwrap();
+    let back = Model::load(&p).unwrap();
+    assert_eq!(back, m1);
+    let x = reference::normalize(&back, te.image(0));
+    assert_eq!(reference::forward(&back, &x), reference::forward(&m1, &x));
+
+    // Corrupt / truncated / foreign files are errors, not panics.
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
+    assert!(Model::load(&p).is_err());
+    std::fs::write(&p, b"not a model").unwrap();
+    assert!(Model::load(&p).is_err());
+    assert!(Model::load(&dir.path().join("missing.safetensors")).is_err());
+    let plain = safetensors::serialize(
+        Vec::<(String, safetensors::tensor::TensorView)>::new(),
+        None,
+    )
+    .unwrap();
+    std::fs::write(&p, plain).unwrap();
+    let e = Model::load(&p).unwrap_err().to_string();
+    assert!(e.contains("cryptodl.model"), "{e}");
+}
+
+#[test]
+fn relu_baseline_and_shape_errors() {
+    let arch = ArchSpec::by_name("cryptonets").unwrap();
+    let tr = synthetic(64, [1, 28, 28], 8);
+    let te = synthetic(32, [1, 28, 28], 9);
+    let (model, rep) = train(
+        &arch,
+        &ActChoice::Std { func: ActFn::Relu },
+        "relu",
+        &tr,
+        &te,
+        &cfg(1, 1),
+        false,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(rep.argmax_agreement, 1.0);
+    assert_eq!(model.max_values(), 845);
+    // The named nets fold to exactly the paper's layers: no batch norm left.
+    assert_eq!(model.layers.len(), 6);
+    // Dataset of the wrong shape for a JSON spec with a fixed input.
+    let spec = ArchSpec::from_json(
+        r#"{"name":"x","input":[3,32,32],"layers":[{"type":"flatten"},{"type":"dense","out":10}]}"#,
+        "x",
+    )
+    .unwrap();
+    assert!(train(
+        &spec,
+        &ActChoice::Std { func: ActFn::Relu },
+        "relu",
+        &tr,
+        &te,
+        &cfg(1, 1),
+        false,
+        |_| {}
+    )
+    .is_err());
+    let wrong = synthetic(10, [3, 12, 12], 1);
+    assert!(candle_forward(&model, &wrong).is_err());
+}
