@@ -4,6 +4,7 @@
 //! Layering (dependencies point one way): `cli` -> `sched` -> (`nn`, `ckks`) -> `backend` ->
 //! `cryptodl_kernels`.
 
+pub mod backend;
 pub mod ckks;
 pub mod cli;
 pub mod nn;

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 mod approx;
 mod bench;
 mod demo;
+mod devices;
 mod eval;
 mod output;
 mod params;
 mod train;
+mod verify;
 
 /// Homomorphic (RNS-CKKS) CNN inference on any GPU, after CryptoDL.
 ///
@@ -38,6 +40,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Run a trained model in plaintext f64, exactly as the encrypted path computes it.
     Eval(eval::EvalArgs),
+    /// List GPU adapters with the limits that matter to the kernels.
+    Devices(devices::DevicesArgs),
+    /// Run every kernel on random inputs on the GPU and the CPU and compare bit for bit.
+    Verify(verify::VerifyArgs),
 }
 
 /// Parses the command line, runs the subcommand, and maps errors to a non-zero exit status.
@@ -50,6 +56,8 @@ pub fn main() -> ExitCode {
         Command::Approx(a) => approx::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Devices(a) => devices::run(a),
+        Command::Verify(a) => verify::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

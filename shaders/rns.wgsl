@@ -1,0 +1,135 @@
+// Fast base conversion between RNS bases, grouped: one dispatch converts every group (digit) of
+// every polynomial of a tensor. CPU twin: cryptodl_kernels::rns::BaseConverter::convert, applied
+// to y = x * (B_g/q_s)^-1 mod q_s (that product is an `ew_mul_scalar` pass before this one).
+//
+// Input y: [polys][S][n] view (limb s of poly p at (in_off + p * in_stride + s) * n), coefficient
+// form, any u32 values (canonical in practice). Group g owns source limbs
+// [groups[2g], groups[2g] + groups[2g+1]). Output: [polys][G][T][n] view
+// (limb t of group g of poly p at (o_off + p * o_stride + g * T + t) * n), target t uses modulus
+// index tgt_map[t]:
+//     out[p][g][t] = sum_{s in g} y_s * mat[s * T + t] mod p_t,   mat[s*T+t] = (B_g / q_s) mod p_t
+// with Shoup companions mat_shoup. Output canonical [0, p_t).
+// basis_convert_exact (CPU twin BaseConverter::convert_exact) then subtracts u * (B_g mod p_t)
+// with u = floor(sum_s y_s * floor(2^64 / q_s) / 2^64) computed in 96-bit fixed point, which
+// removes the u * B_g overflow of the fast conversion (except with probability ~ S * 2^-34). When p_t is itself in B_g the result
+// is exactly x_t (the other terms vanish mod p_t), so mod-up needs no separate copy.
+
+struct RnsParams {
+    n: u32,
+    log_n: u32,
+    polys: u32,
+    groups: u32,
+    targets: u32,
+    in_off: u32,
+    in_stride: u32,
+    o_off: u32,
+    o_stride: u32,
+    sources: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@group(0) @binding(1) var<storage, read> y: array<u32>;
+@group(0) @binding(2) var<storage, read> moduli: array<u32>;
+@group(0) @binding(3) var<storage, read> tgt_map: array<u32>;
+@group(0) @binding(4) var<storage, read> groups: array<u32>;
+@group(0) @binding(5) var<storage, read> mat: array<u32>;
+@group(0) @binding(6) var<storage, read> mat_shoup: array<u32>;
+// basis_convert_exact only: [2S words: floor(2^64 / q_s) as (lo, hi) per source limb]
+// ++ [G * T words: (B_g mod p_t) at 2S + g * T + t].
+@group(0) @binding(7) var<storage, read> exact: array<u32>;
+@group(0) @binding(8) var<uniform> prm: RnsParams;
+
+struct ConvIdx {
+    valid: bool,
+    poly: u32,
+    g: u32,
+    t: u32,
+    c: u32,
+}
+
+fn conv_idx(gid: vec3<u32>, nwg: vec3<u32>) -> ConvIdx {
+    let idx = gid.x + gid.y * nwg.x * 256u;
+    var r: ConvIdx;
+    r.c = idx & (prm.n - 1u);
+    let rest = idx >> prm.log_n;
+    r.t = rest % prm.targets;
+    let rest2 = rest / prm.targets;
+    r.g = rest2 % prm.groups;
+    r.poly = rest2 / prm.groups;
+    r.valid = r.poly < prm.polys;
+    return r;
+}
+
+fn y_at(poly: u32, s: u32, c: u32) -> u32 {
+    return y[(prm.in_off + poly * prm.in_stride + s) * prm.n + c];
+}
+
+// sum_{s in g} y_s * mat[s][t] mod p_t.
+fn fast_sum(r: ConvIdx, p: u32) -> u32 {
+    let s0 = groups[2u * r.g];
+    let s1 = s0 + groups[2u * r.g + 1u];
+    var acc = 0u;
+    for (var s = s0; s < s1; s++) {
+        let m = s * prm.targets + r.t;
+        acc = add_mod(acc, reduce_2q(mul_shoup_lazy(y_at(r.poly, s, r.c), mat[m], mat_shoup[m], p), p), p);
+    }
+    return acc;
+}
+
+fn out_at(r: ConvIdx) -> u32 {
+    return (prm.o_off + r.poly * prm.o_stride + r.g * prm.targets + r.t) * prm.n + r.c;
+}
+
+@compute @workgroup_size(256)
+fn basis_convert(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = conv_idx(gid, nwg);
+    if (!r.valid) {
+        return;
+    }
+    let p = moduli[tgt_map[r.t] * MOD_STRIDE];
+    out[out_at(r)] = fast_sum(r, p);
+}
+
+@compute @workgroup_size(256)
+fn basis_convert_exact(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = conv_idx(gid, nwg);
+    if (!r.valid) {
+        return;
+    }
+    let mi = tgt_map[r.t];
+    let p = moduli[mi * MOD_STRIDE];
+    let mu = moduli[mi * MOD_STRIDE + 1u];
+    let k = moduli[mi * MOD_STRIDE + 2u];
+    var acc = fast_sum(r, p);
+    let s0 = groups[2u * r.g];
+    let s1 = s0 + groups[2u * r.g + 1u];
+    if (s1 - s0 > 1u) {
+        // 96-bit accumulator (w0, w1, w2) of y_s * f_s, f_s = floor(2^64 / q_s) = (f_lo, f_hi).
+        var w0 = 0u;
+        var w1 = 0u;
+        var w2 = 0u;
+        for (var s = s0; s < s1; s++) {
+            let v = y_at(r.poly, s, r.c);
+            let lo = mul_wide(v, exact[2u * s]);
+            let hi = mul_wide(v, exact[2u * s + 1u]);
+            // term = lo + (hi << 32)
+            let n0 = w0 + lo.x;
+            let c0 = select(0u, 1u, n0 < w0);
+            let t1 = w1 + lo.y;
+            let c1a = select(0u, 1u, t1 < w1);
+            let t2 = t1 + hi.x;
+            let c1b = select(0u, 1u, t2 < t1);
+            let n1 = t2 + c0;
+            let c1c = select(0u, 1u, n1 < t2);
+            w0 = n0;
+            w1 = n1;
+            w2 = w2 + hi.y + c1a + c1b + c1c;
+        }
+        // u = w2 < S < p: subtract u * (B_g mod p_t).
+        let qmod = exact[2u * prm.sources + r.g * prm.targets + r.t];
+        acc = sub_mod(acc, mul_mod(w2, qmod, p, mu, k), p);
+    }
+    out[out_at(r)] = acc;
+}

@@ -1,0 +1,987 @@
+//! The wgpu backend: tensors resident in device buffers, WGSL kernels from `shaders/`.
+
+mod runtime;
+pub mod shaders;
+
+pub use runtime::{
+    list_adapters, AdapterChoice, AdapterSummary, Counters, GpuRuntime, PooledBuffer, ADAPTER_ENV,
+};
+use shaders::Family;
+
+use super::{
+    check_slice, conv_constants, div_round_constants, Backend, BackendError, ConvConstants,
+    DivRoundConstants, Result, RnsContext, Shape,
+};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// Errors of the GPU runtime.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// No adapter of the native backends (Vulkan, Metal, DX12).
+    #[error("no GPU adapter found (Vulkan, Metal or DX12); on Linux install mesa-vulkan-drivers and libvulkan1 for the lavapipe software adapter")]
+    NoAdapter,
+    /// `--adapter` / `CRYPTODL_ADAPTER` matched nothing.
+    #[error("no adapter name contains {wanted:?}; available: {available}")]
+    AdapterNotFound {
+        /// The requested name.
+        wanted: String,
+        /// Names of the adapters found.
+        available: String,
+    },
+    /// The adapter cannot run the kernels.
+    #[error("adapter {adapter} offers {workgroup_storage} B of workgroup memory and {invocations} invocations per workgroup; the kernels need {need_storage} B and {need_invocations}")]
+    LimitsTooSmall {
+        /// Adapter name.
+        adapter: String,
+        /// Workgroup memory offered.
+        workgroup_storage: u32,
+        /// Invocations offered.
+        invocations: u32,
+        /// Workgroup memory needed.
+        need_storage: u32,
+        /// Invocations needed.
+        need_invocations: u32,
+    },
+    /// Creating or polling the device failed.
+    #[error("device on adapter {adapter}: {reason}")]
+    Device {
+        /// Adapter name.
+        adapter: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A shader failed to compile.
+    #[error("shader {family}: {reason}")]
+    Shader {
+        /// Shader file.
+        family: &'static str,
+        /// Compiler message.
+        reason: String,
+    },
+    /// A tensor exceeds the device's storage binding limit.
+    #[error("tensor of {bytes} bytes exceeds the device's storage binding limit of {max} bytes")]
+    TensorTooLarge {
+        /// Bytes needed.
+        bytes: u64,
+        /// Device limit.
+        max: u64,
+    },
+    /// A dispatch needs more workgroups than two dimensions allow.
+    #[error("dispatch of {workgroups} workgroups exceeds the device's grid")]
+    DispatchTooLarge {
+        /// Workgroups needed.
+        workgroups: u64,
+    },
+    /// Reading a buffer back failed.
+    #[error("readback failed: {0}")]
+    Readback(String),
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("GPU runtime lock poisoned")]
+    Poisoned,
+    /// Internal inconsistency (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A tensor resident in a device buffer.
+pub struct GpuTensor {
+    shape: Shape,
+    buf: PooledBuffer,
+}
+
+impl GpuTensor {
+    /// The device buffer (valid words: `shape.words(n)`).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.buffer()
+    }
+}
+
+/// A view of a tensor buffer for a kernel: limb `l` of poly `p` at `(off + p * stride + l) * n`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    buf: &'a wgpu::Buffer,
+    off: u32,
+    stride: u32,
+}
+
+impl<'a> View<'a> {
+    fn whole(t: &'a GpuTensor) -> Self {
+        Self {
+            buf: t.buffer(),
+            off: 0,
+            stride: t.shape.limbs() as u32,
+        }
+    }
+}
+
+/// Cache key of a base conversion: source limb map, groups, targets.
+type ConvKey = (Vec<usize>, Vec<Range<usize>>, Vec<usize>);
+/// Cache key of a divide-and-round: limb map, dropped limbs.
+type DivRoundKey = (Vec<usize>, usize);
+
+/// The wgpu implementation of [`Backend`].
+pub struct GpuBackend {
+    rt: Arc<GpuRuntime>,
+    ctx: RnsContext,
+    moduli: wgpu::Buffer,
+    tables: wgpu::Buffer,
+    maps: Mutex<HashMap<Vec<usize>, Arc<wgpu::Buffer>>>,
+    conv: Mutex<HashMap<ConvKey, Arc<ConvBuffers>>>,
+    divround: Mutex<HashMap<DivRoundKey, Arc<DivRoundBuffers>>>,
+    counters: Mutex<Counters>,
+}
+
+struct ConvBuffers {
+    q_hat_inv: Vec<u32>,
+    groups: wgpu::Buffer,
+    mat: wgpu::Buffer,
+    mat_shoup: wgpu::Buffer,
+    exact: wgpu::Buffer,
+    sources: u32,
+}
+
+struct DivRoundBuffers {
+    c: DivRoundConstants,
+    conv: Arc<ConvBuffers>,
+}
+
+fn log2(n: usize) -> u32 {
+    n.trailing_zeros()
+}
+
+impl GpuBackend {
+    /// A backend for `ctx` on runtime `rt` (uploads the moduli and NTT tables once).
+    pub fn new(rt: Arc<GpuRuntime>, ctx: RnsContext) -> Result<Self> {
+        let n = ctx.n();
+        let mut moduli = Vec::with_capacity(ctx.primes().len() * 8);
+        let mut tables = Vec::with_capacity(ctx.primes().len() * 4 * n);
+        for (m, t) in ctx.moduli().iter().zip(ctx.tables()) {
+            moduli.extend_from_slice(&[
+                m.value(),
+                m.barrett_mu(),
+                m.bits(),
+                t.n_inv(),
+                t.n_inv_shoup(),
+                0,
+                0,
+                0,
+            ]);
+            tables.extend_from_slice(t.psi_rev());
+            tables.extend_from_slice(t.psi_rev_shoup());
+            tables.extend_from_slice(t.psi_inv_rev());
+            tables.extend_from_slice(t.psi_inv_rev_shoup());
+        }
+        rt.check_binding(tables.len() as u64 * 4)?;
+        let moduli = rt.upload_constant(&moduli);
+        let tables = rt.upload_constant(&tables);
+        Ok(Self {
+            rt,
+            ctx,
+            moduli,
+            tables,
+            maps: Mutex::new(HashMap::new()),
+            conv: Mutex::new(HashMap::new()),
+            divround: Mutex::new(HashMap::new()),
+            counters: Mutex::new(Counters::default()),
+        })
+    }
+
+    /// Transfers and dispatches of this backend's own operations (the runtime's
+    /// [`GpuRuntime::counters`] add up every backend of the process).
+    pub fn counters(&self) -> Counters {
+        self.counters.lock().map(|c| *c).unwrap_or_default()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        if let Ok(mut c) = self.counters.lock() {
+            f(&mut c);
+        }
+    }
+
+    fn dispatch(
+        &self,
+        family: Family,
+        entry: &'static str,
+        bindings: &[&wgpu::Buffer],
+        params: &[u32],
+        workgroups: u64,
+    ) -> std::result::Result<(), GpuError> {
+        self.rt
+            .dispatch(family, entry, bindings, params, workgroups)?;
+        self.count(|c| c.dispatches += u64::from(workgroups > 0));
+        Ok(())
+    }
+
+    /// The runtime (adapter, limits, counters).
+    pub fn runtime(&self) -> &Arc<GpuRuntime> {
+        &self.rt
+    }
+
+    fn map_buffer(&self, map: &[usize]) -> Result<Arc<wgpu::Buffer>> {
+        let mut maps = self.maps.lock().map_err(|_| GpuError::Poisoned)?;
+        if let Some(b) = maps.get(map) {
+            return Ok(b.clone());
+        }
+        let words: Vec<u32> = map.iter().map(|&i| i as u32).collect();
+        let b = Arc::new(self.rt.upload_constant(&words));
+        maps.insert(map.to_vec(), b.clone());
+        Ok(b)
+    }
+
+    fn alloc(&self, shape: Shape) -> Result<GpuTensor> {
+        self.ctx.check_map(&shape.moduli)?;
+        let buf = self.rt.alloc(shape.words(self.ctx.n()))?;
+        Ok(GpuTensor { shape, buf })
+    }
+
+    fn check_word_range(&self, polys: usize, limbs: usize) -> Result<()> {
+        let words = (polys as u64) * (limbs as u64) * (self.ctx.n() as u64);
+        if words >= 1 << 32 {
+            return Err(GpuError::TensorTooLarge {
+                bytes: words * 4,
+                max: 1 << 34,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Records the NTT passes over `polys` x `map` limbs of a view.
+    fn ntt_view(&self, v: View, polys: usize, map: &[usize], forward: bool) -> Result<()> {
+        if polys == 0 || map.is_empty() {
+            return Ok(());
+        }
+        self.check_word_range(polys, map.len())?;
+        let n = self.ctx.n();
+        let tile = shaders::NTT_TILE as usize;
+        let lmap = self.map_buffer(map)?;
+        let total = (polys * map.len() * n) as u64;
+        let tiles = total.div_ceil(tile as u64);
+        let params = |last: u32| {
+            [
+                n as u32,
+                log2(n),
+                map.len() as u32,
+                polys as u32,
+                v.off,
+                v.stride,
+                last,
+                0,
+            ]
+        };
+        let bindings = [v.buf, &self.tables, &self.moduli, &*lmap];
+        let (first, second) = if forward {
+            ("ntt_forward_strided", "ntt_forward_block")
+        } else {
+            ("ntt_inverse_block", "ntt_inverse_strided")
+        };
+        if n <= tile {
+            let entry = if forward {
+                "ntt_forward_block"
+            } else {
+                "ntt_inverse_block"
+            };
+            self.dispatch(Family::Ntt, entry, &bindings, &params(1), tiles)?;
+        } else {
+            self.dispatch(Family::Ntt, first, &bindings, &params(0), tiles)?;
+            self.dispatch(Family::Ntt, second, &bindings, &params(1), tiles)?;
+        }
+        Ok(())
+    }
+
+    /// Records one element-wise kernel: `out` view, `a` and `b` views over `polys` x `map`.
+    #[allow(clippy::too_many_arguments)]
+    fn ew(
+        &self,
+        entry: &'static str,
+        out: View,
+        a: View,
+        b: View,
+        b_polys: usize,
+        polys: usize,
+        map: &[usize],
+        scalars: Option<&[u32]>,
+    ) -> Result<()> {
+        if polys == 0 || map.is_empty() {
+            return Ok(());
+        }
+        self.check_word_range(polys, map.len())?;
+        let n = self.ctx.n();
+        let lmap = self.map_buffer(map)?;
+        let sc = match scalars {
+            Some(s) => {
+                let mut words = Vec::with_capacity(2 * s.len());
+                for (&v, &mi) in s.iter().zip(map) {
+                    let m = &self.ctx.moduli()[mi];
+                    words.push(v);
+                    words.push(m.shoup(v));
+                }
+                self.rt.upload_constant(&words)
+            }
+            None => self.rt.upload_constant(&[]),
+        };
+        let params = [
+            n as u32,
+            log2(n),
+            map.len() as u32,
+            polys as u32,
+            a.off,
+            a.stride,
+            b.off,
+            b.stride,
+            out.off,
+            out.stride,
+            b_polys.max(1) as u32,
+            0,
+        ];
+        let total = (polys * map.len() * n) as u64;
+        self.dispatch(
+            Family::Elementwise,
+            entry,
+            &[out.buf, a.buf, b.buf, &self.moduli, &*lmap, &sc],
+            &params,
+            total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+        )?;
+        Ok(())
+    }
+
+    fn check_scalars(&self, op: &'static str, a: &Shape, s: &[u32]) -> Result<()> {
+        if s.len() != a.limbs() {
+            return Err(BackendError::Shape {
+                op,
+                reason: format!("{} scalars for {} limbs", s.len(), a.limbs()),
+            });
+        }
+        for (&v, &mi) in s.iter().zip(&a.moduli) {
+            if v >= self.ctx.primes()[mi] {
+                return Err(BackendError::Shape {
+                    op,
+                    reason: format!("scalar {v} is not reduced modulo {}", self.ctx.primes()[mi]),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn binary(
+        &self,
+        op: &'static str,
+        entry: &'static str,
+        a: &GpuTensor,
+        b: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        check_binary(op, &a.shape, &b.shape)?;
+        let out = self.alloc(a.shape.clone())?;
+        self.ew(
+            entry,
+            View::whole(&out),
+            View::whole(a),
+            View::whole(b),
+            b.shape.polys,
+            a.shape.polys,
+            &a.shape.moduli,
+            None,
+        )?;
+        Ok(out)
+    }
+
+    fn conv_buffers(
+        &self,
+        src: &[usize],
+        groups: &[Range<usize>],
+        targets: &[usize],
+    ) -> Result<Arc<ConvBuffers>> {
+        let key = (src.to_vec(), groups.to_vec(), targets.to_vec());
+        let mut cache = self.conv.lock().map_err(|_| GpuError::Poisoned)?;
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let ConvConstants {
+            q_hat_inv,
+            mat,
+            inv_q_fixed,
+            b_mod_p,
+        } = conv_constants(&self.ctx, src, groups, targets);
+        let mut exact: Vec<u32> = inv_q_fixed
+            .iter()
+            .flat_map(|&f| [f as u32, (f >> 32) as u32])
+            .collect();
+        exact.extend_from_slice(&b_mod_p);
+        let gw: Vec<u32> = groups
+            .iter()
+            .flat_map(|g| [g.start as u32, g.len() as u32])
+            .collect();
+        let bufs = Arc::new(ConvBuffers {
+            q_hat_inv: q_hat_inv.iter().map(|p| p.0).collect(),
+            groups: self.rt.upload_constant(&gw),
+            mat: self
+                .rt
+                .upload_constant(&mat.iter().map(|p| p.0).collect::<Vec<_>>()),
+            mat_shoup: self
+                .rt
+                .upload_constant(&mat.iter().map(|p| p.1).collect::<Vec<_>>()),
+            exact: self.rt.upload_constant(&exact),
+            sources: src.len() as u32,
+        });
+        cache.insert(key, bufs.clone());
+        Ok(bufs)
+    }
+
+    /// Records a grouped base conversion: `y` (already multiplied by `q_hat_inv`) viewed as
+    /// `polys` x `src`, into `out` viewed as `polys` x (`groups` x `targets`).
+    #[allow(clippy::too_many_arguments)]
+    fn convert_view(
+        &self,
+        out: View,
+        y: View,
+        polys: usize,
+        conv: &ConvBuffers,
+        groups: usize,
+        targets: &[usize],
+        exact: bool,
+    ) -> Result<()> {
+        let n = self.ctx.n();
+        self.check_word_range(polys * groups, targets.len())?;
+        let tmap = self.map_buffer(targets)?;
+        let params = [
+            n as u32,
+            log2(n),
+            polys as u32,
+            groups as u32,
+            targets.len() as u32,
+            y.off,
+            y.stride,
+            out.off,
+            out.stride,
+            conv.sources,
+            0,
+            0,
+        ];
+        let total = (polys * groups * targets.len() * n) as u64;
+        Ok(self.dispatch(
+            Family::Rns,
+            if exact {
+                "basis_convert_exact"
+            } else {
+                "basis_convert"
+            },
+            &[
+                out.buf,
+                y.buf,
+                &self.moduli,
+                &tmap,
+                &conv.groups,
+                &conv.mat,
+                &conv.mat_shoup,
+                &conv.exact,
+            ],
+            &params,
+            total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+        )?)
+    }
+}
+
+fn check_binary(op: &'static str, a: &Shape, b: &Shape) -> Result<()> {
+    if a.moduli != b.moduli || !(b.polys == a.polys || b.polys == 1) {
+        return Err(BackendError::Shape {
+            op,
+            reason: format!(
+                "a has {} polys over moduli {:?}, b has {} polys over {:?}",
+                a.polys, a.moduli, b.polys, b.moduli
+            ),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_groups(op: &'static str, limbs: usize, groups: &[Range<usize>]) -> Result<()> {
+    let mut next = 0;
+    for g in groups {
+        if g.start != next || g.is_empty() {
+            return Err(BackendError::Shape {
+                op,
+                reason: format!("groups {groups:?} do not partition 0..{limbs} in order"),
+            });
+        }
+        next = g.end;
+    }
+    if next != limbs {
+        return Err(BackendError::Shape {
+            op,
+            reason: format!("groups {groups:?} do not partition 0..{limbs} in order"),
+        });
+    }
+    Ok(())
+}
+
+impl Backend for GpuBackend {
+    type Tensor = GpuTensor;
+
+    fn name(&self) -> String {
+        format!("gpu ({})", self.rt.adapter().name)
+    }
+
+    fn context(&self) -> &RnsContext {
+        &self.ctx
+    }
+
+    fn shape<'a>(&self, t: &'a GpuTensor) -> &'a Shape {
+        &t.shape
+    }
+
+    fn upload(&self, data: &[u32], shape: Shape) -> Result<GpuTensor> {
+        self.ctx.check_map(&shape.moduli)?;
+        let want = shape.words(self.ctx.n());
+        if data.len() != want {
+            return Err(BackendError::Length {
+                op: "upload",
+                got: data.len(),
+                want,
+            });
+        }
+        let buf = self.rt.upload(data)?;
+        self.count(|c| {
+            c.uploads += 1;
+            c.upload_bytes += data.len() as u64 * 4;
+        });
+        Ok(GpuTensor { shape, buf })
+    }
+
+    fn download(&self, t: &GpuTensor) -> Result<Vec<u32>> {
+        let words = t.shape.words(self.ctx.n());
+        let out = self.rt.download(t.buffer(), words)?;
+        self.count(|c| {
+            c.downloads += 1;
+            c.download_bytes += words as u64 * 4;
+        });
+        Ok(out)
+    }
+
+    fn duplicate(&self, t: &GpuTensor) -> Result<GpuTensor> {
+        let out = self.alloc(t.shape.clone())?;
+        self.rt.copy(
+            t.buffer(),
+            0,
+            out.buffer(),
+            0,
+            t.shape.words(self.ctx.n()) as u64,
+        )?;
+        Ok(out)
+    }
+
+    fn slice_components(
+        &self,
+        t: &GpuTensor,
+        group: usize,
+        keep: Range<usize>,
+    ) -> Result<GpuTensor> {
+        let items = check_slice(&t.shape, group, &keep)?;
+        let limbs = t.shape.limbs() as u32;
+        let out = self.alloc(Shape {
+            polys: items * keep.len(),
+            moduli: t.shape.moduli.clone(),
+        })?;
+        // One copy dispatch per kept component, over every item at once.
+        for (j, comp) in keep.clone().enumerate() {
+            let src = View {
+                buf: t.buffer(),
+                off: comp as u32 * limbs,
+                stride: group as u32 * limbs,
+            };
+            let dst = View {
+                buf: out.buffer(),
+                off: j as u32 * limbs,
+                stride: keep.len() as u32 * limbs,
+            };
+            self.ew(
+                "ew_copy",
+                dst,
+                src,
+                src,
+                items,
+                items,
+                &t.shape.moduli,
+                None,
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn ntt_forward(&self, t: &mut GpuTensor) -> Result<()> {
+        self.ntt_view(View::whole(t), t.shape.polys, &t.shape.moduli, true)
+    }
+
+    fn ntt_inverse(&self, t: &mut GpuTensor) -> Result<()> {
+        self.ntt_view(View::whole(t), t.shape.polys, &t.shape.moduli, false)
+    }
+
+    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        self.binary("add", "ew_add", a, b)
+    }
+
+    fn sub(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        self.binary("sub", "ew_sub", a, b)
+    }
+
+    fn mul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        self.binary("mul", "ew_mul", a, b)
+    }
+
+    fn negate(&self, a: &GpuTensor) -> Result<GpuTensor> {
+        let out = self.alloc(a.shape.clone())?;
+        let va = View::whole(a);
+        self.ew(
+            "ew_negate",
+            View::whole(&out),
+            va,
+            va,
+            a.shape.polys,
+            a.shape.polys,
+            &a.shape.moduli,
+            None,
+        )?;
+        Ok(out)
+    }
+
+    fn mul_scalar(&self, a: &GpuTensor, scalars: &[u32]) -> Result<GpuTensor> {
+        self.check_scalars("mul_scalar", &a.shape, scalars)?;
+        let out = self.alloc(a.shape.clone())?;
+        let va = View::whole(a);
+        self.ew(
+            "ew_mul_scalar",
+            View::whole(&out),
+            va,
+            va,
+            a.shape.polys,
+            a.shape.polys,
+            &a.shape.moduli,
+            Some(scalars),
+        )?;
+        Ok(out)
+    }
+
+    fn add_scalar(&self, a: &GpuTensor, scalars: &[u32]) -> Result<GpuTensor> {
+        self.check_scalars("add_scalar", &a.shape, scalars)?;
+        let out = self.alloc(a.shape.clone())?;
+        let va = View::whole(a);
+        self.ew(
+            "ew_add_scalar",
+            View::whole(&out),
+            va,
+            va,
+            a.shape.polys,
+            a.shape.polys,
+            &a.shape.moduli,
+            Some(scalars),
+        )?;
+        Ok(out)
+    }
+
+    fn mac(&self, acc: &mut GpuTensor, a: &GpuTensor, b: &GpuTensor) -> Result<()> {
+        check_binary("mac", &a.shape, &b.shape)?;
+        if acc.shape != a.shape {
+            return Err(BackendError::Shape {
+                op: "mac",
+                reason: format!("accumulator {:?} vs operand {:?}", acc.shape, a.shape),
+            });
+        }
+        self.ew(
+            "ew_mac",
+            View::whole(acc),
+            View::whole(a),
+            View::whole(b),
+            b.shape.polys,
+            a.shape.polys,
+            &a.shape.moduli,
+            None,
+        )
+    }
+
+    fn tensor(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        if a.shape != b.shape || a.shape.polys % 2 != 0 {
+            return Err(BackendError::Shape {
+                op: "tensor",
+                reason: format!(
+                    "operands must be equal [count][2][limbs] tensors, got {:?} and {:?}",
+                    a.shape, b.shape
+                ),
+            });
+        }
+        let count = a.shape.polys / 2;
+        let limbs = a.shape.limbs() as u32;
+        let out = self.alloc(Shape {
+            polys: 3 * count,
+            moduli: a.shape.moduli.clone(),
+        })?;
+        let view = |buf, comps: u32| View {
+            buf,
+            off: 0,
+            stride: comps * limbs,
+        };
+        self.ew(
+            "ew_tensor",
+            view(out.buffer(), 3),
+            view(a.buffer(), 2),
+            view(b.buffer(), 2),
+            count,
+            count,
+            &a.shape.moduli,
+            None,
+        )?;
+        Ok(out)
+    }
+
+    fn automorphism_ntt(&self, a: &GpuTensor, g: usize) -> Result<GpuTensor> {
+        self.automorphism(a, g, true)
+    }
+
+    fn automorphism_coeff(&self, a: &GpuTensor, g: usize) -> Result<GpuTensor> {
+        self.automorphism(a, g, false)
+    }
+
+    fn basis_convert(
+        &self,
+        a: &GpuTensor,
+        groups: &[Range<usize>],
+        targets: &[usize],
+    ) -> Result<GpuTensor> {
+        check_groups("basis_convert", a.shape.limbs(), groups)?;
+        self.ctx.check_map(targets)?;
+        let conv = self.conv_buffers(&a.shape.moduli, groups, targets)?;
+        let y = self.mul_scalar(a, &conv.q_hat_inv)?;
+        let out = self.alloc(Shape {
+            polys: a.shape.polys * groups.len(),
+            moduli: targets.to_vec(),
+        })?;
+        let gstride = (groups.len() * targets.len()) as u32;
+        self.convert_view(
+            View {
+                buf: out.buffer(),
+                off: 0,
+                stride: gstride,
+            },
+            View::whole(&y),
+            a.shape.polys,
+            &conv,
+            groups.len(),
+            targets,
+            false,
+        )?;
+        Ok(out)
+    }
+
+    fn keyswitch_inner(
+        &self,
+        digits: &GpuTensor,
+        dnum: usize,
+        key: &GpuTensor,
+        key_map: &[usize],
+    ) -> Result<GpuTensor> {
+        let limbs = digits.shape.limbs();
+        let key_limbs = key.shape.limbs();
+        if dnum == 0
+            || digits.shape.polys % dnum != 0
+            || key.shape.polys < 2 * dnum
+            || key.shape.polys % 2 != 0
+            || key_map.len() != limbs
+            || key_map.iter().any(|&k| k >= key_limbs)
+            || key_map
+                .iter()
+                .zip(&digits.shape.moduli)
+                .any(|(&k, &m)| key.shape.moduli[k] != m)
+        {
+            return Err(BackendError::Shape {
+                op: "keyswitch_inner",
+                reason: format!(
+                    "digits {:?}, dnum {dnum}, key {:?}, key map {key_map:?}",
+                    digits.shape, key.shape
+                ),
+            });
+        }
+        let polys = digits.shape.polys / dnum;
+        let out = self.alloc(Shape {
+            polys: 2 * polys,
+            moduli: digits.shape.moduli.clone(),
+        })?;
+        if polys == 0 {
+            return Ok(out);
+        }
+        self.check_word_range(2 * polys, limbs)?;
+        let n = self.ctx.n();
+        let lmap = self.map_buffer(&digits.shape.moduli)?;
+        let kmap = self.map_buffer(key_map)?;
+        let params = [
+            n as u32,
+            log2(n),
+            polys as u32,
+            limbs as u32,
+            dnum as u32,
+            key_limbs as u32,
+            0,
+            (dnum * limbs) as u32,
+            0,
+            (2 * limbs) as u32,
+            0,
+            0,
+        ];
+        let total = (polys * limbs * n) as u64;
+        self.dispatch(
+            Family::Keyswitch,
+            "keyswitch_inner",
+            &[
+                out.buffer(),
+                digits.buffer(),
+                key.buffer(),
+                &self.moduli,
+                &lmap,
+                &kmap,
+            ],
+            &params,
+            total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+        )?;
+        Ok(out)
+    }
+
+    fn divide_round(&self, a: &GpuTensor, drop: usize) -> Result<GpuTensor> {
+        let limbs = a.shape.limbs();
+        if drop == 0 || drop >= limbs {
+            return Err(BackendError::Shape {
+                op: "divide_round",
+                reason: format!("cannot drop {drop} of {limbs} limbs"),
+            });
+        }
+        let keep_n = limbs - drop;
+        let keep = a.shape.moduli[..keep_n].to_vec();
+        let dropm = a.shape.moduli[keep_n..].to_vec();
+        let polys = a.shape.polys;
+        let consts = {
+            let mut cache = self.divround.lock().map_err(|_| GpuError::Poisoned)?;
+            let key = (a.shape.moduli.clone(), drop);
+            match cache.get(&key) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = div_round_constants(&self.ctx, &keep, &dropm);
+                    let all = 0..drop;
+                    let conv = self.conv_buffers(&dropm, std::slice::from_ref(&all), &keep)?;
+                    let entry = Arc::new(DivRoundBuffers { c, conv });
+                    cache.insert(key, entry.clone());
+                    entry
+                }
+            }
+        };
+        let stride = limbs as u32;
+        let a_drop = View {
+            buf: a.buffer(),
+            off: keep_n as u32,
+            stride,
+        };
+        let a_keep = View {
+            buf: a.buffer(),
+            off: 0,
+            stride,
+        };
+        // 1. dropped limbs -> coefficient form, + floor(D/2), * (D/d_i)^-1.
+        let drop_shape = Shape {
+            polys,
+            moduli: dropm.clone(),
+        };
+        let keep_shape = Shape {
+            polys,
+            moduli: keep.clone(),
+        };
+        let t = self.alloc(drop_shape.clone())?;
+        self.ew(
+            "ew_copy",
+            View::whole(&t),
+            a_drop,
+            a_drop,
+            polys,
+            polys,
+            &dropm,
+            None,
+        )?;
+        self.ntt_view(View::whole(&t), polys, &dropm, false)?;
+        let t2 = self.add_scalar(&t, &consts.c.half_drop)?;
+        std::mem::drop(t);
+        let y = self.mul_scalar(&t2, &consts.conv.q_hat_inv)?;
+        std::mem::drop(t2);
+        // 2. exact base conversion to the kept limbs (as the CPU twin), - floor(D/2), forward NTT.
+        let conv = self.alloc(keep_shape.clone())?;
+        self.convert_view(
+            View::whole(&conv),
+            View::whole(&y),
+            polys,
+            &consts.conv,
+            1,
+            &keep,
+            true,
+        )?;
+        std::mem::drop(y);
+        let conv2 = self.add_scalar(&conv, &consts.c.neg_half_keep)?;
+        std::mem::drop(conv);
+        self.ntt_view(View::whole(&conv2), polys, &keep, true)?;
+        // 3. out = (x - t) * D^-1.
+        let out = self.alloc(keep_shape)?;
+        let d_inv: Vec<u32> = consts.c.d_inv.iter().map(|p| p.0).collect();
+        self.ew(
+            "ew_sub_mul_scalar",
+            View::whole(&out),
+            a_keep,
+            View::whole(&conv2),
+            polys,
+            polys,
+            &keep,
+            Some(&d_inv),
+        )?;
+        Ok(out)
+    }
+}
+
+impl GpuBackend {
+    fn automorphism(&self, a: &GpuTensor, g: usize, ntt: bool) -> Result<GpuTensor> {
+        let n = self.ctx.n();
+        if g % 2 == 0 {
+            return Err(BackendError::Shape {
+                op: "automorphism",
+                reason: format!("Galois element {g} must be odd"),
+            });
+        }
+        let g = g % (2 * n);
+        let out = self.alloc(a.shape.clone())?;
+        if a.shape.polys == 0 || a.shape.limbs() == 0 {
+            return Ok(out);
+        }
+        let lmap = self.map_buffer(&a.shape.moduli)?;
+        let limbs = a.shape.limbs() as u32;
+        let params = [
+            n as u32,
+            log2(n),
+            a.shape.polys as u32,
+            limbs,
+            g as u32,
+            0,
+            limbs,
+            0,
+            limbs,
+            0,
+            0,
+            0,
+        ];
+        let total = a.shape.words(n) as u64;
+        self.dispatch(
+            Family::Automorphism,
+            if ntt {
+                "automorphism_ntt"
+            } else {
+                "automorphism_coeff"
+            },
+            &[out.buffer(), a.buffer(), &self.moduli, &lmap],
+            &params,
+            total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+        )?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,662 @@
+//! wgpu runtime: adapter choice, device and limits, buffer pool, pipeline cache, batched encoding.
+
+use super::shaders::{self, Binding, Family};
+use super::GpuError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use wgpu::util::DeviceExt;
+
+/// Environment variable naming the adapter to use (case-insensitive substring of its name).
+pub const ADAPTER_ENV: &str = "CRYPTODL_ADAPTER";
+
+/// Submit the pending encoder once it holds this many dispatches (keeps command buffers bounded).
+const MAX_PENDING_DISPATCHES: u64 = 1024;
+
+/// Which adapter to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdapterChoice {
+    /// The best adapter: discrete GPU first, then integrated, virtual, other, CPU (software).
+    HighPerformance,
+    /// The first adapter whose name contains this string (case-insensitive).
+    Named(String),
+}
+
+impl AdapterChoice {
+    /// `Named(value of CRYPTODL_ADAPTER)` if the variable is set and non-empty, else
+    /// `HighPerformance`.
+    pub fn from_env() -> Self {
+        match std::env::var(ADAPTER_ENV) {
+            Ok(v) if !v.trim().is_empty() && v.trim() != "auto" => {
+                Self::Named(v.trim().to_string())
+            }
+            _ => Self::HighPerformance,
+        }
+    }
+
+    /// `--adapter NAME` if given (`auto` = high performance), else [`Self::from_env`].
+    pub fn from_arg(arg: Option<&str>) -> Self {
+        match arg {
+            Some("auto") => Self::HighPerformance,
+            Some(name) => Self::Named(name.to_string()),
+            None => Self::from_env(),
+        }
+    }
+}
+
+/// What `cryptodl devices` reports about one adapter.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    /// Adapter name.
+    pub name: String,
+    /// Graphics API (Vulkan, Metal, Dx12, ...).
+    pub backend: String,
+    /// Discrete / integrated / virtual / CPU / other.
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Largest storage buffer binding, bytes.
+    pub max_storage_binding: u64,
+    /// Workgroup (shared) memory per workgroup, bytes.
+    pub max_workgroup_storage: u32,
+    /// Invocations per workgroup.
+    #[serde(skip)]
+    pub max_invocations: u32,
+    /// Largest buffer, bytes.
+    #[serde(skip)]
+    pub max_buffer_size: u64,
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+    desc.flags = wgpu::InstanceFlags::empty();
+    wgpu::Instance::new(desc)
+}
+
+fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let driver = match (info.driver.is_empty(), info.driver_info.is_empty()) {
+        (false, false) => format!("{} {}", info.driver, info.driver_info),
+        (false, true) => info.driver.clone(),
+        (true, false) => info.driver_info.clone(),
+        (true, true) => "unknown".to_string(),
+    };
+    AdapterSummary {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver,
+        max_storage_binding: limits.max_storage_buffer_binding_size,
+        max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+        max_invocations: limits.max_compute_invocations_per_workgroup,
+        max_buffer_size: limits.max_buffer_size,
+    }
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Every adapter of the native backends (Vulkan, Metal, DX12), best first.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    sorted_adapters(&instance()).iter().map(summarize).collect()
+}
+
+fn sorted_adapters(inst: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| type_rank(a.get_info().device_type));
+    adapters
+}
+
+/// Shader requirements the device must meet (checked against the adapter's limits).
+const NEEDED_WORKGROUP_STORAGE: u32 = shaders::NTT_TILE * 4;
+const NEEDED_INVOCATIONS: u32 = shaders::WORKGROUP_SIZE;
+
+/// Transfer and dispatch counters of a runtime (explicit host <-> device traffic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Host -> device tensor uploads.
+    pub uploads: u64,
+    /// Device -> host tensor downloads.
+    pub downloads: u64,
+    /// Bytes uploaded (tensor data only; small kernel parameter blocks are not counted).
+    pub upload_bytes: u64,
+    /// Bytes downloaded.
+    pub download_bytes: u64,
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Queue submissions.
+    pub submissions: u64,
+}
+
+#[derive(Default)]
+struct AtomicCounters {
+    uploads: AtomicU64,
+    downloads: AtomicU64,
+    upload_bytes: AtomicU64,
+    download_bytes: AtomicU64,
+    dispatches: AtomicU64,
+    submissions: AtomicU64,
+}
+
+/// A storage buffer from the pool; returns to the pool when dropped.
+pub struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+}
+
+impl PooledBuffer {
+    /// The wgpu buffer.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer present until drop")
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.entry(b.size()).or_default().push(b);
+            }
+        }
+    }
+}
+
+/// A wgpu device with its pipelines, buffer pool and pending command encoder.
+pub struct GpuRuntime {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    summary: AdapterSummary,
+    limits: wgpu::Limits,
+    modules: Mutex<
+        HashMap<
+            Family,
+            (
+                wgpu::ShaderModule,
+                wgpu::BindGroupLayout,
+                wgpu::PipelineLayout,
+            ),
+        >,
+    >,
+    pipelines: Mutex<HashMap<(Family, &'static str), wgpu::ComputePipeline>>,
+    pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+    encoder: Mutex<Option<(wgpu::CommandEncoder, u64)>>,
+    counters: AtomicCounters,
+}
+
+static SHARED: OnceLock<Result<Arc<GpuRuntime>, GpuError>> = OnceLock::new();
+
+impl GpuRuntime {
+    /// Opens the adapter picked by `choice` and creates a device with the adapter's own limits
+    /// (so large tensors fit), after checking the limits the kernels need.
+    pub fn new(choice: &AdapterChoice) -> Result<Self, GpuError> {
+        let inst = instance();
+        let adapters = sorted_adapters(&inst);
+        if adapters.is_empty() {
+            return Err(GpuError::NoAdapter);
+        }
+        let adapter = match choice {
+            AdapterChoice::HighPerformance => adapters.into_iter().next(),
+            AdapterChoice::Named(name) => {
+                let want = name.to_lowercase();
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                let found = adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want));
+                if found.is_none() {
+                    return Err(GpuError::AdapterNotFound {
+                        wanted: name.clone(),
+                        available: names.join(", "),
+                    });
+                }
+                found
+            }
+        }
+        .ok_or(GpuError::NoAdapter)?;
+        let summary = summarize(&adapter);
+        let alimits = adapter.limits();
+        if alimits.max_compute_workgroup_storage_size < NEEDED_WORKGROUP_STORAGE
+            || alimits.max_compute_invocations_per_workgroup < NEEDED_INVOCATIONS
+        {
+            return Err(GpuError::LimitsTooSmall {
+                adapter: summary.name.clone(),
+                workgroup_storage: alimits.max_compute_workgroup_storage_size,
+                invocations: alimits.max_compute_invocations_per_workgroup,
+                need_storage: NEEDED_WORKGROUP_STORAGE,
+                need_invocations: NEEDED_INVOCATIONS,
+            });
+        }
+        // Request the adapter's own limits (storage binding size, workgroup storage, invocations,
+        // ...): large tensors fit, and every binding is checked against them before use.
+        let required_limits = alimits.clone();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("cryptodl"),
+            required_features: wgpu::Features::empty(),
+            required_limits,
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Device {
+            adapter: summary.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let limits = device.limits();
+        Ok(Self {
+            device,
+            queue,
+            summary,
+            limits,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            pool: Arc::new(Mutex::new(HashMap::new())),
+            encoder: Mutex::new(None),
+            counters: AtomicCounters::default(),
+        })
+    }
+
+    /// One runtime per process for the adapter chosen by [`AdapterChoice::from_env`], created on
+    /// first use; every shader module and pipeline is compiled once for it.
+    pub fn shared() -> Result<Arc<GpuRuntime>, GpuError> {
+        SHARED
+            .get_or_init(|| GpuRuntime::new(&AdapterChoice::from_env()).map(Arc::new))
+            .clone()
+    }
+
+    /// The shared runtime if `choice` is the process default ([`AdapterChoice::from_env`]),
+    /// otherwise a new runtime for `choice`.
+    pub fn open(choice: &AdapterChoice) -> Result<Arc<GpuRuntime>, GpuError> {
+        if *choice == AdapterChoice::from_env() {
+            Self::shared()
+        } else {
+            Self::new(choice).map(Arc::new)
+        }
+    }
+
+    /// The adapter in use.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// The device limits in force.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Snapshot of the transfer and dispatch counters.
+    pub fn counters(&self) -> Counters {
+        let c = &self.counters;
+        Counters {
+            uploads: c.uploads.load(Ordering::Relaxed),
+            downloads: c.downloads.load(Ordering::Relaxed),
+            upload_bytes: c.upload_bytes.load(Ordering::Relaxed),
+            download_bytes: c.download_bytes.load(Ordering::Relaxed),
+            dispatches: c.dispatches.load(Ordering::Relaxed),
+            submissions: c.submissions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks that a storage binding of `bytes` fits this device.
+    pub fn check_binding(&self, bytes: u64) -> Result<(), GpuError> {
+        let max = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        if bytes > max {
+            return Err(GpuError::TensorTooLarge { bytes, max });
+        }
+        Ok(())
+    }
+
+    /// A storage buffer of at least `words` u32 from the pool (contents undefined).
+    pub fn alloc(&self, words: usize) -> Result<PooledBuffer, GpuError> {
+        let bytes = (words.max(1) as u64) * 4;
+        self.check_binding(bytes)?;
+        // Round up to a power of two (at least 256 bytes) so buffers are reused across shapes.
+        let size = bytes.next_power_of_two().max(256);
+        let size = if size > self.limits.max_buffer_size {
+            bytes
+        } else {
+            size
+        };
+        let reused = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.get_mut(&size).and_then(|v| v.pop()));
+        let buffer = reused.unwrap_or_else(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("cryptodl tensor"),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        Ok(PooledBuffer {
+            buffer: Some(buffer),
+            pool: self.pool.clone(),
+        })
+    }
+
+    /// Uploads `data` into a pooled buffer (counted). The write is ordered before every dispatch
+    /// recorded afterwards.
+    pub fn upload(&self, data: &[u32]) -> Result<PooledBuffer, GpuError> {
+        let buf = self.alloc(data.len())?;
+        // Dispatches recorded so far must run before this write lands.
+        self.flush();
+        self.queue
+            .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
+        self.counters.uploads.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .upload_bytes
+            .fetch_add(data.len() as u64 * 4, Ordering::Relaxed);
+        Ok(buf)
+    }
+
+    /// Uploads constant data (tables, moduli, maps): not counted as a tensor transfer.
+    pub fn upload_constant(&self, data: &[u32]) -> wgpu::Buffer {
+        let contents: &[u8] = if data.is_empty() {
+            &[0u8; 4]
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("cryptodl constants"),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn module(
+        &self,
+        family: Family,
+    ) -> Result<
+        (
+            wgpu::ShaderModule,
+            wgpu::BindGroupLayout,
+            wgpu::PipelineLayout,
+        ),
+        GpuError,
+    > {
+        let mut modules = self.modules.lock().map_err(|_| GpuError::Poisoned)?;
+        if let Some(m) = modules.get(&family) {
+            return Ok(m.clone());
+        }
+        let source = shaders::source(family);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family.file_name()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Shader {
+                family: family.file_name(),
+                reason: err.to_string(),
+            });
+        }
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = family
+            .bindings()
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match kind {
+                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        Binding::ReadOnly => wgpu::BufferBindingType::Storage { read_only: true },
+                        Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let bgl = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(family.file_name()),
+                entries: &entries,
+            });
+        let layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(family.file_name()),
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
+        let entry = (module, bgl, layout);
+        modules.insert(family, entry.clone());
+        Ok(entry)
+    }
+
+    /// The compute pipeline of `entry` in `family`, compiled on first use.
+    pub fn pipeline(
+        &self,
+        family: Family,
+        entry: &'static str,
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .map_err(|_| GpuError::Poisoned)?
+            .get(&(family, entry))
+        {
+            return Ok(p.clone());
+        }
+        let (module, _, layout) = self.module(family)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Shader {
+                family: family.file_name(),
+                reason: format!("entry point {entry}: {err}"),
+            });
+        }
+        self.pipelines
+            .lock()
+            .map_err(|_| GpuError::Poisoned)?
+            .insert((family, entry), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Number of pipelines compiled so far.
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipelines.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    /// Records one dispatch of `entry` with `bindings` (binding i = buffer i) and a uniform block
+    /// `params` as the last binding, over `workgroups` workgroups (split over x and y as needed).
+    /// Nothing is submitted until a download (or the batch limit).
+    pub fn dispatch(
+        &self,
+        family: Family,
+        entry: &'static str,
+        bindings: &[&wgpu::Buffer],
+        params: &[u32],
+        workgroups: u64,
+    ) -> Result<(), GpuError> {
+        if workgroups == 0 {
+            return Ok(());
+        }
+        let pipeline = self.pipeline(family, entry)?;
+        let max_dim = u64::from(self.limits.max_compute_workgroups_per_dimension.max(1));
+        let x = workgroups.min(max_dim);
+        let y = workgroups.div_ceil(x);
+        if y > max_dim {
+            return Err(GpuError::DispatchTooLarge { workgroups });
+        }
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("cryptodl params"),
+                contents: bytemuck::cast_slice(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let (_, layout, _) = self.module(family)?;
+        if bindings.len() + 1 != family.bindings().len() {
+            return Err(GpuError::Internal(format!(
+                "{entry}: {} bindings given, {} expected",
+                bindings.len() + 1,
+                family.bindings().len()
+            )));
+        }
+        let mut entries: Vec<wgpu::BindGroupEntry> = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: bindings.len() as u32,
+            resource: uniform.as_entire_binding(),
+        });
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &layout,
+            entries: &entries,
+        });
+        let mut guard = self.encoder.lock().map_err(|_| GpuError::Poisoned)?;
+        let (encoder, count) = guard.get_or_insert_with(|| {
+            (
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cryptodl batch"),
+                    }),
+                0,
+            )
+        });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(entry),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(x as u32, y as u32, 1);
+        }
+        *count += 1;
+        self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
+        if *count >= MAX_PENDING_DISPATCHES {
+            let (enc, _) = guard.take().expect("encoder present");
+            self.queue.submit([enc.finish()]);
+            self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Records a buffer-to-buffer copy of `words` u32 in the pending batch.
+    pub fn copy(
+        &self,
+        src: &wgpu::Buffer,
+        src_word: u64,
+        dst: &wgpu::Buffer,
+        dst_word: u64,
+        words: u64,
+    ) -> Result<(), GpuError> {
+        if words == 0 {
+            return Ok(());
+        }
+        let mut guard = self.encoder.lock().map_err(|_| GpuError::Poisoned)?;
+        let (encoder, _) = guard.get_or_insert_with(|| {
+            (
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cryptodl batch"),
+                    }),
+                0,
+            )
+        });
+        encoder.copy_buffer_to_buffer(src, src_word * 4, dst, dst_word * 4, words * 4);
+        Ok(())
+    }
+
+    /// Submits the pending batch, if any.
+    pub fn flush(&self) {
+        if let Ok(mut guard) = self.encoder.lock() {
+            if let Some((enc, _)) = guard.take() {
+                self.queue.submit([enc.finish()]);
+                self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Reads `words` u32 of `src` back to the host: the pending batch and the copy to a staging
+    /// buffer go in one submission, then one map (counted as one download).
+    pub fn download(&self, src: &wgpu::Buffer, words: usize) -> Result<Vec<u32>, GpuError> {
+        if words == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = words as u64 * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("cryptodl readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut guard = self.encoder.lock().map_err(|_| GpuError::Poisoned)?;
+            let mut enc = match guard.take() {
+                Some((e, _)) => e,
+                None => self
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cryptodl readback"),
+                    }),
+            };
+            enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
+            self.queue.submit([enc.finish()]);
+            self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Device {
+                adapter: self.summary.name.clone(),
+                reason: e.to_string(),
+            })?;
+        rx.recv()
+            .map_err(|_| GpuError::Readback("map callback dropped".into()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+        };
+        staging.unmap();
+        self.counters.downloads.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .download_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        Ok(out)
+    }
+}

@@ -1,0 +1,274 @@
+//! Runs every kernel on random inputs on the CPU and the GPU backend and counts mismatching words.
+
+use super::cpu::CpuBackend;
+use super::gpu::{GpuBackend, GpuRuntime};
+use super::{digit_ranges, Backend, Result, RnsContext, Shape, SwitchKey};
+use cryptodl_kernels::primes::ntt_primes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+
+/// Prime bit size of every verify preset (primes < 2^30).
+pub const PRIME_BITS: u32 = 30;
+
+/// A verification preset: ring degree, `Q` limbs, special primes, digit size, ciphertext count.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyCase {
+    /// Ring degree.
+    pub n: usize,
+    /// Limbs of `Q`.
+    pub q_limbs: usize,
+    /// Special primes `P`.
+    pub p_limbs: usize,
+    /// Limbs per key-switching digit.
+    pub alpha: usize,
+    /// Ciphertexts in the tensor.
+    pub count: usize,
+}
+
+impl VerifyCase {
+    /// The named presets (30-bit primes, within the 128-bit table for log2(QP)):
+    /// `n1024`, `n4096`, `n8192` (5 + 2 primes = 210 bits <= 218),
+    /// `n16384` (12 + 2 = 420 <= 438), `n32768` (27 + 2 = 870 <= 881).
+    pub fn preset(name: &str) -> Option<Self> {
+        let (n, q_limbs, p_limbs, alpha, count) = match name {
+            "n1024" => (1024, 3, 1, 1, 3),
+            "n4096" => (4096, 3, 1, 2, 3),
+            "n8192" => (8192, 5, 2, 2, 3),
+            "n16384" => (16384, 12, 2, 4, 2),
+            "n32768" => (32768, 27, 2, 9, 1),
+            _ => return None,
+        };
+        Some(Self {
+            n,
+            q_limbs,
+            p_limbs,
+            alpha,
+            count,
+        })
+    }
+
+    /// Names accepted by [`Self::preset`].
+    pub const PRESETS: [&'static str; 5] = ["n1024", "n4096", "n8192", "n16384", "n32768"];
+}
+
+/// One row of a verification report.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KernelReport {
+    /// Kernel (WGSL entry point or composite operation).
+    pub kernel: String,
+    /// Ring degree.
+    pub n: usize,
+    /// Limbs per polynomial of the input.
+    pub limbs: usize,
+    /// Polynomials (or ciphertexts, for ciphertext kernels) in the input tensor.
+    pub count: usize,
+    /// Output words that differ between the CPU and the GPU.
+    pub mismatches: usize,
+}
+
+/// Words that differ (a length difference counts every missing word).
+pub fn mismatches(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x != y).count() + a.len().abs_diff(b.len())
+}
+
+fn random_tensor(ctx: &RnsContext, rng: &mut ChaCha8Rng, shape: &Shape) -> Vec<u32> {
+    let n = ctx.n();
+    let mut out = Vec::with_capacity(shape.words(n));
+    for _ in 0..shape.polys {
+        for &m in &shape.moduli {
+            let q = ctx.primes()[m];
+            out.extend((0..n).map(|_| rng.random_range(0..q)));
+        }
+    }
+    out
+}
+
+/// Runs every kernel of `case` on both backends (fresh random inputs from `seed`).
+pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec<KernelReport>> {
+    let primes = ntt_primes(PRIME_BITS, case.n, case.q_limbs + case.p_limbs, &[])?;
+    let ctx = RnsContext::new(case.n, &primes)?;
+    let cpu = CpuBackend::new(ctx.clone());
+    let gpu = GpuBackend::new(rt, ctx.clone())?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let q: Vec<usize> = (0..case.q_limbs).collect();
+    let p: Vec<usize> = (case.q_limbs..case.q_limbs + case.p_limbs).collect();
+    let qp: Vec<usize> = (0..case.q_limbs + case.p_limbs).collect();
+    let count = case.count;
+    let polys = 2 * count;
+    let ct = Shape {
+        polys,
+        moduli: q.clone(),
+    };
+    let mut reports = Vec::new();
+    let mut report = |kernel: &str, limbs: usize, count: usize, c: &[u32], g: &[u32]| {
+        reports.push(KernelReport {
+            kernel: kernel.to_string(),
+            n: case.n,
+            limbs,
+            count,
+            mismatches: mismatches(c, g),
+        });
+    };
+    let a = random_tensor(&ctx, &mut rng, &ct);
+    let b = random_tensor(&ctx, &mut rng, &ct);
+    let acc = random_tensor(&ctx, &mut rng, &ct);
+    let one = random_tensor(
+        &ctx,
+        &mut rng,
+        &Shape {
+            polys: 1,
+            moduli: q.clone(),
+        },
+    );
+    let scalars: Vec<u32> = q
+        .iter()
+        .map(|&m| rng.random_range(0..ctx.primes()[m]))
+        .collect();
+
+    // Unary and binary kernels: same code path on both backends.
+    macro_rules! both {
+        ($name:expr, $limbs:expr, $count:expr, |$be:ident| $body:expr) => {{
+            let c = {
+                let $be = &cpu;
+                $body
+            };
+            let g = {
+                let $be = &gpu;
+                $body
+            };
+            report($name, $limbs, $count, &c, &g);
+        }};
+    }
+    let l = case.q_limbs;
+    both!("ntt_forward", l, polys, |be| {
+        let mut t = be.upload(&a, ct.clone())?;
+        be.ntt_forward(&mut t)?;
+        be.download(&t)?
+    });
+    both!("ntt_inverse", l, polys, |be| {
+        let mut t = be.upload(&a, ct.clone())?;
+        be.ntt_inverse(&mut t)?;
+        be.download(&t)?
+    });
+    both!("ew_add", l, polys, |be| {
+        let (x, y) = (be.upload(&a, ct.clone())?, be.upload(&b, ct.clone())?);
+        be.download(&be.add(&x, &y)?)?
+    });
+    both!("ew_add (broadcast)", l, polys, |be| {
+        let x = be.upload(&a, ct.clone())?;
+        let y = be.upload(
+            &one,
+            Shape {
+                polys: 1,
+                moduli: q.clone(),
+            },
+        )?;
+        be.download(&be.add(&x, &y)?)?
+    });
+    both!("ew_sub", l, polys, |be| {
+        let (x, y) = (be.upload(&a, ct.clone())?, be.upload(&b, ct.clone())?);
+        be.download(&be.sub(&x, &y)?)?
+    });
+    both!("ew_negate", l, polys, |be| {
+        let x = be.upload(&a, ct.clone())?;
+        be.download(&be.negate(&x)?)?
+    });
+    both!("ew_mul", l, polys, |be| {
+        let (x, y) = (be.upload(&a, ct.clone())?, be.upload(&b, ct.clone())?);
+        be.download(&be.mul(&x, &y)?)?
+    });
+    both!("ew_mul_scalar", l, polys, |be| {
+        let x = be.upload(&a, ct.clone())?;
+        be.download(&be.mul_scalar(&x, &scalars)?)?
+    });
+    both!("ew_add_scalar", l, polys, |be| {
+        let x = be.upload(&a, ct.clone())?;
+        be.download(&be.add_scalar(&x, &scalars)?)?
+    });
+    both!("ew_mac", l, polys, |be| {
+        let mut s = be.upload(&acc, ct.clone())?;
+        let (x, y) = (be.upload(&a, ct.clone())?, be.upload(&b, ct.clone())?);
+        be.mac(&mut s, &x, &y)?;
+        be.download(&s)?
+    });
+    both!("ew_tensor", l, count, |be| {
+        let (x, y) = (be.upload(&a, ct.clone())?, be.upload(&b, ct.clone())?);
+        be.download(&be.tensor(&x, &y)?)?
+    });
+    let g = 5usize.pow(3) % (2 * case.n);
+    both!("automorphism_ntt", l, polys, |be| {
+        let x = be.upload(&a, ct.clone())?;
+        be.download(&be.automorphism_ntt(&x, g)?)?
+    });
+    both!("automorphism_coeff", l, polys, |be| {
+        let x = be.upload(&a, ct.clone())?;
+        be.download(&be.automorphism_coeff(&x, g)?)?
+    });
+    let digits = digit_ranges(case.q_limbs, case.alpha);
+    both!("basis_convert (mod-up)", l, polys, |be| {
+        let x = be.upload(&a, ct.clone())?;
+        be.download(&be.basis_convert(&x, &digits, &qp)?)?
+    });
+    let dnum = digits.len();
+    let ext_shape = Shape {
+        polys: polys * dnum,
+        moduli: qp.clone(),
+    };
+    let ext = random_tensor(&ctx, &mut rng, &ext_shape);
+    let key_shape = Shape {
+        polys: 2 * dnum,
+        moduli: qp.clone(),
+    };
+    let key = random_tensor(&ctx, &mut rng, &key_shape);
+    both!("keyswitch_inner", qp.len(), polys, |be| {
+        let d = be.upload(&ext, ext_shape.clone())?;
+        let k = be.upload(&key, key_shape.clone())?;
+        be.download(&be.keyswitch_inner(&d, dnum, &k, &qp)?)?
+    });
+    if case.q_limbs >= 2 {
+        both!("divide_round (rescale)", l, polys, |be| {
+            let x = be.upload(&a, ct.clone())?;
+            be.download(&be.divide_round(&x, 1)?)?
+        });
+    }
+    let full = Shape {
+        polys,
+        moduli: qp.clone(),
+    };
+    let x_qp = random_tensor(&ctx, &mut rng, &full);
+    both!("divide_round (mod-down)", qp.len(), polys, |be| {
+        let x = be.upload(&x_qp, full.clone())?;
+        be.download(&be.divide_round(&x, case.p_limbs)?)?
+    });
+    both!("keyswitch", l, polys, |be| {
+        let d = be.upload(&a, ct.clone())?;
+        let k = SwitchKey {
+            key: be.upload(&key, key_shape.clone())?,
+            dnum,
+            alpha: case.alpha,
+            special: p.clone(),
+        };
+        be.download(&be.keyswitch(&d, &k)?)?
+    });
+    if case.q_limbs >= 3 {
+        // A lower level: fewer limbs and digits than the key was made for.
+        let low: Vec<usize> = (0..case.q_limbs - 1).collect();
+        let low_shape = Shape {
+            polys,
+            moduli: low.clone(),
+        };
+        let d_low = random_tensor(&ctx, &mut rng, &low_shape);
+        both!("keyswitch (lower level)", low.len(), polys, |be| {
+            let d = be.upload(&d_low, low_shape.clone())?;
+            let k = SwitchKey {
+                key: be.upload(&key, key_shape.clone())?,
+                dnum,
+                alpha: case.alpha,
+                special: p.clone(),
+            };
+            be.download(&be.keyswitch(&d, &k)?)?
+        });
+    }
+    Ok(reports)
+}

@@ -1,0 +1,40 @@
+//! `cryptodl devices`: list every GPU adapter with the limits that matter to the kernels.
+
+use crate::backend::gpu::list_adapters;
+
+/// Arguments of `cryptodl devices`.
+#[derive(clap::Args, Debug)]
+pub struct DevicesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `cryptodl devices`.
+pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
+    let adapters = list_adapters();
+    if args.json {
+        return super::output::print_json(&adapters);
+    }
+    if adapters.is_empty() {
+        println!("no GPU adapter found (Vulkan, Metal, DX12); `--backend auto` will use the CPU");
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<8} {:<14} {:>14} {:>12} {:>11}  driver",
+        "name", "backend", "type", "storage bind", "wg storage", "invocations"
+    );
+    for a in &adapters {
+        println!(
+            "{:<40} {:<8} {:<14} {:>14} {:>12} {:>11}  {}",
+            a.name,
+            a.backend,
+            a.device_type,
+            a.max_storage_binding,
+            a.max_workgroup_storage,
+            a.max_invocations,
+            a.driver
+        );
+    }
+    Ok(())
+}

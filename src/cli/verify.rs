@@ -1,0 +1,92 @@
+//! `cryptodl verify`: every kernel on random inputs on the CPU and the GPU, compared word by word.
+
+use crate::backend::gpu::AdapterChoice;
+use crate::backend::verify::{run_case, KernelReport, VerifyCase};
+use crate::backend::{resolve, BackendKind, Resolved};
+use anyhow::{bail, Context};
+
+/// Arguments of `cryptodl verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Backend to check against the CPU (`gpu`, or `auto`, which fails without a GPU).
+    #[arg(long, value_enum, default_value = "gpu")]
+    backend: BackendKind,
+    /// GPU adapter: `auto` (high-performance first) or a substring of its name
+    /// (default: $CRYPTODL_ADAPTER, else auto).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Preset(s) to run: n1024, n4096, n8192, n16384, n32768 (default: n1024 to n16384).
+    #[arg(long)]
+    preset: Vec<String>,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct VerifyOutput {
+    adapter: String,
+    kernels: Vec<KernelReport>,
+    total_mismatches: usize,
+}
+
+/// Runs `cryptodl verify`; an error (non-zero exit) on any mismatch.
+pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
+    if args.backend == BackendKind::Cpu {
+        bail!("verify compares a GPU against the CPU twins: use --backend gpu");
+    }
+    let choice = AdapterChoice::from_arg(args.adapter.as_deref());
+    let rt = match resolve(args.backend, &choice).context("verify needs a GPU adapter")? {
+        (Resolved::Gpu, Some(rt)) => rt,
+        _ => bail!("no GPU to verify against the CPU twins (see the line above)"),
+    };
+    let presets = if args.preset.is_empty() {
+        vec!["n1024", "n4096", "n8192", "n16384"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        args.preset.clone()
+    };
+    let mut kernels = Vec::new();
+    for name in &presets {
+        let case = VerifyCase::preset(name).with_context(|| {
+            format!(
+                "unknown preset {name:?}; choose from {}",
+                VerifyCase::PRESETS.join(", ")
+            )
+        })?;
+        kernels.extend(run_case(rt.clone(), &case, args.seed)?);
+    }
+    let out = VerifyOutput {
+        adapter: rt.adapter().name.clone(),
+        total_mismatches: kernels.iter().map(|k| k.mismatches).sum(),
+        kernels,
+    };
+    if args.json {
+        super::output::print_json(&out)?;
+    } else {
+        println!("adapter: {} ({})", out.adapter, rt.adapter().backend);
+        println!(
+            "{:<26} {:>6} {:>6} {:>6} {:>11}",
+            "kernel", "N", "limbs", "count", "mismatches"
+        );
+        for k in &out.kernels {
+            println!(
+                "{:<26} {:>6} {:>6} {:>6} {:>11}",
+                k.kernel, k.n, k.limbs, k.count, k.mismatches
+            );
+        }
+        println!("total mismatches: {}", out.total_mismatches);
+    }
+    if out.total_mismatches > 0 {
+        bail!(
+            "{} words differ between the GPU and the CPU",
+            out.total_mismatches
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! GPU == CPU, bit for bit, for every kernel on random inputs (runs on lavapipe in CI).
+
+use cryptodl::backend::cpu::CpuBackend;
+use cryptodl::backend::gpu::{GpuBackend, GpuRuntime};
+use cryptodl::backend::verify::{mismatches, run_case, VerifyCase};
+use cryptodl::backend::{Backend, RnsContext, Shape};
+use cryptodl_kernels::primes::ntt_primes;
+use std::sync::Arc;
+
+/// The shared GPU runtime, or `None` (loudly) when there is no adapter; with
+/// `CRYPTODL_REQUIRE_GPU=1` a missing adapter fails the test instead.
+fn gpu() -> Option<Arc<GpuRuntime>> {
+    match GpuRuntime::shared() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            if std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("CRYPTODL_REQUIRE_GPU=1 but no GPU adapter could be opened: {e}");
+            }
+            eprintln!("SKIPPED: no GPU adapter ({e}); install mesa-vulkan-drivers libvulkan1 to run the GPU tests");
+            None
+        }
+    }
+}
+
+fn check(case: VerifyCase, seed: u64) {
+    let Some(rt) = gpu() else { return };
+    let reports = run_case(rt, &case, seed).expect("verify case runs");
+    assert!(reports.len() >= 17, "every kernel reported: {reports:?}");
+    let bad: Vec<_> = reports.iter().filter(|r| r.mismatches > 0).collect();
+    assert!(bad.is_empty(), "GPU != CPU for {case:?}: {bad:#?}");
+}
+
+#[test]
+fn every_kernel_matches_cpu_n1024_odd_counts() {
+    // n < TILE: several polynomials per NTT tile, and a ragged last tile (7 * 2 * 3 limbs).
+    check(
+        VerifyCase {
+            n: 1024,
+            q_limbs: 3,
+            p_limbs: 2,
+            alpha: 2,
+            count: 7,
+        },
+        1,
+    );
+}
+
+#[test]
+fn every_kernel_matches_cpu_n2048_single() {
+    // n == TILE: one block pass; one ciphertext, one-limb digits.
+    check(
+        VerifyCase {
+            n: 2048,
+            q_limbs: 2,
+            p_limbs: 1,
+            alpha: 1,
+            count: 1,
+        },
+        2,
+    );
+}
+
+#[test]
+fn every_kernel_matches_cpu_n4096_strided() {
+    // n > TILE: strided + block passes; 5 ciphertexts, digits of 2 over 5 limbs (last digit 1).
+    check(
+        VerifyCase {
+            n: 4096,
+            q_limbs: 5,
+            p_limbs: 2,
+            alpha: 2,
+            count: 5,
+        },
+        3,
+    );
+}
+
+#[test]
+fn every_kernel_matches_cpu_n8192() {
+    check(VerifyCase::preset("n8192").expect("preset"), 4);
+}
+
+#[test]
+fn ntt_matches_cpu_at_n32768() {
+    let Some(rt) = gpu() else { return };
+    let n = 32768;
+    let primes = ntt_primes(30, n, 2, &[]).unwrap();
+    let ctx = RnsContext::new(n, &primes).unwrap();
+    let cpu = CpuBackend::new(ctx.clone());
+    let gpu = GpuBackend::new(rt, ctx).unwrap();
+    let shape = Shape {
+        polys: 3,
+        moduli: vec![0, 1],
+    };
+    let data: Vec<u32> = (0..shape.words(n))
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761) % primes[(i / n) % 2])
+        .collect();
+    for forward in [true, false] {
+        let mut c = cpu.upload(&data, shape.clone()).unwrap();
+        let mut g = gpu.upload(&data, shape.clone()).unwrap();
+        if forward {
+            cpu.ntt_forward(&mut c).unwrap();
+            gpu.ntt_forward(&mut g).unwrap();
+        } else {
+            cpu.ntt_inverse(&mut c).unwrap();
+            gpu.ntt_inverse(&mut g).unwrap();
+        }
+        let (c, g) = (cpu.download(&c).unwrap(), gpu.download(&g).unwrap());
+        assert_eq!(mismatches(&c, &g), 0, "forward = {forward}");
+    }
+}
+
+#[test]
+fn ntt_round_trip_on_gpu_is_identity_and_differs_from_input() {
+    let Some(rt) = gpu() else { return };
+    let n = 4096;
+    let primes = ntt_primes(30, n, 3, &[]).unwrap();
+    let ctx = RnsContext::new(n, &primes).unwrap();
+    let gpu = GpuBackend::new(rt, ctx).unwrap();
+    let shape = Shape {
+        polys: 3,
+        moduli: vec![2, 0, 1],
+    };
+    let data: Vec<u32> = (0..shape.words(n))
+        .map(|i| (i as u32).wrapping_mul(40_503) % primes[[2, 0, 1][(i / n) % 3]])
+        .collect();
+    let mut t = gpu.upload(&data, shape).unwrap();
+    gpu.ntt_forward(&mut t).unwrap();
+    let mid = gpu.download(&t).unwrap();
+    assert!(mismatches(&mid, &data) > data.len() / 2);
+    gpu.ntt_inverse(&mut t).unwrap();
+    assert_eq!(gpu.download(&t).unwrap(), data);
+}
+
+#[test]
+fn automorphism_ntt_is_the_coefficient_automorphism() {
+    let Some(rt) = gpu() else { return };
+    let n = 2048;
+    let primes = ntt_primes(30, n, 2, &[]).unwrap();
+    let ctx = RnsContext::new(n, &primes).unwrap();
+    let gpu = GpuBackend::new(rt, ctx).unwrap();
+    let shape = Shape {
+        polys: 2,
+        moduli: vec![0, 1],
+    };
+    let data: Vec<u32> = (0..shape.words(n))
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761) % primes[(i / n) % 2])
+        .collect();
+    for g in [3usize, 5, 25, 2 * n - 1] {
+        let x = gpu.upload(&data, shape.clone()).unwrap();
+        let want = gpu
+            .download(&gpu.automorphism_coeff(&x, g).unwrap())
+            .unwrap();
+        let mut y = gpu.duplicate(&x).unwrap();
+        gpu.ntt_forward(&mut y).unwrap();
+        let mut z = gpu.automorphism_ntt(&y, g).unwrap();
+        gpu.ntt_inverse(&mut z).unwrap();
+        assert_eq!(gpu.download(&z).unwrap(), want, "g = {g}");
+    }
+}
+
+#[test]
+fn mismatch_counter_detects_a_single_flipped_word() {
+    let a = vec![1u32, 2, 3, 4];
+    let mut b = a.clone();
+    assert_eq!(mismatches(&a, &b), 0);
+    b[2] ^= 1;
+    assert_eq!(mismatches(&a, &b), 1);
+    assert_eq!(mismatches(&a, &b[..2]), 2);
+}
+
+#[test]
+fn batched_ntt_is_a_constant_number_of_dispatches() {
+    let Some(rt) = gpu() else { return };
+    for n in [1024usize, 4096] {
+        let primes = ntt_primes(30, n, 4, &[]).unwrap();
+        let ctx = RnsContext::new(n, &primes).unwrap();
+        let gpu = GpuBackend::new(rt.clone(), ctx).unwrap();
+        let mut counts = Vec::new();
+        for (cts, limbs) in [(1usize, 1usize), (7, 3), (64, 4)] {
+            let shape = Shape {
+                polys: 2 * cts,
+                moduli: (0..limbs).collect(),
+            };
+            let data = vec![1u32; shape.words(n)];
+            let mut t = gpu.upload(&data, shape).unwrap();
+            let before = gpu.counters().dispatches;
+            gpu.ntt_forward(&mut t).unwrap();
+            let fwd = gpu.counters().dispatches - before;
+            gpu.ntt_inverse(&mut t).unwrap();
+            let inv = gpu.counters().dispatches - before - fwd;
+            counts.push((fwd, inv));
+            // The round trip is exact, so the work really ran on every limb.
+            assert_eq!(gpu.download(&t).unwrap(), data);
+        }
+        let expected = if n <= 2048 { (1, 1) } else { (2, 2) };
+        assert!(
+            counts.iter().all(|&c| c == expected),
+            "n = {n}: dispatches (forward, inverse) for 1x1, 7x3, 64x4 ciphertexts x limbs: {counts:?}"
+        );
+    }
+}
+
+/// Uploads two ciphertext tensors and a switching key.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn upload_inputs<B: Backend>(
+    be: &B,
+    a: &[u32],
+    b: &[u32],
+    key: &[u32],
+    ct: &Shape,
+    key_shape: &Shape,
+    dnum: usize,
+    alpha: usize,
+    special: &[usize],
+) -> (
+    B::Tensor,
+    B::Tensor,
+    cryptodl::backend::SwitchKey<B::Tensor>,
+) {
+    let x = be.upload(a, ct.clone()).unwrap();
+    let y = be.upload(b, ct.clone()).unwrap();
+    let k = cryptodl::backend::SwitchKey {
+        key: be.upload(key, key_shape.clone()).unwrap(),
+        dnum,
+        alpha,
+        special: special.to_vec(),
+    };
+    (x, y, k)
+}
+
+/// mul + relinearize + rescale on resident tensors.
+fn relin_rescale<B: Backend>(
+    be: &B,
+    x: &B::Tensor,
+    y: &B::Tensor,
+    k: &cryptodl::backend::SwitchKey<B::Tensor>,
+) -> B::Tensor {
+    let t = be.tensor(x, y).unwrap();
+    let c01 = be.slice_components(&t, 3, 0..2).unwrap();
+    let c2 = be.slice_components(&t, 3, 2..3).unwrap();
+    let ks = be.keyswitch(&c2, k).unwrap();
+    let relin = be.add(&c01, &ks).unwrap();
+    be.divide_round(&relin, 1).unwrap()
+}
+
+#[test]
+fn mul_relin_rescale_on_resident_tensors_moves_no_data_and_matches_cpu() {
+    let Some(rt) = gpu() else { return };
+    let n = 2048;
+    let (q_limbs, p_limbs, alpha, count) = (4usize, 2usize, 2usize, 5usize);
+    let primes = ntt_primes(30, n, q_limbs + p_limbs, &[]).unwrap();
+    let ctx = RnsContext::new(n, &primes).unwrap();
+    let cpu = CpuBackend::new(ctx.clone());
+    let gpu = GpuBackend::new(rt.clone(), ctx).unwrap();
+    let q: Vec<usize> = (0..q_limbs).collect();
+    let special: Vec<usize> = (q_limbs..q_limbs + p_limbs).collect();
+    let dnum = q_limbs.div_ceil(alpha);
+    let ct = Shape {
+        polys: 2 * count,
+        moduli: q.clone(),
+    };
+    let key_shape = Shape {
+        polys: 2 * dnum,
+        moduli: (0..q_limbs + p_limbs).collect(),
+    };
+    let rand = |len: usize, shape: &Shape, salt: u32| -> Vec<u32> {
+        (0..len)
+            .map(|i| {
+                let q = primes[shape.moduli[(i / n) % shape.limbs()]];
+                (i as u32 ^ salt).wrapping_mul(2_654_435_761).rotate_left(7) % q
+            })
+            .collect()
+    };
+    let a = rand(ct.words(n), &ct, 11);
+    let b = rand(ct.words(n), &ct, 12);
+    let key = rand(key_shape.words(n), &key_shape, 13);
+
+    // Dispatch count of mul+relin+rescale does not depend on the number of ciphertexts.
+    let one = Shape {
+        polys: 2,
+        moduli: q.clone(),
+    };
+    let (x1, y1, k1) = upload_inputs(
+        &gpu,
+        &a[..one.words(n)],
+        &b[..one.words(n)],
+        &key,
+        &one,
+        &key_shape,
+        dnum,
+        alpha,
+        &special,
+    );
+    let before_one = gpu.counters().dispatches;
+    let _ = relin_rescale(&gpu, &x1, &y1, &k1);
+    let dispatches_one = gpu.counters().dispatches - before_one;
+
+    let (x, y, k) = upload_inputs(&gpu, &a, &b, &key, &ct, &key_shape, dnum, alpha, &special);
+    let before = gpu.counters();
+    let out = relin_rescale(&gpu, &x, &y, &k);
+    let after = gpu.counters();
+    eprintln!(
+        "mul+relin+rescale, N = {n}: {} dispatches for 1 and for {count} ciphertexts",
+        dispatches_one
+    );
+    assert_eq!(after.dispatches - before.dispatches, dispatches_one);
+    assert_eq!(
+        after.uploads, before.uploads,
+        "no upload during mul+relin+rescale"
+    );
+    assert_eq!(
+        after.downloads, before.downloads,
+        "no download during mul+relin+rescale"
+    );
+    assert!(after.dispatches > before.dispatches);
+    let got = gpu.download(&out).unwrap();
+    assert_eq!(gpu.counters().downloads, before.downloads + 1);
+
+    let (cx, cy, ck) = upload_inputs(&cpu, &a, &b, &key, &ct, &key_shape, dnum, alpha, &special);
+    let want = cpu.download(&relin_rescale(&cpu, &cx, &cy, &ck)).unwrap();
+    assert_eq!(gpu.shape(&out).moduli, q[..q_limbs - 1].to_vec());
+    assert_eq!(got.len(), 2 * count * (q_limbs - 1) * n);
+    assert_eq!(mismatches(&got, &want), 0);
+}
