@@ -82,7 +82,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             test.shape
         );
     }
-    let rep = reference::evaluate(&model, &test);
+    let rep = reference::evaluate(&model, &test)?;
     let interval = model
         .training
         .get("fit")
