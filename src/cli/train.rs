@@ -54,6 +54,9 @@ pub struct TrainArgs {
     /// Peak learning rate (AdamW with cosine decay).
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
+    /// AdamW (decoupled) weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
     /// Clip the global gradient norm to this value (0 turns clipping off).
     #[arg(long, default_value_t = 5.0)]
     clip: f64,
@@ -125,7 +128,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
-        weight_decay: 1e-4,
+        weight_decay: args.weight_decay,
         clip: args.clip,
         seed: args.seed,
         augment: args.augment,
