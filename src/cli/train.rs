@@ -18,6 +18,9 @@ use std::path::PathBuf;
 /// {"type":"batch_norm"},{"type":"act"},{"type":"avg_pool","kernel":2},{"type":"flatten"},
 /// {"type":"dense","out":10}]}` where `act` layers take the `--act` activation.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  cryptodl train --arch cryptonets --act relu --epochs 15 --out cn-relu.safetensors\n  cryptodl train --arch cryptodl --act poly2 --fit minimax --interval 4 --epochs 12 --out cdl.safetensors\n  cryptodl train --arch my-net.json --act poly3 --trainable-coeffs --epochs 5 --out my.safetensors\n\nNamed architectures put a batch norm before every activation; it is folded into the preceding\nconv/dense layer at export. A JSON spec lists layers: conv2d {out_channels, kernel, stride, padding},\navg_pool {kernel, stride}, dense {out}, flatten, batch_norm, act (the --act activation),\nstd {fn}, poly {coeffs, trainable}."
+)]
 pub struct TrainArgs {
     /// fashion-mnist (default location: /usr/share/datasets/fashion-mnist), mnist or cifar10.
     #[arg(long, default_value = "fashion-mnist")]
