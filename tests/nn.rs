@@ -150,7 +150,7 @@ fn reference_equals_candle_forward() {
         let tr = synthetic(200, shape, 3);
         let te = synthetic(100, shape, 4);
         let (model, rep) = train(&arch, &poly2(), "poly2", &tr, &te, &cfg(1, 5), false, |_| {}).unwrap();
-        let r = reference::evaluate(&model, &te);
+        let r = reference::evaluate(&model, &te).unwrap();
         let c = candle_forward(&model, &te).unwrap();
         let (agree, diff) = compare_logits(&r.logits, &c);
         assert_eq!(agree, 1.0);
@@ -229,7 +229,12 @@ fn model_file_round_trip_and_determinism() {
     let back = Model::load(&p).unwrap();
     assert_eq!(back, m1);
     let x = reference::normalize(&back, te.image(0));
-    assert_eq!(reference::forward(&back, &x), reference::forward(&m1, &x));
+    assert_eq!(
+        reference::forward(&back, &x).unwrap(),
+        reference::forward(&m1, &x).unwrap()
+    );
+    assert!(reference::forward(&back, &x[1..]).is_err());
+    assert!(reference::evaluate(&back, &synthetic(3, [3, 10, 10], 1)).is_err());
 
     // Corrupt / truncated / foreign files are errors, not panics.
     let bytes = std::fs::read(&p).unwrap();

@@ -12,6 +12,9 @@ use std::path::PathBuf;
 /// prints one row per method with the coefficients (degree 0 first) and the errors, and draws
 /// the function with its approximations.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  cryptodl approx --fn relu --degree 2 --interval 8 --method all --plot relu2.svg\n  cryptodl approx --fn tanh --degree 3 --interval 8 --method minimax --json"
+)]
 pub struct ApproxArgs {
     /// Function to approximate: relu, sigmoid, tanh, gelu or silu.
     #[arg(long = "fn", default_value = "relu")]

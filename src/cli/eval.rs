@@ -16,6 +16,9 @@ use std::path::PathBuf;
 ///
 /// Example: `cryptodl eval --model cn.safetensors`
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example:\n  cryptodl eval --model cn.safetensors --json\n\nThe activation ranges tell whether the fit interval covered the inputs each activation saw; the\ncandle line cross-checks the f64 reference against an independent forward pass."
+)]
 pub struct EvalArgs {
     /// Model file written by `cryptodl train`.
     #[arg(long)]
@@ -82,7 +85,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             test.shape
         );
     }
-    let rep = reference::evaluate(&model, &test);
+    let rep = reference::evaluate(&model, &test)?;
     let interval = model
         .training
         .get("fit")

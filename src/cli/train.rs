@@ -18,6 +18,9 @@ use std::path::PathBuf;
 /// {"type":"batch_norm"},{"type":"act"},{"type":"avg_pool","kernel":2},{"type":"flatten"},
 /// {"type":"dense","out":10}]}` where `act` layers take the `--act` activation.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  cryptodl train --arch cryptonets --act relu --epochs 15 --out cn-relu.safetensors\n  cryptodl train --arch cryptodl --act poly2 --fit minimax --interval 4 --epochs 12 --out cdl.safetensors\n  cryptodl train --arch my-net.json --act poly3 --trainable-coeffs --epochs 5 --out my.safetensors\n\nNamed architectures put a batch norm before every activation; it is folded into the preceding\nconv/dense layer at export. A JSON spec lists layers: conv2d {out_channels, kernel, stride, padding},\navg_pool {kernel, stride}, dense {out}, flatten, batch_norm, act (the --act activation),\nstd {fn}, poly {coeffs, trainable}."
+)]
 pub struct TrainArgs {
     /// fashion-mnist (default location: /usr/share/datasets/fashion-mnist), mnist or cifar10.
     #[arg(long, default_value = "fashion-mnist")]
@@ -54,6 +57,9 @@ pub struct TrainArgs {
     /// Peak learning rate (AdamW with cosine decay).
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
+    /// AdamW (decoupled) weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
     /// Clip the global gradient norm to this value (0 turns clipping off).
     #[arg(long, default_value_t = 5.0)]
     clip: f64,
@@ -125,7 +131,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
-        weight_decay: 1e-4,
+        weight_decay: args.weight_decay,
         clip: args.clip,
         seed: args.seed,
         augment: args.augment,

@@ -9,7 +9,7 @@
 //! * polynomial: `c0 + c1*x + c2*(x*x) + c3*((x*x)*x)`, see [`crate::nn::activation::Polynomial::eval`].
 
 use super::dataset::Dataset;
-use super::model::{Layer, Model};
+use super::model::{Layer, Model, ModelError};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -45,15 +45,28 @@ pub fn normalize(model: &Model, pixels: &[u8]) -> Vec<f64> {
 }
 
 /// Forward pass on one normalised input (CHW, `c*h*w` values); returns the logits and the range of
-/// each activation's input. The model must be valid ([`Model::shapes`] succeeds, as it does for a
-/// loaded or folded model) and `input` must have the model's input size, else this panics.
-pub fn forward_with_ranges(model: &Model, input: &[f64]) -> (Vec<f64>, Vec<ActRange>) {
+/// each activation's input. Errors if the model's layers do not fit together or `input` does not
+/// have the model's input size.
+pub fn forward_with_ranges(
+    model: &Model,
+    input: &[f64],
+) -> Result<(Vec<f64>, Vec<ActRange>), ModelError> {
+    model.shapes()?;
+    let [c, h, w] = model.input;
+    if input.len() != c * h * w {
+        return Err(ModelError::Layer {
+            index: 0,
+            reason: format!(
+                "input has {} values, the model expects {c}x{h}x{w}",
+                input.len()
+            ),
+        });
+    }
+    Ok(forward_unchecked(model, input))
+}
+
+fn forward_unchecked(model: &Model, input: &[f64]) -> (Vec<f64>, Vec<ActRange>) {
     let [mut c, mut h, mut w] = model.input;
-    assert_eq!(
-        input.len(),
-        c * h * w,
-        "input size does not match the model"
-    );
     let mut x = input.to_vec();
     let mut ranges = Vec::new();
     for (li, layer) in model.layers.iter().enumerate() {
@@ -153,8 +166,8 @@ pub fn forward_with_ranges(model: &Model, input: &[f64]) -> (Vec<f64>, Vec<ActRa
 }
 
 /// Logits for one normalised input (see [`forward_with_ranges`]).
-pub fn forward(model: &Model, input: &[f64]) -> Vec<f64> {
-    forward_with_ranges(model, input).0
+pub fn forward(model: &Model, input: &[f64]) -> Result<Vec<f64>, ModelError> {
+    Ok(forward_with_ranges(model, input)?.0)
 }
 
 /// Index of the largest value (first one on ties).
@@ -184,11 +197,22 @@ pub struct EvalReport {
     pub logits: Vec<Vec<f64>>,
 }
 
-/// Runs the reference on every image of `data` (in parallel).
-pub fn evaluate(model: &Model, data: &Dataset) -> EvalReport {
+/// Runs the reference on every image of `data` (in parallel); errors if the images do not have
+/// the model's input shape or the model's layers do not fit together.
+pub fn evaluate(model: &Model, data: &Dataset) -> Result<EvalReport, ModelError> {
+    model.shapes()?;
+    if data.shape != model.input {
+        return Err(ModelError::Layer {
+            index: 0,
+            reason: format!(
+                "the model expects {:?} (c, h, w) images, the dataset has {:?}",
+                model.input, data.shape
+            ),
+        });
+    }
     let outs: Vec<(Vec<f64>, Vec<ActRange>)> = (0..data.len())
         .into_par_iter()
-        .map(|i| forward_with_ranges(model, &normalize(model, data.image(i))))
+        .map(|i| forward_unchecked(model, &normalize(model, data.image(i))))
         .collect();
     let mut ranges: Vec<ActRange> = Vec::new();
     let mut correct = 0;
@@ -203,7 +227,7 @@ pub fn evaluate(model: &Model, data: &Dataset) -> EvalReport {
         }
     }
     let samples = data.len();
-    EvalReport {
+    Ok(EvalReport {
         samples,
         correct,
         accuracy: if samples == 0 {
@@ -213,5 +237,5 @@ pub fn evaluate(model: &Model, data: &Dataset) -> EvalReport {
         },
         activation_ranges: ranges,
         logits: outs.into_iter().map(|(l, _)| l).collect(),
-    }
+    })
 }

@@ -868,7 +868,7 @@ pub fn train(
         "train_seconds": train_seconds,
     });
     let model = net.export(norm, info)?;
-    let rep = reference::evaluate(&model, test);
+    let rep = reference::evaluate(&model, test)?;
     let (agree, max_diff) = compare_logits(&rep.logits, &cand);
     let activations = model
         .layers
