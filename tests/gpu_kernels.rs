@@ -40,6 +40,7 @@ fn every_kernel_matches_cpu_n1024_odd_counts() {
             p_limbs: 2,
             alpha: 2,
             count: 7,
+            primes: None,
         },
         1,
     );
@@ -55,6 +56,7 @@ fn every_kernel_matches_cpu_n2048_single() {
             p_limbs: 1,
             alpha: 1,
             count: 1,
+            primes: None,
         },
         2,
     );
@@ -70,8 +72,29 @@ fn every_kernel_matches_cpu_n4096_strided() {
             p_limbs: 2,
             alpha: 2,
             count: 5,
+            primes: None,
         },
         3,
+    );
+}
+
+#[test]
+fn every_kernel_matches_cpu_on_the_real_toy4096_primes() {
+    // 26-bit data primes and a 30-bit q0 as the CKKS presets use (not only 30-bit primes).
+    let p = cryptodl::ckks::Preset::by_name("toy4096")
+        .unwrap()
+        .parameters(true)
+        .unwrap();
+    check(
+        VerifyCase {
+            n: p.n(),
+            q_limbs: p.q().len(),
+            p_limbs: p.p().len(),
+            alpha: p.digit_size(),
+            count: 2,
+            primes: Some(p.q().iter().chain(p.p()).copied().collect()),
+        },
+        5,
     );
 }
 

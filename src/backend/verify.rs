@@ -24,6 +24,9 @@ pub struct VerifyCase {
     pub alpha: usize,
     /// Ciphertexts in the tensor.
     pub count: usize,
+    /// The primes (`Q` then `P`); `None` generates `q_limbs + p_limbs` primes of
+    /// [`PRIME_BITS`] bits.
+    pub primes: Option<Vec<u32>>,
 }
 
 impl VerifyCase {
@@ -45,6 +48,7 @@ impl VerifyCase {
             p_limbs,
             alpha,
             count,
+            primes: None,
         })
     }
 
@@ -86,7 +90,10 @@ fn random_tensor(ctx: &RnsContext, rng: &mut ChaCha8Rng, shape: &Shape) -> Vec<u
 
 /// Runs every kernel of `case` on both backends (fresh random inputs from `seed`).
 pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec<KernelReport>> {
-    let primes = ntt_primes(PRIME_BITS, case.n, case.q_limbs + case.p_limbs, &[])?;
+    let primes = match &case.primes {
+        Some(p) => p.clone(),
+        None => ntt_primes(PRIME_BITS, case.n, case.q_limbs + case.p_limbs, &[])?,
+    };
     let ctx = RnsContext::new(case.n, &primes)?;
     let cpu = CpuBackend::new(ctx.clone());
     let gpu = GpuBackend::new(rt, ctx.clone())?;

@@ -15,7 +15,9 @@ pub struct VerifyArgs {
     /// (default: $CRYPTODL_ADAPTER, else auto).
     #[arg(long)]
     adapter: Option<String>,
-    /// Preset(s) to run: n1024, n4096, n8192, n16384, n32768 (default: n1024 to n16384).
+    /// Preset(s) to run. CKKS presets (n8192, n16384, n32768, toy1024, toy4096; see `cryptodl
+    /// params`) use their very primes; n1024 and n4096 are extra 30-bit test shapes.
+    /// Default: n1024, n4096, n8192, n16384.
     #[arg(long)]
     preset: Vec<String>,
     /// Seed of the random inputs.
@@ -53,7 +55,24 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     };
     let mut kernels = Vec::new();
     for name in &presets {
-        let case = VerifyCase::preset(name).with_context(|| {
+        // A CKKS preset name verifies on that preset's very primes (Q then P, dnum as in
+        // `cryptodl params`); the remaining names are the backend's own test shapes.
+        let ckks = crate::ckks::Preset::by_name(name)
+            .and_then(|p| p.parameters(true))
+            .ok();
+        let case = ckks.map(|p| VerifyCase {
+            n: p.n(),
+            q_limbs: p.q().len(),
+            p_limbs: p.p().len(),
+            alpha: p.digit_size(),
+            count: match p.n() {
+                ..=8192 => 3,
+                16384 => 2,
+                _ => 1,
+            },
+            primes: Some(p.q().iter().chain(p.p()).copied().collect()),
+        });
+        let case = case.or_else(|| VerifyCase::preset(name)).with_context(|| {
             format!(
                 "unknown preset {name:?}; choose from {}",
                 VerifyCase::PRESETS.join(", ")
