@@ -138,3 +138,56 @@ fn demo_runs_end_to_end_and_reports_json() {
     let (ok, _, stderr) = cryptodl(&["demo", "--degree", "5"]);
     assert!(!ok && stderr.contains("degree"), "{stderr}");
 }
+
+#[test]
+fn bench_ops_gpu_counts_dispatches_and_transfers() {
+    let (ok, stdout, stderr) = cryptodl(&[
+        "bench",
+        "ops",
+        "--backend",
+        "gpu",
+        "--preset",
+        "toy1024",
+        "--insecure",
+        "--reps",
+        "1",
+        "--json",
+    ]);
+    if !ok && stderr.contains("needs a GPU adapter") {
+        assert!(
+            std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
+            "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
+        );
+        eprintln!("SKIPPED: no GPU adapter for `bench ops --backend gpu` ({stderr})");
+        return;
+    }
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["backend"], "gpu");
+    assert!(v["adapter"].as_str().is_some() && v["timing"].as_str().is_some());
+    let op = |name: &str| {
+        v["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["op"] == name)
+            .unwrap()
+            .clone()
+    };
+    // Resident tensors: mul+relin+rescale and rotate move nothing between host and device.
+    for name in [
+        "add",
+        "mul_const",
+        "mul_relin",
+        "rescale",
+        "rotate",
+        "ntt_forward",
+    ] {
+        let o = op(name);
+        assert_eq!(o["bytes_uploaded"], 0, "{name}");
+        assert_eq!(o["bytes_downloaded"], 0, "{name}");
+        assert!(o["dispatches"].as_u64().unwrap() >= 1, "{name}");
+    }
+    assert_eq!(op("ntt_forward")["dispatches"], 1); // N = 1024 <= one tile
+    assert!(op("encrypt").get("dispatches").is_none()); // client side, on the host
+}

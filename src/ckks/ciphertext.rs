@@ -52,7 +52,10 @@ impl Ciphertext {
     }
     /// Number of coefficients per limb.
     pub fn limb_len(&self) -> usize {
-        self.data.len().checked_div(self.size * (self.level + 1)).unwrap_or(0)
+        self.data
+            .len()
+            .checked_div(self.size * (self.level + 1))
+            .unwrap_or(0)
     }
     /// One component, `[limb][coeff]`.
     pub(crate) fn component(&self, c: usize) -> &[u32] {

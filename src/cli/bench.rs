@@ -29,6 +29,8 @@ pub enum BenchCommand {
 pub enum BackendChoice {
     /// The CPU path (kernels crate + rayon).
     Cpu,
+    /// The wgpu backend: server-side ops on device-resident tensors (client ops stay on the host).
+    Gpu,
 }
 
 /// Arguments of `cryptodl bench ops`.
@@ -46,6 +48,10 @@ pub struct OpsArgs {
     /// Repetitions per operation (the median is reported).
     #[arg(long, default_value_t = 15)]
     reps: usize,
+    /// GPU adapter (case-insensitive substring of its name; default: $CRYPTODL_ADAPTER, else the
+    /// most powerful one). Only with `--backend gpu`.
+    #[arg(long)]
+    adapter: Option<String>,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -58,6 +64,15 @@ pub struct OpsArgs {
 struct OpTime {
     op: &'static str,
     median_us: f64,
+    /// GPU only: compute dispatches of one run of the op.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dispatches: Option<u64>,
+    /// GPU only: bytes moved host -> device by one run of the op.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_uploaded: Option<u64>,
+    /// GPU only: bytes moved device -> host by one run of the op (the timed readback excluded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_downloaded: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -69,6 +84,11 @@ struct Precision {
 #[derive(Serialize)]
 struct OpsReport {
     backend: &'static str,
+    /// GPU only: the adapter, and what the times measure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adapter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timing: Option<&'static str>,
     preset: String,
     n: usize,
     threads: usize,
@@ -117,9 +137,23 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 "backend {} | preset {} | N = {} | threads {}",
                 report.backend, report.preset, report.n, report.threads
             );
-            println!("{:<12} {:>12}", "op", "median (us)");
+            if let (Some(a), Some(t)) = (&report.adapter, report.timing) {
+                println!("adapter {a} | times: {t}");
+            }
+            println!(
+                "{:<12} {:>12} {:>11} {:>14} {:>16}",
+                "op", "median (us)", "dispatches", "bytes uploaded", "bytes downloaded"
+            );
+            let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             for o in &report.ops {
-                println!("{:<12} {:>12.1}", o.op, o.median_us);
+                println!(
+                    "{:<12} {:>12.1} {:>11} {:>14} {:>16}",
+                    o.op,
+                    o.median_us,
+                    opt(o.dispatches),
+                    opt(o.bytes_uploaded),
+                    opt(o.bytes_downloaded)
+                );
             }
             println!(
                 "precision (mean bits): fresh {:.2}, mul_relin {:.2}",
@@ -160,7 +194,15 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
     let mut limb: Vec<u32> = (0..n).map(|_| rng.random_range(0..table.q())).collect();
     let reps = args.reps;
     let mut ops = Vec::new();
-    let mut push = |op: &'static str, us: f64| ops.push(OpTime { op, median_us: us });
+    let mut push = |op: &'static str, us: f64| {
+        ops.push(OpTime {
+            op,
+            median_us: us,
+            dispatches: None,
+            bytes_uploaded: None,
+            bytes_downloaded: None,
+        })
+    };
     push(
         "ntt_forward",
         median_us(reps * 10, || table.forward(&mut limb)),
@@ -181,6 +223,43 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
         "decrypt",
         median_us(reps, || drop(enc.decode(&dec.decrypt(&ca, &sk).unwrap()))),
     );
+    if args.backend == BackendChoice::Gpu {
+        let fresh = precision_stats(&a, &enc.decode(&dec.decrypt(&ca, &sk)?)).mean_bits;
+        let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
+        let m = eval.mul_relin_rescale(&ca, &cb, &keys)?;
+        let mul_relin = precision_stats(&want, &enc.decode(&dec.decrypt(&m, &sk)?)).mean_bits;
+        // The NTT rows become the GPU's; encode / encrypt / decrypt stay the host's.
+        ops.retain(|o| !o.op.starts_with("ntt"));
+        let adapter = gpu_ops(args, &ctx, &ca, &cb, &keys, &mut ops)?;
+        const ORDER: [&str; 10] = [
+            "ntt_forward",
+            "ntt_inverse",
+            "encode",
+            "encrypt",
+            "decrypt",
+            "add",
+            "mul_const",
+            "mul_relin",
+            "rescale",
+            "rotate",
+        ];
+        ops.sort_by_key(|o| ORDER.iter().position(|&x| x == o.op));
+        return Ok(OpsReport {
+            backend: "gpu",
+            adapter: Some(adapter),
+            timing: Some(
+                "wall time of the op plus one readback of its result (no timestamp queries); \
+                 encode, encrypt and decrypt run on the host (client side)",
+            ),
+            preset: params.name().to_string(),
+            n,
+            threads,
+            insecure: params.is_insecure(),
+            ops,
+            // The GPU results equal the CPU's word for word (see `cryptodl verify`).
+            precision_bits: Precision { fresh, mul_relin },
+        });
+    }
     push(
         "add",
         median_us(reps * 4, || drop(eval.add(&ca, &cb).unwrap())),
@@ -219,6 +298,8 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
     let mul_relin = precision_stats(&want, &enc.decode(&dec.decrypt(&m, &sk)?)).mean_bits;
     Ok(OpsReport {
         backend: "cpu",
+        adapter: None,
+        timing: None,
         preset: params.name().to_string(),
         n,
         threads,
@@ -226,4 +307,128 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
         ops,
         precision_bits: Precision { fresh, mul_relin },
     })
+}
+
+/// Times the server-side ops on device-resident tensors; returns the adapter's name.
+fn gpu_ops(
+    args: &OpsArgs,
+    ctx: &Context,
+    ca: &crate::ckks::Ciphertext,
+    cb: &crate::ckks::Ciphertext,
+    keys: &crate::ckks::EvaluationKeys,
+    ops: &mut Vec<OpTime>,
+) -> anyhow::Result<String> {
+    use crate::backend::gpu::{AdapterChoice, GpuBackend, GpuRuntime};
+    use crate::backend::{Backend, RnsContext, Shape, SwitchKey};
+
+    let params = ctx.params();
+    let rt = GpuRuntime::open(&AdapterChoice::from_arg(args.adapter.as_deref()))
+        .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
+    let adapter = rt.adapter().name.clone();
+    let n = params.n();
+    let top = params.max_level();
+    let k_limbs = top + 1 + params.p().len();
+    let mut primes = params.q().to_vec();
+    primes.extend_from_slice(params.p());
+    let gpu = GpuBackend::new(rt, RnsContext::new(n, &primes)?)?;
+    let ct_shape = Shape {
+        polys: 2,
+        moduli: (0..=top).collect(),
+    };
+    let ga = gpu.upload(ca.data(), ct_shape.clone())?;
+    let gb = gpu.upload(cb.data(), ct_shape)?;
+    let switch_key = |data: &[u32]| -> anyhow::Result<SwitchKey<_>> {
+        Ok(SwitchKey {
+            key: gpu.upload(
+                data,
+                Shape {
+                    polys: 2 * params.dnum(),
+                    moduli: (0..k_limbs).collect(),
+                },
+            )?,
+            dnum: params.dnum(),
+            alpha: params.digit_size(),
+            special: (top + 1..k_limbs).collect(),
+        })
+    };
+    let relin = switch_key(&keys.relin.as_ref().context("no relinearization key")?.data)?;
+    let g = ctx.galois_element(1);
+    let galois = switch_key(
+        &keys
+            .galois
+            .get(&g)
+            .context("no Galois key for step 1")?
+            .data,
+    )?;
+    let limb = gpu.upload(
+        &ca.data()[top * n..(top + 1) * n],
+        Shape {
+            polys: 1,
+            moduli: vec![top],
+        },
+    )?;
+    let q_top = params.q()[top];
+    let scalars: Vec<u32> = params.q()[..=top]
+        .iter()
+        .map(|&q| (q_top / 3) % q)
+        .collect();
+
+    // One run of `op` yields a result tensor; time it together with one readback (the only way
+    // to wait for the device here), and count the op's own dispatches and transfers.
+    type Tensor = <GpuBackend as Backend>::Tensor;
+    let mut measure = |name: &'static str,
+                       op: &dyn Fn() -> crate::backend::Result<Tensor>|
+     -> anyhow::Result<()> {
+        let before = gpu.counters();
+        let out = op()?;
+        let after = gpu.counters();
+        gpu.download(&out)?; // warm-up readback
+        let mut times = Vec::with_capacity(args.reps.max(1));
+        for _ in 0..args.reps.max(1) {
+            let t = Instant::now();
+            let out = op()?;
+            gpu.download(&out)?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        times.sort_by(f64::total_cmp);
+        ops.push(OpTime {
+            op: name,
+            median_us: times[times.len() / 2],
+            dispatches: Some(after.dispatches - before.dispatches),
+            bytes_uploaded: Some(after.upload_bytes - before.upload_bytes),
+            bytes_downloaded: Some(after.download_bytes - before.download_bytes),
+        });
+        Ok(())
+    };
+    measure("ntt_forward", &|| {
+        let mut t = gpu.duplicate(&limb)?;
+        gpu.ntt_forward(&mut t)?;
+        Ok(t)
+    })?;
+    measure("ntt_inverse", &|| {
+        let mut t = gpu.duplicate(&limb)?;
+        gpu.ntt_inverse(&mut t)?;
+        Ok(t)
+    })?;
+    measure("add", &|| gpu.add(&ga, &gb))?;
+    measure("mul_const", &|| {
+        gpu.divide_round(&gpu.mul_scalar(&ga, &scalars)?, 1)
+    })?;
+    measure("mul_relin", &|| {
+        let prod = gpu.tensor(&ga, &gb)?;
+        let c01 = gpu.slice_components(&prod, 3, 0..2)?;
+        let c2 = gpu.slice_components(&prod, 3, 2..3)?;
+        gpu.divide_round(&gpu.add(&c01, &gpu.keyswitch(&c2, &relin)?)?, 1)
+    })?;
+    measure("rescale", &|| gpu.divide_round(&ga, 1))?;
+    measure("rotate", &|| {
+        // (c0, c1) -> (sigma(c0) + ks_0, ks_1) with ks = keyswitch(sigma(c1))
+        let rot = gpu.automorphism_ntt(&ga, g)?;
+        let c0 = gpu.slice_components(&rot, 2, 0..1)?;
+        let c1 = gpu.slice_components(&rot, 2, 1..2)?;
+        let ks = gpu.keyswitch(&c1, &galois)?;
+        let ks0 = gpu.slice_components(&ks, 2, 0..1)?;
+        gpu.add(&c0, &ks0)
+    })?;
+    Ok(adapter)
 }
