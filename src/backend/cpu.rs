@@ -1,7 +1,7 @@
 //! The CPU backend: every operation through the `cryptodl-kernels` twins, limbs in parallel.
 
 use super::gpu::check_groups;
-use super::{check_slice, Backend, BackendError, Result, RnsContext, Shape};
+use super::{check_keyswitch_inner, check_slice, Backend, BackendError, Result, RnsContext, Shape};
 use cryptodl_kernels::modarith::Modulus;
 use cryptodl_kernels::rescale::DivideRound;
 use cryptodl_kernels::rns::{BaseConverter, RnsBasis};
@@ -352,25 +352,7 @@ impl Backend for CpuBackend {
         let n = self.ctx.n();
         let limbs = digits.shape.limbs();
         let key_limbs = key.shape.limbs();
-        if dnum == 0
-            || digits.shape.polys % dnum != 0
-            || key.shape.polys < 2 * dnum
-            || key.shape.polys % 2 != 0
-            || key_map.len() != limbs
-            || key_map.iter().any(|&k| k >= key_limbs)
-            || key_map
-                .iter()
-                .zip(&digits.shape.moduli)
-                .any(|(&k, &m)| key.shape.moduli[k] != m)
-        {
-            return Err(BackendError::Shape {
-                op: "keyswitch_inner",
-                reason: format!(
-                    "digits {:?}, dnum {dnum}, key {:?}, key map {key_map:?}",
-                    digits.shape, key.shape
-                ),
-            });
-        }
+        check_keyswitch_inner(&digits.shape, dnum, &key.shape, key_map)?;
         let polys = digits.shape.polys / dnum;
         let mods = self.mods(&digits.shape);
         let mut out = vec![0u32; 2 * polys * limbs * n];

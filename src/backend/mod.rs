@@ -274,6 +274,33 @@ pub(crate) fn div_round_constants(
     }
 }
 
+/// Validates the operands of [`Backend::keyswitch_inner`] (shared by every backend).
+pub(crate) fn check_keyswitch_inner(
+    digits: &Shape,
+    dnum: usize,
+    key: &Shape,
+    key_map: &[usize],
+) -> Result<()> {
+    let (limbs, key_limbs) = (digits.limbs(), key.limbs());
+    if dnum == 0
+        || digits.polys % dnum != 0
+        || key.polys < 2 * dnum
+        || key.polys % 2 != 0
+        || key_map.len() != limbs
+        || key_map.iter().any(|&k| k >= key_limbs)
+        || key_map
+            .iter()
+            .zip(&digits.moduli)
+            .any(|(&k, &m)| key.moduli[k] != m)
+    {
+        return Err(BackendError::Shape {
+            op: "keyswitch_inner",
+            reason: format!("digits {digits:?}, dnum {dnum}, key {key:?}, key map {key_map:?}"),
+        });
+    }
+    Ok(())
+}
+
 /// Digit ranges (positions in the limb list) of a hybrid decomposition of `limbs` limbs with
 /// `alpha` limbs per digit.
 pub fn digit_ranges(limbs: usize, alpha: usize) -> Vec<Range<usize>> {

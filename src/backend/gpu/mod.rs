@@ -9,8 +9,8 @@ pub use runtime::{
 use shaders::Family;
 
 use super::{
-    check_slice, conv_constants, div_round_constants, Backend, BackendError, ConvConstants,
-    DivRoundConstants, Result, RnsContext, Shape,
+    check_keyswitch_inner, check_slice, conv_constants, div_round_constants, Backend, BackendError,
+    ConvConstants, DivRoundConstants, Result, RnsContext, Shape,
 };
 use std::collections::HashMap;
 use std::ops::Range;
@@ -782,25 +782,7 @@ impl Backend for GpuBackend {
     ) -> Result<GpuTensor> {
         let limbs = digits.shape.limbs();
         let key_limbs = key.shape.limbs();
-        if dnum == 0
-            || digits.shape.polys % dnum != 0
-            || key.shape.polys < 2 * dnum
-            || key.shape.polys % 2 != 0
-            || key_map.len() != limbs
-            || key_map.iter().any(|&k| k >= key_limbs)
-            || key_map
-                .iter()
-                .zip(&digits.shape.moduli)
-                .any(|(&k, &m)| key.shape.moduli[k] != m)
-        {
-            return Err(BackendError::Shape {
-                op: "keyswitch_inner",
-                reason: format!(
-                    "digits {:?}, dnum {dnum}, key {:?}, key map {key_map:?}",
-                    digits.shape, key.shape
-                ),
-            });
-        }
+        check_keyswitch_inner(&digits.shape, dnum, &key.shape, key_map)?;
         let polys = digits.shape.polys / dnum;
         let out = self.alloc(Shape {
             polys: 2 * polys,
