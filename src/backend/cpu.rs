@@ -123,15 +123,7 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, data: &[u32], shape: Shape) -> Result<CpuTensor> {
-        self.ctx.check_map(&shape.moduli)?;
-        let want = shape.words(self.ctx.n());
-        if data.len() != want {
-            return Err(BackendError::Length {
-                op: "upload",
-                got: data.len(),
-                want,
-            });
-        }
+        self.ctx.check_upload(data.len(), &shape)?;
         Ok(CpuTensor {
             shape,
             data: data.to_vec(),

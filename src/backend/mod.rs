@@ -121,6 +121,20 @@ impl RnsContext {
         &self.tables
     }
 
+    /// Checks that `len` words with this `shape` can be uploaded (valid limb map, exact size).
+    pub fn check_upload(&self, len: usize, shape: &Shape) -> Result<()> {
+        self.check_map(&shape.moduli)?;
+        let want = shape.words(self.n());
+        if len != want {
+            return Err(BackendError::Length {
+                op: "upload",
+                got: len,
+                want,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks a limb map against the context.
     pub fn check_map(&self, map: &[usize]) -> Result<()> {
         match map.iter().find(|&&i| i >= self.primes.len()) {

@@ -517,6 +517,31 @@ pub(crate) fn check_groups(op: &'static str, limbs: usize, groups: &[Range<usize
     Ok(())
 }
 
+impl GpuBackend {
+    /// `ew_<op>` with one scalar per limb (mul_scalar, add_scalar): same checks, same dispatch.
+    fn scalar_op(&self, op: &'static str, a: &GpuTensor, scalars: &[u32]) -> Result<GpuTensor> {
+        self.check_scalars(op, &a.shape, scalars)?;
+        let out = self.alloc(a.shape.clone())?;
+        let va = View::whole(a);
+        let entry = if op == "mul_scalar" {
+            "ew_mul_scalar"
+        } else {
+            "ew_add_scalar"
+        };
+        self.ew(
+            entry,
+            View::whole(&out),
+            va,
+            va,
+            a.shape.polys,
+            a.shape.polys,
+            &a.shape.moduli,
+            Some(scalars),
+        )?;
+        Ok(out)
+    }
+}
+
 impl Backend for GpuBackend {
     type Tensor = GpuTensor;
 
@@ -533,15 +558,7 @@ impl Backend for GpuBackend {
     }
 
     fn upload(&self, data: &[u32], shape: Shape) -> Result<GpuTensor> {
-        self.ctx.check_map(&shape.moduli)?;
-        let want = shape.words(self.ctx.n());
-        if data.len() != want {
-            return Err(BackendError::Length {
-                op: "upload",
-                got: data.len(),
-                want,
-            });
-        }
+        self.ctx.check_upload(data.len(), &shape)?;
         let buf = self.rt.upload(data)?;
         self.count(|c| {
             c.uploads += 1;
@@ -647,37 +664,11 @@ impl Backend for GpuBackend {
     }
 
     fn mul_scalar(&self, a: &GpuTensor, scalars: &[u32]) -> Result<GpuTensor> {
-        self.check_scalars("mul_scalar", &a.shape, scalars)?;
-        let out = self.alloc(a.shape.clone())?;
-        let va = View::whole(a);
-        self.ew(
-            "ew_mul_scalar",
-            View::whole(&out),
-            va,
-            va,
-            a.shape.polys,
-            a.shape.polys,
-            &a.shape.moduli,
-            Some(scalars),
-        )?;
-        Ok(out)
+        self.scalar_op("mul_scalar", a, scalars)
     }
 
     fn add_scalar(&self, a: &GpuTensor, scalars: &[u32]) -> Result<GpuTensor> {
-        self.check_scalars("add_scalar", &a.shape, scalars)?;
-        let out = self.alloc(a.shape.clone())?;
-        let va = View::whole(a);
-        self.ew(
-            "ew_add_scalar",
-            View::whole(&out),
-            va,
-            va,
-            a.shape.polys,
-            a.shape.polys,
-            &a.shape.moduli,
-            Some(scalars),
-        )?;
-        Ok(out)
+        self.scalar_op("add_scalar", a, scalars)
     }
 
     fn mac(&self, acc: &mut GpuTensor, a: &GpuTensor, b: &GpuTensor) -> Result<()> {
