@@ -61,7 +61,7 @@ fn cfg(epochs: usize, seed: u64) -> TrainConfig {
         weight_decay: 0.0,
         clip: 5.0,
         seed,
-        augment: false,
+        ..TrainConfig::default()
     }
 }
 
@@ -182,6 +182,8 @@ fn model_file_round_trip_and_determinism() {
         &te,
         &TrainConfig {
             augment: true,
+            dropout: 0.2,
+            label_smoothing: 0.1,
             ..cfg(1, 11)
         },
         false,
@@ -196,6 +198,8 @@ fn model_file_round_trip_and_determinism() {
         &te,
         &TrainConfig {
             augment: true,
+            dropout: 0.2,
+            label_smoothing: 0.1,
             ..cfg(1, 11)
         },
         false,
@@ -210,6 +214,8 @@ fn model_file_round_trip_and_determinism() {
         &te,
         &TrainConfig {
             augment: true,
+            dropout: 0.2,
+            label_smoothing: 0.1,
             ..cfg(1, 12)
         },
         false,

@@ -1,7 +1,10 @@
 //! The CPU backend: every operation through the `cryptodl-kernels` twins, limbs in parallel.
 
 use super::gpu::check_groups;
-use super::{check_keyswitch_inner, check_slice, Backend, BackendError, Result, RnsContext, Shape};
+use super::{
+    check_join, check_keyswitch_inner, check_slice, check_truncate, Backend, BackendError, Result,
+    RnsContext, Shape,
+};
 use cryptodl_kernels::modarith::Modulus;
 use cryptodl_kernels::rescale::DivideRound;
 use cryptodl_kernels::rns::{BaseConverter, RnsBasis};
@@ -156,6 +159,42 @@ impl Backend for CpuBackend {
             shape: Shape {
                 polys: items * keep.len(),
                 moduli: t.shape.moduli.clone(),
+            },
+            data,
+        })
+    }
+
+    fn join_components(&self, count: usize, parts: &[&CpuTensor]) -> Result<CpuTensor> {
+        let ks = check_join(count, &parts.iter().map(|p| &p.shape).collect::<Vec<_>>())?;
+        let w = parts[0].shape.limbs() * self.ctx.n();
+        let total: usize = ks.iter().sum();
+        let mut data = Vec::with_capacity(count * total * w);
+        for i in 0..count {
+            for (p, &k) in parts.iter().zip(&ks) {
+                data.extend_from_slice(&p.data[i * k * w..(i + 1) * k * w]);
+            }
+        }
+        Ok(CpuTensor {
+            shape: Shape {
+                polys: count * total,
+                moduli: parts[0].shape.moduli.clone(),
+            },
+            data,
+        })
+    }
+
+    fn truncate_limbs(&self, t: &CpuTensor, limbs: usize) -> Result<CpuTensor> {
+        check_truncate(&t.shape, limbs)?;
+        let n = self.ctx.n();
+        let w = t.shape.limbs() * n;
+        let mut data = Vec::with_capacity(t.shape.polys * limbs * n);
+        for p in t.data.chunks_exact(w) {
+            data.extend_from_slice(&p[..limbs * n]);
+        }
+        Ok(CpuTensor {
+            shape: Shape {
+                polys: t.shape.polys,
+                moduli: t.shape.moduli[..limbs].to_vec(),
             },
             data,
         })

@@ -356,6 +356,15 @@ pub trait Backend {
         keep: Range<usize>,
     ) -> Result<Self::Tensor>;
 
+    /// The inverse of [`Self::slice_components`]: `parts[i]` is `[count][k_i][limbs]` (every part
+    /// over the same limb map); returns `[count][k_0 + k_1 + ...][limbs]`, item by item
+    /// (e.g. joining `c0'` of `[count][1]` with `c1` of `[count][1]` gives `[count][2]`).
+    fn join_components(&self, count: usize, parts: &[&Self::Tensor]) -> Result<Self::Tensor>;
+
+    /// The first `limbs` limbs of every polynomial (drops the last limbs without dividing:
+    /// CKKS `drop_levels`).
+    fn truncate_limbs(&self, t: &Self::Tensor, limbs: usize) -> Result<Self::Tensor>;
+
     /// In-place forward NTT of every limb of every polynomial (natural -> bit-reversed order).
     fn ntt_forward(&self, t: &mut Self::Tensor) -> Result<()>;
     /// In-place inverse NTT of every limb of every polynomial (bit-reversed -> natural order).
@@ -468,6 +477,50 @@ pub(crate) fn check_slice(shape: &Shape, group: usize, keep: &Range<usize>) -> R
         });
     }
     Ok(shape.polys / group)
+}
+
+/// Validates the operands of [`Backend::join_components`]; returns the components per item of
+/// each part.
+pub(crate) fn check_join(count: usize, parts: &[&Shape]) -> Result<Vec<usize>> {
+    let bad = |reason: String| BackendError::Shape {
+        op: "join_components",
+        reason,
+    };
+    let first = parts
+        .first()
+        .ok_or_else(|| bad("no parts to join".into()))?;
+    if count == 0 {
+        return Err(bad("count is zero".into()));
+    }
+    parts
+        .iter()
+        .map(|s| {
+            if s.moduli != first.moduli {
+                Err(bad(format!(
+                    "limb maps differ: {:?} vs {:?}",
+                    s.moduli, first.moduli
+                )))
+            } else if s.polys == 0 || s.polys % count != 0 {
+                Err(bad(format!(
+                    "a part of {} polys is not {count} items of whole components",
+                    s.polys
+                )))
+            } else {
+                Ok(s.polys / count)
+            }
+        })
+        .collect()
+}
+
+/// Validates [`Backend::truncate_limbs`].
+pub(crate) fn check_truncate(shape: &Shape, limbs: usize) -> Result<()> {
+    if limbs == 0 || limbs > shape.limbs() {
+        return Err(BackendError::Shape {
+            op: "truncate_limbs",
+            reason: format!("cannot keep {limbs} of {} limbs", shape.limbs()),
+        });
+    }
+    Ok(())
 }
 
 /// Which backend to run on.

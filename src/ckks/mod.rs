@@ -1,4 +1,5 @@
-//! RNS-CKKS: parameters, encoder, keys, encryption, evaluator, precision, serialization.
+//! RNS-CKKS: parameters, encoder, keys, encryption, evaluators (host and any backend), precision,
+//! serialization.
 //!
 //! Ciphertexts are kept in NTT form, limb-major (`[component][limb][coeff]`). Key switching is
 //! "hybrid" (SEAL-style digits of `|P|` primes, special primes `P`), shared by relinearization and
@@ -6,6 +7,7 @@
 
 mod ciphertext;
 mod context;
+mod device;
 mod encoder;
 mod encryptor;
 mod evaluator;
@@ -18,6 +20,7 @@ pub mod serialize;
 
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use context::Context;
+pub use device::{rns_context, DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlaintext};
 pub use encoder::Encoder;
 pub use encryptor::{Decryptor, Encryptor};
 pub use evaluator::Evaluator;
@@ -32,6 +35,9 @@ use cryptodl_kernels::KernelError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CkksError {
+    /// A compute backend failed.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
     /// Low-level arithmetic setup failed.
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -59,6 +65,23 @@ pub enum CkksError {
         left: usize,
         right: usize,
     },
+    /// Batches of different sizes.
+    #[error("{op}: batches hold different numbers of ciphertexts ({left} vs {right})")]
+    CountMismatch {
+        op: &'static str,
+        left: usize,
+        right: usize,
+    },
+    /// Ciphertexts with different numbers of components where equal ones are needed.
+    #[error("{op}: ciphertexts have {left} and {right} components; relinearize first")]
+    SizeMismatch {
+        op: &'static str,
+        left: usize,
+        right: usize,
+    },
+    /// An empty batch.
+    #[error("a batch needs at least one ciphertext")]
+    EmptyBatch,
     /// Operands at different scales.
     #[error("{op}: operands have different scales (2^{:.3} vs 2^{:.3}); rescale or adjust the scale first", .left.log2(), .right.log2())]
     ScaleMismatch {

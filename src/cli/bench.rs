@@ -1,5 +1,6 @@
 //! `cryptodl bench`: time CKKS primitives.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -309,17 +310,19 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
     })
 }
 
-/// Times the server-side ops on device-resident tensors; returns the adapter's name.
+/// Times the server-side ops of the CKKS [`DeviceEvaluator`] on device-resident ciphertexts;
+/// returns the adapter's name.
 fn gpu_ops(
     args: &OpsArgs,
-    ctx: &Context,
+    ctx: &Arc<Context>,
     ca: &crate::ckks::Ciphertext,
     cb: &crate::ckks::Ciphertext,
     keys: &crate::ckks::EvaluationKeys,
     ops: &mut Vec<OpTime>,
 ) -> anyhow::Result<String> {
     use crate::backend::gpu::{AdapterChoice, GpuBackend, GpuRuntime};
-    use crate::backend::{Backend, RnsContext, Shape, SwitchKey};
+    use crate::backend::{Backend, Shape};
+    use crate::ckks::{rns_context, DeviceCiphertext, DeviceEvaluator};
 
     let params = ctx.params();
     let rt = GpuRuntime::open(&AdapterChoice::from_arg(args.adapter.as_deref()))
@@ -327,39 +330,11 @@ fn gpu_ops(
     let adapter = rt.adapter().name.clone();
     let n = params.n();
     let top = params.max_level();
-    let k_limbs = top + 1 + params.p().len();
-    let mut primes = params.q().to_vec();
-    primes.extend_from_slice(params.p());
-    let gpu = GpuBackend::new(rt, RnsContext::new(n, &primes)?)?;
-    let ct_shape = Shape {
-        polys: 2,
-        moduli: (0..=top).collect(),
-    };
-    let ga = gpu.upload(ca.data(), ct_shape.clone())?;
-    let gb = gpu.upload(cb.data(), ct_shape)?;
-    let switch_key = |data: &[u32]| -> anyhow::Result<SwitchKey<_>> {
-        Ok(SwitchKey {
-            key: gpu.upload(
-                data,
-                Shape {
-                    polys: 2 * params.dnum(),
-                    moduli: (0..k_limbs).collect(),
-                },
-            )?,
-            dnum: params.dnum(),
-            alpha: params.digit_size(),
-            special: (top + 1..k_limbs).collect(),
-        })
-    };
-    let relin = switch_key(&keys.relin.as_ref().context("no relinearization key")?.data)?;
-    let g = ctx.galois_element(1);
-    let galois = switch_key(
-        &keys
-            .galois
-            .get(&g)
-            .context("no Galois key for step 1")?
-            .data,
-    )?;
+    let dev = DeviceEvaluator::new(ctx.clone(), GpuBackend::new(rt, rns_context(params)?)?)?;
+    let gpu = dev.backend();
+    let ga = dev.upload(std::slice::from_ref(ca))?;
+    let gb = dev.upload(std::slice::from_ref(cb))?;
+    let dkeys = dev.upload_keys(keys)?;
     let limb = gpu.upload(
         &ca.data()[top * n..(top + 1) * n],
         Shape {
@@ -367,39 +342,34 @@ fn gpu_ops(
             moduli: vec![top],
         },
     )?;
-    let q_top = params.q()[top];
-    let scalars: Vec<u32> = params.q()[..=top]
-        .iter()
-        .map(|&q| (q_top / 3) % q)
-        .collect();
+    type Tensor = <GpuBackend as Backend>::Tensor;
 
     // One run of `op` yields a result tensor; time it together with one readback (the only way
     // to wait for the device here), and count the op's own dispatches and transfers.
-    type Tensor = <GpuBackend as Backend>::Tensor;
-    let mut measure = |name: &'static str,
-                       op: &dyn Fn() -> crate::backend::Result<Tensor>|
-     -> anyhow::Result<()> {
-        let before = gpu.counters();
-        let out = op()?;
-        let after = gpu.counters();
-        gpu.download(&out)?; // warm-up readback
-        let mut times = Vec::with_capacity(args.reps.max(1));
-        for _ in 0..args.reps.max(1) {
-            let t = Instant::now();
+    let mut measure =
+        |name: &'static str, op: &dyn Fn() -> anyhow::Result<Tensor>| -> anyhow::Result<()> {
+            let before = gpu.counters();
             let out = op()?;
-            gpu.download(&out)?;
-            times.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        times.sort_by(f64::total_cmp);
-        ops.push(OpTime {
-            op: name,
-            median_us: times[times.len() / 2],
-            dispatches: Some(after.dispatches - before.dispatches),
-            bytes_uploaded: Some(after.upload_bytes - before.upload_bytes),
-            bytes_downloaded: Some(after.download_bytes - before.download_bytes),
-        });
-        Ok(())
-    };
+            let after = gpu.counters();
+            gpu.download(&out)?; // warm-up readback
+            let mut times = Vec::with_capacity(args.reps.max(1));
+            for _ in 0..args.reps.max(1) {
+                let t = Instant::now();
+                let out = op()?;
+                gpu.download(&out)?;
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            times.sort_by(f64::total_cmp);
+            ops.push(OpTime {
+                op: name,
+                median_us: times[times.len() / 2],
+                dispatches: Some(after.dispatches - before.dispatches),
+                bytes_uploaded: Some(after.upload_bytes - before.upload_bytes),
+                bytes_downloaded: Some(after.download_bytes - before.download_bytes),
+            });
+            Ok(())
+        };
+    let ct = |c: DeviceCiphertext<Tensor>| -> anyhow::Result<Tensor> { Ok(c.into_tensor()) };
     measure("ntt_forward", &|| {
         let mut t = gpu.duplicate(&limb)?;
         gpu.ntt_forward(&mut t)?;
@@ -410,25 +380,15 @@ fn gpu_ops(
         gpu.ntt_inverse(&mut t)?;
         Ok(t)
     })?;
-    measure("add", &|| gpu.add(&ga, &gb))?;
+    measure("add", &|| ct(dev.add(&ga, &gb)?))?;
     measure("mul_const", &|| {
-        gpu.divide_round(&gpu.mul_scalar(&ga, &scalars)?, 1)
+        ct(dev.rescale(&dev.mul_const(&ga, 0.7, None)?)?)
     })?;
-    measure("mul_relin", &|| {
-        let prod = gpu.tensor(&ga, &gb)?;
-        let c01 = gpu.slice_components(&prod, 3, 0..2)?;
-        let c2 = gpu.slice_components(&prod, 3, 2..3)?;
-        gpu.divide_round(&gpu.add(&c01, &gpu.keyswitch(&c2, &relin)?)?, 1)
-    })?;
-    measure("rescale", &|| gpu.divide_round(&ga, 1))?;
-    measure("rotate", &|| {
-        // (c0, c1) -> (sigma(c0) + ks_0, ks_1) with ks = keyswitch(sigma(c1))
-        let rot = gpu.automorphism_ntt(&ga, g)?;
-        let c0 = gpu.slice_components(&rot, 2, 0..1)?;
-        let c1 = gpu.slice_components(&rot, 2, 1..2)?;
-        let ks = gpu.keyswitch(&c1, &galois)?;
-        let ks0 = gpu.slice_components(&ks, 2, 0..1)?;
-        gpu.add(&c0, &ks0)
-    })?;
+    measure(
+        "mul_relin",
+        &|| ct(dev.mul_relin_rescale(&ga, &gb, &dkeys)?),
+    )?;
+    measure("rescale", &|| ct(dev.rescale(&ga)?))?;
+    measure("rotate", &|| ct(dev.rotate(&ga, 1, &dkeys)?))?;
     Ok(adapter)
 }

@@ -67,6 +67,16 @@ pub struct TrainArgs {
     /// (regularises the larger nets; off by default).
     #[arg(long)]
     augment: bool,
+    /// Largest random shift of --augment, in pixels each way (0 = flips only).
+    #[arg(long, default_value_t = 2)]
+    shift: usize,
+    /// Dropout probability on the inputs of every dense layer while training (0 = off; the
+    /// exported model has no dropout, so the encrypted network is unchanged).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Label smoothing of the cross-entropy loss (0 = off; e.g. 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
     /// Seed for initialisation and shuffling (same seed, same model).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -135,6 +145,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         clip: args.clip,
         seed: args.seed,
         augment: args.augment,
+        max_shift: args.shift,
+        dropout: args.dropout,
+        label_smoothing: args.label_smoothing,
     };
     if !args.json {
         eprintln!(

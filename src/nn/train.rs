@@ -56,8 +56,14 @@ pub struct TrainConfig {
     pub clip: f64,
     /// Seed of the weight init and the shuffling.
     pub seed: u64,
-    /// Data augmentation: random horizontal flip and random shift of up to 2 pixels.
+    /// Data augmentation: random horizontal flip and a random shift of up to `max_shift` pixels.
     pub augment: bool,
+    /// Largest shift (pixels, each direction) of the augmentation.
+    pub max_shift: usize,
+    /// Dropout probability on the inputs of every dense layer while training (0 = off).
+    pub dropout: f64,
+    /// Label smoothing of the cross-entropy loss (0 = plain cross entropy).
+    pub label_smoothing: f64,
 }
 
 impl Default for TrainConfig {
@@ -70,6 +76,9 @@ impl Default for TrainConfig {
             clip: 5.0,
             seed: 1,
             augment: false,
+            max_shift: 2,
+            dropout: 0.0,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -180,6 +189,8 @@ pub struct Net {
     layers: Vec<NetLayer>,
     vars: Vec<Var>,
     device: Device,
+    /// Training-time dropout before dense layers: probability and the seeded mask generator.
+    dropout: Option<(f64, ChaCha20Rng)>,
 }
 
 const BN_EPS: f64 = 1e-5;
@@ -385,6 +396,7 @@ impl Net {
             layers,
             vars,
             device,
+            dropout: None,
         })
     }
 
@@ -452,6 +464,22 @@ impl Net {
                     (g.sum(2)? / (*kk as f64))?.reshape((b, *positions * *c))?
                 }
                 NetLayer::Dense { w, b: bias, .. } => {
+                    let x = match (&mut self.dropout, train) {
+                        (Some((p, rng)), true) => {
+                            let keep = 1.0 - *p;
+                            let mask: Vec<f32> = (0..x.elem_count())
+                                .map(|_| {
+                                    if rng.random::<f64>() < keep {
+                                        (1.0 / keep) as f32
+                                    } else {
+                                        0.0
+                                    }
+                                })
+                                .collect();
+                            (x.clone() * Tensor::from_vec(mask, x.shape(), &self.device)?)?
+                        }
+                        _ => x,
+                    };
                     x.matmul(w.as_tensor())?.broadcast_add(bias.as_tensor())?
                 }
                 NetLayer::Flatten => x,
@@ -753,7 +781,19 @@ pub fn train(
             train.shape
         )));
     }
+    if !(0.0..1.0).contains(&cfg.dropout) || !(0.0..1.0).contains(&cfg.label_smoothing) {
+        return Err(TrainError::Data(format!(
+            "dropout ({}) and label smoothing ({}) must lie in [0, 1)",
+            cfg.dropout, cfg.label_smoothing
+        )));
+    }
     let mut net = Net::new(arch, act, input, cfg.seed)?;
+    if cfg.dropout > 0.0 {
+        net.dropout = Some((
+            cfg.dropout,
+            ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x0d20_f0a7),
+        ));
+    }
     let norm = normalization_of(train);
     let size = train.image_size();
     let xtr = normalized_f32(train, &norm);
@@ -800,8 +840,9 @@ pub fn train(
                 let img = &xtr[i * size..(i + 1) * size];
                 if cfg.augment {
                     let flip = rng.random::<bool>();
-                    let dy = rng.random_range(-2i32..=2);
-                    let dx = rng.random_range(-2i32..=2);
+                    let m = cfg.max_shift as i32;
+                    let dy = rng.random_range(-m..=m);
+                    let dx = rng.random_range(-m..=m);
                     augment_into(&mut xb, img, train.shape, &fill, flip, dy, dx);
                 } else {
                     xb.extend_from_slice(img);
@@ -811,7 +852,16 @@ pub fn train(
             let x = Tensor::from_vec(xb, (chunk.len(), size), &net.device)?;
             let y = Tensor::from_vec(yb, chunk.len(), &net.device)?;
             let logits = net.forward(&x, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            if cfg.label_smoothing > 0.0 {
+                // (1 - e) * CE + e * mean over classes of -log p (uniform target).
+                let uniform = candle_nn::ops::log_softmax(&logits, 1)?
+                    .mean(1)?
+                    .mean(0)?
+                    .neg()?;
+                let e = cfg.label_smoothing;
+                loss = ((loss * (1.0 - e))? + (uniform * e)?)?;
+            }
             let lv = loss.to_scalar::<f32>()?;
             if !lv.is_finite() {
                 return Err(TrainError::Diverged { epoch, loss: lv });

@@ -9,8 +9,9 @@ pub use runtime::{
 use shaders::Family;
 
 use super::{
-    check_keyswitch_inner, check_slice, conv_constants, div_round_constants, Backend, BackendError,
-    ConvConstants, DivRoundConstants, Result, RnsContext, Shape,
+    check_join, check_keyswitch_inner, check_slice, check_truncate, conv_constants,
+    div_round_constants, Backend, BackendError, ConvConstants, DivRoundConstants, Result,
+    RnsContext, Shape,
 };
 use std::collections::HashMap;
 use std::ops::Range;
@@ -624,6 +625,57 @@ impl Backend for GpuBackend {
                 None,
             )?;
         }
+        Ok(out)
+    }
+
+    fn join_components(&self, count: usize, parts: &[&GpuTensor]) -> Result<GpuTensor> {
+        let ks = check_join(count, &parts.iter().map(|p| &p.shape).collect::<Vec<_>>())?;
+        let map = &parts[0].shape.moduli;
+        let limbs = map.len() as u32;
+        let total: usize = ks.iter().sum();
+        let out = self.alloc(Shape {
+            polys: count * total,
+            moduli: map.clone(),
+        })?;
+        // One copy dispatch per component of each part, over every item at once.
+        let mut base = 0u32;
+        for (p, &k) in parts.iter().zip(&ks) {
+            for j in 0..k as u32 {
+                let src = View {
+                    buf: p.buffer(),
+                    off: j * limbs,
+                    stride: k as u32 * limbs,
+                };
+                let dst = View {
+                    buf: out.buffer(),
+                    off: (base + j) * limbs,
+                    stride: total as u32 * limbs,
+                };
+                self.ew("ew_copy", dst, src, src, count, count, map, None)?;
+            }
+            base += k as u32;
+        }
+        Ok(out)
+    }
+
+    fn truncate_limbs(&self, t: &GpuTensor, limbs: usize) -> Result<GpuTensor> {
+        check_truncate(&t.shape, limbs)?;
+        let map = &t.shape.moduli[..limbs];
+        let out = self.alloc(Shape {
+            polys: t.shape.polys,
+            moduli: map.to_vec(),
+        })?;
+        let src = View::whole(t);
+        self.ew(
+            "ew_copy",
+            View::whole(&out),
+            src,
+            src,
+            t.shape.polys,
+            t.shape.polys,
+            map,
+            None,
+        )?;
         Ok(out)
     }
 

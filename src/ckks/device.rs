@@ -1,0 +1,636 @@
+//! The CKKS evaluator over any compute [`Backend`]: batches of ciphertexts resident on the device.
+//!
+//! [`DeviceEvaluator`] is one evaluator for every backend: the same code runs on
+//! [`CpuBackend`](crate::backend::cpu::CpuBackend) and
+//! [`GpuBackend`](crate::backend::gpu::GpuBackend), and its results equal the host
+//! [`Evaluator`](super::Evaluator)'s word for word (pinned by `tests/device_evaluator.rs`). A
+//! [`DeviceCiphertext`] holds `count` ciphertexts of the same size, level and scale in one tensor
+//! `[count][size][limb][coeff]` (NTT form), so every operation is a few batched launches whatever
+//! the count; data moves only in [`DeviceEvaluator::upload`] and [`DeviceEvaluator::download`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::backend::{Backend, RnsContext, Shape, SwitchKey};
+
+use super::encoder::f64_to_residue;
+use super::{Ciphertext, CkksError, Context, EvaluationKeys, Parameters, Plaintext, SwitchingKey};
+
+/// Relative tolerance when comparing scales of operands (as in the host evaluator).
+const SCALE_RTOL: f64 = 1e-9;
+
+fn same_scale(a: f64, b: f64) -> bool {
+    (a - b).abs() <= SCALE_RTOL * a.abs().max(b.abs())
+}
+
+/// `count` ciphertexts of equal size, level and scale, resident on a backend as one tensor
+/// `[count][size][limb][coeff]` over `Q_level` (NTT form).
+pub struct DeviceCiphertext<T> {
+    data: T,
+    count: usize,
+    size: usize,
+    level: usize,
+    scale: f64,
+}
+
+impl<T> DeviceCiphertext<T> {
+    /// Number of ciphertexts in the batch.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+    /// Components per ciphertext (2, or 3 after a multiplication before relinearization).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    /// Level (number of data primes minus one).
+    pub fn level(&self) -> usize {
+        self.level
+    }
+    /// Current scale.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+    /// The backend tensor.
+    pub fn tensor(&self) -> &T {
+        &self.data
+    }
+    /// The backend tensor, taken out of the batch.
+    pub fn into_tensor(self) -> T {
+        self.data
+    }
+}
+
+/// A plaintext resident on a backend (one polynomial over `Q_level`, NTT form).
+pub struct DevicePlaintext<T> {
+    data: T,
+    level: usize,
+    scale: f64,
+}
+
+impl<T> DevicePlaintext<T> {
+    /// Level.
+    pub fn level(&self) -> usize {
+        self.level
+    }
+    /// Scale the message was encoded at.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+}
+
+/// Evaluation keys resident on a backend (no secret: relinearization and Galois keys only).
+pub struct DeviceKeys<T> {
+    relin: Option<SwitchKey<T>>,
+    galois: BTreeMap<usize, SwitchKey<T>>,
+}
+
+/// The backend context of a parameter set: the primes `Q` then `P`, at degree `N`.
+pub fn rns_context(params: &Parameters) -> Result<RnsContext, CkksError> {
+    let mut primes = params.q().to_vec();
+    primes.extend_from_slice(params.p());
+    Ok(RnsContext::new(params.n(), &primes)?)
+}
+
+/// Evaluates CKKS operations on batches of device-resident ciphertexts. Holds no secret.
+pub struct DeviceEvaluator<B: Backend> {
+    ctx: Arc<Context>,
+    backend: B,
+}
+
+impl<B: Backend> DeviceEvaluator<B> {
+    /// An evaluator for `ctx` on `backend`, which must be built for [`rns_context`] of the same
+    /// parameters.
+    pub fn new(ctx: Arc<Context>, backend: B) -> Result<Self, CkksError> {
+        let params = ctx.params();
+        let want: Vec<u32> = params.q().iter().chain(params.p()).copied().collect();
+        let bctx = backend.context();
+        if bctx.n() != params.n() || bctx.primes() != want.as_slice() {
+            return Err(CkksError::InvalidParameters {
+                reason: format!(
+                    "backend {} is built for N = {} and primes {:?}, the parameters have N = {} and primes {:?}; build it from ckks::rns_context",
+                    backend.name(),
+                    bctx.n(),
+                    bctx.primes(),
+                    params.n(),
+                    want
+                ),
+            });
+        }
+        Ok(Self { ctx, backend })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    fn level_shape(&self, polys: usize, level: usize) -> Shape {
+        Shape {
+            polys,
+            moduli: (0..=level).collect(),
+        }
+    }
+
+    /// Uploads a batch of ciphertexts of equal size, level and scale.
+    pub fn upload(&self, cts: &[Ciphertext]) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        let first = cts.first().ok_or(CkksError::EmptyBatch)?;
+        let n = self.ctx.n();
+        let mut data = Vec::with_capacity(cts.len() * first.data.len());
+        for ct in cts {
+            let expected = ct.size * (ct.level + 1) * n;
+            if ct.level > self.ctx.params().max_level() || ct.data.len() != expected {
+                return Err(CkksError::ShapeMismatch {
+                    what: "ciphertext",
+                    expected,
+                    found: ct.data.len(),
+                });
+            }
+            if ct.size != first.size {
+                return Err(CkksError::SizeMismatch {
+                    op: "upload",
+                    left: first.size,
+                    right: ct.size,
+                });
+            }
+            if ct.level != first.level {
+                return Err(CkksError::LevelMismatch {
+                    op: "upload",
+                    left: first.level,
+                    right: ct.level,
+                });
+            }
+            if !same_scale(ct.scale, first.scale) {
+                return Err(CkksError::ScaleMismatch {
+                    op: "upload",
+                    left: first.scale,
+                    right: ct.scale,
+                });
+            }
+            data.extend_from_slice(&ct.data);
+        }
+        let shape = self.level_shape(cts.len() * first.size, first.level);
+        Ok(DeviceCiphertext {
+            data: self.backend.upload(&data, shape)?,
+            count: cts.len(),
+            size: first.size,
+            level: first.level,
+            scale: first.scale,
+        })
+    }
+
+    /// Downloads a batch as host ciphertexts.
+    pub fn download(&self, ct: &DeviceCiphertext<B::Tensor>) -> Result<Vec<Ciphertext>, CkksError> {
+        self.check(ct)?;
+        let words = self.backend.download(&ct.data)?;
+        let per = words.len() / ct.count;
+        Ok(words
+            .chunks_exact(per)
+            .map(|c| Ciphertext {
+                data: c.to_vec(),
+                size: ct.size,
+                level: ct.level,
+                scale: ct.scale,
+            })
+            .collect())
+    }
+
+    /// Uploads a plaintext (multiplied into or added to every ciphertext of a batch).
+    pub fn upload_plaintext(
+        &self,
+        pt: &Plaintext,
+    ) -> Result<DevicePlaintext<B::Tensor>, CkksError> {
+        let expected = (pt.level + 1) * self.ctx.n();
+        if pt.level > self.ctx.params().max_level() || pt.data.len() != expected {
+            return Err(CkksError::ShapeMismatch {
+                what: "plaintext",
+                expected,
+                found: pt.data.len(),
+            });
+        }
+        Ok(DevicePlaintext {
+            data: self
+                .backend
+                .upload(&pt.data, self.level_shape(1, pt.level))?,
+            level: pt.level,
+            scale: pt.scale,
+        })
+    }
+
+    fn upload_switching_key(&self, key: &SwitchingKey) -> Result<SwitchKey<B::Tensor>, CkksError> {
+        let params = self.ctx.params();
+        let top = params.max_level();
+        let k_limbs = top + 1 + params.p().len();
+        let dnum = params.dnum();
+        let shape = Shape {
+            polys: 2 * dnum,
+            moduli: (0..k_limbs).collect(),
+        };
+        let expected = shape.words(self.ctx.n());
+        if key.data.len() != expected {
+            return Err(CkksError::ShapeMismatch {
+                what: "switching key",
+                expected,
+                found: key.data.len(),
+            });
+        }
+        Ok(SwitchKey {
+            key: self.backend.upload(&key.data, shape)?,
+            dnum,
+            alpha: params.digit_size(),
+            special: (top + 1..k_limbs).collect(),
+        })
+    }
+
+    /// Uploads the evaluation keys (relinearization and every Galois key present).
+    pub fn upload_keys(&self, keys: &EvaluationKeys) -> Result<DeviceKeys<B::Tensor>, CkksError> {
+        let relin = keys
+            .relin
+            .as_ref()
+            .map(|k| self.upload_switching_key(k))
+            .transpose()?;
+        let galois = keys
+            .galois
+            .iter()
+            .map(|(&g, k)| Ok((g, self.upload_switching_key(k)?)))
+            .collect::<Result<_, CkksError>>()?;
+        Ok(DeviceKeys { relin, galois })
+    }
+
+    fn check(&self, ct: &DeviceCiphertext<B::Tensor>) -> Result<(), CkksError> {
+        let shape = self.backend.shape(&ct.data);
+        let expected = self.level_shape(ct.count * ct.size, ct.level);
+        if ct.count == 0
+            || ct.size < 2
+            || ct.level > self.ctx.params().max_level()
+            || *shape != expected
+        {
+            return Err(CkksError::ShapeMismatch {
+                what: "device ciphertext",
+                expected: expected.words(self.ctx.n()),
+                found: shape.words(self.ctx.n()),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_pair(
+        &self,
+        op: &'static str,
+        a: &DeviceCiphertext<B::Tensor>,
+        b: &DeviceCiphertext<B::Tensor>,
+    ) -> Result<(), CkksError> {
+        self.check(a)?;
+        self.check(b)?;
+        if a.count != b.count {
+            return Err(CkksError::CountMismatch {
+                op,
+                left: a.count,
+                right: b.count,
+            });
+        }
+        if a.level != b.level {
+            return Err(CkksError::LevelMismatch {
+                op,
+                left: a.level,
+                right: b.level,
+            });
+        }
+        Ok(())
+    }
+
+    fn with_data(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        data: B::Tensor,
+        size: usize,
+        level: usize,
+        scale: f64,
+    ) -> DeviceCiphertext<B::Tensor> {
+        DeviceCiphertext {
+            data,
+            count: a.count,
+            size,
+            level,
+            scale,
+        }
+    }
+
+    /// Components `keep` of every ciphertext of `a`.
+    fn components(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        keep: std::ops::Range<usize>,
+    ) -> Result<B::Tensor, CkksError> {
+        Ok(self.backend.slice_components(&a.data, a.size, keep)?)
+    }
+
+    /// `f(a, b)` on the components both have; the extra components of the larger operand pass
+    /// through `extra` (identity for add, negation for sub's `b`).
+    fn combine(
+        &self,
+        op: &'static str,
+        a: &DeviceCiphertext<B::Tensor>,
+        b: &DeviceCiphertext<B::Tensor>,
+        f: impl Fn(&B, &B::Tensor, &B::Tensor) -> crate::backend::Result<B::Tensor>,
+        negate_extra_b: bool,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check_pair(op, a, b)?;
+        if !same_scale(a.scale, b.scale) {
+            return Err(CkksError::ScaleMismatch {
+                op,
+                left: a.scale,
+                right: b.scale,
+            });
+        }
+        let be = &self.backend;
+        let data = if a.size == b.size {
+            f(be, &a.data, &b.data)?
+        } else {
+            let common = a.size.min(b.size);
+            let head = f(
+                be,
+                &self.components(a, 0..common)?,
+                &self.components(b, 0..common)?,
+            )?;
+            let tail = if a.size > b.size {
+                self.components(a, common..a.size)?
+            } else {
+                let t = self.components(b, common..b.size)?;
+                if negate_extra_b {
+                    be.negate(&t)?
+                } else {
+                    t
+                }
+            };
+            be.join_components(a.count, &[&head, &tail])?
+        };
+        Ok(self.with_data(a, data, a.size.max(b.size), a.level, a.scale))
+    }
+
+    /// `a + b` (same count, level and scale; sizes may differ).
+    pub fn add(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        b: &DeviceCiphertext<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.combine("add", a, b, |be, x, y| be.add(x, y), false)
+    }
+
+    /// `a - b` (same count, level and scale; sizes may differ).
+    pub fn sub(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        b: &DeviceCiphertext<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.combine("sub", a, b, |be, x, y| be.sub(x, y), true)
+    }
+
+    /// `-a`.
+    pub fn negate(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        let data = self.backend.negate(&a.data)?;
+        Ok(self.with_data(a, data, a.size, a.level, a.scale))
+    }
+
+    fn check_plain(
+        &self,
+        op: &'static str,
+        a: &DeviceCiphertext<B::Tensor>,
+        pt: &DevicePlaintext<B::Tensor>,
+    ) -> Result<(), CkksError> {
+        self.check(a)?;
+        if a.level != pt.level {
+            return Err(CkksError::LevelMismatch {
+                op,
+                left: a.level,
+                right: pt.level,
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces component 0 of every ciphertext by `c0` (`[count][1]`).
+    fn with_c0(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        c0: B::Tensor,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        let rest = self.components(a, 1..a.size)?;
+        let data = self.backend.join_components(a.count, &[&c0, &rest])?;
+        Ok(self.with_data(a, data, a.size, a.level, a.scale))
+    }
+
+    /// `a + pt` for every ciphertext of the batch (same level and scale).
+    pub fn add_plain(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        pt: &DevicePlaintext<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check_plain("add_plain", a, pt)?;
+        if !same_scale(a.scale, pt.scale) {
+            return Err(CkksError::ScaleMismatch {
+                op: "add_plain",
+                left: a.scale,
+                right: pt.scale,
+            });
+        }
+        let c0 = self.backend.add(&self.components(a, 0..1)?, &pt.data)?;
+        self.with_c0(a, c0)
+    }
+
+    /// `a * pt` for every ciphertext of the batch (scales multiply; rescale afterwards).
+    pub fn mul_plain(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        pt: &DevicePlaintext<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check_plain("mul_plain", a, pt)?;
+        let data = self.backend.mul(&a.data, &pt.data)?;
+        Ok(self.with_data(a, data, a.size, a.level, a.scale * pt.scale))
+    }
+
+    /// The integer `round(c * const_scale)` reduced modulo each prime of the level.
+    fn const_residues(
+        &self,
+        c: f64,
+        const_scale: f64,
+        level: usize,
+    ) -> Result<Vec<u32>, CkksError> {
+        let v = (c * const_scale).round();
+        if !v.is_finite() {
+            return Err(CkksError::NonFiniteInput);
+        }
+        Ok(self.ctx.q_moduli()[..=level]
+            .iter()
+            .map(|m| f64_to_residue(v, m))
+            .collect())
+    }
+
+    /// `a * c` for a real constant `c` as the integer `round(c * const_scale)`; with `None` the
+    /// constant scale is the last prime of the level (see [`Evaluator::mul_const`](super::Evaluator::mul_const)).
+    pub fn mul_const(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        c: f64,
+        const_scale: Option<f64>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        let cs = const_scale.unwrap_or(self.ctx.params().q()[a.level] as f64);
+        let scalars = self.const_residues(c, cs, a.level)?;
+        let data = self.backend.mul_scalar(&a.data, &scalars)?;
+        Ok(self.with_data(a, data, a.size, a.level, a.scale * cs))
+    }
+
+    /// `a + c` for a real constant `c` (added to every slot at the ciphertext's scale).
+    pub fn add_const(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        c: f64,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        let scalars = self.const_residues(c, a.scale, a.level)?;
+        let c0 = self
+            .backend
+            .add_scalar(&self.components(a, 0..1)?, &scalars)?;
+        self.with_c0(a, c0)
+    }
+
+    /// `a * b` without relinearization: 3-component ciphertexts at scale `scale_a * scale_b`.
+    pub fn mul(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        b: &DeviceCiphertext<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check_pair("mul", a, b)?;
+        if a.size != 2 || b.size != 2 {
+            return Err(CkksError::NotRelinearized {
+                size: a.size.max(b.size),
+            });
+        }
+        let data = self.backend.tensor(&a.data, &b.data)?;
+        Ok(self.with_data(a, data, 3, a.level, a.scale * b.scale))
+    }
+
+    /// Relinearizes 3-component ciphertexts back to 2 components.
+    pub fn relinearize(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        keys: &DeviceKeys<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        match a.size {
+            2 => {
+                let data = self.backend.duplicate(&a.data)?;
+                Ok(self.with_data(a, data, 2, a.level, a.scale))
+            }
+            3 => {
+                let rlk = keys.relin.as_ref().ok_or(CkksError::MissingRelinKey)?;
+                let ks = self.backend.keyswitch(&self.components(a, 2..3)?, rlk)?;
+                let data = self.backend.add(&self.components(a, 0..2)?, &ks)?;
+                Ok(self.with_data(a, data, 2, a.level, a.scale))
+            }
+            size => Err(CkksError::NotRelinearized { size }),
+        }
+    }
+
+    /// Divides by the last prime of the level and rounds: level - 1, scale / q_l.
+    pub fn rescale(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        if a.level == 0 {
+            return Err(CkksError::OutOfLevels { op: "rescale" });
+        }
+        let data = self.backend.divide_round(&a.data, 1)?;
+        let q = self.ctx.params().q()[a.level] as f64;
+        Ok(self.with_data(a, data, a.size, a.level - 1, a.scale / q))
+    }
+
+    /// `a * b`, relinearized and rescaled.
+    pub fn mul_relin_rescale(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        b: &DeviceCiphertext<B::Tensor>,
+        keys: &DeviceKeys<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        let prod = self.mul(a, b)?;
+        let relin = self.relinearize(&prod, keys)?;
+        drop(prod);
+        self.rescale(&relin)
+    }
+
+    /// Drops `levels` data primes without dividing (message and scale unchanged).
+    pub fn drop_levels(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        levels: usize,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        if levels > a.level {
+            return Err(CkksError::OutOfLevels { op: "drop_levels" });
+        }
+        let data = if levels == 0 {
+            self.backend.duplicate(&a.data)?
+        } else {
+            self.backend.truncate_limbs(&a.data, a.level + 1 - levels)?
+        };
+        Ok(self.with_data(a, data, a.size, a.level - levels, a.scale))
+    }
+
+    fn apply_galois(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        g: usize,
+        keys: &DeviceKeys<B::Tensor>,
+        step: i64,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        if a.size != 2 {
+            return Err(CkksError::NotRelinearized { size: a.size });
+        }
+        let key = keys
+            .galois
+            .get(&g)
+            .ok_or(CkksError::MissingGaloisKey { step, galois: g })?;
+        let be = &self.backend;
+        // (c0, c1) -> (sigma(c0) + ks_0, ks_1) with ks = keyswitch(sigma(c1)).
+        let rot = be.automorphism_ntt(&a.data, g)?;
+        let ks = be.keyswitch(&be.slice_components(&rot, 2, 1..2)?, key)?;
+        let c0 = be.add(
+            &be.slice_components(&rot, 2, 0..1)?,
+            &be.slice_components(&ks, 2, 0..1)?,
+        )?;
+        let c1 = be.slice_components(&ks, 2, 1..2)?;
+        let data = be.join_components(a.count, &[&c0, &c1])?;
+        Ok(self.with_data(a, data, 2, a.level, a.scale))
+    }
+
+    /// Rotates the slots of every ciphertext left by `step` (negative: right).
+    pub fn rotate(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        step: i64,
+        keys: &DeviceKeys<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        let g = self.ctx.galois_element(step);
+        self.apply_galois(a, g, keys, step)
+    }
+
+    /// Complex conjugation of every slot of every ciphertext.
+    pub fn conjugate(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        keys: &DeviceKeys<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.apply_galois(a, self.ctx.conjugation_element(), keys, 0)
+    }
+}

@@ -1,0 +1,398 @@
+//! The CKKS `DeviceEvaluator` gives exactly the host `Evaluator`'s ciphertexts, word for word, on
+//! the CPU backend and on the GPU backend (hence they decrypt to exactly the same values), for
+//! every operation, on batches of several ciphertexts; GPU results stay on the device.
+
+use cryptodl::backend::cpu::CpuBackend;
+use cryptodl::backend::gpu::{GpuBackend, GpuRuntime};
+use cryptodl::backend::Backend;
+use cryptodl::ckks::*;
+use std::sync::Arc;
+
+fn gpu() -> Option<Arc<GpuRuntime>> {
+    match GpuRuntime::shared() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            if std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("CRYPTODL_REQUIRE_GPU=1 but no GPU adapter could be opened: {e}");
+            }
+            eprintln!("SKIPPED: no GPU adapter ({e}); install mesa-vulkan-drivers libvulkan1 to run the GPU tests");
+            None
+        }
+    }
+}
+
+const STEPS: [i64; 3] = [1, 3, -2];
+
+/// Client-side material: keys, three ciphertext batches and a plaintext.
+struct Fixture {
+    params: Parameters,
+    ctx: Arc<Context>,
+    sk: SecretKey,
+    keys: EvaluationKeys,
+    enc: Encoder,
+    /// Two batches of `count` fresh ciphertexts at the top level, and one a level lower.
+    a: Vec<Ciphertext>,
+    b: Vec<Ciphertext>,
+    low: Vec<Ciphertext>,
+    pt: Plaintext,
+    va: Vec<Vec<f64>>,
+    vb: Vec<Vec<f64>>,
+}
+
+fn fixture(preset: &str, count: usize, seed: u64) -> Fixture {
+    let params = Preset::by_name(preset).unwrap().parameters(true).unwrap();
+    let ctx = Context::new(&params).unwrap();
+    let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(seed));
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = kg.evaluation_keys(&sk, &STEPS, true).unwrap();
+    let enc = Encoder::new(ctx.clone());
+    let mut encryptor = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(seed + 1));
+    let eval = Evaluator::new(ctx.clone());
+    let top = params.max_level();
+    let scale = params.default_scale();
+    let slots = enc.slots();
+    let values = |k: usize, m: usize| -> Vec<f64> {
+        (0..slots)
+            .map(|i| (((i * (k + 2)) % m) as f64 - m as f64 / 2.0) / m as f64)
+            .collect()
+    };
+    let va: Vec<Vec<f64>> = (0..count).map(|k| values(k, 13)).collect();
+    let vb: Vec<Vec<f64>> = (0..count).map(|k| values(k + 5, 7)).collect();
+    let mut encrypt = |v: &[f64]| {
+        encryptor
+            .encrypt(&enc.encode(v, top, scale).unwrap(), &pk)
+            .unwrap()
+    };
+    let a: Vec<Ciphertext> = va.iter().map(|v| encrypt(v)).collect();
+    let b: Vec<Ciphertext> = vb.iter().map(|v| encrypt(v)).collect();
+    let low = b
+        .iter()
+        .map(|c| {
+            let mut c = eval.mul_const(c, 0.5, None).unwrap();
+            eval.rescale_assign(&mut c).unwrap();
+            c
+        })
+        .collect();
+    let pt = enc.encode(&values(9, 11), top, scale).unwrap();
+    Fixture {
+        params,
+        ctx,
+        sk,
+        keys,
+        enc,
+        a,
+        b,
+        low,
+        pt,
+        va,
+        vb,
+    }
+}
+
+/// Runs every operation on the device evaluator and on the host evaluator; asserts the results
+/// are equal word for word (with equal size, level and scale).
+fn check_every_operation<B: Backend>(f: &Fixture, dev: &DeviceEvaluator<B>) {
+    let host = Evaluator::new(f.ctx.clone());
+    let keys = dev.upload_keys(&f.keys).unwrap();
+    let a = dev.upload(&f.a).unwrap();
+    let b = dev.upload(&f.b).unwrap();
+    let low = dev.upload(&f.low).unwrap();
+    let pt = dev.upload_plaintext(&f.pt).unwrap();
+    assert_eq!(dev.download(&a).unwrap(), f.a, "upload/download round trip");
+
+    let name = dev.backend().name();
+    let same = |what: &str, got: &DeviceCiphertext<B::Tensor>, want: Vec<Ciphertext>| {
+        assert_eq!(
+            dev.download(got).unwrap(),
+            want,
+            "{what} on {name} == host evaluator"
+        );
+    };
+    let each = |op: &dyn Fn(&Ciphertext, &Ciphertext) -> Ciphertext| -> Vec<Ciphertext> {
+        f.a.iter().zip(&f.b).map(|(x, y)| op(x, y)).collect()
+    };
+    let prod = dev.mul(&a, &b).unwrap();
+    same("mul", &prod, each(&|x, y| host.mul(x, y).unwrap()));
+    same(
+        "add",
+        &dev.add(&a, &b).unwrap(),
+        each(&|x, y| host.add(x, y).unwrap()),
+    );
+    same(
+        "sub",
+        &dev.sub(&a, &b).unwrap(),
+        each(&|x, y| host.sub(x, y).unwrap()),
+    );
+    // Operands of different sizes (at the product's scale): the extra component passes through
+    // (negated for sub).
+    let s = a.scale();
+    let a_sq = dev.mul_const(&a, 1.0, Some(s)).unwrap();
+    let sq = |x: &Ciphertext| host.mul_const(x, 1.0, Some(s)).unwrap();
+    same(
+        "add (size 3 + size 2)",
+        &dev.add(&prod, &a_sq).unwrap(),
+        each(&|x, y| host.add(&host.mul(x, y).unwrap(), &sq(x)).unwrap()),
+    );
+    same(
+        "sub (size 2 - size 3)",
+        &dev.sub(&a_sq, &prod).unwrap(),
+        each(&|x, y| host.sub(&sq(x), &host.mul(x, y).unwrap()).unwrap()),
+    );
+    same(
+        "negate",
+        &dev.negate(&a).unwrap(),
+        each(&|x, _| host.negate(x).unwrap()),
+    );
+    same(
+        "add_plain",
+        &dev.add_plain(&a, &pt).unwrap(),
+        each(&|x, _| host.add_plain(x, &f.pt).unwrap()),
+    );
+    same(
+        "mul_plain",
+        &dev.mul_plain(&a, &pt).unwrap(),
+        each(&|x, _| host.mul_plain(x, &f.pt).unwrap()),
+    );
+    same(
+        "mul_const",
+        &dev.mul_const(&a, -0.75, None).unwrap(),
+        each(&|x, _| host.mul_const(x, -0.75, None).unwrap()),
+    );
+    same(
+        "mul_const (explicit scale)",
+        &dev.mul_const(&a, 3.0, Some(16.0)).unwrap(),
+        each(&|x, _| host.mul_const(x, 3.0, Some(16.0)).unwrap()),
+    );
+    same(
+        "add_const",
+        &dev.add_const(&a, 0.3).unwrap(),
+        each(&|x, _| {
+            let mut r = x.clone();
+            host.add_const_assign(&mut r, 0.3).unwrap();
+            r
+        }),
+    );
+    same(
+        "relinearize",
+        &dev.relinearize(&prod, &keys).unwrap(),
+        each(&|x, y| {
+            let mut r = host.mul(x, y).unwrap();
+            host.relinearize_assign(&mut r, &f.keys).unwrap();
+            r
+        }),
+    );
+    same(
+        "rescale",
+        &dev.rescale(&a).unwrap(),
+        each(&|x, _| {
+            let mut r = x.clone();
+            host.rescale_assign(&mut r).unwrap();
+            r
+        }),
+    );
+    same(
+        "rescale (size 3)",
+        &dev.rescale(&prod).unwrap(),
+        each(&|x, y| {
+            let mut r = host.mul(x, y).unwrap();
+            host.rescale_assign(&mut r).unwrap();
+            r
+        }),
+    );
+    let mrr = dev.mul_relin_rescale(&a, &b, &keys).unwrap();
+    same(
+        "mul_relin_rescale",
+        &mrr,
+        each(&|x, y| host.mul_relin_rescale(x, y, &f.keys).unwrap()),
+    );
+    same(
+        "drop_levels",
+        &dev.drop_levels(&a, 2).unwrap(),
+        each(&|x, _| {
+            let mut r = x.clone();
+            host.drop_levels_assign(&mut r, 2).unwrap();
+            r
+        }),
+    );
+    for step in STEPS {
+        same(
+            &format!("rotate {step}"),
+            &dev.rotate(&a, step, &keys).unwrap(),
+            each(&|x, _| host.rotate(x, step, &f.keys).unwrap()),
+        );
+        same(
+            &format!("rotate {step} one level down"),
+            &dev.rotate(&low, step, &keys).unwrap(),
+            f.low
+                .iter()
+                .map(|x| host.rotate(x, step, &f.keys).unwrap())
+                .collect(),
+        );
+    }
+    same(
+        "conjugate",
+        &dev.conjugate(&a, &keys).unwrap(),
+        each(&|x, _| host.conjugate(x, &f.keys).unwrap()),
+    );
+
+    // A chain: rescale(-0.5 * (rotate(a * b, 1) + a * b)) — levels and scales tracked as on the
+    // host.
+    let sum = dev.add(&dev.rotate(&mrr, 1, &keys).unwrap(), &mrr).unwrap();
+    let chain = dev
+        .rescale(&dev.mul_const(&sum, -0.5, None).unwrap())
+        .unwrap();
+    let want: Vec<Ciphertext> =
+        f.a.iter()
+            .zip(&f.b)
+            .map(|(x, y)| {
+                let m = host.mul_relin_rescale(x, y, &f.keys).unwrap();
+                let mut r = host.add(&host.rotate(&m, 1, &f.keys).unwrap(), &m).unwrap();
+                host.mul_const_assign(&mut r, -0.5, None).unwrap();
+                host.rescale_assign(&mut r).unwrap();
+                r
+            })
+            .collect();
+    same("a chain of operations", &chain, want);
+
+    // The batch decrypts to the slot-wise products.
+    let dec = Decryptor::new(f.ctx.clone());
+    for (k, ct) in dev.download(&mrr).unwrap().iter().enumerate() {
+        let got = f.enc.decode(&dec.decrypt(ct, &f.sk).unwrap());
+        let err = got
+            .iter()
+            .zip(f.va[k].iter().zip(&f.vb[k]))
+            .map(|(x, (p, q))| (x - p * q).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            err < 1e-2,
+            "ciphertext {k} decrypts to a*b (max error {err})"
+        );
+    }
+}
+
+fn cpu_evaluator(f: &Fixture) -> DeviceEvaluator<CpuBackend> {
+    let backend = CpuBackend::new(rns_context(&f.params).unwrap());
+    DeviceEvaluator::new(f.ctx.clone(), backend).unwrap()
+}
+
+#[test]
+fn cpu_device_evaluator_equals_the_host_evaluator_on_every_operation() {
+    let f = fixture("toy4096", 3, 21);
+    check_every_operation(&f, &cpu_evaluator(&f));
+}
+
+#[test]
+fn gpu_device_evaluator_equals_the_host_evaluator_on_every_operation() {
+    let Some(rt) = gpu() else { return };
+    let f = fixture("toy4096", 3, 31);
+    let backend = GpuBackend::new(rt, rns_context(&f.params).unwrap()).unwrap();
+    check_every_operation(&f, &DeviceEvaluator::new(f.ctx.clone(), backend).unwrap());
+}
+
+#[test]
+fn gpu_device_evaluator_at_the_n8192_preset() {
+    let Some(rt) = gpu() else { return };
+    let f = fixture("n8192", 2, 41);
+    let host = Evaluator::new(f.ctx.clone());
+    let backend = GpuBackend::new(rt, rns_context(&f.params).unwrap()).unwrap();
+    let dev = DeviceEvaluator::new(f.ctx.clone(), backend).unwrap();
+    let keys = dev.upload_keys(&f.keys).unwrap();
+    let (a, b) = (dev.upload(&f.a).unwrap(), dev.upload(&f.b).unwrap());
+    let out = dev
+        .rotate(&dev.mul_relin_rescale(&a, &b, &keys).unwrap(), -2, &keys)
+        .unwrap();
+    let want: Vec<Ciphertext> =
+        f.a.iter()
+            .zip(&f.b)
+            .map(|(x, y)| {
+                let m = host.mul_relin_rescale(x, y, &f.keys).unwrap();
+                host.rotate(&m, -2, &f.keys).unwrap()
+            })
+            .collect();
+    assert_eq!(dev.download(&out).unwrap(), want);
+}
+
+#[test]
+fn gpu_batches_stay_resident_and_dispatches_do_not_grow_with_the_batch() {
+    let Some(rt) = gpu() else { return };
+    let f = fixture("toy4096", 5, 51);
+    let backend = GpuBackend::new(rt, rns_context(&f.params).unwrap()).unwrap();
+    let dev = DeviceEvaluator::new(f.ctx.clone(), backend).unwrap();
+    let keys = dev.upload_keys(&f.keys).unwrap();
+    let mut dispatches = Vec::new();
+    for count in [1, 5] {
+        let a = dev.upload(&f.a[..count]).unwrap();
+        let b = dev.upload(&f.b[..count]).unwrap();
+        let before = dev.backend().counters();
+        let m = dev.mul_relin_rescale(&a, &b, &keys).unwrap();
+        let r = dev.rotate(&m, 3, &keys).unwrap();
+        let after = dev.backend().counters();
+        assert_eq!(
+            (after.uploads, after.downloads),
+            (before.uploads, before.downloads),
+            "mul_relin_rescale + rotate on resident tensors move no data"
+        );
+        dispatches.push(after.dispatches - before.dispatches);
+        assert_eq!(dev.download(&r).unwrap().len(), count);
+    }
+    assert_eq!(
+        dispatches[0], dispatches[1],
+        "a batch of 5 takes as many launches as a batch of 1"
+    );
+    eprintln!(
+        "mul_relin_rescale + rotate: {} dispatches for any batch size",
+        dispatches[0]
+    );
+}
+
+#[test]
+fn device_evaluator_errors_name_the_values() {
+    let f = fixture("toy4096", 2, 61);
+    let dev = cpu_evaluator(&f);
+    let keys = dev.upload_keys(&f.keys).unwrap();
+    let a = dev.upload(&f.a).unwrap();
+    let one = dev.upload(&f.a[..1]).unwrap();
+    let low = dev.upload(&f.low).unwrap();
+    let msg = |e: CkksError| e.to_string();
+    assert!(msg(dev.add(&a, &one).err().unwrap()).contains("2 vs 1"));
+    assert!(msg(dev.mul(&a, &low).err().unwrap()).contains("different levels"));
+    assert!(matches!(
+        dev.rotate(&a, 5, &keys),
+        Err(CkksError::MissingGaloisKey { step: 5, .. })
+    ));
+    assert!(matches!(dev.upload(&[]), Err(CkksError::EmptyBatch)));
+    let mixed = [f.a[0].clone(), f.low[0].clone()];
+    assert!(matches!(
+        dev.upload(&mixed),
+        Err(CkksError::LevelMismatch { .. })
+    ));
+    let prod = dev.mul(&a, &a).unwrap();
+    assert!(matches!(
+        dev.rotate(&prod, 1, &keys),
+        Err(CkksError::NotRelinearized { size: 3 })
+    ));
+    let mut bottom = dev.drop_levels(&a, f.params.max_level()).unwrap();
+    assert_eq!(bottom.level(), 0);
+    assert!(matches!(
+        dev.rescale(&bottom),
+        Err(CkksError::OutOfLevels { .. })
+    ));
+    bottom = dev.drop_levels(&bottom, 0).unwrap();
+    assert!(dev.drop_levels(&bottom, 1).is_err());
+    // A backend built for other primes is refused with both sets named.
+    let other = Preset::by_name("toy1024")
+        .unwrap()
+        .parameters(true)
+        .unwrap();
+    let wrong = CpuBackend::new(rns_context(&other).unwrap());
+    let e = DeviceEvaluator::new(f.ctx.clone(), wrong).err().unwrap();
+    assert!(e.to_string().contains("rns_context"), "{e}");
+    // No relinearization key.
+    let no_relin = EvaluationKeys::default();
+    let empty = dev.upload_keys(&no_relin).unwrap();
+    assert!(matches!(
+        dev.relinearize(&prod, &empty),
+        Err(CkksError::MissingRelinKey)
+    ));
+}
