@@ -334,6 +334,17 @@ fn gpu_batches_stay_resident_and_dispatches_do_not_grow_with_the_batch() {
             "mul_relin_rescale + rotate on resident tensors move no data"
         );
         dispatches.push(after.dispatches - before.dispatches);
+        // Kernel timing with timestamp queries where the adapter has them.
+        let rt = dev.backend().runtime();
+        if rt.start_timing() {
+            let m = dev.mul_relin_rescale(&a, &b, &keys).unwrap();
+            let secs = rt.finish_timing().unwrap().expect("a timing was active");
+            assert!(secs > 0.0 && secs < 600.0, "GPU time {secs} s");
+            drop(m);
+        } else {
+            assert!(!rt.adapter().timestamp_queries);
+        }
+        assert_eq!(rt.finish_timing().unwrap(), None, "no timing active");
         assert_eq!(dev.download(&r).unwrap().len(), count);
     }
     assert_eq!(

@@ -64,7 +64,12 @@ pub struct OpsArgs {
 #[derive(Serialize)]
 struct OpTime {
     op: &'static str,
+    /// Median time of one run: GPU kernel time from timestamp queries for the GPU's server-side
+    /// ops where the adapter has them (see `timing`), wall time otherwise.
     median_us: f64,
+    /// GPU only: median wall time of one run plus one readback of its result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wall_median_us: Option<f64>,
     /// GPU only: compute dispatches of one run of the op.
     #[serde(skip_serializing_if = "Option::is_none")]
     dispatches: Option<u64>,
@@ -89,7 +94,7 @@ struct OpsReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     adapter: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    timing: Option<&'static str>,
+    timing: Option<String>,
     preset: String,
     n: usize,
     threads: usize,
@@ -138,19 +143,26 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 "backend {} | preset {} | N = {} | threads {}",
                 report.backend, report.preset, report.n, report.threads
             );
-            if let (Some(a), Some(t)) = (&report.adapter, report.timing) {
+            if let (Some(a), Some(t)) = (&report.adapter, &report.timing) {
                 println!("adapter {a} | times: {t}");
             }
             println!(
-                "{:<12} {:>12} {:>11} {:>14} {:>16}",
-                "op", "median (us)", "dispatches", "bytes uploaded", "bytes downloaded"
+                "{:<12} {:>12} {:>12} {:>11} {:>14} {:>16}",
+                "op",
+                "median (us)",
+                "wall (us)",
+                "dispatches",
+                "bytes uploaded",
+                "bytes downloaded"
             );
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             for o in &report.ops {
                 println!(
-                    "{:<12} {:>12.1} {:>11} {:>14} {:>16}",
+                    "{:<12} {:>12.1} {:>12} {:>11} {:>14} {:>16}",
                     o.op,
                     o.median_us,
+                    o.wall_median_us
+                        .map_or("-".to_string(), |w| format!("{w:.1}")),
                     opt(o.dispatches),
                     opt(o.bytes_uploaded),
                     opt(o.bytes_downloaded)
@@ -199,6 +211,7 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
         ops.push(OpTime {
             op,
             median_us: us,
+            wall_median_us: None,
             dispatches: None,
             bytes_uploaded: None,
             bytes_downloaded: None,
@@ -231,7 +244,7 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
         let mul_relin = precision_stats(&want, &enc.decode(&dec.decrypt(&m, &sk)?)).mean_bits;
         // The NTT rows become the GPU's; encode / encrypt / decrypt stay the host's.
         ops.retain(|o| !o.op.starts_with("ntt"));
-        let adapter = gpu_ops(args, &ctx, &ca, &cb, &keys, &mut ops)?;
+        let (adapter, timing) = gpu_ops(args, &ctx, &ca, &cb, &keys, &mut ops)?;
         const ORDER: [&str; 10] = [
             "ntt_forward",
             "ntt_inverse",
@@ -248,10 +261,7 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
         return Ok(OpsReport {
             backend: "gpu",
             adapter: Some(adapter),
-            timing: Some(
-                "wall time of the op plus one readback of its result (no timestamp queries); \
-                 encode, encrypt and decrypt run on the host (client side)",
-            ),
+            timing: Some(timing),
             preset: params.name().to_string(),
             n,
             threads,
@@ -311,7 +321,7 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
 }
 
 /// Times the server-side ops of the CKKS [`DeviceEvaluator`] on device-resident ciphertexts;
-/// returns the adapter's name.
+/// returns the adapter's name and what the times measure.
 fn gpu_ops(
     args: &OpsArgs,
     ctx: &Arc<Context>,
@@ -319,7 +329,7 @@ fn gpu_ops(
     cb: &crate::ckks::Ciphertext,
     keys: &crate::ckks::EvaluationKeys,
     ops: &mut Vec<OpTime>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, String)> {
     use crate::backend::gpu::{AdapterChoice, GpuBackend, GpuRuntime};
     use crate::backend::{Backend, Shape};
     use crate::ckks::{rns_context, DeviceCiphertext, DeviceEvaluator};
@@ -344,25 +354,41 @@ fn gpu_ops(
     )?;
     type Tensor = <GpuBackend as Backend>::Tensor;
 
-    // One run of `op` yields a result tensor; time it together with one readback (the only way
-    // to wait for the device here), and count the op's own dispatches and transfers.
+    // One run of `op` yields a result tensor. Its kernels are timed on the GPU with timestamp
+    // queries where the adapter has them; the wall time includes one readback of the result (the
+    // only way to wait for the device). The op's own dispatches and transfers are counted.
+    let rt = gpu.runtime();
+    let timestamps = rt.adapter().timestamp_queries;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     let mut measure =
         |name: &'static str, op: &dyn Fn() -> anyhow::Result<Tensor>| -> anyhow::Result<()> {
             let before = gpu.counters();
             let out = op()?;
             let after = gpu.counters();
             gpu.download(&out)?; // warm-up readback
-            let mut times = Vec::with_capacity(args.reps.max(1));
+            let (mut wall, mut kernel) = (Vec::new(), Vec::new());
             for _ in 0..args.reps.max(1) {
+                let timed = rt.start_timing();
                 let t = Instant::now();
                 let out = op()?;
                 gpu.download(&out)?;
-                times.push(t.elapsed().as_secs_f64() * 1e6);
+                wall.push(t.elapsed().as_secs_f64() * 1e6);
+                if let Some(secs) = rt.finish_timing()?.filter(|_| timed) {
+                    kernel.push(secs * 1e6);
+                }
             }
-            times.sort_by(f64::total_cmp);
+            let wall = median(wall);
             ops.push(OpTime {
                 op: name,
-                median_us: times[times.len() / 2],
+                median_us: if kernel.is_empty() {
+                    wall
+                } else {
+                    median(kernel)
+                },
+                wall_median_us: Some(wall),
                 dispatches: Some(after.dispatches - before.dispatches),
                 bytes_uploaded: Some(after.upload_bytes - before.upload_bytes),
                 bytes_downloaded: Some(after.download_bytes - before.download_bytes),
@@ -390,5 +416,12 @@ fn gpu_ops(
     )?;
     measure("rescale", &|| ct(dev.rescale(&ga)?))?;
     measure("rotate", &|| ct(dev.rotate(&ga, 1, &dkeys)?))?;
-    Ok(adapter)
+    let timing = if timestamps {
+        "server-side ops: GPU time of their kernels from timestamp queries (wall time, with one \
+         readback, beside it); encode, encrypt and decrypt: wall time on the host (client side)"
+    } else {
+        "wall time of the op plus one readback of its result (this adapter has no timestamp \
+         queries); encode, encrypt and decrypt run on the host (client side)"
+    };
+    Ok((adapter, timing.to_string()))
 }

@@ -21,18 +21,19 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<40} {:<8} {:<14} {:>14} {:>12} {:>11}  driver",
-        "name", "backend", "type", "storage bind", "wg storage", "invocations"
+        "{:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10}  driver",
+        "name", "backend", "type", "storage bind", "wg storage", "invocations", "timestamps"
     );
     for a in &adapters {
         println!(
-            "{:<40} {:<8} {:<14} {:>14} {:>12} {:>11}  {}",
+            "{:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10}  {}",
             a.name,
             a.backend,
             a.device_type,
             a.max_storage_binding,
             a.max_workgroup_storage,
             a.max_invocations,
+            if a.timestamp_queries { "yes" } else { "no" },
             a.driver
         );
     }

@@ -13,6 +13,9 @@ pub const ADAPTER_ENV: &str = "CRYPTODL_ADAPTER";
 /// Submit the pending encoder once it holds this many dispatches (keeps command buffers bounded).
 const MAX_PENDING_DISPATCHES: u64 = 1024;
 
+/// Timestamp queries available to one timing (two per compute pass).
+const TIMING_QUERIES: u32 = 4096;
+
 /// Which adapter to use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -66,6 +69,8 @@ pub struct AdapterSummary {
     /// Largest buffer, bytes.
     #[serde(skip)]
     pub max_buffer_size: u64,
+    /// Whether the adapter has timestamp queries (GPU-side kernel timing).
+    pub timestamp_queries: bool,
 }
 
 fn instance() -> wgpu::Instance {
@@ -93,6 +98,7 @@ fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
         max_workgroup_storage: limits.max_compute_workgroup_storage_size,
         max_invocations: limits.max_compute_invocations_per_workgroup,
         max_buffer_size: limits.max_buffer_size,
+        timestamp_queries: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
     }
 }
 
@@ -191,6 +197,14 @@ pub struct GpuRuntime {
     pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
     encoder: Mutex<Option<(wgpu::CommandEncoder, u64)>>,
     counters: AtomicCounters,
+    timing: Mutex<Option<Timing>>,
+}
+
+/// An active GPU timing: every compute pass writes a begin and an end timestamp.
+struct Timing {
+    set: wgpu::QuerySet,
+    /// Queries written so far (two per pass).
+    next: u32,
 }
 
 static SHARED: OnceLock<Result<Arc<GpuRuntime>, GpuError>> = OnceLock::new();
@@ -238,9 +252,14 @@ impl GpuRuntime {
         // Request the adapter's own limits (storage binding size, workgroup storage, invocations,
         // ...): large tensors fit, and every binding is checked against them before use.
         let required_limits = alimits.clone();
+        let required_features = if summary.timestamp_queries {
+            wgpu::Features::TIMESTAMP_QUERY
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cryptodl"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits,
             ..Default::default()
         }))
@@ -259,6 +278,7 @@ impl GpuRuntime {
             pool: Arc::new(Mutex::new(HashMap::new())),
             encoder: Mutex::new(None),
             counters: AtomicCounters::default(),
+            timing: Mutex::new(None),
         })
     }
 
@@ -552,9 +572,27 @@ impl GpuRuntime {
             )
         });
         {
+            let mut timing = self.timing.lock().map_err(|_| GpuError::Poisoned)?;
+            let timestamp_writes = match timing.as_mut() {
+                Some(t) if t.next + 2 <= TIMING_QUERIES => {
+                    t.next += 2;
+                    Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &t.set,
+                        beginning_of_pass_write_index: Some(t.next - 2),
+                        end_of_pass_write_index: Some(t.next - 1),
+                    })
+                }
+                Some(_) => {
+                    return Err(GpuError::Internal(format!(
+                        "more than {} compute passes in one timing",
+                        TIMING_QUERIES / 2
+                    )))
+                }
+                None => None,
+            };
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(entry),
-                timestamp_writes: None,
+                timestamp_writes,
             });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
@@ -606,33 +644,85 @@ impl GpuRuntime {
         }
     }
 
-    /// Reads `words` u32 of `src` back to the host: the pending batch and the copy to a staging
-    /// buffer go in one submission, then one map (counted as one download).
-    pub fn download(&self, src: &wgpu::Buffer, words: usize) -> Result<Vec<u32>, GpuError> {
-        if words == 0 {
-            return Ok(Vec::new());
+    /// Starts timing the kernels on the GPU: every compute pass recorded until
+    /// [`Self::finish_timing`] writes a begin and an end timestamp. Returns `false` (and times
+    /// nothing) when the adapter has no timestamp queries.
+    pub fn start_timing(&self) -> bool {
+        if !self.summary.timestamp_queries {
+            return false;
         }
-        let bytes = words as u64 * 4;
+        self.flush();
+        let set = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("cryptodl timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count: TIMING_QUERIES,
+        });
+        match self.timing.lock() {
+            Ok(mut t) => {
+                *t = Some(Timing { set, next: 0 });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Ends the timing started by [`Self::start_timing`]: the summed GPU time of the compute
+    /// passes recorded since, in seconds (`None` if no timing was active). Submits pending work.
+    pub fn finish_timing(&self) -> Result<Option<f64>, GpuError> {
+        let Some(t) = self.timing.lock().map_err(|_| GpuError::Poisoned)?.take() else {
+            return Ok(None);
+        };
+        if t.next == 0 {
+            return Ok(Some(0.0));
+        }
+        let bytes = u64::from(t.next) * wgpu::QUERY_SIZE as u64;
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("cryptodl timing resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.take_encoder()?;
+        enc.resolve_query_set(&t.set, 0..t.next, &resolve, 0);
+        let ticks: Vec<u64> = self.read_back(enc, &resolve, bytes)?;
+        let period_ns = f64::from(self.queue.get_timestamp_period());
+        let total: u64 = ticks
+            .chunks_exact(2)
+            .map(|p| p[1].saturating_sub(p[0]))
+            .sum();
+        Ok(Some(total as f64 * period_ns * 1e-9))
+    }
+
+    /// The pending encoder, or a new one.
+    fn take_encoder(&self) -> Result<wgpu::CommandEncoder, GpuError> {
+        let mut guard = self.encoder.lock().map_err(|_| GpuError::Poisoned)?;
+        Ok(match guard.take() {
+            Some((e, _)) => e,
+            None => self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("cryptodl readback"),
+                }),
+        })
+    }
+
+    /// Appends a copy of `bytes` of `src` to a staging buffer to `enc`, submits it and maps the
+    /// staging buffer: one submission, one wait.
+    fn read_back<T: bytemuck::Pod>(
+        &self,
+        mut enc: wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<Vec<T>, GpuError> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("cryptodl readback"),
             size: bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        {
-            let mut guard = self.encoder.lock().map_err(|_| GpuError::Poisoned)?;
-            let mut enc = match guard.take() {
-                Some((e, _)) => e,
-                None => self
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("cryptodl readback"),
-                    }),
-            };
-            enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
-            self.queue.submit([enc.finish()]);
-            self.counters.submissions.fetch_add(1, Ordering::Relaxed);
-        }
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        self.counters.submissions.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -650,9 +740,22 @@ impl GpuRuntime {
             let view = staging
                 .get_mapped_range(..)
                 .map_err(|e| GpuError::Readback(e.to_string()))?;
-            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+            // Mapped ranges are aligned for any element type.
+            bytemuck::cast_slice::<u8, T>(&view).to_vec()
         };
         staging.unmap();
+        Ok(out)
+    }
+
+    /// Reads `words` u32 of `src` back to the host: the pending batch and the copy to a staging
+    /// buffer go in one submission, then one map (counted as one download).
+    pub fn download(&self, src: &wgpu::Buffer, words: usize) -> Result<Vec<u32>, GpuError> {
+        if words == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = words as u64 * 4;
+        let enc = self.take_encoder()?;
+        let out = self.read_back(enc, src, bytes)?;
         self.counters.downloads.fetch_add(1, Ordering::Relaxed);
         self.counters
             .download_bytes
