@@ -140,6 +140,39 @@ fn demo_runs_end_to_end_and_reports_json() {
 }
 
 #[test]
+fn demo_server_on_the_gpu_decrypts_as_well() {
+    let args = [
+        "demo",
+        "--preset",
+        "toy1024",
+        "--insecure",
+        "--degree",
+        "3",
+        "--json",
+        "--backend",
+    ];
+    let (ok, stdout, stderr) = cryptodl(&[&args[..], &["gpu"]].concat());
+    if !ok && stderr.contains("needs a GPU adapter") {
+        assert!(
+            std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
+            "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
+        );
+        eprintln!("SKIPPED: no GPU adapter for `demo --backend gpu` ({stderr})");
+        return;
+    }
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["backend"].as_str().unwrap().starts_with("gpu"), "{v}");
+    assert_eq!(v["levels_used"], 2); // degree 3 in two levels too
+    assert!(v["precision_bits_mean"].as_f64().unwrap() > 10.0, "{v}");
+    // auto picks the same adapter
+    let (ok, stdout, stderr) = cryptodl(&[&args[..], &["auto"]].concat());
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["backend"].as_str().unwrap().starts_with("gpu"), "{v}");
+}
+
+#[test]
 fn bench_ops_gpu_counts_dispatches_and_transfers() {
     let (ok, stdout, stderr) = cryptodl(&[
         "bench",

@@ -54,6 +54,11 @@ impl<T> DeviceCiphertext<T> {
     pub fn tensor(&self) -> &T {
         &self.data
     }
+    /// Overrides the tracked scale (for callers that know better, e.g. `q_l / q_l` after a
+    /// constant multiplication and rescale, equal up to rounding of the f64 scale).
+    pub fn set_scale(&mut self, scale: f64) {
+        self.scale = scale;
+    }
     /// The backend tensor, taken out of the batch.
     pub fn into_tensor(self) -> T {
         self.data

@@ -11,12 +11,15 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::output::print_json;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::{AdapterChoice, GpuBackend};
+use crate::backend::{resolve, Backend, BackendKind, Resolved};
 use crate::ckks::serialize::{
     load_ciphertexts, load_evaluation_keys, save_ciphertexts, save_evaluation_keys,
 };
 use crate::ckks::{
-    precision_stats, Ciphertext, CkksError, Context, Decryptor, Encoder, Encryptor, EvaluationKeys,
-    Evaluator, KeyGenerator, Preset,
+    precision_stats, rns_context, Ciphertext, CkksError, Context, Decryptor, DeviceCiphertext,
+    DeviceEvaluator, DeviceKeys, Encoder, Encryptor, EvaluationKeys, KeyGenerator, Preset,
 };
 use crate::nn::activation::ActFn;
 use crate::nn::fit::{fit, FitMethod};
@@ -38,6 +41,14 @@ pub struct DemoArgs {
     /// Interval [-A, A] the approximation is fitted on (inputs are drawn from it).
     #[arg(long, default_value_t = 8.0)]
     interval: f64,
+    /// Where the server evaluates: cpu, gpu (an error without an adapter) or auto (the GPU if
+    /// one opens, else the CPU, saying why).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendKind,
+    /// GPU adapter (case-insensitive substring of its name; default: $CRYPTODL_ADAPTER, else the
+    /// most powerful one).
+    #[arg(long)]
+    adapter: Option<String>,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -57,6 +68,7 @@ struct Timings {
 #[derive(Serialize)]
 struct DemoReport {
     preset: String,
+    backend: String,
     insecure: bool,
     slots: usize,
     activation: &'static str,
@@ -72,45 +84,59 @@ struct DemoReport {
     values_per_second: f64,
 }
 
-/// Evaluates `p(x) = c0 + c1 x + c2 x^2 (+ c3 x^3)` on `x` with the server's keys only, in two
-/// levels for degree 2 and 3 (the leading constant is folded into a scalar multiplication).
-fn eval_polynomial(
-    eval: &Evaluator,
-    keys: &EvaluationKeys,
-    x: &Ciphertext,
+/// Evaluates `p(x) = c0 + c1 x + c2 x^2 (+ c3 x^3)` on the batch `x` with the server's keys
+/// only, in two levels for degree 2 and 3 (the leading constant is folded into a scalar
+/// multiplication).
+fn eval_polynomial<B: Backend>(
+    eval: &DeviceEvaluator<B>,
+    keys: &DeviceKeys<B::Tensor>,
+    x: &DeviceCiphertext<B::Tensor>,
     c: &[f64],
-) -> Result<Ciphertext, CkksError> {
+) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
     let q = eval.context().params().q().to_vec();
     let top = x.level();
     // a = c_top * x  (rescaled: same scale as x, one level down)
     let (c_top, lower) = c.split_last().expect("degree >= 2");
-    let mut a = eval.mul_const(x, *c_top, None)?;
-    eval.rescale_assign(&mut a)?;
-    let mut x1 = x.clone();
-    eval.drop_levels_assign(&mut x1, 1)?;
+    let mut a = eval.rescale(&eval.mul_const(x, *c_top, None)?)?;
+    let x1 = eval.drop_levels(x, 1)?;
     a.set_scale(x1.scale()); // q_top / q_top: identical up to rounding of the f64 scale
     if lower.len() == 2 {
         // degree 2: (c2 x + c1) * x + c0
-        eval.add_const_assign(&mut a, lower[1])?;
-        let mut r = eval.mul_relin_rescale(&a, &x1, keys)?;
-        eval.add_const_assign(&mut r, lower[0])?;
-        Ok(r)
+        let a = eval.add_const(&a, lower[1])?;
+        let r = eval.mul_relin_rescale(&a, &x1, keys)?;
+        eval.add_const(&r, lower[0])
     } else {
         // degree 3: (c3 x + c2) * x^2 + (c1 x + c0)
-        eval.add_const_assign(&mut a, lower[2])?;
+        let a = eval.add_const(&a, lower[2])?;
         let x2 = eval.mul_relin_rescale(x, x, keys)?; // level top-1, scale s^2/q_top
-        let mut r = eval.mul_relin_rescale(&a, &x2, keys)?; // level top-2
-                                                            // linear part c1 x + c0 at the same level and scale as r
+        let r = eval.mul_relin_rescale(&a, &x2, keys)?; // level top-2
+                                                        // linear part c1 x + c0 at the same level and scale as r
         let target = r.scale();
         let cs = target * q[top - 1] as f64 / x.scale();
-        let mut lin = eval.mul_const(x, lower[1], Some(cs))?;
-        eval.drop_levels_assign(&mut lin, 1)?;
-        eval.rescale_assign(&mut lin)?;
+        let lin = eval.drop_levels(&eval.mul_const(x, lower[1], Some(cs))?, 1)?;
+        let mut lin = eval.rescale(&lin)?;
         lin.set_scale(target);
-        eval.add_assign(&mut r, &lin)?;
-        eval.add_const_assign(&mut r, lower[0])?;
-        Ok(r)
+        eval.add_const(&eval.add(&r, &lin)?, lower[0])
     }
+}
+
+/// The server's part: loads the evaluation keys and the input ciphertexts, evaluates the
+/// polynomial on `backend` and returns the results with the time taken (upload, evaluation and
+/// download, not the file reads).
+fn serve<B: Backend>(
+    backend: B,
+    ctx: &std::sync::Arc<Context>,
+    keys: &EvaluationKeys,
+    input: &[Ciphertext],
+    coeffs: &[f64],
+) -> anyhow::Result<(Vec<Ciphertext>, f64)> {
+    let eval = DeviceEvaluator::new(ctx.clone(), backend)?;
+    let t = Instant::now();
+    let dkeys = eval.upload_keys(keys)?;
+    let x = eval.upload(input)?;
+    let y = eval_polynomial(&eval, &dkeys, &x, coeffs)?;
+    let out = eval.download(&y)?;
+    Ok((out, t.elapsed().as_secs_f64() * 1e3))
 }
 
 /// Runs `cryptodl demo`.
@@ -203,7 +229,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 3. server: evaluation keys and ciphertexts from files, no secret key
     let server_keys = load_evaluation_keys(&keys_path, &ctx)?;
     let input = load_ciphertexts(&in_path, &ctx)?;
-    let eval = Evaluator::new(ctx.clone());
     // inputs were scaled by 1/A: p(x) = sum c_i A^i (x/A)^i
     let coeffs: Vec<f64> = f
         .coefficients
@@ -211,13 +236,34 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, c)| c * args.interval.powi(i as i32))
         .collect();
-    let t = Instant::now();
-    let out = eval_polynomial(&eval, &server_keys, &input[0], &coeffs)?;
-    let evaluate_ms = t.elapsed().as_secs_f64() * 1e3;
-    save_ciphertexts(&out_path, &params, std::slice::from_ref(&out))?;
+    let (resolved, rt) = resolve(
+        args.backend,
+        &AdapterChoice::from_arg(args.adapter.as_deref()),
+    )
+    .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
+    let (outputs, evaluate_ms, backend_name) = match (resolved, rt) {
+        (Resolved::Gpu, Some(rt)) => {
+            let backend = GpuBackend::new(rt, rns_context(&params)?)?;
+            let name = backend.name();
+            let (o, ms) = serve(backend, &ctx, &server_keys, &input, &coeffs)?;
+            (o, ms, name)
+        }
+        _ => {
+            let (o, ms) = serve(
+                CpuBackend::new(rns_context(&params)?),
+                &ctx,
+                &server_keys,
+                &input,
+                &coeffs,
+            )?;
+            (o, ms, "cpu".to_string())
+        }
+    };
+    let out = &outputs[0];
+    save_ciphertexts(&out_path, &params, &outputs)?;
     say(format!(
-        "3. server: evaluated the polynomial with evaluation keys only in {evaluate_ms:.1} ms \
-         ({} levels used)",
+        "3. server ({backend_name}): evaluated the polynomial with evaluation keys only in \
+         {evaluate_ms:.1} ms ({} levels used)",
         params.max_level() - out.level()
     ));
 
@@ -243,6 +289,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let total_s = (encrypt_ms + evaluate_ms + decrypt_ms) / 1e3;
     let report = DemoReport {
         preset: params.name().to_string(),
+        backend: backend_name.clone(),
         insecure: params.is_insecure(),
         slots,
         activation: "relu",
@@ -267,8 +314,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!(
         "\ntimings: keygen {keygen_ms:.0} ms, encrypt {encrypt_ms:.1} ms, evaluate {evaluate_ms:.1} \
-         ms, decrypt {decrypt_ms:.1} ms -> {:.0} encrypted activations per second (CPU)",
-        report.values_per_second
+         ms, decrypt {decrypt_ms:.1} ms -> {:.0} encrypted activations per second (server: {})",
+        report.values_per_second, backend_name
     );
     Ok(())
 }
