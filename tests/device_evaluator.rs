@@ -3,23 +3,13 @@
 //! every operation, on batches of several ciphertexts; GPU results stay on the device.
 
 use cryptodl::backend::cpu::CpuBackend;
-use cryptodl::backend::gpu::{GpuBackend, GpuRuntime};
+use cryptodl::backend::gpu::GpuBackend;
 use cryptodl::backend::Backend;
 use cryptodl::ckks::*;
 use std::sync::Arc;
 
-fn gpu() -> Option<Arc<GpuRuntime>> {
-    match GpuRuntime::shared() {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            if std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("CRYPTODL_REQUIRE_GPU=1 but no GPU adapter could be opened: {e}");
-            }
-            eprintln!("SKIPPED: no GPU adapter ({e}); install mesa-vulkan-drivers libvulkan1 to run the GPU tests");
-            None
-        }
-    }
-}
+mod common;
+use common::gpu;
 
 const STEPS: [i64; 3] = [1, 3, -2];
 

@@ -1,26 +1,13 @@
 //! GPU == CPU, bit for bit, for every kernel on random inputs (runs on lavapipe in CI).
 
 use cryptodl::backend::cpu::CpuBackend;
-use cryptodl::backend::gpu::{GpuBackend, GpuRuntime};
+use cryptodl::backend::gpu::GpuBackend;
 use cryptodl::backend::verify::{mismatches, run_case, VerifyCase};
 use cryptodl::backend::{Backend, RnsContext, Shape};
 use cryptodl_kernels::primes::ntt_primes;
-use std::sync::Arc;
 
-/// The shared GPU runtime, or `None` (loudly) when there is no adapter; with
-/// `CRYPTODL_REQUIRE_GPU=1` a missing adapter fails the test instead.
-fn gpu() -> Option<Arc<GpuRuntime>> {
-    match GpuRuntime::shared() {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            if std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("CRYPTODL_REQUIRE_GPU=1 but no GPU adapter could be opened: {e}");
-            }
-            eprintln!("SKIPPED: no GPU adapter ({e}); install mesa-vulkan-drivers libvulkan1 to run the GPU tests");
-            None
-        }
-    }
-}
+mod common;
+use common::gpu;
 
 fn check(case: VerifyCase, seed: u64) {
     let Some(rt) = gpu() else { return };
@@ -345,4 +332,51 @@ fn mul_relin_rescale_on_resident_tensors_moves_no_data_and_matches_cpu() {
     assert_eq!(gpu.shape(&out).moduli, q[..q_limbs - 1].to_vec());
     assert_eq!(got.len(), 2 * count * (q_limbs - 1) * n);
     assert_eq!(mismatches(&got, &want), 0);
+}
+
+/// Several threads share one runtime (one pending command encoder): each thread's chain of
+/// kernels must still run in the order it was recorded, whatever the others submit meanwhile.
+#[test]
+fn threads_sharing_the_runtime_keep_their_order() {
+    let Some(rt) = gpu() else { return };
+    let n = 1024;
+    let primes = ntt_primes(30, n, 2, &[]).unwrap();
+    let ctx = RnsContext::new(n, &primes).unwrap();
+    let cpu = CpuBackend::new(ctx.clone());
+    let gpu = GpuBackend::new(rt, ctx).unwrap();
+    let shape = Shape {
+        polys: 2,
+        moduli: vec![0, 1],
+    };
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let (cpu, gpu, shape, primes) = (&cpu, &gpu, &shape, &primes);
+            s.spawn(move || {
+                for round in 0..40u32 {
+                    let data: Vec<u32> = (0..shape.words(n))
+                        .map(|i| {
+                            (i as u32 ^ (t << 20) ^ (round << 12)).wrapping_mul(2_654_435_761)
+                                % primes[(i / n) % 2]
+                        })
+                        .collect();
+                    let run = |b: &dyn Fn(&[u32]) -> Vec<u32>| b(&data);
+                    let on_cpu = run(&|d| {
+                        let mut x = cpu.upload(d, shape.clone()).unwrap();
+                        cpu.ntt_forward(&mut x).unwrap();
+                        let mut y = cpu.mul(&x, &x).unwrap();
+                        cpu.ntt_inverse(&mut y).unwrap();
+                        cpu.download(&cpu.add(&y, &x).unwrap()).unwrap()
+                    });
+                    let on_gpu = run(&|d| {
+                        let mut x = gpu.upload(d, shape.clone()).unwrap();
+                        gpu.ntt_forward(&mut x).unwrap();
+                        let mut y = gpu.mul(&x, &x).unwrap();
+                        gpu.ntt_inverse(&mut y).unwrap();
+                        gpu.download(&gpu.add(&y, &x).unwrap()).unwrap()
+                    });
+                    assert_eq!(mismatches(&on_cpu, &on_gpu), 0, "thread {t} round {round}");
+                }
+            });
+        }
+    });
 }

@@ -1,5 +1,7 @@
 //! Plaintexts and ciphertexts: limb-major residues in NTT form with their level and scale.
 
+use super::{CkksError, Context};
+
 /// An encoded message: `[limb][coeff]` residues over `Q_level`, NTT form.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plaintext {
@@ -16,6 +18,18 @@ impl Plaintext {
     /// Scale the message was encoded at.
     pub fn scale(&self) -> f64 {
         self.scale
+    }
+    /// Checks the level and the number of residues against the context.
+    pub(crate) fn check(&self, ctx: &Context) -> Result<(), CkksError> {
+        let expected = (self.level + 1) * ctx.n();
+        if self.level > ctx.params().max_level() || self.data.len() != expected {
+            return Err(CkksError::ShapeMismatch {
+                what: "plaintext",
+                expected,
+                found: self.data.len(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -45,6 +59,19 @@ impl Ciphertext {
     /// Overrides the tracked scale (for callers that know better, e.g. after folding constants).
     pub fn set_scale(&mut self, scale: f64) {
         self.scale = scale;
+    }
+    /// Checks the level, the size (at least 2 components) and the number of residues against
+    /// the context.
+    pub(crate) fn check(&self, ctx: &Context) -> Result<(), CkksError> {
+        let expected = self.size * (self.level + 1) * ctx.n();
+        if self.level > ctx.params().max_level() || self.data.len() != expected || self.size < 2 {
+            return Err(CkksError::ShapeMismatch {
+                what: "ciphertext",
+                expected,
+                found: self.data.len(),
+            });
+        }
+        Ok(())
     }
     /// Raw residues `[component][limb][coeff]` (NTT form).
     pub fn data(&self) -> &[u32] {

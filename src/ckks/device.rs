@@ -144,17 +144,9 @@ impl<B: Backend> DeviceEvaluator<B> {
     /// Uploads a batch of ciphertexts of equal size, level and scale.
     pub fn upload(&self, cts: &[Ciphertext]) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
         let first = cts.first().ok_or(CkksError::EmptyBatch)?;
-        let n = self.ctx.n();
         let mut data = Vec::with_capacity(cts.len() * first.data.len());
         for ct in cts {
-            let expected = ct.size * (ct.level + 1) * n;
-            if ct.level > self.ctx.params().max_level() || ct.data.len() != expected {
-                return Err(CkksError::ShapeMismatch {
-                    what: "ciphertext",
-                    expected,
-                    found: ct.data.len(),
-                });
-            }
+            ct.check(&self.ctx)?;
             if ct.size != first.size {
                 return Err(CkksError::SizeMismatch {
                     op: "upload",
@@ -209,14 +201,7 @@ impl<B: Backend> DeviceEvaluator<B> {
         &self,
         pt: &Plaintext,
     ) -> Result<DevicePlaintext<B::Tensor>, CkksError> {
-        let expected = (pt.level + 1) * self.ctx.n();
-        if pt.level > self.ctx.params().max_level() || pt.data.len() != expected {
-            return Err(CkksError::ShapeMismatch {
-                what: "plaintext",
-                expected,
-                found: pt.data.len(),
-            });
-        }
+        pt.check(&self.ctx)?;
         Ok(DevicePlaintext {
             data: self
                 .backend

@@ -30,15 +30,7 @@ impl Encryptor {
     }
 
     fn check_pt(&self, pt: &Plaintext) -> Result<(), CkksError> {
-        let expected = (pt.level + 1) * self.ctx.n();
-        if pt.level > self.ctx.params().max_level() || pt.data.len() != expected {
-            return Err(CkksError::ShapeMismatch {
-                what: "plaintext",
-                expected,
-                found: pt.data.len(),
-            });
-        }
-        Ok(())
+        pt.check(&self.ctx)
     }
 
     /// Public-key encryption at the plaintext's level: `(u pk_0 + e_0, u pk_1 + e_1)` over

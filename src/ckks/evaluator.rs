@@ -37,15 +37,7 @@ impl Evaluator {
     }
 
     fn check_ct(&self, ct: &Ciphertext) -> Result<(), CkksError> {
-        let expected = ct.size * (ct.level + 1) * self.ctx.n();
-        if ct.level > self.ctx.params().max_level() || ct.data.len() != expected || ct.size < 2 {
-            return Err(CkksError::ShapeMismatch {
-                what: "ciphertext",
-                expected,
-                found: ct.data.len(),
-            });
-        }
-        Ok(())
+        ct.check(&self.ctx)
     }
 
     fn check_pair(
@@ -126,14 +118,7 @@ impl Evaluator {
     }
 
     fn check_plain(&self, a: &Ciphertext, pt: &Plaintext) -> Result<(), CkksError> {
-        let expected = (pt.level + 1) * self.ctx.n();
-        if pt.data.len() != expected {
-            return Err(CkksError::ShapeMismatch {
-                what: "plaintext",
-                expected,
-                found: pt.data.len(),
-            });
-        }
+        pt.check(&self.ctx)?;
         if a.level != pt.level {
             return Err(CkksError::LevelMismatch {
                 op: "plaintext operation",

@@ -205,6 +205,8 @@ struct Timing {
     set: wgpu::QuerySet,
     /// Queries written so far (two per pass).
     next: u32,
+    /// More passes were recorded than the query set holds (the timing is then refused).
+    overflow: bool,
 }
 
 static SHARED: OnceLock<Result<Arc<GpuRuntime>, GpuError>> = OnceLock::new();
@@ -582,11 +584,9 @@ impl GpuRuntime {
                         end_of_pass_write_index: Some(t.next - 1),
                     })
                 }
-                Some(_) => {
-                    return Err(GpuError::Internal(format!(
-                        "more than {} compute passes in one timing",
-                        TIMING_QUERIES / 2
-                    )))
+                Some(t) => {
+                    t.overflow = true;
+                    None
                 }
                 None => None,
             };
@@ -659,7 +659,11 @@ impl GpuRuntime {
         });
         match self.timing.lock() {
             Ok(mut t) => {
-                *t = Some(Timing { set, next: 0 });
+                *t = Some(Timing {
+                    set,
+                    next: 0,
+                    overflow: false,
+                });
                 true
             }
             Err(_) => false,
@@ -672,6 +676,12 @@ impl GpuRuntime {
         let Some(t) = self.timing.lock().map_err(|_| GpuError::Poisoned)?.take() else {
             return Ok(None);
         };
+        if t.overflow {
+            return Err(GpuError::Internal(format!(
+                "more than {} compute passes in one timing; time fewer operations at once",
+                TIMING_QUERIES / 2
+            )));
+        }
         if t.next == 0 {
             return Ok(Some(0.0));
         }
@@ -682,9 +692,9 @@ impl GpuRuntime {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let mut enc = self.take_encoder()?;
-        enc.resolve_query_set(&t.set, 0..t.next, &resolve, 0);
-        let ticks: Vec<u64> = self.read_back(enc, &resolve, bytes)?;
+        let ticks: Vec<u64> = self.read_back(&resolve, bytes, |enc| {
+            enc.resolve_query_set(&t.set, 0..t.next, &resolve, 0)
+        })?;
         let period_ns = f64::from(self.queue.get_timestamp_period());
         let total: u64 = ticks
             .chunks_exact(2)
@@ -693,26 +703,15 @@ impl GpuRuntime {
         Ok(Some(total as f64 * period_ns * 1e-9))
     }
 
-    /// The pending encoder, or a new one.
-    fn take_encoder(&self) -> Result<wgpu::CommandEncoder, GpuError> {
-        let mut guard = self.encoder.lock().map_err(|_| GpuError::Poisoned)?;
-        Ok(match guard.take() {
-            Some((e, _)) => e,
-            None => self
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("cryptodl readback"),
-                }),
-        })
-    }
-
-    /// Appends a copy of `bytes` of `src` to a staging buffer to `enc`, submits it and maps the
-    /// staging buffer: one submission, one wait.
+    /// Submits the pending batch (or an empty encoder) with `before` recorded at its end and a
+    /// copy of `bytes` of `src` to a staging buffer, then maps the staging buffer: one
+    /// submission, one wait. The encoder lock is held until the submission, so work other
+    /// threads record afterwards cannot overtake it.
     fn read_back<T: bytemuck::Pod>(
         &self,
-        mut enc: wgpu::CommandEncoder,
         src: &wgpu::Buffer,
         bytes: u64,
+        before: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> Result<Vec<T>, GpuError> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("cryptodl readback"),
@@ -720,9 +719,21 @@ impl GpuRuntime {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
-        self.queue.submit([enc.finish()]);
-        self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut guard = self.encoder.lock().map_err(|_| GpuError::Poisoned)?;
+            let mut enc = match guard.take() {
+                Some((e, _)) => e,
+                None => self
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cryptodl readback"),
+                    }),
+            };
+            before(&mut enc);
+            enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
+            self.queue.submit([enc.finish()]);
+            self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -754,8 +765,7 @@ impl GpuRuntime {
             return Ok(Vec::new());
         }
         let bytes = words as u64 * 4;
-        let enc = self.take_encoder()?;
-        let out = self.read_back(enc, src, bytes)?;
+        let out = self.read_back(src, bytes, |_| {})?;
         self.counters.downloads.fetch_add(1, Ordering::Relaxed);
         self.counters
             .download_bytes
