@@ -154,6 +154,45 @@ fn check_every_operation<B: Backend>(f: &Fixture, dev: &DeviceEvaluator<B>) {
         &dev.mul_const(&a, 3.0, Some(16.0)).unwrap(),
         each(&|x, _| host.mul_const(x, 3.0, Some(16.0)).unwrap()),
     );
+    // A linear layer: a row with a zero weight, an empty row (bias only), a repeated input.
+    let layer = LinearLayer {
+        inputs: f.a.len(),
+        rows: vec![
+            vec![(0, 0.5), (2, -1.25), (1, 0.0)],
+            vec![],
+            vec![(1, 2.0), (1, 0.3), (0, -0.7)],
+        ],
+        bias: vec![0.1, -0.2, 0.0],
+    };
+    let cs = f.params.q()[a.level()] as f64;
+    let host_linear: Vec<Ciphertext> = layer
+        .rows
+        .iter()
+        .zip(&layer.bias)
+        .map(|(row, &b)| {
+            let mut acc = host.mul_const(&f.a[0], 0.0, Some(cs)).unwrap();
+            for &(i, w) in row {
+                host.add_assign(&mut acc, &host.mul_const(&f.a[i], w, Some(cs)).unwrap())
+                    .unwrap();
+            }
+            host.add_const_assign(&mut acc, b).unwrap();
+            acc
+        })
+        .collect();
+    let lin = dev.linear(&a, &layer, None).unwrap();
+    assert_eq!(lin.count(), 3);
+    same("linear", &lin, host_linear.clone());
+    same(
+        "linear + rescale",
+        &dev.rescale(&lin).unwrap(),
+        host_linear
+            .into_iter()
+            .map(|mut c| {
+                host.rescale_assign(&mut c).unwrap();
+                c
+            })
+            .collect(),
+    );
     same(
         "add_const",
         &dev.add_const(&a, 0.3).unwrap(),
@@ -258,6 +297,24 @@ fn check_every_operation<B: Backend>(f: &Fixture, dev: &DeviceEvaluator<B>) {
             err < 1e-2,
             "ciphertext {k} decrypts to a*b (max error {err})"
         );
+    }
+    // The linear layer decrypts to the weighted sums plus bias.
+    for (j, ct) in dev
+        .download(&dev.rescale(&lin).unwrap())
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let got = f.enc.decode(&dec.decrypt(ct, &f.sk).unwrap());
+        let row = &layer.rows[j];
+        let err = (0..got.len())
+            .map(|s| {
+                let want: f64 =
+                    layer.bias[j] + row.iter().map(|&(i, w)| w * f.va[i][s]).sum::<f64>();
+                (got[s] - want).abs()
+            })
+            .fold(0.0, f64::max);
+        assert!(err < 1e-2, "linear output {j} (max error {err})");
     }
 }
 
@@ -389,6 +446,33 @@ fn device_evaluator_errors_name_the_values() {
     let wrong = CpuBackend::new(rns_context(&other).unwrap());
     let e = DeviceEvaluator::new(f.ctx.clone(), wrong).err().unwrap();
     assert!(e.to_string().contains("rns_context"), "{e}");
+    // Linear layers that do not fit their input.
+    let layer = |inputs: usize, rows: Vec<Vec<(usize, f64)>>, bias: Vec<f64>| LinearLayer {
+        inputs,
+        rows,
+        bias,
+    };
+    assert!(matches!(
+        dev.linear(&a, &layer(3, vec![vec![(0, 1.0)]], vec![]), None),
+        Err(CkksError::CountMismatch {
+            left: 3,
+            right: 2,
+            ..
+        })
+    ));
+    let e = dev
+        .linear(&a, &layer(2, vec![vec![(2, 1.0)]], vec![]), None)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("input index 2"), "{e}");
+    assert!(dev.linear(&a, &layer(2, vec![], vec![]), None).is_err());
+    assert!(dev
+        .linear(&a, &layer(2, vec![vec![]], vec![1.0, 2.0]), None)
+        .is_err());
+    assert!(matches!(
+        dev.linear(&a, &layer(2, vec![vec![(0, f64::NAN)]], vec![]), None),
+        Err(CkksError::NonFiniteInput)
+    ));
     // No relinearization key.
     let no_relin = EvaluationKeys::default();
     let empty = dev.upload_keys(&no_relin).unwrap();

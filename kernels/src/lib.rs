@@ -6,6 +6,7 @@
 pub mod automorphism;
 pub mod elementwise;
 pub mod keyswitch;
+pub mod linear;
 pub mod modarith;
 pub mod ntt;
 pub mod primes;

@@ -2,8 +2,8 @@
 
 use super::gpu::check_groups;
 use super::{
-    check_join, check_keyswitch_inner, check_slice, check_truncate, Backend, BackendError, Result,
-    RnsContext, Shape,
+    check_join, check_keyswitch_inner, check_linear, check_slice, check_truncate, Backend,
+    BackendError, LinearWeights, Result, RnsContext, Shape,
 };
 use cryptodl_kernels::modarith::Modulus;
 use cryptodl_kernels::rescale::DivideRound;
@@ -178,6 +178,37 @@ impl Backend for CpuBackend {
             shape: Shape {
                 polys: count * total,
                 moduli: parts[0].shape.moduli.clone(),
+            },
+            data,
+        })
+    }
+
+    fn linear(&self, x: &CpuTensor, comps: usize, w: &LinearWeights) -> Result<CpuTensor> {
+        let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
+        let mods = self.mods(&x.shape);
+        let n = self.ctx.n();
+        let mut data = vec![0u32; shape.outputs * comps * shape.limbs * n];
+        data.par_chunks_mut(shape.limbs * n)
+            .enumerate()
+            .for_each_init(
+                || vec![0u64; n],
+                |acc, (p, o)| {
+                    cryptodl_kernels::linear::linear_poly(
+                        o,
+                        p / comps,
+                        p % comps,
+                        &x.data,
+                        w.rows(),
+                        shape,
+                        &mods,
+                        acc,
+                    )
+                },
+            );
+        Ok(CpuTensor {
+            shape: Shape {
+                polys: shape.outputs * comps,
+                moduli: x.shape.moduli.clone(),
             },
             data,
         })

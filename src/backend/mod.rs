@@ -181,6 +181,99 @@ pub struct SwitchKey<T> {
     pub special: Vec<usize>,
 }
 
+/// Sparse weights of [`Backend::linear`] in CSR form (layouts in `cryptodl_kernels::linear`):
+/// output `j` is the sum over entries `e` in `row_ptr[j]..row_ptr[j + 1]` of
+/// `values[l][e] * x[cols[e]]`, plus `bias[j][l]` on component 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinearWeights {
+    /// Number of input groups (ciphertexts) the columns index.
+    pub inputs: usize,
+    /// `outputs + 1` offsets into the entries (0 first, non-decreasing, `nnz` last).
+    pub row_ptr: Vec<u32>,
+    /// Input index of each entry.
+    pub cols: Vec<u32>,
+    /// `[limbs][nnz]` weight residues, each below its limb's prime.
+    pub values: Vec<u32>,
+    /// `[outputs][limbs]` residues added to component 0.
+    pub bias: Vec<u32>,
+}
+
+impl LinearWeights {
+    /// Number of outputs.
+    pub fn outputs(&self) -> usize {
+        self.row_ptr.len().saturating_sub(1)
+    }
+
+    /// The kernel's view of the weights.
+    pub fn rows(&self) -> cryptodl_kernels::linear::SparseRows<'_> {
+        cryptodl_kernels::linear::SparseRows {
+            row_ptr: &self.row_ptr,
+            cols: &self.cols,
+            values: &self.values,
+            bias: &self.bias,
+        }
+    }
+}
+
+/// Validates the operands of [`Backend::linear`] (shared by every backend); returns the shape.
+pub(crate) fn check_linear(
+    ctx: &RnsContext,
+    x: &Shape,
+    comps: usize,
+    w: &LinearWeights,
+) -> Result<cryptodl_kernels::linear::LinearShape> {
+    let bad = |reason: String| BackendError::Shape {
+        op: "linear",
+        reason,
+    };
+    let (limbs, nnz, outputs) = (x.limbs(), w.cols.len(), w.outputs());
+    if comps == 0 || x.polys != w.inputs * comps || limbs == 0 {
+        return Err(bad(format!(
+            "input {x:?} is not {} groups of {comps} components",
+            w.inputs
+        )));
+    }
+    if outputs == 0
+        || w.row_ptr[0] != 0
+        || w.row_ptr.windows(2).any(|p| p[0] > p[1])
+        || w.row_ptr[outputs] as usize != nnz
+    {
+        return Err(bad(format!(
+            "row_ptr must rise from 0 to the {nnz} entries over at least one output"
+        )));
+    }
+    if let Some(c) = w.cols.iter().find(|&&c| c as usize >= w.inputs) {
+        return Err(bad(format!(
+            "column {c} is outside the {} inputs",
+            w.inputs
+        )));
+    }
+    if w.values.len() != limbs * nnz || w.bias.len() != outputs * limbs {
+        return Err(bad(format!(
+            "{} values and {} bias words given; {limbs} limbs need {} and {}",
+            w.values.len(),
+            w.bias.len(),
+            limbs * nnz,
+            outputs * limbs
+        )));
+    }
+    let q = |l: usize| ctx.primes()[x.moduli[l]];
+    let high_value = (0..w.values.len()).find(|&i| w.values[i] >= q(i / nnz.max(1)));
+    let high_bias = (0..w.bias.len()).find(|&i| w.bias[i] >= q(i % limbs));
+    if high_value.is_some() || high_bias.is_some() {
+        return Err(bad(
+            "weights and bias must be reduced modulo their limb's prime".into(),
+        ));
+    }
+    Ok(cryptodl_kernels::linear::LinearShape {
+        inputs: w.inputs,
+        outputs,
+        comps,
+        limbs,
+        n: ctx.n(),
+    })
+}
+
 /// Constants of a fast base conversion, computed once by the backend from its context.
 #[derive(Clone, Debug)]
 pub(crate) struct ConvConstants {
@@ -364,6 +457,11 @@ pub trait Backend {
     /// The first `limbs` limbs of every polynomial (drops the last limbs without dividing:
     /// CKKS `drop_levels`).
     fn truncate_limbs(&self, t: &Self::Tensor, limbs: usize) -> Result<Self::Tensor>;
+
+    /// Sparse linear layer: `x` is `[inputs][comps][limbs]`; returns `[outputs][comps][limbs]`
+    /// with output `j` the weighted sum of row `j` of `w` (plus the bias on component 0). In
+    /// batch packing this is a convolution or dense layer over ciphertexts, in one launch.
+    fn linear(&self, x: &Self::Tensor, comps: usize, w: &LinearWeights) -> Result<Self::Tensor>;
 
     /// In-place forward NTT of every limb of every polynomial (natural -> bit-reversed order).
     fn ntt_forward(&self, t: &mut Self::Tensor) -> Result<()>;

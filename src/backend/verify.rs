@@ -2,7 +2,7 @@
 
 use super::cpu::CpuBackend;
 use super::gpu::{GpuBackend, GpuRuntime};
-use super::{digit_ranges, Backend, Result, RnsContext, Shape, SwitchKey};
+use super::{digit_ranges, Backend, LinearWeights, Result, RnsContext, Shape, SwitchKey};
 use cryptodl_kernels::primes::ntt_primes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -212,6 +212,68 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
         let x = be.upload(&a, ct.clone())?;
         be.download(&be.automorphism_coeff(&x, g)?)?
     });
+    // A sparse layer over the ciphertexts: one dense row, rows with repeated columns and more
+    // than 15 entries (the CPU's lazy-sum fold), an empty row, and zero weights.
+    let outputs = count + 2;
+    let mut row_ptr = vec![0u32];
+    let mut cols = Vec::new();
+    for j in 0..outputs {
+        let len = match j {
+            0 => count,
+            1 => 0,
+            _ => rng.random_range(1..=20),
+        };
+        for e in 0..len {
+            cols.push(if j == 0 {
+                e as u32
+            } else {
+                rng.random_range(0..count as u32)
+            });
+        }
+        row_ptr.push(cols.len() as u32);
+    }
+    let nnz = cols.len();
+    let weights = LinearWeights {
+        inputs: count,
+        values: q
+            .iter()
+            .flat_map(|&m| {
+                let qm = ctx.primes()[m];
+                (0..nnz)
+                    .map(|e| {
+                        if e % 7 == 3 {
+                            0
+                        } else {
+                            rng.random_range(0..qm)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        bias: (0..outputs)
+            .flat_map(|_| {
+                q.iter()
+                    .map(|&m| rng.random_range(0..ctx.primes()[m]))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        row_ptr,
+        cols,
+    };
+    both!("linear", l, count, |be| {
+        let x = be.upload(&a, ct.clone())?;
+        be.download(&be.linear(&x, 2, &weights)?)?
+    });
+    both!("ew_copy (join_components)", l, count, |be| {
+        let (x, y) = (be.upload(&a, ct.clone())?, be.upload(&b, ct.clone())?);
+        be.download(&be.join_components(count, &[&x, &y])?)?
+    });
+    if case.q_limbs >= 2 {
+        both!("ew_copy (truncate_limbs)", l, polys, |be| {
+            let x = be.upload(&a, ct.clone())?;
+            be.download(&be.truncate_limbs(&x, l - 1)?)?
+        });
+    }
     let digits = digit_ranges(case.q_limbs, case.alpha);
     both!("basis_convert (mod-up)", l, polys, |be| {
         let x = be.upload(&a, ct.clone())?;

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::backend::{Backend, RnsContext, Shape, SwitchKey};
+use crate::backend::{Backend, LinearWeights, RnsContext, Shape, SwitchKey};
 
 use super::encoder::f64_to_residue;
 use super::{Ciphertext, CkksError, Context, EvaluationKeys, Parameters, Plaintext, SwitchingKey};
@@ -87,6 +87,18 @@ impl<T> DevicePlaintext<T> {
 pub struct DeviceKeys<T> {
     relin: Option<SwitchKey<T>>,
     galois: BTreeMap<usize, SwitchKey<T>>,
+}
+
+/// A linear layer over a batch of ciphertexts (a convolution or dense layer in batch packing):
+/// output `j` is `sum_{(i, w) in rows[j]} w * input_i + bias[j]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LinearLayer {
+    /// Number of input ciphertexts.
+    pub inputs: usize,
+    /// Per output, its `(input index, weight)` entries (zero weights may be left out).
+    pub rows: Vec<Vec<(usize, f64)>>,
+    /// Per output, a constant added to every slot (empty: no bias).
+    pub bias: Vec<f64>,
 }
 
 /// The backend context of a parameter set: the primes `Q` then `P`, at degree `N`.
@@ -477,6 +489,94 @@ impl<B: Backend> DeviceEvaluator<B> {
         let scalars = self.const_residues(c, cs, a.level)?;
         let data = self.backend.mul_scalar(&a.data, &scalars)?;
         Ok(self.with_data(a, data, a.size, a.level, a.scale * cs))
+    }
+
+    /// A linear layer over the batch `x` (one launch): output `j` is
+    /// `sum_{(i, w) in rows[j]} round(w * const_scale) * x_i + round(bias[j] * scale)`, a batch of
+    /// `rows.len()` ciphertexts at scale `x.scale * const_scale` (with `None`, the last prime of
+    /// the level, so that a following [`Self::rescale`] restores the input scale). Equal word for
+    /// word to the host's `mul_const` / `add` / `add_const` chain.
+    pub fn linear(
+        &self,
+        x: &DeviceCiphertext<B::Tensor>,
+        layer: &LinearLayer,
+        const_scale: Option<f64>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(x)?;
+        if layer.inputs != x.count {
+            return Err(CkksError::CountMismatch {
+                op: "linear",
+                left: layer.inputs,
+                right: x.count,
+            });
+        }
+        let outputs = layer.rows.len();
+        if outputs == 0 || !(layer.bias.is_empty() || layer.bias.len() == outputs) {
+            return Err(CkksError::InvalidLayer {
+                reason: format!(
+                    "{outputs} rows and {} bias values: need at least one row, and one bias per row or none",
+                    layer.bias.len()
+                ),
+            });
+        }
+        if let Some(i) = layer
+            .rows
+            .iter()
+            .flatten()
+            .map(|&(i, _)| i)
+            .find(|&i| i >= layer.inputs)
+        {
+            return Err(CkksError::InvalidLayer {
+                reason: format!("input index {i} is outside the {} inputs", layer.inputs),
+            });
+        }
+        let cs = const_scale.unwrap_or(self.ctx.params().q()[x.level] as f64);
+        let out_scale = x.scale * cs;
+        let limbs = x.level + 1;
+        let mut row_ptr = Vec::with_capacity(outputs + 1);
+        row_ptr.push(0u32);
+        let mut cols = Vec::new();
+        let mut ints = Vec::new();
+        for row in &layer.rows {
+            for &(i, w) in row {
+                cols.push(i as u32);
+                ints.push(w);
+            }
+            row_ptr.push(cols.len() as u32);
+        }
+        // [nnz][limbs] residues, transposed to the kernel's [limbs][nnz].
+        let per_entry = ints
+            .iter()
+            .map(|&w| self.const_residues(w, cs, x.level))
+            .collect::<Result<Vec<_>, _>>()?;
+        let values = (0..limbs)
+            .flat_map(|l| per_entry.iter().map(move |r| r[l]))
+            .collect();
+        let bias = if layer.bias.is_empty() {
+            vec![0; outputs * limbs]
+        } else {
+            layer
+                .bias
+                .iter()
+                .map(|&b| self.const_residues(b, out_scale, x.level))
+                .collect::<Result<Vec<_>, _>>()?
+                .concat()
+        };
+        let weights = LinearWeights {
+            inputs: layer.inputs,
+            row_ptr,
+            cols,
+            values,
+            bias,
+        };
+        let data = self.backend.linear(&x.data, x.size, &weights)?;
+        Ok(DeviceCiphertext {
+            data,
+            count: outputs,
+            size: x.size,
+            level: x.level,
+            scale: out_scale,
+        })
     }
 
     /// `a + c` for a real constant `c` (added to every slot at the ciphertext's scale).

@@ -20,7 +20,9 @@ pub mod serialize;
 
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use context::Context;
-pub use device::{rns_context, DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlaintext};
+pub use device::{
+    rns_context, DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlaintext, LinearLayer,
+};
 pub use encoder::Encoder;
 pub use encryptor::{Decryptor, Encryptor};
 pub use evaluator::Evaluator;
@@ -79,6 +81,9 @@ pub enum CkksError {
         left: usize,
         right: usize,
     },
+    /// A linear layer that does not fit its input.
+    #[error("invalid linear layer: {reason}")]
+    InvalidLayer { reason: String },
     /// An empty batch.
     #[error("a batch needs at least one ciphertext")]
     EmptyBatch,

@@ -9,9 +9,9 @@ pub use runtime::{
 use shaders::Family;
 
 use super::{
-    check_join, check_keyswitch_inner, check_slice, check_truncate, conv_constants,
-    div_round_constants, Backend, BackendError, ConvConstants, DivRoundConstants, Result,
-    RnsContext, Shape,
+    check_join, check_keyswitch_inner, check_linear, check_slice, check_truncate, conv_constants,
+    div_round_constants, Backend, BackendError, ConvConstants, DivRoundConstants, LinearWeights,
+    Result, RnsContext, Shape,
 };
 use std::collections::HashMap;
 use std::ops::Range;
@@ -655,6 +655,60 @@ impl Backend for GpuBackend {
             }
             base += k as u32;
         }
+        Ok(out)
+    }
+
+    fn linear(&self, x: &GpuTensor, comps: usize, w: &LinearWeights) -> Result<GpuTensor> {
+        let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
+        let out = self.alloc(Shape {
+            polys: shape.outputs * comps,
+            moduli: x.shape.moduli.clone(),
+        })?;
+        self.check_word_range(shape.outputs * comps, shape.limbs)?;
+        let nnz = w.cols.len();
+        let rows: Vec<u32> = w.row_ptr.iter().chain(&w.cols).copied().collect();
+        let pairs: Vec<u32> = w
+            .values
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &v)| {
+                let m = &self.ctx.moduli()[x.shape.moduli[i / nnz.max(1)]];
+                [v, m.shoup(v)]
+            })
+            .collect();
+        let (rows, pairs, bias) = (
+            self.rt.upload_constant(&rows),
+            self.rt.upload_constant(&pairs),
+            self.rt.upload_constant(&w.bias),
+        );
+        let lmap = self.map_buffer(&x.shape.moduli)?;
+        let n = self.ctx.n();
+        let params = [
+            n as u32,
+            log2(n),
+            shape.limbs as u32,
+            comps as u32,
+            shape.outputs as u32,
+            nnz as u32,
+            0,
+            0,
+        ];
+        let total = (shape.outputs * comps * shape.limbs * n) as u64;
+        self.dispatch(
+            Family::Linear,
+            "linear",
+            &[
+                out.buffer(),
+                x.buffer(),
+                &rows,
+                &pairs,
+                &bias,
+                &self.moduli,
+                &*lmap,
+            ],
+            &params,
+            total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+        )?;
         Ok(out)
     }
 

@@ -33,16 +33,19 @@ pub enum Family {
     Keyswitch,
     /// `shaders/automorphism.wgsl`: Galois automorphisms.
     Automorphism,
+    /// `shaders/linear.wgsl`: sparse weighted sums of the polynomials of a batch.
+    Linear,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Ntt,
         Family::Elementwise,
         Family::Rns,
         Family::Keyswitch,
         Family::Automorphism,
+        Family::Linear,
     ];
 
     /// File name under `shaders/`.
@@ -53,6 +56,7 @@ impl Family {
             Family::Rns => "rns.wgsl",
             Family::Keyswitch => "keyswitch.wgsl",
             Family::Automorphism => "automorphism.wgsl",
+            Family::Linear => "linear.wgsl",
         }
     }
 
@@ -65,6 +69,7 @@ impl Family {
             Family::Rns => &[W, R, R, R, R, R, R, R, U],
             Family::Keyswitch => &[W, R, R, R, R, R, U],
             Family::Automorphism => &[W, R, R, R, U],
+            Family::Linear => &[W, R, R, R, R, R, R, U],
         }
     }
 
@@ -75,6 +80,7 @@ impl Family {
             Family::Rns => include_str!("../../../shaders/rns.wgsl"),
             Family::Keyswitch => include_str!("../../../shaders/keyswitch.wgsl"),
             Family::Automorphism => include_str!("../../../shaders/automorphism.wgsl"),
+            Family::Linear => include_str!("../../../shaders/linear.wgsl"),
         }
     }
 }
