@@ -8,3 +8,4 @@ pub mod backend;
 pub mod ckks;
 pub mod cli;
 pub mod nn;
+pub mod sched;

@@ -66,6 +66,11 @@ impl Encoder {
         }
     }
 
+    /// The context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
     /// Number of slots (`N/2`).
     pub fn slots(&self) -> usize {
         self.ctx.n() / 2

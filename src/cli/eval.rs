@@ -62,10 +62,16 @@ struct EvalOut {
     candle_max_logit_diff: Option<f64>,
 }
 
-/// Runs `cryptodl eval`.
-pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let model = Model::load(&args.model)?;
-    let kind = match args.dataset {
+/// The test split for `model`: `dataset` if given, else the one the model was trained on, else
+/// fashion-mnist / cifar10 by input shape; the first `limit` images; checked against the model's
+/// input shape.
+pub(super) fn test_set(
+    model: &Model,
+    dataset: Option<DatasetKind>,
+    data_dir: Option<&std::path::Path>,
+    limit: Option<usize>,
+) -> anyhow::Result<(DatasetKind, crate::nn::dataset::Dataset)> {
+    let kind = match dataset {
         Some(k) => k,
         None => match model.training.get("dataset").and_then(|v| v.as_str()) {
             Some(s) => s.parse().map_err(anyhow::Error::msg)?,
@@ -73,8 +79,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             None => DatasetKind::FashionMnist,
         },
     };
-    let splits = kind.load(args.data_dir.as_deref())?;
-    let test = match args.limit {
+    let splits = kind.load(data_dir)?;
+    let test = match limit {
         Some(n) => splits.test.take(n),
         None => splits.test,
     };
@@ -85,6 +91,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             test.shape
         );
     }
+    Ok((kind, test))
+}
+
+/// Runs `cryptodl eval`.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let model = Model::load(&args.model)?;
+    let (kind, test) = test_set(&model, args.dataset, args.data_dir.as_deref(), args.limit)?;
     let rep = reference::evaluate(&model, &test)?;
     let interval = model
         .training

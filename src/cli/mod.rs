@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod devices;
 mod eval;
+mod infer;
 mod output;
 mod params;
 mod train;
@@ -17,7 +18,8 @@ mod verify;
 ///
 /// Typical flow: `cryptodl params` to pick a parameter preset, `cryptodl approx` to choose a
 /// polynomial activation, `cryptodl train` to train a CNN with it, `cryptodl eval` for the
-/// plaintext reference, `cryptodl bench ops` to time the CKKS primitives.
+/// plaintext reference, `cryptodl infer` to classify encrypted images with it, `cryptodl bench
+/// ops` to time the CKKS primitives.
 #[derive(Parser, Debug)]
 #[command(name = "cryptodl", version, about, long_about = None)]
 pub struct Cli {
@@ -40,6 +42,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Run a trained model in plaintext f64, exactly as the encrypted path computes it.
     Eval(eval::EvalArgs),
+    /// Classify encrypted test images with a trained model (client encrypts, server evaluates
+    /// with evaluation keys only, client decrypts and compares with the plaintext reference).
+    Infer(infer::InferArgs),
     /// List GPU adapters with the limits that matter to the kernels.
     Devices(devices::DevicesArgs),
     /// Run every kernel on random inputs on the GPU and the CPU and compare bit for bit.
@@ -56,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Approx(a) => approx::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Infer(a) => infer::run(a),
         Command::Devices(a) => devices::run(a),
         Command::Verify(a) => verify::run(a),
     };

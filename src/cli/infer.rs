@@ -1,0 +1,263 @@
+//! `cryptodl infer`: the encrypted CNN end to end — the client encrypts a batch of test images,
+//! the server runs the model over the ciphertexts with evaluation keys only, the client decrypts
+//! the logits and compares them with the plaintext reference.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::output::print_json;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::{AdapterChoice, GpuBackend};
+use crate::backend::{resolve, Backend, BackendKind, Resolved};
+use crate::ckks::{
+    rns_context, Ciphertext, Context, Decryptor, DeviceEvaluator, Encoder, Encryptor,
+    EvaluationKeys, KeyGenerator, Preset,
+};
+use crate::nn::dataset::DatasetKind;
+use crate::nn::model::Model;
+use crate::nn::reference;
+use crate::sched::{self, Plan};
+
+/// Arguments of `cryptodl infer`.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  cryptodl train --arch cryptonets --act poly2 --epochs 15 --out cn.safetensors\n  cryptodl infer --model cn.safetensors                    # 4096 test images at n8192 on the CPU\n  cryptodl infer --model cn.safetensors --backend gpu --limit 256 --json\n\nBatch packing: slot s of every ciphertext holds test image s, and pixel i of every image lives in\nciphertext i, so one run scores up to N/2 images. Each convolution / dense layer (composed where\nthey meet) and each degree-2 activation costs one level; the model is refused, naming a preset\nthat fits, if the preset is too shallow."
+)]
+pub struct InferArgs {
+    /// Model file written by `cryptodl train` (degree-2 polynomial activations).
+    #[arg(long)]
+    model: PathBuf,
+    /// Dataset (default: the one the model was trained on).
+    #[arg(long)]
+    dataset: Option<DatasetKind>,
+    /// Directory holding the dataset files.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// CKKS parameter preset (see `cryptodl params`).
+    #[arg(long, default_value = "n8192")]
+    preset: String,
+    /// Score the first N test images (default: as many as there are slots, N/2).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Where the server evaluates: cpu, gpu or auto.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendKind,
+    /// GPU adapter (case-insensitive substring of its name).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Accept presets below 128-bit security (every output then says so).
+    #[arg(long)]
+    insecure: bool,
+    /// Print JSON instead of a report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Timings {
+    keygen_s: f64,
+    encrypt_s: f64,
+    server_s: f64,
+    decrypt_s: f64,
+}
+
+#[derive(Serialize)]
+struct InferReport {
+    model: String,
+    dataset: String,
+    preset: String,
+    insecure: bool,
+    backend: String,
+    samples: usize,
+    ciphertexts_in: usize,
+    max_ciphertexts: usize,
+    levels_used: usize,
+    encrypted_accuracy: f64,
+    reference_accuracy: f64,
+    argmax_agreement: f64,
+    max_logit_error: f64,
+    timings: Timings,
+    predictions_per_hour_server: f64,
+}
+
+fn bar(len: usize, what: &str, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(len as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} [{{bar:30}}] {{pos}}/{{len}} ({{elapsed}}<{{eta}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b
+}
+
+/// The server's part on `backend`: upload, run the plan, download.
+fn serve<B: Backend>(
+    backend: B,
+    ctx: &std::sync::Arc<Context>,
+    keys: &EvaluationKeys,
+    plan: &Plan,
+    input: &[Ciphertext],
+    quiet: bool,
+) -> anyhow::Result<Vec<Ciphertext>> {
+    let eval = DeviceEvaluator::new(ctx.clone(), backend)?;
+    let dkeys = eval.upload_keys(keys)?;
+    let x = eval.upload(input)?;
+    let b = bar(plan.depth(), "server: layers", quiet);
+    let out = sched::run(&eval, &dkeys, plan, &x, |_| b.inc(1))?;
+    b.finish_and_clear();
+    Ok(eval.download(&out)?)
+}
+
+/// Runs `cryptodl infer`.
+pub fn run(args: InferArgs) -> anyhow::Result<()> {
+    let model = Model::load(&args.model)?;
+    let plan = Plan::compile(&model)?;
+    let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+    plan.check_depth(params.name(), params.max_level())?;
+    let slots = params.slots();
+    let limit = args.limit.unwrap_or(slots);
+    if limit == 0 || limit > slots {
+        anyhow::bail!(
+            "--limit {limit}: a batch holds 1 to {slots} images at preset {}",
+            params.name()
+        );
+    }
+    let (kind, test) =
+        super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), Some(limit))?;
+    let samples: Vec<Vec<f64>> = (0..test.len())
+        .map(|i| reference::normalize(&model, test.image(i)))
+        .collect();
+    let quiet = args.json;
+    let say = |s: String| {
+        if !quiet {
+            eprintln!("{s}");
+        }
+    };
+    if params.is_insecure() {
+        say(format!(
+            "WARNING: preset {} is INSECURE (below 128-bit security)",
+            params.name()
+        ));
+    }
+    say(format!(
+        "{}: {} levels ({} steps + 1 headroom) of {} at {}; {} images, {} ciphertexts in, at most {} per layer",
+        model.name,
+        plan.levels_needed(),
+        plan.depth(),
+        params.max_level(),
+        params.name(),
+        samples.len(),
+        plan.inputs,
+        plan.max_width()
+    ));
+
+    // Client: keys (relinearization only: batch packing needs no rotations) and encryption.
+    let ctx = Context::new(&params)?;
+    let t = Instant::now();
+    let mut kg = KeyGenerator::new(ctx.clone());
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = kg.evaluation_keys(&sk, &[], false)?;
+    let keygen_s = t.elapsed().as_secs_f64();
+    let enc = Encoder::new(ctx.clone());
+    let mut encryptor = Encryptor::new(ctx.clone());
+    let t = Instant::now();
+    let b = bar(plan.inputs, "client: encrypt", quiet);
+    let cts = sched::encrypt_batch(&plan, &enc, &mut encryptor, &pk, &samples, || b.inc(1))?;
+    b.finish_and_clear();
+    let encrypt_s = t.elapsed().as_secs_f64();
+
+    // Server: evaluation keys and ciphertexts only.
+    let (resolved, rt) = resolve(
+        args.backend,
+        &AdapterChoice::from_arg(args.adapter.as_deref()),
+    )
+    .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
+    let t = Instant::now();
+    let (out, backend) = match (resolved, rt) {
+        (Resolved::Gpu, Some(rt)) => {
+            let backend = GpuBackend::new(rt, rns_context(&params)?)?;
+            let name = backend.name();
+            (serve(backend, &ctx, &keys, &plan, &cts, quiet)?, name)
+        }
+        _ => {
+            let backend = CpuBackend::new(rns_context(&params)?);
+            (
+                serve(backend, &ctx, &keys, &plan, &cts, quiet)?,
+                "cpu".to_string(),
+            )
+        }
+    };
+    let server_s = t.elapsed().as_secs_f64();
+    drop(cts);
+
+    // Client: decrypt and compare with the plaintext reference.
+    let t = Instant::now();
+    let logits =
+        sched::decrypt_logits(&Decryptor::new(ctx.clone()), &enc, &sk, &out, samples.len())?;
+    let decrypt_s = t.elapsed().as_secs_f64();
+    let (mut correct, mut ref_correct, mut agree, mut worst) = (0usize, 0usize, 0usize, 0.0f64);
+    for (i, (x, got)) in samples.iter().zip(&logits).enumerate() {
+        let want = reference::forward(&model, x)?;
+        let label = test.labels[i] as usize;
+        let (g, w) = (reference::argmax(got), reference::argmax(&want));
+        correct += usize::from(g == label);
+        ref_correct += usize::from(w == label);
+        agree += usize::from(g == w);
+        for (a, b) in want.iter().zip(got) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    let n = samples.len() as f64;
+    let report = InferReport {
+        model: model.name.clone(),
+        dataset: kind.name().to_string(),
+        preset: params.name().to_string(),
+        insecure: params.is_insecure(),
+        backend,
+        samples: samples.len(),
+        ciphertexts_in: plan.inputs,
+        max_ciphertexts: plan.max_width(),
+        levels_used: plan.depth(),
+        encrypted_accuracy: correct as f64 / n,
+        reference_accuracy: ref_correct as f64 / n,
+        argmax_agreement: agree as f64 / n,
+        max_logit_error: worst,
+        timings: Timings {
+            keygen_s,
+            encrypt_s,
+            server_s,
+            decrypt_s,
+        },
+        predictions_per_hour_server: n / server_s * 3600.0,
+    };
+    if args.json {
+        return print_json(&report);
+    }
+    if report.insecure {
+        println!("WARNING: INSECURE parameters (preset {})", report.preset);
+    }
+    println!(
+        "{} on {} encrypted {} test images ({}, server on {}):",
+        report.model, report.samples, report.dataset, report.preset, report.backend
+    );
+    println!(
+        "  accuracy {:.2}% encrypted vs {:.2}% plaintext reference; same prediction on {:.2}% of images; max |logit error| {:.2e}",
+        100.0 * report.encrypted_accuracy,
+        100.0 * report.reference_accuracy,
+        100.0 * report.argmax_agreement,
+        report.max_logit_error
+    );
+    println!(
+        "  keygen {keygen_s:.1} s, encrypt {encrypt_s:.1} s (client); server {server_s:.1} s ({:.0} predictions/hour); decrypt {decrypt_s:.2} s (client)",
+        report.predictions_per_hour_server
+    );
+    Ok(())
+}

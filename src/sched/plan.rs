@@ -1,0 +1,362 @@
+//! Compiles an exported [`Model`] into an HE plan for batch packing: a list of linear steps
+//! (convolutions, pools, flattens and dense layers, composed where they meet, with activation
+//! coefficients folded in) and squarings, one level each.
+//!
+//! A degree-2 activation `p(x) = c0 + c1 x + c2 x^2` is rewritten as `c2 (x + s)^2 + t` with
+//! `s = c1 / (2 c2)` and `t = c0 - c1^2 / (4 c2)`: the shift `s` goes into the bias of the linear
+//! step before it, the square is one ciphertext multiplication, and `c2` and `t` go into the
+//! weights and bias of the linear step after it. So every activation costs exactly one level and
+//! every linear step one level (integer weights at scale `q_l`, then a rescale).
+
+use crate::ckks::{LinearLayer, Preset, PRESETS};
+use crate::nn::model::{Activation, Layer, Model};
+
+/// Why a model cannot be planned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The model itself is inconsistent.
+    #[error(transparent)]
+    Model(#[from] crate::nn::model::ModelError),
+    /// An activation the encrypted path cannot compute.
+    #[error("layer {index}: {reason}")]
+    Activation {
+        /// Layer index in the model.
+        index: usize,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// More levels than the parameters have.
+    #[error(
+        "model `{model}` needs {depth} levels plus 1 of headroom for the logits, but preset {preset} has {available}; {advice}"
+    )]
+    TooDeep {
+        /// Model name.
+        model: String,
+        /// Levels the plan consumes.
+        depth: usize,
+        /// The preset.
+        preset: String,
+        /// Its levels (`max_level`).
+        available: usize,
+        /// Which preset would fit.
+        advice: String,
+    },
+}
+
+/// One step of a plan; each consumes one level.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// A linear layer over the current batch (then a rescale).
+    Linear(LinearLayer),
+    /// Every ciphertext squared (multiply, relinearize, rescale).
+    Square,
+}
+
+/// An HE plan: what the server runs on a batch of `inputs` ciphertexts (one per input value,
+/// slot `s` of every ciphertext holding sample `s`) to get `outputs` ciphertexts of logits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Model name.
+    pub model: String,
+    /// Ciphertexts in (input values, CHW order).
+    pub inputs: usize,
+    /// Ciphertexts out (classes).
+    pub outputs: usize,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// A pending affine map from the current encrypted values to the model's values.
+struct Affine {
+    rows: Vec<Vec<(usize, f64)>>,
+    bias: Vec<f64>,
+}
+
+impl Affine {
+    fn identity(n: usize) -> Self {
+        Affine {
+            rows: (0..n).map(|i| vec![(i, 1.0)]).collect(),
+            bias: vec![0.0; n],
+        }
+    }
+
+    /// `self` followed by the layer `(rows, bias)` over its outputs.
+    fn then(self, rows: Vec<Vec<(usize, f64)>>, bias: Vec<f64>) -> Self {
+        let mut acc: Vec<f64> = Vec::new();
+        let mut touched: Vec<usize> = Vec::new();
+        let out_rows = rows
+            .iter()
+            .map(|row| {
+                for &(i, w) in row {
+                    for &(k, v) in &self.rows[i] {
+                        if k >= acc.len() {
+                            acc.resize(k + 1, 0.0);
+                        }
+                        if acc[k] == 0.0 {
+                            touched.push(k);
+                        }
+                        acc[k] += w * v;
+                    }
+                }
+                touched.sort_unstable();
+                touched.dedup();
+                let r: Vec<(usize, f64)> = touched
+                    .drain(..)
+                    .map(|k| (k, std::mem::take(&mut acc[k])))
+                    .filter(|&(_, v)| v != 0.0)
+                    .collect();
+                r
+            })
+            .collect();
+        let out_bias = rows
+            .iter()
+            .zip(bias)
+            .map(|(row, b)| b + row.iter().map(|&(i, w)| w * self.bias[i]).sum::<f64>())
+            .collect();
+        Affine {
+            rows: out_rows,
+            bias: out_bias,
+        }
+    }
+
+    /// Applies `y = a x + c` to every output.
+    fn scale_shift(mut self, a: f64, c: f64) -> Self {
+        for row in &mut self.rows {
+            for e in row.iter_mut() {
+                e.1 *= a;
+            }
+        }
+        for b in &mut self.bias {
+            *b = a * *b + c;
+        }
+        self
+    }
+
+    fn into_layer(self, inputs: usize) -> LinearLayer {
+        LinearLayer {
+            inputs,
+            rows: self.rows,
+            bias: self.bias,
+        }
+    }
+}
+
+/// The rows of a convolution over CHW maps `(c, h, w)`.
+fn conv_rows(
+    weight: &ndarray::Array4<f64>,
+    (h, w): (usize, usize),
+    stride: usize,
+    padding: usize,
+) -> (Vec<Vec<(usize, f64)>>, usize, usize) {
+    let (o, ic, k, _) = weight.dim();
+    let oh = (h + 2 * padding - k) / stride + 1;
+    let ow = (w + 2 * padding - k) / stride + 1;
+    let mut rows = Vec::with_capacity(o * oh * ow);
+    for oc in 0..o {
+        for y in 0..oh {
+            for x in 0..ow {
+                let mut row = Vec::new();
+                for c in 0..ic {
+                    for ky in 0..k {
+                        let iy = (y * stride + ky) as isize - padding as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let ix = (x * stride + kx) as isize - padding as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let v = weight[[oc, c, ky, kx]];
+                            if v != 0.0 {
+                                row.push(((c * h + iy as usize) * w + ix as usize, v));
+                            }
+                        }
+                    }
+                }
+                rows.push(row);
+            }
+        }
+    }
+    (rows, oh, ow)
+}
+
+impl Plan {
+    /// Compiles `model` (polynomial activations of degree at most 2).
+    pub fn compile(model: &Model) -> Result<Plan, PlanError> {
+        model.shapes()?;
+        let [c0, h0, w0] = model.input;
+        let inputs = c0 * h0 * w0;
+        let (mut c, mut h, mut w) = (c0, h0, w0);
+        let mut steps = Vec::new();
+        // Encrypted values so far, and the affine map from them to the model's current values.
+        let mut width = inputs;
+        let mut pending = Affine::identity(inputs);
+        for (index, layer) in model.layers.iter().enumerate() {
+            match layer {
+                Layer::Conv2d {
+                    weight,
+                    bias,
+                    stride,
+                    padding,
+                } => {
+                    let (rows, oh, ow) = conv_rows(weight, (h, w), *stride, *padding);
+                    let o = weight.dim().0;
+                    let b = (0..o * oh * ow).map(|r| bias[r / (oh * ow)]).collect();
+                    pending = pending.then(rows, b);
+                    (c, h, w) = (o, oh, ow);
+                }
+                Layer::SumPool { kernel, stride } => {
+                    let (k, s) = (*kernel, *stride);
+                    let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
+                    let mut rows = Vec::with_capacity(c * oh * ow);
+                    for cc in 0..c {
+                        for y in 0..oh {
+                            for x in 0..ow {
+                                rows.push(
+                                    (0..k * k)
+                                        .map(|t| ((cc * h + y * s + t / k) * w + x * s + t % k, 1.0))
+                                        .collect(),
+                                );
+                            }
+                        }
+                    }
+                    pending = pending.then(rows, vec![0.0; c * oh * ow]);
+                    (h, w) = (oh, ow);
+                }
+                Layer::Flatten => (c, h, w) = (c * h * w, 1, 1),
+                Layer::Dense { weight, bias } => {
+                    let rows = weight
+                        .outer_iter()
+                        .map(|r| {
+                            r.iter()
+                                .enumerate()
+                                .filter(|(_, &v)| v != 0.0)
+                                .map(|(i, &v)| (i, v))
+                                .collect()
+                        })
+                        .collect();
+                    pending = pending.then(rows, bias.to_vec());
+                    (c, h, w) = (weight.dim().0, 1, 1);
+                }
+                Layer::Act(Activation::Poly { coeffs }) => {
+                    let p = &coeffs.coeffs;
+                    let k = |i: usize| p.get(i).copied().unwrap_or(0.0);
+                    if p.iter().skip(3).any(|&v| v != 0.0) {
+                        return Err(PlanError::Activation {
+                            index,
+                            reason: format!(
+                                "polynomial {coeffs} has degree {} but the encrypted path evaluates degree 2 at most; train with --act poly2",
+                                coeffs.degree()
+                            ),
+                        });
+                    }
+                    if k(2) == 0.0 {
+                        // Affine activation: nothing to square.
+                        pending = pending.scale_shift(k(1), k(0));
+                    } else {
+                        let (a, shift) = (k(2), k(1) / (2.0 * k(2)));
+                        let t = k(0) - k(1) * k(1) / (4.0 * k(2));
+                        let layer = pending.scale_shift(1.0, shift).into_layer(width);
+                        width = layer.rows.len();
+                        steps.push(Step::Linear(layer));
+                        steps.push(Step::Square);
+                        pending = Affine::identity(width).scale_shift(a, t);
+                    }
+                }
+                Layer::Act(Activation::Std { func }) => {
+                    return Err(PlanError::Activation {
+                        index,
+                        reason: format!(
+                            "{func} cannot be computed on CKKS ciphertexts; train the model with a polynomial activation (--act poly2)"
+                        ),
+                    })
+                }
+                #[allow(unreachable_patterns)]
+                other => {
+                    return Err(PlanError::Activation {
+                        index,
+                        reason: format!("layer {other:?} is not supported by the encrypted path"),
+                    })
+                }
+            }
+        }
+        let last = pending.into_layer(width);
+        let outputs = last.rows.len();
+        steps.push(Step::Linear(last));
+        Ok(Plan {
+            model: model.name.clone(),
+            inputs,
+            outputs,
+            steps,
+        })
+    }
+
+    /// Levels the plan consumes (one per step).
+    pub fn depth(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Levels a preset needs for this plan: the depth plus one level of headroom, so the logits
+    /// are decrypted above the last prime (whose 4 bits above the scale would bound them by 8).
+    pub fn levels_needed(&self) -> usize {
+        self.depth() + 1
+    }
+
+    /// Checks that `max_level` levels of preset `preset` suffice.
+    pub fn check_depth(&self, preset: &str, max_level: usize) -> Result<(), PlanError> {
+        if self.levels_needed() <= max_level {
+            return Ok(());
+        }
+        let fits: Vec<&Preset> = PRESETS
+            .iter()
+            .filter(|p| p.secure && p.q_bits.len() > self.levels_needed())
+            .collect();
+        let advice = match fits.first() {
+            Some(p) => format!("use --preset {}", p.name),
+            None => "no preset is deep enough; use fewer activations".to_string(),
+        };
+        Err(PlanError::TooDeep {
+            model: self.model.clone(),
+            depth: self.depth(),
+            preset: preset.to_string(),
+            available: max_level,
+            advice,
+        })
+    }
+
+    /// Runs the plan in plaintext f64 on one input (for checking the compilation against
+    /// [`crate::nn::reference::forward`]).
+    pub fn eval_plain(&self, input: &[f64]) -> Vec<f64> {
+        let mut x = input.to_vec();
+        for step in &self.steps {
+            x = match step {
+                Step::Linear(l) => l
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .map(|(j, row)| {
+                        l.bias.get(j).copied().unwrap_or(0.0)
+                            + row.iter().map(|&(i, w)| w * x[i]).sum::<f64>()
+                    })
+                    .collect(),
+                Step::Square => x.iter().map(|v| v * v).collect(),
+            };
+        }
+        x
+    }
+
+    /// Largest number of ciphertexts any step produces.
+    pub fn max_width(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|s| match s {
+                Step::Linear(l) => l.rows.len(),
+                Step::Square => 0,
+            })
+            .max()
+            .unwrap_or(0)
+            .max(self.inputs)
+    }
+}

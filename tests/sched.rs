@@ -1,0 +1,249 @@
+//! The encrypted CNN: plans compiled from models compute the plaintext reference's logits, and
+//! the encrypted run decrypts to them (CPU and GPU backends, word for word equal).
+
+use cryptodl::backend::cpu::CpuBackend;
+use cryptodl::backend::gpu::GpuBackend;
+use cryptodl::backend::Backend;
+use cryptodl::ckks::*;
+use cryptodl::nn::activation::{ActFn, Polynomial};
+use cryptodl::nn::model::{Activation, Layer, Model, Normalization};
+use cryptodl::nn::reference;
+use cryptodl::sched::{self, Plan, PlanError, Step};
+use ndarray::{Array1, Array2, Array4};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+mod common;
+use common::gpu;
+
+fn poly2() -> Layer {
+    Layer::Act(Activation::Poly {
+        coeffs: Polynomial::new(vec![0.375, 0.5, 0.1171875]),
+    })
+}
+
+fn conv(
+    rng: &mut ChaCha8Rng,
+    o: usize,
+    i: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Layer {
+    Layer::Conv2d {
+        weight: Array4::from_shape_fn((o, i, k, k), |_| rng.random_range(-0.5..0.5)),
+        bias: Array1::from_shape_fn(o, |_| rng.random_range(-0.2..0.2)),
+        stride,
+        padding,
+    }
+}
+
+fn dense(rng: &mut ChaCha8Rng, o: usize, i: usize) -> Layer {
+    Layer::Dense {
+        weight: Array2::from_shape_fn((o, i), |_| rng.random_range(-0.3..0.3)),
+        bias: Array1::from_shape_fn(o, |_| rng.random_range(-0.2..0.2)),
+    }
+}
+
+fn model(name: &str, input: [usize; 3], layers: Vec<Layer>) -> Model {
+    Model {
+        name: name.into(),
+        input,
+        normalization: Normalization {
+            mean: vec![0.0; input[0]],
+            std: vec![1.0; input[0]],
+        },
+        layers,
+        training: serde_json::Value::Null,
+    }
+}
+
+fn inputs(rng: &mut ChaCha8Rng, count: usize, size: usize) -> Vec<Vec<f64>> {
+    (0..count)
+        .map(|_| (0..size).map(|_| rng.random_range(-1.5..1.5)).collect())
+        .collect()
+}
+
+#[test]
+fn plans_compute_the_reference_logits_in_plaintext() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    // conv -> act -> pool -> conv -> act (affine) -> flatten -> dense -> act -> dense
+    let deep = model(
+        "deep",
+        [2, 8, 8],
+        vec![
+            conv(&mut rng, 3, 2, 3, 1, 1),
+            poly2(),
+            Layer::SumPool {
+                kernel: 2,
+                stride: 2,
+            },
+            conv(&mut rng, 4, 3, 3, 2, 0),
+            Layer::Act(Activation::Poly {
+                coeffs: Polynomial::new(vec![0.1, -0.4]),
+            }),
+            Layer::Flatten,
+            dense(&mut rng, 5, 4),
+            poly2(),
+            dense(&mut rng, 3, 5),
+        ],
+    );
+    let plan = Plan::compile(&deep).unwrap();
+    // linear, square, linear (pool + conv + affine act + flatten + dense composed), square, linear
+    assert_eq!(plan.depth(), 5);
+    assert!(matches!(plan.steps[1], Step::Square));
+    assert_eq!((plan.inputs, plan.outputs), (128, 3));
+    for x in inputs(&mut rng, 20, 128) {
+        let want = reference::forward(&deep, &x).unwrap();
+        let got = plan.eval_plain(&x);
+        let err = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-9, "plan != reference by {err}");
+    }
+}
+
+#[test]
+fn plans_refuse_what_ckks_cannot_compute() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let with = |act: Layer| {
+        model(
+            "m",
+            [1, 6, 6],
+            vec![
+                conv(&mut rng.clone(), 2, 1, 3, 1, 0),
+                act,
+                Layer::Flatten,
+                dense(&mut rng.clone(), 2, 32),
+            ],
+        )
+    };
+    let e = Plan::compile(&with(Layer::Act(Activation::Std { func: ActFn::Relu }))).unwrap_err();
+    assert!(e.to_string().contains("--act poly2"), "{e}");
+    let cubic = Layer::Act(Activation::Poly {
+        coeffs: Polynomial::new(vec![0.0, 0.5, 0.1, 0.01]),
+    });
+    let e = Plan::compile(&with(cubic)).unwrap_err();
+    assert!(matches!(e, PlanError::Activation { index: 1, .. }), "{e}");
+    // A deep plan on a shallow preset names a preset that fits.
+    let plan = Plan::compile(&with(poly2())).unwrap();
+    assert_eq!(plan.levels_needed(), 4);
+    assert!(plan.check_depth("toy4096", 5).is_ok());
+    let e = plan.check_depth("toy1024", 3).unwrap_err();
+    assert!(e.to_string().contains("--preset n8192"), "{e}");
+    let _ = rng.random::<u8>();
+}
+
+/// Encrypts `samples`, runs the plan on `backend`, decrypts; returns the logits and the output
+/// ciphertexts.
+fn encrypted_run<B: Backend>(
+    backend: B,
+    plan: &Plan,
+    samples: &[Vec<f64>],
+    seed: u64,
+) -> (Vec<Vec<f64>>, Vec<Ciphertext>) {
+    let params = Preset::by_name("toy4096")
+        .unwrap()
+        .parameters(true)
+        .unwrap();
+    plan.check_depth(params.name(), params.max_level()).unwrap();
+    let ctx = Context::new(&params).unwrap();
+    let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(seed));
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = kg.evaluation_keys(&sk, &[], false).unwrap();
+    let enc = Encoder::new(ctx.clone());
+    let mut encryptor = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(seed + 1));
+    let cts = sched::encrypt_batch(plan, &enc, &mut encryptor, &pk, samples, || {}).unwrap();
+    let eval = DeviceEvaluator::new(ctx.clone(), backend).unwrap();
+    let dkeys = eval.upload_keys(&keys).unwrap();
+    let x = eval.upload(&cts).unwrap();
+    let mut steps = 0;
+    let out = sched::run(&eval, &dkeys, plan, &x, |_| steps += 1).unwrap();
+    assert_eq!(steps, plan.depth());
+    let out = eval.download(&out).unwrap();
+    let logits =
+        sched::decrypt_logits(&Decryptor::new(ctx), &enc, &sk, &out, samples.len()).unwrap();
+    (logits, out)
+}
+
+fn small_cnn() -> Model {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    model(
+        "small",
+        [1, 8, 8],
+        vec![
+            conv(&mut rng, 3, 1, 3, 2, 1),
+            poly2(),
+            Layer::Flatten,
+            dense(&mut rng, 4, 48),
+        ],
+    )
+}
+
+fn check_against_reference(model: &Model, samples: &[Vec<f64>], logits: &[Vec<f64>]) {
+    let mut worst = 0.0f64;
+    for (x, got) in samples.iter().zip(logits) {
+        let want = reference::forward(model, x).unwrap();
+        for (a, b) in want.iter().zip(got) {
+            worst = worst.max((a - b).abs());
+        }
+        let margin = {
+            let mut s = want.clone();
+            s.sort_by(f64::total_cmp);
+            s[s.len() - 1] - s[s.len() - 2]
+        };
+        if margin > 1e-2 {
+            assert_eq!(reference::argmax(&want), reference::argmax(got));
+        }
+    }
+    assert!(
+        worst < 1e-2,
+        "encrypted logits differ from the reference by {worst}"
+    );
+}
+
+#[test]
+fn encrypted_inference_on_the_cpu_backend_matches_the_reference() {
+    let model = small_cnn();
+    let plan = Plan::compile(&model).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let samples = inputs(&mut rng, 50, 64);
+    let params = Preset::by_name("toy4096")
+        .unwrap()
+        .parameters(true)
+        .unwrap();
+    let backend = CpuBackend::new(rns_context(&params).unwrap());
+    let (logits, _) = encrypted_run(backend, &plan, &samples, 7);
+    check_against_reference(&model, &samples, &logits);
+}
+
+#[test]
+fn encrypted_inference_on_the_gpu_equals_the_cpu_word_for_word() {
+    let Some(rt) = gpu() else { return };
+    let model = small_cnn();
+    let plan = Plan::compile(&model).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let samples = inputs(&mut rng, 30, 64);
+    let params = Preset::by_name("toy4096")
+        .unwrap()
+        .parameters(true)
+        .unwrap();
+    let (cpu_logits, cpu_out) = encrypted_run(
+        CpuBackend::new(rns_context(&params).unwrap()),
+        &plan,
+        &samples,
+        9,
+    );
+    let (gpu_logits, gpu_out) = encrypted_run(
+        GpuBackend::new(rt, rns_context(&params).unwrap()).unwrap(),
+        &plan,
+        &samples,
+        9,
+    );
+    assert_eq!(cpu_out, gpu_out, "same keys and inputs: same ciphertexts");
+    assert_eq!(cpu_logits, gpu_logits);
+    check_against_reference(&model, &samples, &gpu_logits);
+}
