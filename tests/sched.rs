@@ -143,6 +143,7 @@ fn encrypted_run<B: Backend>(
     plan: &Plan,
     samples: &[Vec<f64>],
     seed: u64,
+    chunk: usize,
 ) -> (Vec<Vec<f64>>, Vec<Ciphertext>) {
     let params = Preset::by_name("toy4096")
         .unwrap()
@@ -159,11 +160,11 @@ fn encrypted_run<B: Backend>(
     let cts = sched::encrypt_batch(plan, &enc, &mut encryptor, &pk, samples, || {}).unwrap();
     let eval = DeviceEvaluator::new(ctx.clone(), backend).unwrap();
     let dkeys = eval.upload_keys(&keys).unwrap();
-    let x = eval.upload(&cts).unwrap();
+    let x = sched::upload(&eval, &cts, chunk).unwrap();
     let mut steps = 0;
-    let out = sched::run(&eval, &dkeys, plan, &x, |_| steps += 1).unwrap();
+    let out = sched::run(&eval, &dkeys, plan, &x, chunk, |_| steps += 1).unwrap();
     assert_eq!(steps, plan.depth());
-    let out = eval.download(&out).unwrap();
+    let out = sched::download(&eval, &out).unwrap();
     let logits =
         sched::decrypt_logits(&Decryptor::new(ctx), &enc, &sk, &out, samples.len()).unwrap();
     (logits, out)
@@ -216,8 +217,13 @@ fn encrypted_inference_on_the_cpu_backend_matches_the_reference() {
         .parameters(true)
         .unwrap();
     let backend = CpuBackend::new(rns_context(&params).unwrap());
-    let (logits, _) = encrypted_run(backend, &plan, &samples, 7);
+    let (logits, out) = encrypted_run(backend, &plan, &samples, 7, 1024);
     check_against_reference(&model, &samples, &logits);
+    // Chunked launches (7 ciphertexts each: ragged chunks on 64 inputs and 48 hidden values)
+    // give the same ciphertexts as one launch per step.
+    let backend = CpuBackend::new(rns_context(&params).unwrap());
+    let (_, chunked) = encrypted_run(backend, &plan, &samples, 7, 7);
+    assert_eq!(out, chunked);
 }
 
 #[test]
@@ -236,13 +242,12 @@ fn encrypted_inference_on_the_gpu_equals_the_cpu_word_for_word() {
         &plan,
         &samples,
         9,
+        1024,
     );
-    let (gpu_logits, gpu_out) = encrypted_run(
-        GpuBackend::new(rt, rns_context(&params).unwrap()).unwrap(),
-        &plan,
-        &samples,
-        9,
-    );
+    let gpu_backend = GpuBackend::new(rt, rns_context(&params).unwrap()).unwrap();
+    let chunk = sched::chunk_size(&gpu_backend, &params);
+    assert!(chunk >= 1);
+    let (gpu_logits, gpu_out) = encrypted_run(gpu_backend, &plan, &samples, 9, 16);
     assert_eq!(cpu_out, gpu_out, "same keys and inputs: same ciphertexts");
     assert_eq!(cpu_logits, gpu_logits);
     check_against_reference(&model, &samples, &gpu_logits);

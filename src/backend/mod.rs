@@ -432,6 +432,12 @@ pub trait Backend {
     /// Shape of a tensor.
     fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a Shape;
 
+    /// The largest tensor (in `u32` words) one operation can bind, if the backend has a limit (a
+    /// GPU's storage-binding size); schedulers chunk batches to stay below it.
+    fn max_tensor_words(&self) -> Option<usize> {
+        None
+    }
+
     /// Host -> backend (counted on the GPU).
     fn upload(&self, data: &[u32], shape: Shape) -> Result<Self::Tensor>;
     /// Backend -> host (counted on the GPU; submits pending work first).

@@ -192,6 +192,36 @@ impl<B: Backend> DeviceEvaluator<B> {
         })
     }
 
+    /// Ciphertexts `range` of the batch `x`, as a new batch (one copy launch).
+    pub fn slice(
+        &self,
+        x: &DeviceCiphertext<B::Tensor>,
+        range: std::ops::Range<usize>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(x)?;
+        if range.is_empty() || range.end > x.count {
+            return Err(CkksError::InvalidLayer {
+                reason: format!(
+                    "cannot take ciphertexts {range:?} of a batch of {}",
+                    x.count
+                ),
+            });
+        }
+        let polys = x.count * x.size;
+        let data = self.backend.slice_components(
+            &x.data,
+            polys,
+            range.start * x.size..range.end * x.size,
+        )?;
+        Ok(DeviceCiphertext {
+            data,
+            count: range.len(),
+            size: x.size,
+            level: x.level,
+            scale: x.scale,
+        })
+    }
+
     /// Downloads a batch as host ciphertexts.
     pub fn download(&self, ct: &DeviceCiphertext<B::Tensor>) -> Result<Vec<Ciphertext>, CkksError> {
         self.check(ct)?;

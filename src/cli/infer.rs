@@ -106,13 +106,14 @@ fn serve<B: Backend>(
     input: &[Ciphertext],
     quiet: bool,
 ) -> anyhow::Result<Vec<Ciphertext>> {
+    let chunk = sched::chunk_size(&backend, ctx.params());
     let eval = DeviceEvaluator::new(ctx.clone(), backend)?;
     let dkeys = eval.upload_keys(keys)?;
-    let x = eval.upload(input)?;
+    let x = sched::upload(&eval, input, chunk)?;
     let b = bar(plan.depth(), "server: layers", quiet);
-    let out = sched::run(&eval, &dkeys, plan, &x, |_| b.inc(1))?;
+    let out = sched::run(&eval, &dkeys, plan, &x, chunk, |_| b.inc(1))?;
     b.finish_and_clear();
-    Ok(eval.download(&out)?)
+    Ok(sched::download(&eval, &out)?)
 }
 
 /// Runs `cryptodl infer`.

@@ -9,7 +9,7 @@ pub use plan::{Plan, PlanError, Step};
 use crate::backend::Backend;
 use crate::ckks::{
     Ciphertext, CkksError, Decryptor, DeviceCiphertext, DeviceEvaluator, DeviceKeys, Encoder,
-    Encryptor, PublicKey, SecretKey,
+    Encryptor, LinearLayer, Parameters, PublicKey, SecretKey,
 };
 
 /// Client side: encrypts `samples` (each a normalised input of `plan.inputs` values, at most the
@@ -47,28 +47,135 @@ pub fn encrypt_batch(
         .collect()
 }
 
-/// Server side: runs `plan` on the batch `x` (evaluation keys only). `progress(step)` is called
-/// after each step.
+/// Words a CPU run may bind in one intermediate tensor (2 GiB): bounds memory like a GPU limit.
+const CPU_MAX_TENSOR_WORDS: usize = 1 << 29;
+
+/// Ciphertexts per launch for `params` on `backend`: as many as keep the largest intermediate
+/// tensor of a step (the key-switching digits of a squaring, `dnum (L + K) N` words per
+/// ciphertext) within the backend's binding limit (2 GiB on the CPU), between 1 and 1024.
+pub fn chunk_size<B: Backend>(backend: &B, params: &Parameters) -> usize {
+    let limbs = params.max_level() + 1;
+    let per_ct = (params.dnum() * (limbs + params.p().len())).max(3 * limbs) * params.n();
+    let max = backend.max_tensor_words().unwrap_or(CPU_MAX_TENSOR_WORDS);
+    (max / per_ct).clamp(1, 1024)
+}
+
+/// Uploads a layer's ciphertexts in chunks of at most `chunk`.
+pub fn upload<B: Backend>(
+    eval: &DeviceEvaluator<B>,
+    cts: &[Ciphertext],
+    chunk: usize,
+) -> Result<Vec<DeviceCiphertext<B::Tensor>>, CkksError> {
+    cts.chunks(chunk.max(1)).map(|c| eval.upload(c)).collect()
+}
+
+/// Downloads a chunked layer.
+pub fn download<B: Backend>(
+    eval: &DeviceEvaluator<B>,
+    chunks: &[DeviceCiphertext<B::Tensor>],
+) -> Result<Vec<Ciphertext>, CkksError> {
+    let mut out = Vec::new();
+    for c in chunks {
+        out.extend(eval.download(c)?);
+    }
+    Ok(out)
+}
+
+/// A linear step over a chunked layer: per chunk of at most `chunk` outputs, the partial sums
+/// over the input chunks (bias with the first), added, then rescaled. The sum modulo each prime
+/// is the same as in one launch, so the result does not depend on the chunking.
+fn linear_chunked<B: Backend>(
+    eval: &DeviceEvaluator<B>,
+    x: &[DeviceCiphertext<B::Tensor>],
+    layer: &LinearLayer,
+    chunk: usize,
+) -> Result<Vec<DeviceCiphertext<B::Tensor>>, CkksError> {
+    let mut starts = Vec::with_capacity(x.len());
+    let mut total = 0;
+    for c in x {
+        starts.push(total);
+        total += c.count();
+    }
+    if total != layer.inputs {
+        return Err(CkksError::CountMismatch {
+            op: "linear",
+            left: layer.inputs,
+            right: total,
+        });
+    }
+    let mut out = Vec::new();
+    for (o0, rows) in (0..layer.rows.len())
+        .step_by(chunk.max(1))
+        .zip(layer.rows.chunks(chunk.max(1)))
+    {
+        let mut acc: Option<DeviceCiphertext<B::Tensor>> = None;
+        for (k, (c, &a)) in x.iter().zip(&starts).enumerate() {
+            let b = a + c.count();
+            let sub: Vec<Vec<(usize, f64)>> = rows
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .filter(|(i, _)| (a..b).contains(i))
+                        .map(|&(i, w)| (i - a, w))
+                        .collect()
+                })
+                .collect();
+            if k > 0 && sub.iter().all(Vec::is_empty) {
+                continue;
+            }
+            let bias = if k == 0 && !layer.bias.is_empty() {
+                layer.bias[o0..o0 + rows.len()].to_vec()
+            } else {
+                Vec::new()
+            };
+            let part = eval.linear(
+                c,
+                &LinearLayer {
+                    inputs: c.count(),
+                    rows: sub,
+                    bias,
+                },
+                None,
+            )?;
+            acc = Some(match acc {
+                None => part,
+                Some(s) => eval.add(&s, &part)?,
+            });
+        }
+        let sum = acc.ok_or(CkksError::EmptyBatch)?;
+        out.push(eval.rescale(&sum)?);
+    }
+    Ok(out)
+}
+
+/// Server side: runs `plan` on the layer `x` (chunks of at most `chunk` ciphertexts, as from
+/// [`upload`]) with evaluation keys only; returns the logits in chunks. `progress(step)` is
+/// called after each step.
 pub fn run<B: Backend>(
     eval: &DeviceEvaluator<B>,
     keys: &DeviceKeys<B::Tensor>,
     plan: &Plan,
-    x: &DeviceCiphertext<B::Tensor>,
+    x: &[DeviceCiphertext<B::Tensor>],
+    chunk: usize,
     mut progress: impl FnMut(usize),
-) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
-    if x.count() != plan.inputs {
+) -> Result<Vec<DeviceCiphertext<B::Tensor>>, CkksError> {
+    let count: usize = x.iter().map(|c| c.count()).sum();
+    if count != plan.inputs {
         return Err(CkksError::CountMismatch {
             op: "run",
             left: plan.inputs,
-            right: x.count(),
+            right: count,
         });
     }
-    let mut cur: Option<DeviceCiphertext<B::Tensor>> = None;
+    let mut cur: Option<Vec<DeviceCiphertext<B::Tensor>>> = None;
     for (i, step) in plan.steps.iter().enumerate() {
-        let input = cur.as_ref().unwrap_or(x);
+        let input = cur.as_deref().unwrap_or(x);
         let next = match step {
-            Step::Linear(layer) => eval.rescale(&eval.linear(input, layer, None)?)?,
-            Step::Square => eval.mul_relin_rescale(input, input, keys)?,
+            Step::Linear(layer) => linear_chunked(eval, input, layer, chunk)?,
+            Step::Square => input
+                .iter()
+                .map(|c| eval.mul_relin_rescale(c, c, keys))
+                .collect::<Result<_, _>>()?,
         };
         cur = Some(next);
         progress(i);

@@ -558,6 +558,12 @@ impl Backend for GpuBackend {
         &t.shape
     }
 
+    fn max_tensor_words(&self) -> Option<usize> {
+        let l = self.rt.limits();
+        let bytes = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+        Some((bytes / 4).min(u64::from(u32::MAX)) as usize)
+    }
+
     fn upload(&self, data: &[u32], shape: Shape) -> Result<GpuTensor> {
         self.ctx.check_upload(data.len(), &shape)?;
         let buf = self.rt.upload(data)?;
