@@ -2,7 +2,7 @@
 //! the server runs the model over the ciphertexts with evaluation keys only, the client decrypts
 //! the logits and compares them with the plaintext reference.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -12,11 +12,14 @@ use super::output::print_json;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{resolve, Backend, BackendKind, Resolved};
+use crate::ckks::serialize::{
+    load_ciphertexts, load_evaluation_keys, save_ciphertexts, save_evaluation_keys,
+};
 use crate::ckks::{
     rns_context, Ciphertext, Context, Decryptor, DeviceEvaluator, Encoder, Encryptor,
-    EvaluationKeys, KeyGenerator, Preset,
+    EvaluationKeys, KeyGenerator, Parameters, Preset,
 };
-use crate::nn::dataset::DatasetKind;
+use crate::nn::dataset::{Dataset, DatasetKind};
 use crate::nn::model::Model;
 use crate::nn::reference;
 use crate::sched::{self, Plan};
@@ -57,15 +60,16 @@ pub struct InferArgs {
 }
 
 #[derive(Serialize)]
-struct Timings {
+pub(super) struct Timings {
     keygen_s: f64,
     encrypt_s: f64,
     server_s: f64,
     decrypt_s: f64,
 }
 
+/// What an encrypted scoring job measured.
 #[derive(Serialize)]
-struct InferReport {
+pub(super) struct InferReport {
     model: String,
     dataset: String,
     preset: String,
@@ -116,26 +120,45 @@ fn serve<B: Backend>(
     Ok(sched::download(&eval, &out)?)
 }
 
-/// Runs `cryptodl infer`.
-pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let model = Model::load(&args.model)?;
-    let plan = Plan::compile(&model)?;
-    let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+/// One encrypted scoring job: everything [`execute`] needs.
+pub(super) struct Job<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// CKKS parameters.
+    pub params: Parameters,
+    /// The images to score (at most one batch: N/2) with their labels.
+    pub test: &'a Dataset,
+    /// Dataset name (for the report).
+    pub dataset: &'a str,
+    /// Where the server runs.
+    pub backend: BackendKind,
+    /// GPU adapter choice.
+    pub adapter: Option<String>,
+    /// If set, the client and the server exchange keys and ciphertexts through files here
+    /// (evaluation keys, input and output ciphertexts), as separate machines would.
+    pub exchange_dir: Option<&'a Path>,
+    /// No progress bars or notes on stderr.
+    pub quiet: bool,
+}
+
+/// Runs a job: client keys and encryption, server evaluation (evaluation keys only), client
+/// decryption and comparison with the plaintext reference.
+pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
+    let (model, params, test) = (job.model, &job.params, job.test);
+    let plan = Plan::compile(model)?;
     plan.check_depth(params.name(), params.max_level())?;
     let slots = params.slots();
-    let limit = args.limit.unwrap_or(slots);
-    if limit == 0 || limit > slots {
+    if test.is_empty() || test.len() > slots {
         anyhow::bail!(
-            "--limit {limit}: a batch holds 1 to {slots} images at preset {}",
+            "{} images given: a batch holds 1 to {slots} images at preset {}",
+            test.len(),
             params.name()
         );
     }
-    let (kind, test) =
-        super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), Some(limit))?;
     let samples: Vec<Vec<f64>> = (0..test.len())
-        .map(|i| reference::normalize(&model, test.image(i)))
+        .map(|i| reference::normalize(model, test.image(i)))
         .collect();
-    let quiet = args.json;
+    let quiet = job.quiet;
     let say = |s: String| {
         if !quiet {
             eprintln!("{s}");
@@ -160,7 +183,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     ));
 
     // Client: keys (relinearization only: batch packing needs no rotations) and encryption.
-    let ctx = Context::new(&params)?;
+    let ctx = Context::new(params)?;
     let t = Instant::now();
     let mut kg = KeyGenerator::new(ctx.clone());
     let sk = kg.secret_key();
@@ -175,21 +198,41 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     b.finish_and_clear();
     let encrypt_s = t.elapsed().as_secs_f64();
 
+    // Client -> server: evaluation keys and ciphertexts (through files if asked).
+    let (keys, cts) = match job.exchange_dir {
+        Some(dir) => {
+            let (kp, cp) = (dir.join("eval.keys"), dir.join("input.cts"));
+            save_evaluation_keys(&kp, params, &keys)?;
+            save_ciphertexts(&cp, params, &cts)?;
+            drop(cts);
+            say(format!(
+                "client: evaluation keys and {} ciphertexts written to {}",
+                plan.inputs,
+                dir.display()
+            ));
+            (
+                load_evaluation_keys(&kp, &ctx)?,
+                load_ciphertexts(&cp, &ctx)?,
+            )
+        }
+        None => (keys, cts),
+    };
+
     // Server: evaluation keys and ciphertexts only.
     let (resolved, rt) = resolve(
-        args.backend,
-        &AdapterChoice::from_arg(args.adapter.as_deref()),
+        job.backend,
+        &AdapterChoice::from_arg(job.adapter.as_deref()),
     )
     .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
     let t = Instant::now();
     let (out, backend) = match (resolved, rt) {
         (Resolved::Gpu, Some(rt)) => {
-            let backend = GpuBackend::new(rt, rns_context(&params)?)?;
+            let backend = GpuBackend::new(rt, rns_context(params)?)?;
             let name = backend.name();
             (serve(backend, &ctx, &keys, &plan, &cts, quiet)?, name)
         }
         _ => {
-            let backend = CpuBackend::new(rns_context(&params)?);
+            let backend = CpuBackend::new(rns_context(params)?);
             (
                 serve(backend, &ctx, &keys, &plan, &cts, quiet)?,
                 "cpu".to_string(),
@@ -198,6 +241,14 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     };
     let server_s = t.elapsed().as_secs_f64();
     drop(cts);
+    let out = match job.exchange_dir {
+        Some(dir) => {
+            let op = dir.join("logits.cts");
+            save_ciphertexts(&op, params, &out)?;
+            load_ciphertexts(&op, &ctx)?
+        }
+        None => out,
+    };
 
     // Client: decrypt and compare with the plaintext reference.
     let t = Instant::now();
@@ -206,7 +257,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let decrypt_s = t.elapsed().as_secs_f64();
     let (mut correct, mut ref_correct, mut agree, mut worst) = (0usize, 0usize, 0usize, 0.0f64);
     for (i, (x, got)) in samples.iter().zip(&logits).enumerate() {
-        let want = reference::forward(&model, x)?;
+        let want = reference::forward(model, x)?;
         let label = test.labels[i] as usize;
         let (g, w) = (reference::argmax(got), reference::argmax(&want));
         correct += usize::from(g == label);
@@ -217,9 +268,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         }
     }
     let n = samples.len() as f64;
-    let report = InferReport {
+    Ok(InferReport {
         model: model.name.clone(),
-        dataset: kind.name().to_string(),
+        dataset: job.dataset.to_string(),
         preset: params.name().to_string(),
         insecure: params.is_insecure(),
         backend,
@@ -238,10 +289,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             decrypt_s,
         },
         predictions_per_hour_server: n / server_s * 3600.0,
-    };
-    if args.json {
-        return print_json(&report);
-    }
+    })
+}
+
+/// Prints a report as text.
+pub(super) fn print_report(report: &InferReport) {
     if report.insecure {
         println!("WARNING: INSECURE parameters (preset {})", report.preset);
     }
@@ -256,9 +308,38 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         100.0 * report.argmax_agreement,
         report.max_logit_error
     );
+    let t = &report.timings;
     println!(
-        "  keygen {keygen_s:.1} s, encrypt {encrypt_s:.1} s (client); server {server_s:.1} s ({:.0} predictions/hour); decrypt {decrypt_s:.2} s (client)",
-        report.predictions_per_hour_server
+        "  keygen {:.1} s, encrypt {:.1} s (client); server {:.1} s ({:.0} predictions/hour for a batch of {}); decrypt {:.2} s (client)",
+        t.keygen_s,
+        t.encrypt_s,
+        t.server_s,
+        report.predictions_per_hour_server,
+        report.samples,
+        t.decrypt_s
     );
+}
+
+/// Runs `cryptodl infer`.
+pub fn run(args: InferArgs) -> anyhow::Result<()> {
+    let model = Model::load(&args.model)?;
+    let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+    let limit = args.limit.unwrap_or(params.slots());
+    let (kind, test) =
+        super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), Some(limit))?;
+    let report = execute(&Job {
+        model: &model,
+        params,
+        test: &test,
+        dataset: kind.name(),
+        backend: args.backend,
+        adapter: args.adapter.clone(),
+        exchange_dir: None,
+        quiet: args.json,
+    })?;
+    if args.json {
+        return print_json(&report);
+    }
+    print_report(&report);
     Ok(())
 }
