@@ -156,8 +156,13 @@ fn encrypted_run<B: Backend>(
     let pk = kg.public_key(&sk);
     let keys = kg.evaluation_keys(&sk, &[], false).unwrap();
     let enc = Encoder::new(ctx.clone());
-    let mut encryptor = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(seed + 1));
-    let cts = sched::encrypt_batch(plan, &enc, &mut encryptor, &pk, samples, || {}).unwrap();
+    let make = |i: usize| {
+        Encryptor::with_sampler(
+            ctx.clone(),
+            Sampler::from_seed_insecure(seed + 1 + i as u64),
+        )
+    };
+    let cts = sched::encrypt_batch(plan, &enc, make, &pk, samples, || {}).unwrap();
     let eval = DeviceEvaluator::new(ctx.clone(), backend).unwrap();
     let dkeys = eval.upload_keys(&keys).unwrap();
     let x = sched::upload(&eval, &cts, chunk).unwrap();

@@ -191,10 +191,16 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
     let keys = kg.evaluation_keys(&sk, &[], false)?;
     let keygen_s = t.elapsed().as_secs_f64();
     let enc = Encoder::new(ctx.clone());
-    let mut encryptor = Encryptor::new(ctx.clone());
     let t = Instant::now();
     let b = bar(plan.inputs, "client: encrypt", quiet);
-    let cts = sched::encrypt_batch(&plan, &enc, &mut encryptor, &pk, &samples, || b.inc(1))?;
+    let cts = sched::encrypt_batch(
+        &plan,
+        &enc,
+        |_| Encryptor::new(ctx.clone()),
+        &pk,
+        &samples,
+        || b.inc(1),
+    )?;
     b.finish_and_clear();
     let encrypt_s = t.elapsed().as_secs_f64();
 

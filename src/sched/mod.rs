@@ -11,16 +11,19 @@ use crate::ckks::{
     Ciphertext, CkksError, Decryptor, DeviceCiphertext, DeviceEvaluator, DeviceKeys, Encoder,
     Encryptor, LinearLayer, Parameters, PublicKey, SecretKey,
 };
+use rayon::prelude::*;
 
 /// Client side: encrypts `samples` (each a normalised input of `plan.inputs` values, at most the
-/// slot count of them) as `plan.inputs` ciphertexts at the top level and default scale.
+/// slot count of them) as `plan.inputs` ciphertexts at the top level and default scale, in
+/// parallel. `encryptor(i)` makes the encryptor of ciphertext `i` (`Encryptor::new`, seeded by
+/// the OS, except in tests); `progress` is called once per ciphertext.
 pub fn encrypt_batch(
     plan: &Plan,
     encoder: &Encoder,
-    encryptor: &mut Encryptor,
+    encryptor: impl Fn(usize) -> Encryptor + Sync,
     pk: &PublicKey,
     samples: &[Vec<f64>],
-    mut progress: impl FnMut(),
+    progress: impl Fn() + Sync,
 ) -> Result<Vec<Ciphertext>, CkksError> {
     let params = encoder.context().params();
     if samples.len() > params.slots() {
@@ -37,10 +40,11 @@ pub fn encrypt_batch(
         });
     }
     (0..plan.inputs)
+        .into_par_iter()
         .map(|i| {
             let column: Vec<f64> = samples.iter().map(|s| s[i]).collect();
             let pt = encoder.encode(&column, params.max_level(), params.default_scale())?;
-            let ct = encryptor.encrypt(&pt, pk);
+            let ct = encryptor(i).encrypt(&pt, pk);
             progress();
             ct
         })
