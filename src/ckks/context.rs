@@ -161,6 +161,25 @@ impl Context {
             .or_insert_with(|| Arc::new(galois_permutation_ntt(g, self.n())))
             .clone()
     }
+
+    /// The integer `round(c * const_scale)` reduced modulo each prime of `level` (a constant
+    /// multiplied into or added to ciphertexts without a plaintext polynomial).
+    pub(crate) fn const_residues(
+        &self,
+        c: f64,
+        const_scale: f64,
+        level: usize,
+    ) -> Result<Vec<u32>, CkksError> {
+        let v = (c * const_scale).round();
+        if !v.is_finite() {
+            return Err(CkksError::NonFiniteInput);
+        }
+        Ok(self.q_moduli()[..=level]
+            .iter()
+            .map(|m| super::encoder::f64_to_residue(v, m))
+            .collect())
+    }
+
     /// Galois element of a left rotation by `step` slots (`5^step mod 2N`; negative steps rotate
     /// right).
     pub fn galois_element(&self, step: i64) -> usize {

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, LinearWeights, RnsContext, Shape, SwitchKey};
 
-use super::encoder::f64_to_residue;
 use super::{Ciphertext, CkksError, Context, EvaluationKeys, Parameters, Plaintext, SwitchingKey};
 
 /// Relative tolerance when comparing scales of operands (as in the host evaluator).
@@ -489,21 +488,13 @@ impl<B: Backend> DeviceEvaluator<B> {
         Ok(self.with_data(a, data, a.size, a.level, a.scale * pt.scale))
     }
 
-    /// The integer `round(c * const_scale)` reduced modulo each prime of the level.
     fn const_residues(
         &self,
         c: f64,
         const_scale: f64,
         level: usize,
     ) -> Result<Vec<u32>, CkksError> {
-        let v = (c * const_scale).round();
-        if !v.is_finite() {
-            return Err(CkksError::NonFiniteInput);
-        }
-        Ok(self.ctx.q_moduli()[..=level]
-            .iter()
-            .map(|m| f64_to_residue(v, m))
-            .collect())
+        self.ctx.const_residues(c, const_scale, level)
     }
 
     /// `a * c` for a real constant `c` as the integer `round(c * const_scale)`; with `None` the

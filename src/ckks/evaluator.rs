@@ -8,7 +8,6 @@ use cryptodl_kernels::elementwise;
 use cryptodl_kernels::keyswitch::{keyswitch_inner_limb, InnerShape};
 use rayon::prelude::*;
 
-use super::encoder::f64_to_residue;
 use super::poly::{inverse_limbs, with_scratch};
 use super::{Ciphertext, CkksError, Context, EvaluationKeys, Plaintext, SwitchingKey};
 
@@ -158,22 +157,13 @@ impl Evaluator {
         Ok(r)
     }
 
-    /// The integer `round(c * const_scale)` reduced modulo each prime of the level.
     fn const_residues(
         &self,
         c: f64,
         const_scale: f64,
         level: usize,
     ) -> Result<Vec<u32>, CkksError> {
-        let v = (c * const_scale).round();
-        if !v.is_finite() {
-            return Err(CkksError::NonFiniteInput);
-        }
-        Ok(self
-            .moduli(level)
-            .iter()
-            .map(|m| f64_to_residue(v, m))
-            .collect())
+        self.ctx.const_residues(c, const_scale, level)
     }
 
     /// `a * c` for a real constant `c`, as the integer `round(c * const_scale)` (no plaintext

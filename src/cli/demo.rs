@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::infer::{execute, print_report, Job};
+use super::infer::{execute, print_report, Job, ServerArgs};
 use super::output::print_json;
-use crate::backend::BackendKind;
 use crate::ckks::Preset;
 use crate::nn::dataset::DatasetKind;
 use crate::nn::model::Model;
@@ -42,14 +41,8 @@ pub struct DemoArgs {
     /// Directory holding the Fashion-MNIST files (default: the Debian package's location).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Where the server evaluates: cpu, gpu (an error without an adapter) or auto (the GPU if
-    /// one opens, else the CPU, saying why).
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendKind,
-    /// GPU adapter (case-insensitive substring of its name; default: $CRYPTODL_ADAPTER, else the
-    /// most powerful one).
-    #[arg(long)]
-    adapter: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -83,8 +76,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         params,
         test: &test,
         dataset: DatasetKind::FashionMnist.name(),
-        backend: args.backend,
-        adapter: args.adapter.clone(),
+        server: &args.server,
         exchange_dir: Some(dir.path()),
         quiet: args.json,
     })?;

@@ -24,6 +24,19 @@ use crate::nn::model::Model;
 use crate::nn::reference;
 use crate::sched::{self, Plan};
 
+/// Where the server part of `demo` / `infer` runs.
+#[derive(clap::Args, Debug)]
+pub(super) struct ServerArgs {
+    /// Where the server evaluates: cpu, gpu (an error without an adapter) or auto (the GPU if
+    /// one opens, else the CPU, saying why).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// GPU adapter (case-insensitive substring of its name; default: $CRYPTODL_ADAPTER, else the
+    /// most powerful one).
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
 /// Arguments of `cryptodl infer`.
 #[derive(clap::Args, Debug)]
 #[command(
@@ -45,12 +58,8 @@ pub struct InferArgs {
     /// Score the first N test images (default: as many as there are slots, N/2).
     #[arg(long)]
     limit: Option<usize>,
-    /// Where the server evaluates: cpu, gpu or auto.
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendKind,
-    /// GPU adapter (case-insensitive substring of its name).
-    #[arg(long)]
-    adapter: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -131,9 +140,7 @@ pub(super) struct Job<'a> {
     /// Dataset name (for the report).
     pub dataset: &'a str,
     /// Where the server runs.
-    pub backend: BackendKind,
-    /// GPU adapter choice.
-    pub adapter: Option<String>,
+    pub server: &'a ServerArgs,
     /// If set, the client and the server exchange keys and ciphertexts through files here
     /// (evaluation keys, input and output ciphertexts), as separate machines would.
     pub exchange_dir: Option<&'a Path>,
@@ -226,8 +233,8 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
 
     // Server: evaluation keys and ciphertexts only.
     let (resolved, rt) = resolve(
-        job.backend,
-        &AdapterChoice::from_arg(job.adapter.as_deref()),
+        job.server.backend,
+        &AdapterChoice::from_arg(job.server.adapter.as_deref()),
     )
     .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
     let t = Instant::now();
@@ -338,8 +345,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         params,
         test: &test,
         dataset: kind.name(),
-        backend: args.backend,
-        adapter: args.adapter.clone(),
+        server: &args.server,
         exchange_dir: None,
         quiet: args.json,
     })?;
