@@ -35,7 +35,7 @@ pub struct DemoArgs {
     /// Parameter preset (see `cryptodl params`); the embedded model needs 6 levels.
     #[arg(long, default_value = "n8192")]
     preset: String,
-    /// Number of test images to classify (default: one full batch, N/2).
+    /// Number of test images to classify, in batches of N/2 (default: one full batch).
     #[arg(long)]
     images: Option<usize>,
     /// Directory holding the Fashion-MNIST files (default: the Debian package's location).

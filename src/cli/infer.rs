@@ -55,7 +55,8 @@ pub struct InferArgs {
     /// CKKS parameter preset (see `cryptodl params`).
     #[arg(long, default_value = "n8192")]
     preset: String,
-    /// Score the first N test images (default: as many as there are slots, N/2).
+    /// Score the first N test images, in batches of N/2 (default: one batch; `--limit 10000` scores
+    /// the whole Fashion-MNIST test set in 3 batches at n8192).
     #[arg(long)]
     limit: Option<usize>,
     #[command(flatten)]
@@ -85,6 +86,7 @@ pub(super) struct InferReport {
     insecure: bool,
     backend: String,
     samples: usize,
+    batches: usize,
     ciphertexts_in: usize,
     max_ciphertexts: usize,
     levels_used: usize,
@@ -155,16 +157,10 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
     let plan = Plan::compile(model)?;
     plan.check_depth(params.name(), params.max_level())?;
     let slots = params.slots();
-    if test.is_empty() || test.len() > slots {
-        anyhow::bail!(
-            "{} images given: a batch holds 1 to {slots} images at preset {}",
-            test.len(),
-            params.name()
-        );
+    if test.is_empty() {
+        anyhow::bail!("no images to classify");
     }
-    let samples: Vec<Vec<f64>> = (0..test.len())
-        .map(|i| reference::normalize(model, test.image(i)))
-        .collect();
+    let batches = test.len().div_ceil(slots);
     let quiet = job.quiet;
     let say = |s: String| {
         if !quiet {
@@ -178,18 +174,18 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
         ));
     }
     say(format!(
-        "{}: {} levels ({} steps + 1 headroom) of {} at {}; {} images, {} ciphertexts in, at most {} per layer",
+        "{}: {} levels ({} steps + 1 headroom) of {} at {}; {} images in {batches} batch(es) of up to {slots}; {} ciphertexts in, at most {} per layer",
         model.name,
         plan.levels_needed(),
         plan.depth(),
         params.max_level(),
         params.name(),
-        samples.len(),
+        test.len(),
         plan.inputs,
         plan.max_width()
     ));
 
-    // Client: keys (relinearization only: batch packing needs no rotations) and encryption.
+    // Client: keys (relinearization only: batch packing needs no rotations).
     let ctx = Context::new(params)?;
     let t = Instant::now();
     let mut kg = KeyGenerator::new(ctx.clone());
@@ -197,97 +193,124 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
     let pk = kg.public_key(&sk);
     let keys = kg.evaluation_keys(&sk, &[], false)?;
     let keygen_s = t.elapsed().as_secs_f64();
-    let enc = Encoder::new(ctx.clone());
-    let t = Instant::now();
-    let b = bar(plan.inputs, "client: encrypt", quiet);
-    let cts = sched::encrypt_batch(
-        &plan,
-        &enc,
-        |_| Encryptor::new(ctx.clone()),
-        &pk,
-        &samples,
-        || b.inc(1),
-    )?;
-    b.finish_and_clear();
-    let encrypt_s = t.elapsed().as_secs_f64();
-
-    // Client -> server: evaluation keys and ciphertexts (through files if asked).
-    let (keys, cts) = match job.exchange_dir {
+    // Client -> server: the evaluation keys (through a file if asked).
+    let keys = match job.exchange_dir {
         Some(dir) => {
-            let (kp, cp) = (dir.join("eval.keys"), dir.join("input.cts"));
+            let kp = dir.join("eval.keys");
             save_evaluation_keys(&kp, params, &keys)?;
-            save_ciphertexts(&cp, params, &cts)?;
-            drop(cts);
-            say(format!(
-                "client: evaluation keys and {} ciphertexts written to {}",
-                plan.inputs,
-                dir.display()
-            ));
-            (
-                load_evaluation_keys(&kp, &ctx)?,
-                load_ciphertexts(&cp, &ctx)?,
-            )
+            load_evaluation_keys(&kp, &ctx)?
         }
-        None => (keys, cts),
+        None => keys,
     };
-
-    // Server: evaluation keys and ciphertexts only.
     let (resolved, rt) = resolve(
         job.server.backend,
         &AdapterChoice::from_arg(job.server.adapter.as_deref()),
     )
     .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
-    let t = Instant::now();
-    let (out, backend) = match (resolved, rt) {
-        (Resolved::Gpu, Some(rt)) => {
-            let backend = GpuBackend::new(rt, rns_context(params)?)?;
-            let name = backend.name();
-            (serve(backend, &ctx, &keys, &plan, &cts, quiet)?, name)
-        }
-        _ => {
-            let backend = CpuBackend::new(rns_context(params)?);
-            (
-                serve(backend, &ctx, &keys, &plan, &cts, quiet)?,
-                "cpu".to_string(),
-            )
-        }
+    let gpu_rt = match (resolved, rt) {
+        (Resolved::Gpu, Some(rt)) => Some(rt),
+        _ => None,
     };
-    let server_s = t.elapsed().as_secs_f64();
-    drop(cts);
-    let out = match job.exchange_dir {
-        Some(dir) => {
-            let op = dir.join("logits.cts");
-            save_ciphertexts(&op, params, &out)?;
-            load_ciphertexts(&op, &ctx)?
-        }
-        None => out,
+    let backend = match &gpu_rt {
+        Some(rt) => GpuBackend::new(rt.clone(), rns_context(params)?)?.name(),
+        None => "cpu".to_string(),
     };
-
-    // Client: decrypt and compare with the plaintext reference.
-    let t = Instant::now();
-    let logits =
-        sched::decrypt_logits(&Decryptor::new(ctx.clone()), &enc, &sk, &out, samples.len())?;
-    let decrypt_s = t.elapsed().as_secs_f64();
+    let enc = Encoder::new(ctx.clone());
+    let decryptor = Decryptor::new(ctx.clone());
+    let (mut encrypt_s, mut server_s, mut decrypt_s) = (0.0, 0.0, 0.0);
     let (mut correct, mut ref_correct, mut agree, mut worst) = (0usize, 0usize, 0usize, 0.0f64);
-    for (i, (x, got)) in samples.iter().zip(&logits).enumerate() {
-        let want = reference::forward(model, x)?;
-        let label = test.labels[i] as usize;
-        let (g, w) = (reference::argmax(got), reference::argmax(&want));
-        correct += usize::from(g == label);
-        ref_correct += usize::from(w == label);
-        agree += usize::from(g == w);
-        for (a, b) in want.iter().zip(got) {
-            worst = worst.max((a - b).abs());
+    for batch in 0..batches {
+        let range = batch * slots..((batch + 1) * slots).min(test.len());
+        let samples: Vec<Vec<f64>> = range
+            .clone()
+            .map(|i| reference::normalize(model, test.image(i)))
+            .collect();
+
+        // Client: encryption.
+        let t = Instant::now();
+        let b = bar(plan.inputs, "client: encrypt", quiet);
+        let cts = sched::encrypt_batch(
+            &plan,
+            &enc,
+            |_| Encryptor::new(ctx.clone()),
+            &pk,
+            &samples,
+            || b.inc(1),
+        )?;
+        b.finish_and_clear();
+        encrypt_s += t.elapsed().as_secs_f64();
+        let cts = match job.exchange_dir {
+            Some(dir) => {
+                let cp = dir.join(format!("input-{batch}.cts"));
+                save_ciphertexts(&cp, params, &cts)?;
+                drop(cts);
+                say(format!(
+                    "client: batch {}/{batches}: {} ciphertexts written to {}",
+                    batch + 1,
+                    plan.inputs,
+                    cp.display()
+                ));
+                load_ciphertexts(&cp, &ctx)?
+            }
+            None => cts,
+        };
+
+        // Server: evaluation keys and ciphertexts only.
+        let t = Instant::now();
+        let out = match &gpu_rt {
+            Some(rt) => serve(
+                GpuBackend::new(rt.clone(), rns_context(params)?)?,
+                &ctx,
+                &keys,
+                &plan,
+                &cts,
+                quiet,
+            )?,
+            None => serve(
+                CpuBackend::new(rns_context(params)?),
+                &ctx,
+                &keys,
+                &plan,
+                &cts,
+                quiet,
+            )?,
+        };
+        server_s += t.elapsed().as_secs_f64();
+        drop(cts);
+        let out = match job.exchange_dir {
+            Some(dir) => {
+                let op = dir.join(format!("logits-{batch}.cts"));
+                save_ciphertexts(&op, params, &out)?;
+                load_ciphertexts(&op, &ctx)?
+            }
+            None => out,
+        };
+
+        // Client: decrypt and compare with the plaintext reference.
+        let t = Instant::now();
+        let logits = sched::decrypt_logits(&decryptor, &enc, &sk, &out, samples.len())?;
+        decrypt_s += t.elapsed().as_secs_f64();
+        for (i, (x, got)) in range.zip(samples.iter().zip(&logits)) {
+            let want = reference::forward(model, x)?;
+            let label = test.labels[i] as usize;
+            let (g, w) = (reference::argmax(got), reference::argmax(&want));
+            correct += usize::from(g == label);
+            ref_correct += usize::from(w == label);
+            agree += usize::from(g == w);
+            for (a, b) in want.iter().zip(got) {
+                worst = worst.max((a - b).abs());
+            }
         }
     }
-    let n = samples.len() as f64;
+    let n = test.len() as f64;
     Ok(InferReport {
         model: model.name.clone(),
         dataset: job.dataset.to_string(),
         preset: params.name().to_string(),
         insecure: params.is_insecure(),
         backend,
-        samples: samples.len(),
+        samples: test.len(),
+        batches,
         ciphertexts_in: plan.inputs,
         max_ciphertexts: plan.max_width(),
         levels_used: plan.depth(),
