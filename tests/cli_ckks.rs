@@ -241,3 +241,91 @@ fn bench_ops_gpu_counts_dispatches_and_transfers() {
     assert_eq!(op("ntt_forward")["dispatches"], 1); // N = 1024 <= one tile
     assert!(op("encrypt").get("dispatches").is_none()); // client side, on the host
 }
+
+#[test]
+fn keygen_encrypt_score_decrypt_as_separate_client_and_server_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/cryptonets-poly2.safetensors"
+    );
+    let (ok, _, stderr) = cryptodl(&["keygen", "--out", &p("keys")]);
+    assert!(ok, "{stderr}");
+    // Keys are never overwritten.
+    let (ok, _, stderr) = cryptodl(&["keygen", "--out", &p("keys")]);
+    assert!(!ok && stderr.contains("never overwritten"), "{stderr}");
+    let (ok, _, stderr) = cryptodl(&[
+        "encrypt",
+        "--model",
+        model,
+        "--keys",
+        &p("keys"),
+        "--limit",
+        "40",
+        "--out",
+        &p("enc"),
+    ]);
+    assert!(ok, "{stderr}");
+    // The server has the evaluation keys only.
+    let server_keys = dir.path().join("server");
+    std::fs::create_dir_all(&server_keys).unwrap();
+    std::fs::copy(
+        dir.path().join("keys/eval.keys"),
+        server_keys.join("eval.keys"),
+    )
+    .unwrap();
+    let score = |out: &str| {
+        cryptodl(&[
+            "score",
+            "--model",
+            model,
+            "--eval-keys",
+            server_keys.join("eval.keys").to_str().unwrap(),
+            "--in",
+            &p("enc"),
+            "--out",
+            out,
+            "--json",
+        ])
+    };
+    // Decrypting before scoring says what to do.
+    let (ok, _, stderr) = cryptodl(&["decrypt", "--keys", &p("keys"), "--in", &p("enc")]);
+    assert!(!ok && stderr.contains("cryptodl score"), "{stderr}");
+    let (ok, stdout, stderr) = score(&p("scored"));
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (v["scored"].as_u64(), v["skipped"].as_u64()),
+        (Some(1), Some(0))
+    );
+    // A re-run resumes: nothing left to do.
+    let (ok, stdout, stderr) = score(&p("scored"));
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (v["scored"].as_u64(), v["skipped"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let (ok, stdout, stderr) = cryptodl(&[
+        "decrypt",
+        "--keys",
+        &p("keys"),
+        "--in",
+        &p("scored"),
+        "--dataset",
+        "fashion-mnist",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["images"], 40);
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 40);
+    assert!(v["accuracy"].as_f64().unwrap() > 0.75, "{v}");
+    // A truncated ciphertext file is refused with the file named.
+    let batch = dir.path().join("enc/batch-00000.cts");
+    let bytes = std::fs::read(&batch).unwrap();
+    std::fs::write(&batch, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, _, stderr) = score(&p("scored2"));
+    assert!(!ok && stderr.contains("batch-00000.cts"), "{stderr}");
+}

@@ -11,6 +11,7 @@ mod eval;
 mod infer;
 mod output;
 mod params;
+mod pipeline;
 mod train;
 mod verify;
 
@@ -45,6 +46,14 @@ enum Command {
     /// Classify encrypted test images with a trained model (client encrypts, server evaluates
     /// with evaluation keys only, client decrypts and compares with the plaintext reference).
     Infer(infer::InferArgs),
+    /// Client: generate keys (secret, public, and the evaluation keys for the server).
+    Keygen(pipeline::KeygenArgs),
+    /// Client: encrypt a dataset's test images in batches for the server.
+    Encrypt(pipeline::EncryptArgs),
+    /// Server: score encrypted batches with a model and the evaluation keys (resumable).
+    Score(pipeline::ScoreArgs),
+    /// Client: decrypt the scored batches into predictions.
+    Decrypt(pipeline::DecryptArgs),
     /// List GPU adapters with the limits that matter to the kernels.
     Devices(devices::DevicesArgs),
     /// Run every kernel on random inputs on the GPU and the CPU and compare bit for bit.
@@ -62,6 +71,10 @@ pub fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Infer(a) => infer::run(a),
+        Command::Keygen(a) => pipeline::keygen(a),
+        Command::Encrypt(a) => pipeline::encrypt(a),
+        Command::Score(a) => pipeline::score(a),
+        Command::Decrypt(a) => pipeline::decrypt(a),
         Command::Devices(a) => devices::run(a),
         Command::Verify(a) => verify::run(a),
     };
