@@ -98,7 +98,8 @@ pub(super) struct InferReport {
     predictions_per_hour_server: f64,
 }
 
-fn bar(len: usize, what: &str, quiet: bool) -> indicatif::ProgressBar {
+/// A progress bar over `len` items (hidden when `quiet`).
+pub(super) fn bar(len: usize, what: &str, quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }

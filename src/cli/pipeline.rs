@@ -19,7 +19,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::infer::ServerArgs;
+use super::infer::{bar, ServerArgs};
 use super::output::print_json;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
@@ -94,20 +94,6 @@ fn parameters_of(path: &Path, insecure: bool) -> anyhow::Result<Parameters> {
         path.display(),
         header.fingerprint
     )
-}
-
-fn bar(len: usize, what: &str, quiet: bool) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
-    }
-    let b = indicatif::ProgressBar::new(len as u64);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{what} [{{bar:30}}] {{pos}}/{{len}} ({{elapsed}}<{{eta}})"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    b
 }
 
 /// Arguments of `cryptodl keygen`.
