@@ -129,6 +129,88 @@ pub fn linear_poly(
     }
 }
 
+/// Consecutive outputs `j0 ..` of [`linear`] at once: `out` is their `[outputs][comps][limbs][n]`
+/// slice (a whole number of outputs). The entries of all rows are visited position by position,
+/// so an input that several rows share (every input, in a dense layer) is read from memory once
+/// per block rather than once per output. Equal to [`linear_poly`] for each output. `acc` is
+/// scratch (resized as needed).
+pub fn linear_block(
+    out: &mut [u32],
+    j0: usize,
+    x: &[u32],
+    w: SparseRows<'_>,
+    shape: LinearShape,
+    moduli: &[Modulus],
+    acc: &mut Vec<u64>,
+) {
+    let LinearShape {
+        inputs,
+        outputs,
+        comps,
+        limbs,
+        n,
+    } = shape;
+    let nnz = w.cols.len();
+    let per_out = comps * limbs * n;
+    assert_eq!(out.len() % per_out, 0);
+    let block = out.len() / per_out;
+    assert!(j0 + block <= outputs);
+    assert_eq!(moduli.len(), limbs);
+    assert_eq!(w.row_ptr.len(), outputs + 1);
+    assert_eq!(w.values.len(), limbs * nnz);
+    assert_eq!(w.bias.len(), outputs * limbs);
+    assert_eq!(x.len(), inputs * comps * limbs * n);
+    acc.resize(block * n, 0);
+    let start = |b: usize| w.row_ptr[j0 + b] as usize;
+    let len = |b: usize| w.row_ptr[j0 + b + 1] as usize - start(b);
+    let longest = (0..block).map(len).max().unwrap_or(0);
+    let mut terms = vec![0usize; block];
+    for comp in 0..comps {
+        for (l, m) in moduli.iter().enumerate() {
+            for b in 0..block {
+                let bias = if comp == 0 {
+                    w.bias[(j0 + b) * limbs + l]
+                } else {
+                    0
+                };
+                acc[b * n..(b + 1) * n].fill(u64::from(bias));
+            }
+            terms.fill(0);
+            for t in 0..longest {
+                for b in 0..block {
+                    if t >= len(b) {
+                        continue;
+                    }
+                    let e = start(b) + t;
+                    let wv = u64::from(w.values[l * nnz + e]);
+                    if wv == 0 {
+                        continue;
+                    }
+                    let a = &mut acc[b * n..(b + 1) * n];
+                    if terms[b] == LAZY_TERMS {
+                        for v in a.iter_mut() {
+                            *v = u64::from(m.reduce_u64(*v));
+                        }
+                        terms[b] = 0;
+                    }
+                    let i = w.cols[e] as usize;
+                    let xi = &x[((i * comps + comp) * limbs + l) * n..][..n];
+                    for (v, &y) in a.iter_mut().zip(xi) {
+                        *v += wv * u64::from(y);
+                    }
+                    terms[b] += 1;
+                }
+            }
+            for b in 0..block {
+                let o = &mut out[b * per_out + (comp * limbs + l) * n..][..n];
+                for (o, &a) in o.iter_mut().zip(&acc[b * n..(b + 1) * n]) {
+                    *o = m.reduce_u64(a);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +253,16 @@ mod tests {
         };
         let mut out = vec![0u32; shape.outputs * shape.comps * shape.limbs * n];
         linear(&mut out, &x, w, shape, &moduli);
+        // Blocks of 2 outputs (a dense row next to an empty one, then a short row) and of all 3.
+        let per_out = shape.comps * shape.limbs * n;
+        for block in [1, 2, 3] {
+            let mut blocked = vec![0u32; out.len()];
+            let mut acc = Vec::new();
+            for (k, o) in blocked.chunks_mut(block * per_out).enumerate() {
+                linear_block(o, k * block, &x, w, shape, &moduli, &mut acc);
+            }
+            assert_eq!(blocked, out, "blocks of {block}");
+        }
         for j in 0..3 {
             for k in 0..2 {
                 for l in 0..2 {

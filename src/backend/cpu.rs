@@ -26,6 +26,9 @@ impl CpuTensor {
     }
 }
 
+/// Outputs per block of the CPU `linear` (8 accumulators of N `u64` stay in cache).
+const LINEAR_BLOCK: usize = 8;
+
 /// The CPU implementation of [`Backend`].
 pub struct CpuBackend {
     ctx: RnsContext,
@@ -188,23 +191,21 @@ impl Backend for CpuBackend {
         let mods = self.mods(&x.shape);
         let n = self.ctx.n();
         let mut data = vec![0u32; shape.outputs * comps * shape.limbs * n];
-        data.par_chunks_mut(shape.limbs * n)
+        // Blocks of outputs: inputs shared by the block's rows are read once per block.
+        let block_words = LINEAR_BLOCK * comps * shape.limbs * n;
+        data.par_chunks_mut(block_words)
             .enumerate()
-            .for_each_init(
-                || vec![0u64; n],
-                |acc, (p, o)| {
-                    cryptodl_kernels::linear::linear_poly(
-                        o,
-                        p / comps,
-                        p % comps,
-                        &x.data,
-                        w.rows(),
-                        shape,
-                        &mods,
-                        acc,
-                    )
-                },
-            );
+            .for_each_init(Vec::new, |acc, (k, o)| {
+                cryptodl_kernels::linear::linear_block(
+                    o,
+                    k * LINEAR_BLOCK,
+                    &x.data,
+                    w.rows(),
+                    shape,
+                    &mods,
+                    acc,
+                )
+            });
         Ok(CpuTensor {
             shape: Shape {
                 polys: shape.outputs * comps,
