@@ -122,11 +122,12 @@ fn plans_refuse_what_ckks_cannot_compute() {
     };
     let e = Plan::compile(&with(Layer::Act(Activation::Std { func: ActFn::Relu }))).unwrap_err();
     assert!(e.to_string().contains("--act poly2"), "{e}");
-    let cubic = Layer::Act(Activation::Poly {
-        coeffs: Polynomial::new(vec![0.0, 0.5, 0.1, 0.01]),
+    let quartic = Layer::Act(Activation::Poly {
+        coeffs: Polynomial::new(vec![0.0, 0.5, 0.1, 0.01, 0.001]),
     });
-    let e = Plan::compile(&with(cubic)).unwrap_err();
+    let e = Plan::compile(&with(quartic)).unwrap_err();
     assert!(matches!(e, PlanError::Activation { index: 1, .. }), "{e}");
+    assert!(e.to_string().contains("degree 3 at most"), "{e}");
     // A deep plan on a shallow preset names a preset that fits.
     let plan = Plan::compile(&with(poly2())).unwrap();
     assert_eq!(plan.levels_needed(), 4);
@@ -168,7 +169,7 @@ fn encrypted_run<B: Backend>(
     let x = sched::upload(&eval, &cts, chunk).unwrap();
     let mut steps = 0;
     let out = sched::run(&eval, &dkeys, plan, &x, chunk, |_| steps += 1).unwrap();
-    assert_eq!(steps, plan.depth());
+    assert_eq!(steps, plan.steps.len());
     let out = sched::download(&eval, &out).unwrap();
     let logits =
         sched::decrypt_logits(&Decryptor::new(ctx), &enc, &sk, &out, samples.len()).unwrap();
@@ -187,6 +188,48 @@ fn small_cnn() -> Model {
             dense(&mut rng, 4, 48),
         ],
     )
+}
+
+fn cubic_cnn() -> Model {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    model(
+        "cubic",
+        [1, 8, 8],
+        vec![
+            conv(&mut rng, 3, 1, 3, 2, 1),
+            Layer::Act(Activation::Poly {
+                coeffs: Polynomial::new(vec![0.2, 0.4, 0.15, -0.05]),
+            }),
+            Layer::Flatten,
+            dense(&mut rng, 4, 48),
+        ],
+    )
+}
+
+#[test]
+fn degree_3_activations_take_two_levels_and_match_the_reference() {
+    let model = cubic_cnn();
+    let plan = Plan::compile(&model).unwrap();
+    assert!(matches!(plan.steps[1], Step::Cubic(_)));
+    assert_eq!((plan.steps.len(), plan.depth()), (3, 4));
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let samples = inputs(&mut rng, 40, 64);
+    for x in &samples {
+        let want = reference::forward(&model, x).unwrap();
+        let err = want
+            .iter()
+            .zip(plan.eval_plain(x))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-9, "plan != reference by {err}");
+    }
+    let params = Preset::by_name("toy4096")
+        .unwrap()
+        .parameters(true)
+        .unwrap();
+    let backend = CpuBackend::new(rns_context(&params).unwrap());
+    let (logits, _) = encrypted_run(backend, &plan, &samples, 11, 1024);
+    check_against_reference(&model, &samples, &logits);
 }
 
 fn check_against_reference(model: &Model, samples: &[Vec<f64>], logits: &[Vec<f64>]) {

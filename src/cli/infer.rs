@@ -40,10 +40,10 @@ pub(super) struct ServerArgs {
 /// Arguments of `cryptodl infer`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  cryptodl train --arch cryptonets --act poly2 --epochs 15 --out cn.safetensors\n  cryptodl infer --model cn.safetensors                    # 4096 test images at n8192 on the CPU\n  cryptodl infer --model cn.safetensors --backend gpu --limit 256 --json\n\nBatch packing: slot s of every ciphertext holds test image s, and pixel i of every image lives in\nciphertext i, so one run scores up to N/2 images. Each convolution / dense layer (composed where\nthey meet) and each degree-2 activation costs one level; the model is refused, naming a preset\nthat fits, if the preset is too shallow."
+    after_help = "Examples:\n  cryptodl train --arch cryptonets --act poly2 --epochs 15 --out cn.safetensors\n  cryptodl infer --model cn.safetensors                    # 4096 test images at n8192 on the CPU\n  cryptodl infer --model cn.safetensors --backend gpu --limit 256 --json\n\nBatch packing: slot s of every ciphertext holds test image s, and pixel i of every image lives in\nciphertext i, so one run scores up to N/2 images. Each convolution / dense layer (composed where\nthey meet) and each degree-2 activation costs one level, a degree-3 activation two; the model is refused, naming a preset\nthat fits, if the preset is too shallow."
 )]
 pub struct InferArgs {
-    /// Model file written by `cryptodl train` (degree-2 polynomial activations).
+    /// Model file written by `cryptodl train` (polynomial activations of degree 2 or 3).
     #[arg(long)]
     model: PathBuf,
     /// Dataset (default: the one the model was trained on).
@@ -126,7 +126,7 @@ fn serve<B: Backend>(
     let eval = DeviceEvaluator::new(ctx.clone(), backend)?;
     let dkeys = eval.upload_keys(keys)?;
     let x = sched::upload(&eval, input, chunk)?;
-    let b = bar(plan.depth(), "server: layers", quiet);
+    let b = bar(plan.steps.len(), "server: steps", quiet);
     let out = sched::run(&eval, &dkeys, plan, &x, chunk, |_| b.inc(1))?;
     b.finish_and_clear();
     Ok(sched::download(&eval, &out)?)
@@ -175,7 +175,7 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
         ));
     }
     say(format!(
-        "{}: {} levels ({} steps + 1 headroom) of {} at {}; {} images in {batches} batch(es) of up to {slots}; {} ciphertexts in, at most {} per layer",
+        "{}: {} levels ({} for the layers + 1 of headroom) of {} at {}; {} images in {batches} batch(es) of up to {slots}; {} ciphertexts in, at most {} per layer",
         model.name,
         plan.levels_needed(),
         plan.depth(),

@@ -231,7 +231,7 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
 /// Arguments of `cryptodl score`.
 #[derive(clap::Args, Debug)]
 pub struct ScoreArgs {
-    /// The model (degree-2 polynomial activations).
+    /// The model (polynomial activations of degree 2 or 3).
     #[arg(long)]
     model: PathBuf,
     /// The evaluation keys (`eval.keys` from `cryptodl keygen`); no secret key is needed.

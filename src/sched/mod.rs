@@ -152,6 +152,35 @@ fn linear_chunked<B: Backend>(
     Ok(out)
 }
 
+/// `c0 + c1 x + c2 x^2 + c3 x^3` on every ciphertext of `x` (level `l`, scale `s`), as
+/// `(c3 x + c2) x^2 + (c1 x + c0)`: the result is at level `l - 2`.
+fn cubic<B: Backend>(
+    eval: &DeviceEvaluator<B>,
+    keys: &DeviceKeys<B::Tensor>,
+    x: &DeviceCiphertext<B::Tensor>,
+    c: &[f64; 4],
+) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+    let q = eval.context().params().q();
+    let l = x.level();
+    if l < 2 {
+        return Err(CkksError::OutOfLevels { op: "cubic" });
+    }
+    // a = c3 x + c2 at level l - 1, scale s (q_l / q_l, equal up to the f64 rounding).
+    let mut a = eval.rescale(&eval.mul_const(x, c[3], None)?)?;
+    a.set_scale(x.scale());
+    let a = eval.add_const(&a, c[2])?;
+    let x2 = eval.mul_relin_rescale(x, x, keys)?; // level l - 1, scale s^2 / q_l
+    let r = eval.mul_relin_rescale(&a, &x2, keys)?; // level l - 2
+                                                    // c1 x at level l - 2 and r's scale: one constant multiplication, one level dropped, one
+                                                    // rescale by q_{l-1}.
+    let target = r.scale();
+    let cs = target * q[l - 1] as f64 / x.scale();
+    let lin = eval.drop_levels(&eval.mul_const(x, c[1], Some(cs))?, 1)?;
+    let mut lin = eval.rescale(&lin)?;
+    lin.set_scale(target);
+    eval.add_const(&eval.add(&r, &lin)?, c[0])
+}
+
 /// Server side: runs `plan` on the layer `x` (chunks of at most `chunk` ciphertexts, as from
 /// [`upload`]) with evaluation keys only; returns the logits in chunks. `progress(step)` is
 /// called after each step.
@@ -179,6 +208,10 @@ pub fn run<B: Backend>(
             Step::Square => input
                 .iter()
                 .map(|c| eval.mul_relin_rescale(c, c, keys))
+                .collect::<Result<_, _>>()?,
+            Step::Cubic(coeffs) => input
+                .iter()
+                .map(|c| cubic(eval, keys, c, coeffs))
                 .collect::<Result<_, _>>()?,
         };
         cur = Some(next);

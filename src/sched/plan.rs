@@ -6,7 +6,8 @@
 //! `s = c1 / (2 c2)` and `t = c0 - c1^2 / (4 c2)`: the shift `s` goes into the bias of the linear
 //! step before it, the square is one ciphertext multiplication, and `c2` and `t` go into the
 //! weights and bias of the linear step after it. So every activation costs exactly one level and
-//! every linear step one level (integer weights at scale `q_l`, then a rescale).
+//! every linear step one level (integer weights at scale `q_l`, then a rescale). A degree-3
+//! activation is evaluated as `(c3 x + c2) x^2 + (c1 x + c0)` in two levels.
 
 use crate::ckks::{LinearLayer, Preset, PRESETS};
 use crate::nn::model::{Activation, Layer, Model};
@@ -44,13 +45,26 @@ pub enum PlanError {
     },
 }
 
-/// One step of a plan; each consumes one level.
+/// One step of a plan.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    /// A linear layer over the current batch (then a rescale).
+    /// A linear layer over the current batch (then a rescale): one level.
     Linear(LinearLayer),
-    /// Every ciphertext squared (multiply, relinearize, rescale).
+    /// Every ciphertext squared (multiply, relinearize, rescale): one level.
     Square,
+    /// `c0 + c1 x + c2 x^2 + c3 x^3` on every ciphertext, as `(c3 x + c2) x^2 + (c1 x + c0)`:
+    /// two levels.
+    Cubic([f64; 4]),
+}
+
+impl Step {
+    /// Levels the step consumes.
+    pub fn levels(&self) -> usize {
+        match self {
+            Step::Linear(_) | Step::Square => 1,
+            Step::Cubic(_) => 2,
+        }
+    }
 }
 
 /// An HE plan: what the server runs on a batch of `inputs` ciphertexts (one per input value,
@@ -243,16 +257,23 @@ impl Plan {
                 Layer::Act(Activation::Poly { coeffs }) => {
                     let p = &coeffs.coeffs;
                     let k = |i: usize| p.get(i).copied().unwrap_or(0.0);
-                    if p.iter().skip(3).any(|&v| v != 0.0) {
+                    if p.iter().skip(4).any(|&v| v != 0.0) {
                         return Err(PlanError::Activation {
                             index,
                             reason: format!(
-                                "polynomial {coeffs} has degree {} but the encrypted path evaluates degree 2 at most; train with --act poly2",
+                                "polynomial {coeffs} has degree {} but the encrypted path evaluates degree 3 at most; train with --act poly2 or poly3",
                                 coeffs.degree()
                             ),
                         });
                     }
-                    if k(2) == 0.0 {
+                    if k(3) != 0.0 {
+                        // Degree 3: two levels on the layer as it is (no folding).
+                        let layer = pending.into_layer(width);
+                        width = layer.rows.len();
+                        steps.push(Step::Linear(layer));
+                        steps.push(Step::Cubic([k(0), k(1), k(2), k(3)]));
+                        pending = Affine::identity(width);
+                    } else if k(2) == 0.0 {
                         // Affine activation: nothing to square.
                         pending = pending.scale_shift(k(1), k(0));
                     } else {
@@ -293,9 +314,9 @@ impl Plan {
         })
     }
 
-    /// Levels the plan consumes (one per step).
+    /// Levels the plan consumes.
     pub fn depth(&self) -> usize {
-        self.steps.len()
+        self.steps.iter().map(Step::levels).sum()
     }
 
     /// Levels a preset needs for this plan: the depth plus one level of headroom, so the logits
@@ -342,6 +363,10 @@ impl Plan {
                     })
                     .collect(),
                 Step::Square => x.iter().map(|v| v * v).collect(),
+                Step::Cubic(c) => x
+                    .iter()
+                    .map(|v| (c[3] * v + c[2]) * v * v + (c[1] * v + c[0]))
+                    .collect(),
             };
         }
         x
@@ -353,7 +378,7 @@ impl Plan {
             .iter()
             .map(|s| match s {
                 Step::Linear(l) => l.rows.len(),
-                Step::Square => 0,
+                Step::Square | Step::Cubic(_) => 0,
             })
             .max()
             .unwrap_or(0)
