@@ -174,54 +174,17 @@ fn model_file_round_trip_and_determinism() {
         poly: fit_polynomial(ActFn::Relu, 3, 4.0, FitMethod::Minimax),
         trainable: true,
     };
-    let (m1, _) = train(
-        &arch,
-        &act,
-        "poly3",
-        &tr,
-        &te,
-        &TrainConfig {
+    // Augmentation, dropout and label smoothing all draw from the seed.
+    let run = |seed: u64| {
+        let cfg = TrainConfig {
             augment: true,
             dropout: 0.2,
             label_smoothing: 0.1,
-            ..cfg(1, 11)
-        },
-        false,
-        |_| {},
-    )
-    .unwrap();
-    let (m2, _) = train(
-        &arch,
-        &act,
-        "poly3",
-        &tr,
-        &te,
-        &TrainConfig {
-            augment: true,
-            dropout: 0.2,
-            label_smoothing: 0.1,
-            ..cfg(1, 11)
-        },
-        false,
-        |_| {},
-    )
-    .unwrap();
-    let (m3, _) = train(
-        &arch,
-        &act,
-        "poly3",
-        &tr,
-        &te,
-        &TrainConfig {
-            augment: true,
-            dropout: 0.2,
-            label_smoothing: 0.1,
-            ..cfg(1, 12)
-        },
-        false,
-        |_| {},
-    )
-    .unwrap();
+            ..cfg(1, seed)
+        };
+        train(&arch, &act, "poly3", &tr, &te, &cfg, false, |_| {}).unwrap()
+    };
+    let ((m1, _), (m2, _), (m3, _)) = (run(11), run(11), run(12));
     let strip = |m: &Model| Model {
         training: serde_json::Value::Null,
         ..m.clone()

@@ -488,15 +488,6 @@ impl<B: Backend> DeviceEvaluator<B> {
         Ok(self.with_data(a, data, a.size, a.level, a.scale * pt.scale))
     }
 
-    fn const_residues(
-        &self,
-        c: f64,
-        const_scale: f64,
-        level: usize,
-    ) -> Result<Vec<u32>, CkksError> {
-        self.ctx.const_residues(c, const_scale, level)
-    }
-
     /// `a * c` for a real constant `c` as the integer `round(c * const_scale)`; with `None` the
     /// constant scale is the last prime of the level (see [`Evaluator::mul_const`](super::Evaluator::mul_const)).
     pub fn mul_const(
@@ -507,7 +498,7 @@ impl<B: Backend> DeviceEvaluator<B> {
     ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
         self.check(a)?;
         let cs = const_scale.unwrap_or(self.ctx.params().q()[a.level] as f64);
-        let scalars = self.const_residues(c, cs, a.level)?;
+        let scalars = self.ctx.const_residues(c, cs, a.level)?;
         let data = self.backend.mul_scalar(&a.data, &scalars)?;
         Ok(self.with_data(a, data, a.size, a.level, a.scale * cs))
     }
@@ -568,7 +559,7 @@ impl<B: Backend> DeviceEvaluator<B> {
         // [nnz][limbs] residues, transposed to the kernel's [limbs][nnz].
         let per_entry = ints
             .iter()
-            .map(|&w| self.const_residues(w, cs, x.level))
+            .map(|&w| self.ctx.const_residues(w, cs, x.level))
             .collect::<Result<Vec<_>, _>>()?;
         let values = (0..limbs)
             .flat_map(|l| per_entry.iter().map(move |r| r[l]))
@@ -579,7 +570,7 @@ impl<B: Backend> DeviceEvaluator<B> {
             layer
                 .bias
                 .iter()
-                .map(|&b| self.const_residues(b, out_scale, x.level))
+                .map(|&b| self.ctx.const_residues(b, out_scale, x.level))
                 .collect::<Result<Vec<_>, _>>()?
                 .concat()
         };
@@ -607,7 +598,7 @@ impl<B: Backend> DeviceEvaluator<B> {
         c: f64,
     ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
         self.check(a)?;
-        let scalars = self.const_residues(c, a.scale, a.level)?;
+        let scalars = self.ctx.const_residues(c, a.scale, a.level)?;
         let c0 = self
             .backend
             .add_scalar(&self.components(a, 0..1)?, &scalars)?;

@@ -157,15 +157,6 @@ impl Evaluator {
         Ok(r)
     }
 
-    fn const_residues(
-        &self,
-        c: f64,
-        const_scale: f64,
-        level: usize,
-    ) -> Result<Vec<u32>, CkksError> {
-        self.ctx.const_residues(c, const_scale, level)
-    }
-
     /// `a * c` for a real constant `c`, as the integer `round(c * const_scale)` (no plaintext
     /// polynomial, no NTT). The scale is multiplied by `const_scale`; with `None` it is the last
     /// prime of the level, so that a following [`Self::rescale_assign`] restores the input scale.
@@ -177,7 +168,7 @@ impl Evaluator {
     ) -> Result<(), CkksError> {
         self.check_ct(a)?;
         let cs = const_scale.unwrap_or(self.ctx.params().q()[a.level] as f64);
-        let scalars = self.const_residues(c, cs, a.level)?;
+        let scalars = self.ctx.const_residues(c, cs, a.level)?;
         let n = self.ctx.n();
         let moduli = self.moduli(a.level);
         let len = (a.level + 1) * n;
@@ -203,7 +194,7 @@ impl Evaluator {
     /// `a + c` for a real constant `c` (added to every slot at the ciphertext's scale).
     pub fn add_const_assign(&self, a: &mut Ciphertext, c: f64) -> Result<(), CkksError> {
         self.check_ct(a)?;
-        let scalars = self.const_residues(c, a.scale, a.level)?;
+        let scalars = self.ctx.const_residues(c, a.scale, a.level)?;
         let n = self.ctx.n();
         let moduli = self.moduli(a.level);
         elementwise::add_scalar(a.component_mut(0), &scalars, n, moduli);
