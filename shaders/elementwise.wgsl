@@ -9,6 +9,7 @@
 //   ew_add       out = a + b              ew_sub   out = a - b          ew_negate out = -a
 //   ew_mul       out = a * b (Barrett)    ew_mul_scalar  out = a * s_l (Shoup, s per limb)
 //   ew_mac       out = out + a * b        ew_sub_mul_scalar out = (a - b) * s_l
+//   ew_mul_scalar_acc out = out + a * s_l (Shoup; out may be a wider tensor viewed over a's limbs)
 //   ew_tensor    a, b ciphertexts (2 components each, component stride = limbs):
 //                out0 = a0 b0, out1 = a0 b1 + a1 b0, out2 = a1 b1 (out component stride = limbs)
 
@@ -149,6 +150,17 @@ fn ew_mac(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let m = modq(e);
     let o = o_at(e);
     out[o] = add_mod(out[o], mul_mod(a[a_at(e)], b[b_at(e)], m.x, m.y, m.z), m.x);
+}
+
+@compute @workgroup_size(256)
+fn ew_mul_scalar_acc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = elem(gid, nwg);
+    if (!e.valid) {
+        return;
+    }
+    let m = modq(e);
+    let o = o_at(e);
+    out[o] = add_mod(out[o], mul_shoup(a[a_at(e)], scalars[2u * e.limb], scalars[2u * e.limb + 1u], m.x), m.x);
 }
 
 @compute @workgroup_size(256)

@@ -10,7 +10,7 @@ struct Setup {
     enc: Encoder,
     sk: SecretKey,
     pk: PublicKey,
-    keys: EvaluationKeys,
+    keys: HostKeys,
     encryptor: Encryptor,
     dec: Decryptor,
     eval: Evaluator,
@@ -22,12 +22,15 @@ fn setup(preset: &str, rotations: &[i64]) -> Setup {
     let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(7));
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let keys = kg.evaluation_keys(&sk, rotations, true).unwrap();
+    let eval = Evaluator::new(ctx.clone());
+    let keys = eval
+        .upload_keys(&kg.evaluation_keys(&sk, rotations, true).unwrap())
+        .unwrap();
     Setup {
         enc: Encoder::new(ctx.clone()),
         encryptor: Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(8)),
         dec: Decryptor::new(ctx.clone()),
-        eval: Evaluator::new(ctx.clone()),
+        eval,
         ctx,
         sk,
         pk,
@@ -250,7 +253,8 @@ fn mismatched_operands_are_errors_naming_both() {
     let no_keys = EvaluationKeys::default();
     let mut t = three.clone();
     assert!(matches!(
-        s.eval.relinearize_assign(&mut t, &no_keys),
+        s.eval
+            .relinearize_assign(&mut t, &s.eval.upload_keys(&no_keys).unwrap()),
         Err(CkksError::MissingRelinKey)
     ));
 }

@@ -231,15 +231,15 @@ fn bench_ops_gpu_counts_dispatches_and_transfers() {
         let o = op(name);
         assert_eq!(o["bytes_uploaded"], 0, "{name}");
         assert_eq!(o["bytes_downloaded"], 0, "{name}");
-        assert!(o["dispatches"].as_u64().unwrap() >= 1, "{name}");
+        assert!(o["launches"].as_u64().unwrap() >= 1, "{name}");
         let (t, wall) = (
             o["median_us"].as_f64().unwrap(),
             o["wall_median_us"].as_f64().unwrap(),
         );
         assert!(t > 0.0 && wall > 0.0, "{name}: {t} / {wall} us");
     }
-    assert_eq!(op("ntt_forward")["dispatches"], 1); // N = 1024 <= one tile
-    assert!(op("encrypt").get("dispatches").is_none()); // client side, on the host
+    assert_eq!(op("ntt_forward")["launches"], 1); // N = 1024 <= one tile
+    assert!(op("encrypt").get("launches").is_none()); // client side, on the host
 }
 
 #[test]

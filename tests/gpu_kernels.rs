@@ -98,14 +98,16 @@ fn ntt_matches_cpu_at_n32768() {
     let ctx = RnsContext::new(n, &primes).unwrap();
     let cpu = CpuBackend::new(ctx.clone());
     let gpu = GpuBackend::new(rt, ctx).unwrap();
-    let shape = Shape {
-        polys: 3,
-        moduli: vec![0, 1],
-    };
-    let data: Vec<u32> = (0..shape.words(n))
+    let data: Vec<u32> = (0..3 * 2 * n)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761) % primes[(i / n) % 2])
         .collect();
     for forward in [true, false] {
+        // The same words, read as coefficients (forward) or NTT evaluations (inverse).
+        let shape = if forward {
+            Shape::coeff(3, vec![0, 1])
+        } else {
+            Shape::ntt(3, vec![0, 1])
+        };
         let mut c = cpu.upload(&data, shape.clone()).unwrap();
         let mut g = gpu.upload(&data, shape.clone()).unwrap();
         if forward {
@@ -127,10 +129,7 @@ fn ntt_round_trip_on_gpu_is_identity_and_differs_from_input() {
     let primes = ntt_primes(30, n, 3, &[]).unwrap();
     let ctx = RnsContext::new(n, &primes).unwrap();
     let gpu = GpuBackend::new(rt, ctx).unwrap();
-    let shape = Shape {
-        polys: 3,
-        moduli: vec![2, 0, 1],
-    };
+    let shape = Shape::coeff(3, vec![2, 0, 1]);
     let data: Vec<u32> = (0..shape.words(n))
         .map(|i| (i as u32).wrapping_mul(40_503) % primes[[2, 0, 1][(i / n) % 3]])
         .collect();
@@ -149,10 +148,7 @@ fn automorphism_ntt_is_the_coefficient_automorphism() {
     let primes = ntt_primes(30, n, 2, &[]).unwrap();
     let ctx = RnsContext::new(n, &primes).unwrap();
     let gpu = GpuBackend::new(rt, ctx).unwrap();
-    let shape = Shape {
-        polys: 2,
-        moduli: vec![0, 1],
-    };
+    let shape = Shape::coeff(2, vec![0, 1]);
     let data: Vec<u32> = (0..shape.words(n))
         .map(|i| (i as u32).wrapping_mul(2_654_435_761) % primes[(i / n) % 2])
         .collect();
@@ -188,17 +184,14 @@ fn batched_ntt_is_a_constant_number_of_dispatches() {
         let gpu = GpuBackend::new(rt.clone(), ctx).unwrap();
         let mut counts = Vec::new();
         for (cts, limbs) in [(1usize, 1usize), (7, 3), (64, 4)] {
-            let shape = Shape {
-                polys: 2 * cts,
-                moduli: (0..limbs).collect(),
-            };
+            let shape = Shape::coeff(2 * cts, (0..limbs).collect());
             let data = vec![1u32; shape.words(n)];
             let mut t = gpu.upload(&data, shape).unwrap();
-            let before = gpu.counters().dispatches;
+            let before = gpu.counters().launches;
             gpu.ntt_forward(&mut t).unwrap();
-            let fwd = gpu.counters().dispatches - before;
+            let fwd = gpu.counters().launches - before;
             gpu.ntt_inverse(&mut t).unwrap();
-            let inv = gpu.counters().dispatches - before - fwd;
+            let inv = gpu.counters().launches - before - fwd;
             counts.push((fwd, inv));
             // The round trip is exact, so the work really ran on every limb.
             assert_eq!(gpu.download(&t).unwrap(), data);
@@ -239,8 +232,9 @@ fn upload_inputs<B: Backend>(
     (x, y, k)
 }
 
-/// mul + relinearize + rescale on resident tensors.
-fn relin_rescale<B: Backend>(
+/// mul + relinearize + rescale on resident tensors, as separate operations (key switching with
+/// its own mod-down, then a rescale).
+fn mul_relin_then_rescale<B: Backend>(
     be: &B,
     x: &B::Tensor,
     y: &B::Tensor,
@@ -266,14 +260,8 @@ fn mul_relin_rescale_on_resident_tensors_moves_no_data_and_matches_cpu() {
     let q: Vec<usize> = (0..q_limbs).collect();
     let special: Vec<usize> = (q_limbs..q_limbs + p_limbs).collect();
     let dnum = q_limbs.div_ceil(alpha);
-    let ct = Shape {
-        polys: 2 * count,
-        moduli: q.clone(),
-    };
-    let key_shape = Shape {
-        polys: 2 * dnum,
-        moduli: (0..q_limbs + p_limbs).collect(),
-    };
+    let ct = Shape::ntt(2 * count, q.clone());
+    let key_shape = Shape::ntt(2 * dnum, (0..q_limbs + p_limbs).collect());
     let rand = |len: usize, shape: &Shape, salt: u32| -> Vec<u32> {
         (0..len)
             .map(|i| {
@@ -287,10 +275,7 @@ fn mul_relin_rescale_on_resident_tensors_moves_no_data_and_matches_cpu() {
     let key = rand(key_shape.words(n), &key_shape, 13);
 
     // Dispatch count of mul+relin+rescale does not depend on the number of ciphertexts.
-    let one = Shape {
-        polys: 2,
-        moduli: q.clone(),
-    };
+    let one = Shape::ntt(2, q.clone());
     let (x1, y1, k1) = upload_inputs(
         &gpu,
         &a[..one.words(n)],
@@ -302,19 +287,19 @@ fn mul_relin_rescale_on_resident_tensors_moves_no_data_and_matches_cpu() {
         alpha,
         &special,
     );
-    let before_one = gpu.counters().dispatches;
-    let _ = relin_rescale(&gpu, &x1, &y1, &k1);
-    let dispatches_one = gpu.counters().dispatches - before_one;
+    let before_one = gpu.counters().launches;
+    let _ = mul_relin_then_rescale(&gpu, &x1, &y1, &k1);
+    let dispatches_one = gpu.counters().launches - before_one;
 
     let (x, y, k) = upload_inputs(&gpu, &a, &b, &key, &ct, &key_shape, dnum, alpha, &special);
     let before = gpu.counters();
-    let out = relin_rescale(&gpu, &x, &y, &k);
+    let out = mul_relin_then_rescale(&gpu, &x, &y, &k);
     let after = gpu.counters();
     eprintln!(
         "mul+relin+rescale, N = {n}: {} dispatches for 1 and for {count} ciphertexts",
         dispatches_one
     );
-    assert_eq!(after.dispatches - before.dispatches, dispatches_one);
+    assert_eq!(after.launches - before.launches, dispatches_one);
     assert_eq!(
         after.uploads, before.uploads,
         "no upload during mul+relin+rescale"
@@ -323,12 +308,14 @@ fn mul_relin_rescale_on_resident_tensors_moves_no_data_and_matches_cpu() {
         after.downloads, before.downloads,
         "no download during mul+relin+rescale"
     );
-    assert!(after.dispatches > before.dispatches);
+    assert!(after.launches > before.launches);
     let got = gpu.download(&out).unwrap();
     assert_eq!(gpu.counters().downloads, before.downloads + 1);
 
     let (cx, cy, ck) = upload_inputs(&cpu, &a, &b, &key, &ct, &key_shape, dnum, alpha, &special);
-    let want = cpu.download(&relin_rescale(&cpu, &cx, &cy, &ck)).unwrap();
+    let want = cpu
+        .download(&mul_relin_then_rescale(&cpu, &cx, &cy, &ck))
+        .unwrap();
     assert_eq!(gpu.shape(&out).moduli, q[..q_limbs - 1].to_vec());
     assert_eq!(got.len(), 2 * count * (q_limbs - 1) * n);
     assert_eq!(mismatches(&got, &want), 0);
@@ -344,10 +331,7 @@ fn threads_sharing_the_runtime_keep_their_order() {
     let ctx = RnsContext::new(n, &primes).unwrap();
     let cpu = CpuBackend::new(ctx.clone());
     let gpu = GpuBackend::new(rt, ctx).unwrap();
-    let shape = Shape {
-        polys: 2,
-        moduli: vec![0, 1],
-    };
+    let shape = Shape::coeff(2, vec![0, 1]);
     std::thread::scope(|s| {
         for t in 0..4u32 {
             let (cpu, gpu, shape, primes) = (&cpu, &gpu, &shape, &primes);
@@ -363,16 +347,16 @@ fn threads_sharing_the_runtime_keep_their_order() {
                     let on_cpu = run(&|d| {
                         let mut x = cpu.upload(d, shape.clone()).unwrap();
                         cpu.ntt_forward(&mut x).unwrap();
-                        let mut y = cpu.mul(&x, &x).unwrap();
+                        let mut y = cpu.add(&cpu.mul(&x, &x).unwrap(), &x).unwrap();
                         cpu.ntt_inverse(&mut y).unwrap();
-                        cpu.download(&cpu.add(&y, &x).unwrap()).unwrap()
+                        cpu.download(&y).unwrap()
                     });
                     let on_gpu = run(&|d| {
                         let mut x = gpu.upload(d, shape.clone()).unwrap();
                         gpu.ntt_forward(&mut x).unwrap();
-                        let mut y = gpu.mul(&x, &x).unwrap();
+                        let mut y = gpu.add(&gpu.mul(&x, &x).unwrap(), &x).unwrap();
                         gpu.ntt_inverse(&mut y).unwrap();
-                        gpu.download(&gpu.add(&y, &x).unwrap()).unwrap()
+                        gpu.download(&y).unwrap()
                     });
                     assert_eq!(mismatches(&on_cpu, &on_gpu), 0, "thread {t} round {round}");
                 }

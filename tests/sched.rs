@@ -1,14 +1,12 @@
 //! The encrypted CNN: plans compiled from models compute the plaintext reference's logits, and
-//! the encrypted run decrypts to them (CPU and GPU backends, word for word equal).
+//! the encrypted run through a server `Session` decrypts to them (CPU and GPU backends, word for
+//! word equal, whatever the chunking).
 
-use cryptodl::backend::cpu::CpuBackend;
-use cryptodl::backend::gpu::GpuBackend;
-use cryptodl::backend::Backend;
 use cryptodl::ckks::*;
 use cryptodl::nn::activation::{ActFn, Polynomial};
 use cryptodl::nn::model::{Activation, Layer, Model, Normalization};
 use cryptodl::nn::reference;
-use cryptodl::sched::{self, Plan, PlanError, Step};
+use cryptodl::sched::{self, Device, Plan, PlanError, Session, Step};
 use ndarray::{Array1, Array2, Array4};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -137,14 +135,14 @@ fn plans_refuse_what_ckks_cannot_compute() {
     let _ = rng.random::<u8>();
 }
 
-/// Encrypts `samples`, runs the plan on `backend`, decrypts; returns the logits and the output
-/// ciphertexts.
-fn encrypted_run<B: Backend>(
-    backend: B,
+/// Encrypts `samples`, scores them with one session on `device` (with `chunk` ciphertexts per
+/// launch, if given), decrypts; returns the logits and the output ciphertexts.
+fn encrypted_run(
+    device: Device,
     plan: &Plan,
     samples: &[Vec<f64>],
     seed: u64,
-    chunk: usize,
+    chunk: Option<usize>,
 ) -> (Vec<Vec<f64>>, Vec<Ciphertext>) {
     let params = Preset::by_name("toy4096")
         .unwrap()
@@ -164,13 +162,16 @@ fn encrypted_run<B: Backend>(
         )
     };
     let cts = sched::encrypt_batch(plan, &enc, make, &pk, samples, || {}).unwrap();
-    let eval = DeviceEvaluator::new(ctx.clone(), backend).unwrap();
-    let dkeys = eval.upload_keys(&keys).unwrap();
-    let x = sched::upload(&eval, &cts, chunk).unwrap();
+    assert!(cts.iter().all(|c| c.level() == plan.input_level()));
+    let mut session = Session::new(device, ctx.clone(), &keys).unwrap();
+    if let Some(c) = chunk {
+        session.set_chunk_size(c);
+    }
     let mut steps = 0;
-    let out = sched::run(&eval, &dkeys, plan, &x, chunk, |_| steps += 1).unwrap();
+    let scored = session.score_with(plan, &cts, |_| steps += 1).unwrap();
     assert_eq!(steps, plan.steps.len());
-    let out = sched::download(&eval, &out).unwrap();
+    assert_eq!(scored.stats.steps.len(), plan.steps.len());
+    let out = scored.logits;
     let logits =
         sched::decrypt_logits(&Decryptor::new(ctx), &enc, &sk, &out, samples.len()).unwrap();
     (logits, out)
@@ -223,12 +224,7 @@ fn degree_3_activations_take_two_levels_and_match_the_reference() {
             .fold(0.0, f64::max);
         assert!(err < 1e-9, "plan != reference by {err}");
     }
-    let params = Preset::by_name("toy4096")
-        .unwrap()
-        .parameters(true)
-        .unwrap();
-    let backend = CpuBackend::new(rns_context(&params).unwrap());
-    let (logits, _) = encrypted_run(backend, &plan, &samples, 11, 1024);
+    let (logits, _) = encrypted_run(Device::Cpu, &plan, &samples, 11, None);
     check_against_reference(&model, &samples, &logits);
 }
 
@@ -260,17 +256,11 @@ fn encrypted_inference_on_the_cpu_backend_matches_the_reference() {
     let plan = Plan::compile(&model).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let samples = inputs(&mut rng, 50, 64);
-    let params = Preset::by_name("toy4096")
-        .unwrap()
-        .parameters(true)
-        .unwrap();
-    let backend = CpuBackend::new(rns_context(&params).unwrap());
-    let (logits, out) = encrypted_run(backend, &plan, &samples, 7, 1024);
+    let (logits, out) = encrypted_run(Device::Cpu, &plan, &samples, 7, None);
     check_against_reference(&model, &samples, &logits);
     // Chunked launches (7 ciphertexts each: ragged chunks on 64 inputs and 48 hidden values)
     // give the same ciphertexts as one launch per step.
-    let backend = CpuBackend::new(rns_context(&params).unwrap());
-    let (_, chunked) = encrypted_run(backend, &plan, &samples, 7, 7);
+    let (_, chunked) = encrypted_run(Device::Cpu, &plan, &samples, 7, Some(7));
     assert_eq!(out, chunked);
 }
 
@@ -281,21 +271,8 @@ fn encrypted_inference_on_the_gpu_equals_the_cpu_word_for_word() {
     let plan = Plan::compile(&model).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let samples = inputs(&mut rng, 30, 64);
-    let params = Preset::by_name("toy4096")
-        .unwrap()
-        .parameters(true)
-        .unwrap();
-    let (cpu_logits, cpu_out) = encrypted_run(
-        CpuBackend::new(rns_context(&params).unwrap()),
-        &plan,
-        &samples,
-        9,
-        1024,
-    );
-    let gpu_backend = GpuBackend::new(rt, rns_context(&params).unwrap()).unwrap();
-    let chunk = sched::chunk_size(&gpu_backend, &params);
-    assert!(chunk >= 1);
-    let (gpu_logits, gpu_out) = encrypted_run(gpu_backend, &plan, &samples, 9, 16);
+    let (cpu_logits, cpu_out) = encrypted_run(Device::Cpu, &plan, &samples, 9, None);
+    let (gpu_logits, gpu_out) = encrypted_run(Device::Gpu(rt), &plan, &samples, 9, Some(16));
     assert_eq!(cpu_out, gpu_out, "same keys and inputs: same ciphertexts");
     assert_eq!(cpu_logits, gpu_logits);
     check_against_reference(&model, &samples, &gpu_logits);

@@ -67,6 +67,23 @@ pub fn mul_scalar(a: &mut [u32], scalars: &[u32], n: usize, moduli: &[Modulus]) 
     }
 }
 
+/// `acc += a * s_l` with one scalar `s_l < q_l` per limb (Shoup products). CPU twin of
+/// `ew_mul_scalar_acc`: the backends use it on the first limbs of a wider `acc` (the `P (c0, c1)`
+/// term of a fused relinearize-and-rescale).
+pub fn mul_scalar_acc(acc: &mut [u32], a: &[u32], scalars: &[u32], n: usize, moduli: &[Modulus]) {
+    assert_eq!(scalars.len(), moduli.len());
+    assert_eq!(acc.len(), a.len());
+    for (c, (z, x)) in acc.chunks_exact_mut(n).zip(a.chunks_exact(n)).enumerate() {
+        let l = c % moduli.len();
+        let (q, s) = (moduli[l].value(), scalars[l]);
+        let ss = moduli[l].shoup(s);
+        for (z, &x) in z.iter_mut().zip(x) {
+            let v = *z + mul_shoup(x, s, ss, q);
+            *z = if v >= q { v - q } else { v };
+        }
+    }
+}
+
 /// `a += s_l` on every coefficient of every limb. In NTT form this adds the constant polynomial
 /// `s` (a constant's NTT is the constant in every slot).
 pub fn add_scalar(a: &mut [u32], scalars: &[u32], n: usize, moduli: &[Modulus]) {

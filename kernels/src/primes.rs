@@ -10,7 +10,7 @@ pub fn is_prime(n: u64) -> bool {
     }
     const SMALL: [u64; 12] = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37];
     for p in SMALL {
-        if n % p == 0 {
+        if n.is_multiple_of(p) {
             return n == p;
         }
     }
@@ -84,7 +84,7 @@ pub fn check_ntt_prime(q: u32, n: usize) -> Result<(), KernelError> {
     if !is_prime(q as u64) {
         return Err(KernelError::NotPrime { q });
     }
-    if (q as u64 - 1) % (2 * n as u64) != 0 {
+    if !(q as u64 - 1).is_multiple_of(2 * n as u64) {
         return Err(KernelError::NotNttFriendly { q, n });
     }
     Ok(())

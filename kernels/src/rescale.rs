@@ -72,6 +72,26 @@ impl DivideRound {
         self.drop.len()
     }
 
+    /// `floor(D/2) mod d_i` per dropped prime (added before the conversion, so it rounds).
+    pub fn half_mod_drop(&self) -> &[u32] {
+        &self.half_mod_drop
+    }
+
+    /// `floor(D/2) mod k_i` per kept prime (subtracted after the conversion).
+    pub fn half_mod_keep(&self) -> &[u32] {
+        &self.half_mod_keep
+    }
+
+    /// `D^-1 mod k_i` per kept prime.
+    pub fn d_inv_mod_keep(&self) -> &[u32] {
+        &self.d_inv_mod_keep
+    }
+
+    /// The exact base conversion from the dropped primes to the kept ones.
+    pub fn converter(&self) -> &BaseConverter {
+        &self.conv
+    }
+
     /// Scratch words needed by [`Self::apply`] for degree `n`.
     pub fn scratch_len(&self, n: usize) -> usize {
         (self.keep.len() + self.drop.len()) * n
@@ -83,8 +103,8 @@ impl DivideRound {
         &self,
         keep_part: &mut [u32],
         drop_part: &mut [u32],
-        keep_tables: &[NttTable],
-        drop_tables: &[NttTable],
+        keep_tables: &[&NttTable],
+        drop_tables: &[&NttTable],
         n: usize,
         scratch: &mut [u32],
     ) {
@@ -157,6 +177,8 @@ mod tests {
             let dr = DivideRound::new(drop, keep).unwrap();
             let kt: Vec<NttTable> = keep.iter().map(|&q| NttTable::new(q, n).unwrap()).collect();
             let dt: Vec<NttTable> = drop.iter().map(|&q| NttTable::new(q, n).unwrap()).collect();
+            let (kr, dr_t): (Vec<&NttTable>, Vec<&NttTable>) =
+                (kt.iter().collect(), dt.iter().collect());
             // Coefficient-form random values over K ∪ D.
             let coeffs: Vec<u32> = (0..(3 + drop_count) * n)
                 .map(|i| (i as u32).wrapping_mul(2_654_435_761) % primes[i / n])
@@ -170,7 +192,7 @@ mod tests {
                 t.forward(&mut drop_part[l * n..(l + 1) * n]);
             }
             let mut scratch = vec![0; dr.scratch_len(n)];
-            dr.apply(&mut keep_part, &mut drop_part, &kt, &dt, n, &mut scratch);
+            dr.apply(&mut keep_part, &mut drop_part, &kr, &dr_t, n, &mut scratch);
             for (l, t) in kt.iter().enumerate() {
                 t.inverse(&mut keep_part[l * n..(l + 1) * n]);
             }

@@ -422,6 +422,17 @@ impl BaseConverter {
         &self.q_hat_mod_p
     }
 
+    /// `Q mod p_j` per target (the exact conversion subtracts `u * Q`).
+    pub fn q_mod_p(&self) -> &[u32] {
+        &self.q_mod_p
+    }
+
+    /// `floor(2^64 / q_i)` per source prime: the fixed-point `1/q_i` of the exact conversion's
+    /// overflow count `u`.
+    pub fn inv_q_fixed(&self) -> &[u64] {
+        &self.inv_q_fixed
+    }
+
     /// Converts `input` (`[from.len()][n]`, coefficient form, canonical residues) into `output`
     /// (`[to.len()][n]`, canonical residues). `scratch` must hold `from.len() * n` words.
     /// CPU twin of the `basis_convert` WGSL kernel.
@@ -440,9 +451,11 @@ impl BaseConverter {
                 *yv = mul_shoup(x, w, ws, q);
             }
         }
-        // Contiguous inner loops (vectorisable): acc[k] += y_i[k] * c_ij, at most 16 products
-        // of 30-bit residues per u64 before a reduction. The first product initialises acc.
-        let mut acc = vec![0u64; if k > 1 { n } else { 0 }];
+        // Tiles of coefficients with the u64 accumulators on the stack; contiguous inner loops
+        // (vectorisable): acc[k] += y_i[k] * c_ij, at most 16 products of 30-bit residues per u64
+        // before a reduction. The first product initialises acc.
+        const TILE: usize = 256;
+        let mut acc = [0u64; TILE];
         for (j, p) in self.to.iter().enumerate() {
             let out = &mut output[j * n..(j + 1) * n];
             let consts = &self.q_hat_mod_p[j];
@@ -453,26 +466,31 @@ impl BaseConverter {
                 }
                 continue;
             }
-            for (c, chunk) in consts.chunks(16).enumerate() {
-                for (t, &cv) in chunk.iter().enumerate() {
-                    let yi = &y[(c * 16 + t) * n..(c * 16 + t + 1) * n];
-                    if t == 0 {
-                        for (a, &v) in acc.iter_mut().zip(yi) {
-                            *a = v as u64 * cv as u64;
+            for t0 in (0..n).step_by(TILE) {
+                let w = TILE.min(n - t0);
+                let acc = &mut acc[..w];
+                let out = &mut out[t0..t0 + w];
+                for (c, chunk) in consts.chunks(16).enumerate() {
+                    for (t, &cv) in chunk.iter().enumerate() {
+                        let yi = &y[(c * 16 + t) * n + t0..][..w];
+                        if t == 0 {
+                            for (a, &v) in acc.iter_mut().zip(yi) {
+                                *a = v as u64 * cv as u64;
+                            }
+                        } else {
+                            for (a, &v) in acc.iter_mut().zip(yi) {
+                                *a += v as u64 * cv as u64;
+                            }
+                        }
+                    }
+                    if c == 0 {
+                        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                            *o = p.reduce_u64(a);
                         }
                     } else {
-                        for (a, &v) in acc.iter_mut().zip(yi) {
-                            *a += v as u64 * cv as u64;
+                        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                            *o = p.add(*o, p.reduce_u64(a));
                         }
-                    }
-                }
-                if c == 0 {
-                    for (o, &a) in out.iter_mut().zip(&acc) {
-                        *o = p.reduce_u64(a);
-                    }
-                } else {
-                    for (o, &a) in out.iter_mut().zip(&acc) {
-                        *o = p.add(*o, p.reduce_u64(a));
                     }
                 }
             }

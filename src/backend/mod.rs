@@ -6,8 +6,14 @@
 //! parameter set, each with its NTT tables). Ciphertext tensors are `[ct][component][limb][n]`,
 //! i.e. `polys = count * components`.
 //!
+//! Every tensor carries its representation ([`Form`]: coefficients or NTT evaluations), and every
+//! operation checks it: a polynomial product of tensors in coefficient form, or an NTT of a tensor
+//! already in NTT form, is an error ([`BackendError::Representation`]), not garbage.
+//!
 //! Every operation exists on both backends and gives bit-identical results; GPU tensors stay on
 //! the device between operations, and only [`Backend::upload`] / [`Backend::download`] move data.
+//! The RNS constants every operation needs (base conversions, divide-and-round) are derived in
+//! one place, [`RnsContext`], and cached there per limb map for both backends.
 
 pub mod cpu;
 pub mod gpu;
@@ -15,8 +21,13 @@ pub mod verify;
 
 use cryptodl_kernels::modarith::Modulus;
 use cryptodl_kernels::ntt::NttTable;
+use cryptodl_kernels::rescale::DivideRound;
+use cryptodl_kernels::rns::{BaseConverter, RnsBasis};
 use cryptodl_kernels::KernelError;
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Errors of the compute backends.
 #[derive(Debug, thiserror::Error)]
@@ -60,18 +71,50 @@ pub enum BackendError {
         /// The degree.
         n: usize,
     },
+    /// An operand is in the wrong representation (coefficients vs NTT evaluations).
+    #[error("{op}: operand is in {found} form, the operation needs {expected} form")]
+    Representation {
+        /// Operation.
+        op: &'static str,
+        /// The form the operation needs.
+        expected: Form,
+        /// The operand's form.
+        found: Form,
+    },
 }
 
 /// Result alias of the backends.
 pub type Result<T> = std::result::Result<T, BackendError>;
 
-/// The primes of a parameter set (`Q` then `P`) at degree `n`, with NTT tables.
-#[derive(Clone, Debug)]
+/// The primes of a parameter set (`Q` then `P`) at degree `n`, with NTT tables and the RNS
+/// constants derived from them. Cheap to clone (shared); the constants of every limb map an
+/// operation uses are computed once and cached for every backend and evaluator built on it.
+#[derive(Clone)]
 pub struct RnsContext {
+    inner: Arc<RnsInner>,
+}
+
+/// A cache of constants by a pair of limb maps (context indices).
+type ByMaps<T> = Mutex<HashMap<(Vec<usize>, Vec<usize>), Arc<T>>>;
+
+struct RnsInner {
     n: usize,
     primes: Vec<u32>,
     moduli: Vec<Modulus>,
     tables: Vec<NttTable>,
+    /// Divide-and-round constants by (kept limbs, dropped limbs).
+    divide_round: ByMaps<DivideRound>,
+    /// Base converters by (source limbs, target limbs).
+    converters: ByMaps<BaseConverter>,
+}
+
+impl std::fmt::Debug for RnsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RnsContext")
+            .field("n", &self.inner.n)
+            .field("primes", &self.inner.primes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RnsContext {
@@ -94,31 +137,102 @@ impl RnsContext {
             .map(|&q| NttTable::new(q, n))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Self {
-            n,
-            primes: primes.to_vec(),
-            moduli,
-            tables,
+            inner: Arc::new(RnsInner {
+                n,
+                primes: primes.to_vec(),
+                moduli,
+                tables,
+                divide_round: Mutex::new(HashMap::new()),
+                converters: Mutex::new(HashMap::new()),
+            }),
         })
     }
 
     /// Ring degree.
     pub fn n(&self) -> usize {
-        self.n
+        self.inner.n
     }
 
     /// The primes, in context order.
     pub fn primes(&self) -> &[u32] {
-        &self.primes
+        &self.inner.primes
     }
 
     /// The moduli, in context order.
     pub fn moduli(&self) -> &[Modulus] {
-        &self.moduli
+        &self.inner.moduli
     }
 
     /// The NTT tables, in context order.
     pub fn tables(&self) -> &[NttTable] {
-        &self.tables
+        &self.inner.tables
+    }
+
+    /// The moduli of the limbs of a limb map.
+    pub fn moduli_of(&self, map: &[usize]) -> Vec<Modulus> {
+        map.iter().map(|&i| self.inner.moduli[i]).collect()
+    }
+
+    /// The NTT tables of the limbs of a limb map.
+    pub fn tables_of(&self, map: &[usize]) -> Vec<&NttTable> {
+        map.iter().map(|&i| &self.inner.tables[i]).collect()
+    }
+
+    /// `prod_{i in of} p_i mod p_t` for every `t` in `at` (e.g. `P mod q_t` for a fused
+    /// relinearize-and-rescale).
+    pub fn product_mod(&self, of: &[usize], at: &[usize]) -> Vec<u32> {
+        at.iter()
+            .map(|&t| {
+                let m = &self.inner.moduli[t];
+                of.iter().fold(1 % m.value(), |acc, &i| {
+                    m.mul(acc, self.inner.primes[i] % m.value())
+                })
+            })
+            .collect()
+    }
+
+    /// Divide-and-round constants for a tensor over `keep ++ drop` (context indices): the
+    /// result is `round(x / prod(drop))` over `keep`. Computed once per pair of limb maps.
+    pub fn divide_round(&self, keep: &[usize], drop: &[usize]) -> Result<Arc<DivideRound>> {
+        self.check_map(keep)?;
+        self.check_map(drop)?;
+        let key = (keep.to_vec(), drop.to_vec());
+        let mut cache = self
+            .inner
+            .divide_round
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let primes = |m: &[usize]| m.iter().map(|&i| self.inner.primes[i]).collect::<Vec<_>>();
+        let c = Arc::new(DivideRound::new(&primes(drop), &primes(keep))?);
+        cache.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// The base conversion from the limbs `from` to the limbs `to` (context indices): the
+    /// mod-up of a key-switching digit, or the conversion inside a divide-and-round. Computed
+    /// once per pair of limb maps.
+    pub fn base_converter(&self, from: &[usize], to: &[usize]) -> Result<Arc<BaseConverter>> {
+        self.check_map(from)?;
+        self.check_map(to)?;
+        let key = (from.to_vec(), to.to_vec());
+        let mut cache = self
+            .inner
+            .converters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let primes: Vec<u32> = from.iter().map(|&i| self.inner.primes[i]).collect();
+        let c = Arc::new(BaseConverter::new(
+            &RnsBasis::new(&primes)?,
+            &self.moduli_of(to),
+        ));
+        cache.insert(key, c.clone());
+        Ok(c)
     }
 
     /// Checks that `len` words with this `shape` can be uploaded (valid limb map, exact size).
@@ -137,26 +251,87 @@ impl RnsContext {
 
     /// Checks a limb map against the context.
     pub fn check_map(&self, map: &[usize]) -> Result<()> {
-        match map.iter().find(|&&i| i >= self.primes.len()) {
+        match map.iter().find(|&&i| i >= self.inner.primes.len()) {
             Some(&index) => Err(BackendError::ModulusIndex {
                 index,
-                len: self.primes.len(),
+                len: self.inner.primes.len(),
             }),
             None => Ok(()),
         }
     }
 }
 
-/// Shape of a tensor: `polys` polynomials whose limb `l` is modulo context modulus `moduli[l]`.
+/// What the limbs of a tensor hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// Coefficients (what base conversions and the coefficient automorphism work on).
+    Coeff,
+    /// NTT evaluations, bit-reversed order (what products, key switching and the NTT-form
+    /// automorphism work on). Ciphertexts and plaintexts live in this form.
+    Ntt,
+}
+
+impl std::fmt::Display for Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Form::Coeff => "coefficient",
+            Form::Ntt => "NTT",
+        })
+    }
+}
+
+/// Fails unless `shape` is in `form`.
+pub(crate) fn expect_form(op: &'static str, shape: &Shape, form: Form) -> Result<()> {
+    if shape.form != form {
+        return Err(BackendError::Representation {
+            op,
+            expected: form,
+            found: shape.form,
+        });
+    }
+    Ok(())
+}
+
+/// Shape of a tensor: `polys` polynomials whose limb `l` is modulo context modulus `moduli[l]`,
+/// in representation `form`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shape {
     /// Number of polynomials.
     pub polys: usize,
     /// Limb map: context modulus index of each limb.
     pub moduli: Vec<usize>,
+    /// Coefficients or NTT evaluations.
+    pub form: Form,
 }
 
 impl Shape {
+    /// `polys` polynomials over `moduli` in NTT form.
+    pub fn ntt(polys: usize, moduli: Vec<usize>) -> Self {
+        Self {
+            polys,
+            moduli,
+            form: Form::Ntt,
+        }
+    }
+
+    /// `polys` polynomials over `moduli` in coefficient form.
+    pub fn coeff(polys: usize, moduli: Vec<usize>) -> Self {
+        Self {
+            polys,
+            moduli,
+            form: Form::Coeff,
+        }
+    }
+
+    /// The same limb map and form with `polys` polynomials.
+    pub fn with_polys(&self, polys: usize) -> Self {
+        Self {
+            polys,
+            moduli: self.moduli.clone(),
+            form: self.form,
+        }
+    }
+
     /// Limbs per polynomial.
     pub fn limbs(&self) -> usize {
         self.moduli.len()
@@ -274,113 +449,6 @@ pub(crate) fn check_linear(
     })
 }
 
-/// Constants of a fast base conversion, computed once by the backend from its context.
-#[derive(Clone, Debug)]
-pub(crate) struct ConvConstants {
-    /// Per source limb: `(B_g / q_s)^-1 mod q_s` and its Shoup companion.
-    pub q_hat_inv: Vec<(u32, u32)>,
-    /// `[s][t]`: `(B_g / q_s) mod p_t` and its Shoup companion modulo `p_t`.
-    pub mat: Vec<(u32, u32)>,
-    /// Per source limb: `u64::MAX / q_s` (fixed-point `1/q_s` of the exact conversion).
-    pub inv_q_fixed: Vec<u64>,
-    /// `[g][t]`: `B_g mod p_t`.
-    pub b_mod_p: Vec<u32>,
-}
-
-/// Computes the conversion constants for source limbs `src` (context indices) split into `groups`
-/// (ranges of positions in `src`) towards `targets` (context indices).
-pub(crate) fn conv_constants(
-    ctx: &RnsContext,
-    src: &[usize],
-    groups: &[Range<usize>],
-    targets: &[usize],
-) -> ConvConstants {
-    let m = ctx.moduli();
-    let mut q_hat_inv = vec![(0, 0); src.len()];
-    let mut mat = vec![(0, 0); src.len() * targets.len()];
-    let inv_q_fixed = src
-        .iter()
-        .map(|&s| u64::MAX / u64::from(m[s].value()))
-        .collect();
-    let mut b_mod_p = vec![0; groups.len() * targets.len()];
-    for (gi, g) in groups.iter().enumerate() {
-        for (t, &ti) in targets.iter().enumerate() {
-            let pt = &m[ti];
-            b_mod_p[gi * targets.len() + t] = g
-                .clone()
-                .fold(1u32, |acc, o| pt.mul(acc, m[src[o]].value() % pt.value()));
-        }
-    }
-    for g in groups {
-        for s in g.clone() {
-            let qs = &m[src[s]];
-            // (B_g / q_s) mod q_s
-            let hat = g
-                .clone()
-                .filter(|&o| o != s)
-                .fold(1u32, |acc, o| qs.mul(acc, m[src[o]].value() % qs.value()));
-            let inv = qs.inv(hat).unwrap_or(0);
-            q_hat_inv[s] = (inv, qs.shoup(inv));
-            for (t, &ti) in targets.iter().enumerate() {
-                let pt = &m[ti];
-                let v = g
-                    .clone()
-                    .filter(|&o| o != s)
-                    .fold(1u32, |acc, o| pt.mul(acc, m[src[o]].value() % pt.value()));
-                mat[s * targets.len() + t] = (v, pt.shoup(v));
-            }
-        }
-    }
-    ConvConstants {
-        q_hat_inv,
-        mat,
-        inv_q_fixed,
-        b_mod_p,
-    }
-}
-
-/// Constants of [`Backend::divide_round`] for keeping `keep` and dropping `drop` (context indices).
-#[derive(Clone, Debug)]
-pub(crate) struct DivRoundConstants {
-    /// `floor(D/2) mod d_i` per dropped limb (`(d_i - 1)/2 ... ` reduced).
-    pub half_drop: Vec<u32>,
-    /// `q_k - (floor(D/2) mod q_k)` per kept limb (adding it subtracts the half).
-    pub neg_half_keep: Vec<u32>,
-    /// `D^-1 mod q_k` per kept limb with its Shoup companion.
-    pub d_inv: Vec<(u32, u32)>,
-}
-
-pub(crate) fn div_round_constants(
-    ctx: &RnsContext,
-    keep: &[usize],
-    drop: &[usize],
-) -> DivRoundConstants {
-    let m = ctx.moduli();
-    let d_mod = |md: &Modulus| {
-        drop.iter()
-            .fold(1u32, |a, &d| md.mul(a, m[d].value() % md.value()))
-    };
-    // floor(D/2) mod x = (D - 1) / 2 mod x = (D mod x - 1) * 2^-1 mod x (D odd).
-    let half = |md: &Modulus| {
-        let inv2 = md.inv(2).unwrap_or(0);
-        md.mul(md.sub(d_mod(md), 1 % md.value()), inv2)
-    };
-    let half_drop = drop.iter().map(|&d| half(&m[d])).collect();
-    let neg_half_keep = keep.iter().map(|&k| m[k].neg(half(&m[k]))).collect();
-    let d_inv = keep
-        .iter()
-        .map(|&k| {
-            let inv = m[k].inv(d_mod(&m[k])).unwrap_or(0);
-            (inv, m[k].shoup(inv))
-        })
-        .collect();
-    DivRoundConstants {
-        half_drop,
-        neg_half_keep,
-        d_inv,
-    }
-}
-
 /// Validates the operands of [`Backend::keyswitch_inner`] (shared by every backend).
 pub(crate) fn check_keyswitch_inner(
     digits: &Shape,
@@ -388,11 +456,13 @@ pub(crate) fn check_keyswitch_inner(
     key: &Shape,
     key_map: &[usize],
 ) -> Result<()> {
+    expect_form("keyswitch_inner", digits, Form::Ntt)?;
+    expect_form("keyswitch_inner", key, Form::Ntt)?;
     let (limbs, key_limbs) = (digits.limbs(), key.limbs());
     if dnum == 0
-        || digits.polys % dnum != 0
+        || !digits.polys.is_multiple_of(dnum)
         || key.polys < 2 * dnum
-        || key.polys % 2 != 0
+        || !key.polys.is_multiple_of(2)
         || key_map.len() != limbs
         || key_map.iter().any(|&k| k >= key_limbs)
         || key_map
@@ -417,10 +487,97 @@ pub fn digit_ranges(limbs: usize, alpha: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// Launches and transfers of a backend, counted as they are recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Host -> backend tensor uploads.
+    pub uploads: u64,
+    /// Backend -> host tensor downloads.
+    pub downloads: u64,
+    /// Bytes uploaded (tensor data; small kernel parameter blocks are not counted).
+    pub upload_bytes: u64,
+    /// Bytes downloaded.
+    pub download_bytes: u64,
+    /// Kernel launches: GPU compute dispatches, or CPU kernel calls (one per operation, a
+    /// fused CPU operation counting once).
+    pub launches: u64,
+    /// Queue submissions (GPU only).
+    pub submissions: u64,
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    fn sub(self, o: Counters) -> Counters {
+        Counters {
+            uploads: self.uploads - o.uploads,
+            downloads: self.downloads - o.downloads,
+            upload_bytes: self.upload_bytes - o.upload_bytes,
+            download_bytes: self.download_bytes - o.download_bytes,
+            launches: self.launches - o.launches,
+            submissions: self.submissions - o.submissions,
+        }
+    }
+}
+
+/// Thread-safe [`Counters`].
+#[derive(Debug, Default)]
+pub(crate) struct AtomicCounters {
+    uploads: AtomicU64,
+    downloads: AtomicU64,
+    upload_bytes: AtomicU64,
+    download_bytes: AtomicU64,
+    launches: AtomicU64,
+    submissions: AtomicU64,
+}
+
+impl AtomicCounters {
+    pub(crate) fn upload(&self, bytes: u64) {
+        self.uploads.fetch_add(1, Ordering::Relaxed);
+        self.upload_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn download(&self, bytes: u64) {
+        self.downloads.fetch_add(1, Ordering::Relaxed);
+        self.download_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn launch(&self) {
+        self.launches.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn submit(&self) {
+        self.submissions.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> Counters {
+        Counters {
+            uploads: self.uploads.load(Ordering::Relaxed),
+            downloads: self.downloads.load(Ordering::Relaxed),
+            upload_bytes: self.upload_bytes.load(Ordering::Relaxed),
+            download_bytes: self.download_bytes.load(Ordering::Relaxed),
+            launches: self.launches.load(Ordering::Relaxed),
+            submissions: self.submissions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Memory a backend holds for tensors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryUse {
+    /// Bytes of the tensors alive now.
+    pub live_bytes: u64,
+    /// The most bytes of tensors alive at once so far.
+    pub peak_bytes: u64,
+    /// Bytes of freed tensor buffers kept for reuse (not returned to the system).
+    pub pooled_bytes: u64,
+    /// Bytes of tensor buffers newly obtained from the system so far (not reused): the memory
+    /// the kernel had to zero. Flat from one batch to the next when buffers are reused.
+    pub fresh_bytes: u64,
+}
+
 /// Operations a CKKS evaluator needs on tensors of RNS polynomials.
 ///
 /// Binary element-wise operations accept `b` with the same number of polynomials as `a`, or
-/// one polynomial (broadcast to all of `a`); limb maps must be equal.
+/// one polynomial (broadcast to all of `a`); limb maps and forms must be equal. The composite
+/// operations at the end ([`Backend::keyswitch_ext`], [`Backend::keyswitch`],
+/// [`Backend::relin_rescale`]) have default implementations composed of the primitives; a backend
+/// may fuse them, provided the result is the same word for word.
 pub trait Backend {
     /// A tensor resident on this backend.
     type Tensor;
@@ -432,15 +589,35 @@ pub trait Backend {
     /// Shape of a tensor.
     fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a Shape;
 
-    /// The largest tensor (in `u32` words) one operation can bind, if the backend has a limit (a
-    /// GPU's storage-binding size); schedulers chunk batches to stay below it.
-    fn max_tensor_words(&self) -> Option<usize> {
-        None
+    /// The largest tensor (in `u32` words) one operation may bind: a GPU's storage-binding size,
+    /// or the CPU backend's memory bound; schedulers chunk batches to stay below it.
+    fn max_tensor_words(&self) -> usize;
+
+    /// Words of the largest intermediate tensor that key switching needs per polynomial of
+    /// `limbs` limbs, with `special` special primes and `digits` digits: the mod-up digits
+    /// `[digits][limbs + special]` when key switching is composed of separate launches (the
+    /// default); 0 for a backend that fuses it per polynomial in scratch memory.
+    fn keyswitch_words(&self, limbs: usize, special: usize, digits: usize) -> usize {
+        digits * (limbs + special) * self.context().n()
     }
 
-    /// Host -> backend (counted on the GPU).
+    /// Launches and transfers so far.
+    fn counters(&self) -> Counters;
+    /// Tensor memory held by the backend (device memory on a GPU).
+    fn memory(&self) -> MemoryUse;
+    /// Waits until every recorded operation has finished (for timing; a no-op on the CPU).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Host -> backend (counted).
     fn upload(&self, data: &[u32], shape: Shape) -> Result<Self::Tensor>;
-    /// Backend -> host (counted on the GPU; submits pending work first).
+    /// Host -> backend of the concatenation of `parts` (e.g. the ciphertexts of a batch), without
+    /// concatenating them on the host first (counted as one upload).
+    fn upload_parts(&self, parts: &[&[u32]], shape: Shape) -> Result<Self::Tensor> {
+        self.upload(&parts.concat(), shape)
+    }
+    /// Backend -> host (counted; submits pending work first).
     fn download(&self, t: &Self::Tensor) -> Result<Vec<u32>>;
     /// Copy of a tensor, on the backend.
     fn duplicate(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
@@ -456,7 +633,7 @@ pub trait Backend {
     ) -> Result<Self::Tensor>;
 
     /// The inverse of [`Self::slice_components`]: `parts[i]` is `[count][k_i][limbs]` (every part
-    /// over the same limb map); returns `[count][k_0 + k_1 + ...][limbs]`, item by item
+    /// over the same limb map and form); returns `[count][k_0 + k_1 + ...][limbs]`, item by item
     /// (e.g. joining `c0'` of `[count][1]` with `c1` of `[count][1]` gives `[count][2]`).
     fn join_components(&self, count: usize, parts: &[&Self::Tensor]) -> Result<Self::Tensor>;
 
@@ -469,9 +646,11 @@ pub trait Backend {
     /// batch packing this is a convolution or dense layer over ciphertexts, in one launch.
     fn linear(&self, x: &Self::Tensor, comps: usize, w: &LinearWeights) -> Result<Self::Tensor>;
 
-    /// In-place forward NTT of every limb of every polynomial (natural -> bit-reversed order).
+    /// In-place forward NTT of every limb of every polynomial (coefficients in natural order ->
+    /// evaluations in bit-reversed order); the tensor must be in coefficient form.
     fn ntt_forward(&self, t: &mut Self::Tensor) -> Result<()>;
-    /// In-place inverse NTT of every limb of every polynomial (bit-reversed -> natural order).
+    /// In-place inverse NTT of every limb of every polynomial (bit-reversed evaluations ->
+    /// coefficients in natural order); the tensor must be in NTT form.
     fn ntt_inverse(&self, t: &mut Self::Tensor) -> Result<()>;
 
     /// `a + b`.
@@ -480,14 +659,23 @@ pub trait Backend {
     fn sub(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// `-a`.
     fn negate(&self, a: &Self::Tensor) -> Result<Self::Tensor>;
-    /// `a * b` coefficient-wise.
+    /// `a * b` coefficient-wise: the polynomial product, so both must be in NTT form.
     fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// `a * s_l`, one scalar (`< q_l`) per limb.
     fn mul_scalar(&self, a: &Self::Tensor, scalars: &[u32]) -> Result<Self::Tensor>;
     /// `a + s_l`, one scalar (`< q_l`) per limb, on every coefficient.
     fn add_scalar(&self, a: &Self::Tensor, scalars: &[u32]) -> Result<Self::Tensor>;
-    /// `acc += a * b` coefficient-wise.
+    /// `acc += a * b` coefficient-wise (NTT form).
     fn mac(&self, acc: &mut Self::Tensor, a: &Self::Tensor, b: &Self::Tensor) -> Result<()>;
+    /// `acc[p][l] += a[p][l] * s_l` for every polynomial `p` and every limb `l` of `a`, whose
+    /// limb map must be the first limbs of `acc`'s (same polys, same form): e.g. `P (c0, c1)` over
+    /// `Q_l` added into a key-switching result over `Q_l ∪ P`.
+    fn add_scaled_prefix(
+        &self,
+        acc: &mut Self::Tensor,
+        a: &Self::Tensor,
+        scalars: &[u32],
+    ) -> Result<()>;
     /// Ciphertext tensor product: `a`, `b` are `[count][2][limbs]`; returns `[count][3][limbs]`
     /// `(a0 b0, a0 b1 + a1 b0, a1 b1)` (NTT form).
     fn tensor(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
@@ -500,7 +688,7 @@ pub trait Backend {
     /// Fast base conversion of `a` (coefficient form) whose limbs are split into `groups`
     /// (ranges of limb positions) towards `targets` (context indices): returns
     /// `[polys][groups][targets]` with limb map `targets` repeated per group, i.e. a tensor of
-    /// `polys * groups.len()` polynomials over `targets`.
+    /// `polys * groups.len()` polynomials over `targets` (coefficient form).
     fn basis_convert(
         &self,
         a: &Self::Tensor,
@@ -521,57 +709,196 @@ pub trait Backend {
     ) -> Result<Self::Tensor>;
 
     /// Divide-and-round by the product `D` of the last `drop` limbs (NTT form in and out):
-    /// CKKS rescale (`drop = 1`) and key-switching mod-down (`drop = |P|`).
+    /// CKKS rescale (`drop = 1`), key-switching mod-down (`drop = |P|`), and both at once
+    /// (`drop = |P| + 1` on a tensor over `Q_l ∪ P`).
     fn divide_round(&self, a: &Self::Tensor, drop: usize) -> Result<Self::Tensor>;
 
-    /// Hybrid key switching of `d` (NTT form over `Q_l`, any number of polynomials): mod-up of
-    /// each digit to `Q_l ∪ P`, inner product with the key, mod-down. Returns `[polys][2][limbs]`.
-    fn keyswitch(&self, d: &Self::Tensor, key: &SwitchKey<Self::Tensor>) -> Result<Self::Tensor> {
-        let dshape = self.shape(d).clone();
-        let kshape = self.shape(&key.key).clone();
-        let digits = digit_ranges(dshape.limbs(), key.alpha);
+    /// Hybrid key switching of `d` (NTT form over `Q_l`, any number of polynomials) without the
+    /// final division: mod-up of each digit to `Q_l ∪ P`, inner product with the key. Returns
+    /// `[polys][2][limbs + |P|]` over `Q_l ∪ P`, which [`Self::divide_round`] by `P` brings back
+    /// to `Q_l`.
+    fn keyswitch_ext(&self, d: &Self::Tensor, key: &SwitchKey<Self::Tensor>) -> Result<Self::Tensor>
+    where
+        Self: Sized,
+    {
+        composed::keyswitch_ext(self, d, key)
+    }
+
+    /// Hybrid key switching of `d` (NTT form over `Q_l`): [`Self::keyswitch_ext`] then the
+    /// mod-down by `P`. Returns `[polys][2][limbs]` over `Q_l`.
+    fn keyswitch(&self, d: &Self::Tensor, key: &SwitchKey<Self::Tensor>) -> Result<Self::Tensor>
+    where
+        Self: Sized,
+    {
+        composed::keyswitch(self, d, key)
+    }
+
+    /// Relinearizes and rescales a batch of products `[count][3][limbs]` (NTT form over `Q_l`,
+    /// `l >= 1`) in one division: `(c0, c1) P + keyswitch_ext(c2)` over `Q_l ∪ P`, divided by
+    /// `P q_l` and rounded. Returns `[count][2][limbs - 1]` over `Q_{l-1}`.
+    fn relin_rescale(
+        &self,
+        prod: &Self::Tensor,
+        key: &SwitchKey<Self::Tensor>,
+    ) -> Result<Self::Tensor>
+    where
+        Self: Sized,
+    {
+        composed::relin_rescale(self, prod, key)
+    }
+
+    /// `a * b` for batches of 2-component ciphertexts `[count][2][limbs]` (NTT form over `Q_l`,
+    /// `l >= 1`), relinearized and rescaled: [`Self::tensor`] then [`Self::relin_rescale`].
+    /// Returns `[count][2][limbs - 1]`.
+    fn mul_relin_rescale(
+        &self,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+        key: &SwitchKey<Self::Tensor>,
+    ) -> Result<Self::Tensor>
+    where
+        Self: Sized,
+    {
+        composed::mul_relin_rescale(self, a, b, key)
+    }
+}
+
+/// The composite operations of [`Backend`] built from its primitives: the trait's default
+/// implementations, and the reference that fused implementations are tested against.
+pub mod composed {
+    use super::{check_relin_rescale, Backend, KeySwitchPlan, Result, SwitchKey};
+
+    /// [`Backend::keyswitch_ext`]: inverse NTT, mod-up of every digit to `Q_l ∪ P`
+    /// ([`Backend::basis_convert`]), forward NTT, [`Backend::keyswitch_inner`].
+    pub fn keyswitch_ext<B: Backend>(
+        be: &B,
+        d: &B::Tensor,
+        key: &SwitchKey<B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let plan = KeySwitchPlan::new(be.context(), be.shape(d), key, be.shape(&key.key))?;
+        let mut coeff = be.duplicate(d)?;
+        be.ntt_inverse(&mut coeff)?;
+        let mut ext = be.basis_convert(&coeff, &plan.digits, &plan.targets)?;
+        drop(coeff);
+        be.ntt_forward(&mut ext)?;
+        be.keyswitch_inner(&ext, plan.digits.len(), &key.key, &plan.key_map)
+    }
+
+    /// [`Backend::keyswitch`]: [`keyswitch_ext`], then [`Backend::divide_round`] by `P`.
+    pub fn keyswitch<B: Backend>(
+        be: &B,
+        d: &B::Tensor,
+        key: &SwitchKey<B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let acc = keyswitch_ext(be, d, key)?;
+        be.divide_round(&acc, key.special.len())
+    }
+
+    /// [`Backend::relin_rescale`]: [`keyswitch_ext`] of `c2`, `+ P (c0, c1)`
+    /// ([`Backend::add_scaled_prefix`]), [`Backend::divide_round`] by `P q_l`.
+    pub fn relin_rescale<B: Backend>(
+        be: &B,
+        prod: &B::Tensor,
+        key: &SwitchKey<B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let shape = be.shape(prod).clone();
+        check_relin_rescale(&shape)?;
+        let c2 = be.slice_components(prod, 3, 2..3)?;
+        let mut acc = keyswitch_ext(be, &c2, key)?;
+        drop(c2);
+        let c01 = be.slice_components(prod, 3, 0..2)?;
+        let p_mod = be.context().product_mod(&key.special, &shape.moduli);
+        be.add_scaled_prefix(&mut acc, &c01, &p_mod)?;
+        drop(c01);
+        be.divide_round(&acc, key.special.len() + 1)
+    }
+
+    /// [`Backend::mul_relin_rescale`]: [`Backend::tensor`], then [`relin_rescale`].
+    pub fn mul_relin_rescale<B: Backend>(
+        be: &B,
+        a: &B::Tensor,
+        b: &B::Tensor,
+        key: &SwitchKey<B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let prod = be.tensor(a, b)?;
+        relin_rescale(be, &prod, key)
+    }
+}
+
+/// Validates the operand of [`Backend::relin_rescale`].
+pub(crate) fn check_relin_rescale(shape: &Shape) -> Result<()> {
+    expect_form("relin_rescale", shape, Form::Ntt)?;
+    if !shape.polys.is_multiple_of(3) || shape.limbs() < 2 {
+        return Err(BackendError::Shape {
+            op: "relin_rescale",
+            reason: format!(
+                "{} polys of {} limbs are not 3-component ciphertexts above level 0",
+                shape.polys,
+                shape.limbs()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// How key switching of a tensor over `Q_l` proceeds with a key: the digits (ranges of limb
+/// positions), the targets of their mod-up (`Q_l` then `P`, context indices) and the key limb of
+/// each target. Shared by the composed and the fused implementations.
+#[derive(Clone, Debug)]
+pub struct KeySwitchPlan {
+    /// Digit ranges (positions in the tensor's limb list).
+    pub digits: Vec<Range<usize>>,
+    /// `Q_l ∪ P`: the tensor's limb map followed by the special primes.
+    pub targets: Vec<usize>,
+    /// Key limb of each target.
+    pub key_map: Vec<usize>,
+}
+
+impl KeySwitchPlan {
+    /// The plan for switching a tensor of shape `d` with `key` (whose tensor has shape `k`).
+    pub fn new<T>(ctx: &RnsContext, d: &Shape, key: &SwitchKey<T>, k: &Shape) -> Result<Self> {
+        expect_form("keyswitch", d, Form::Ntt)?;
+        expect_form("keyswitch", k, Form::Ntt)?;
+        let digits = digit_ranges(d.limbs(), key.alpha);
         // At lower levels fewer digits are in use: their keys are a prefix of the key tensor.
-        if digits.len() > key.dnum || kshape.polys != 2 * key.dnum {
+        if digits.len() > key.dnum || k.polys != 2 * key.dnum {
             return Err(BackendError::Shape {
                 op: "keyswitch",
                 reason: format!(
                     "{} limbs in digits of {} need {} digits; key has dnum {} and {} polys",
-                    dshape.limbs(),
+                    d.limbs(),
                     key.alpha,
                     digits.len(),
                     key.dnum,
-                    kshape.polys
+                    k.polys
                 ),
             });
         }
-        let mut targets = dshape.moduli.clone();
+        let mut targets = d.moduli.clone();
         targets.extend_from_slice(&key.special);
+        ctx.check_map(&targets)?;
         let key_map = targets
             .iter()
             .map(|t| {
-                kshape
-                    .moduli
+                k.moduli
                     .iter()
-                    .position(|k| k == t)
+                    .position(|m| m == t)
                     .ok_or_else(|| BackendError::Shape {
                         op: "keyswitch",
                         reason: format!("key has no limb for context modulus {t}"),
                     })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut coeff = self.duplicate(d)?;
-        self.ntt_inverse(&mut coeff)?;
-        let mut ext = self.basis_convert(&coeff, &digits, &targets)?;
-        drop(coeff);
-        self.ntt_forward(&mut ext)?;
-        let acc = self.keyswitch_inner(&ext, digits.len(), &key.key, &key_map)?;
-        drop(ext);
-        self.divide_round(&acc, key.special.len())
+        Ok(Self {
+            digits,
+            targets,
+            key_map,
+        })
     }
 }
 
 pub(crate) fn check_slice(shape: &Shape, group: usize, keep: &Range<usize>) -> Result<usize> {
-    if group == 0 || shape.polys % group != 0 || keep.is_empty() || keep.end > group {
+    if group == 0 || !shape.polys.is_multiple_of(group) || keep.is_empty() || keep.end > group {
         return Err(BackendError::Shape {
             op: "slice_components",
             reason: format!(
@@ -599,10 +926,10 @@ pub(crate) fn check_join(count: usize, parts: &[&Shape]) -> Result<Vec<usize>> {
     parts
         .iter()
         .map(|s| {
-            if s.moduli != first.moduli {
+            if s.moduli != first.moduli || s.form != first.form {
                 Err(bad(format!(
-                    "limb maps differ: {:?} vs {:?}",
-                    s.moduli, first.moduli
+                    "limb maps or forms differ: {:?} ({}) vs {:?} ({})",
+                    s.moduli, s.form, first.moduli, first.form
                 )))
             } else if s.polys == 0 || s.polys % count != 0 {
                 Err(bad(format!(
@@ -627,42 +954,85 @@ pub(crate) fn check_truncate(shape: &Shape, limbs: usize) -> Result<()> {
     Ok(())
 }
 
-/// Which backend to run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-#[non_exhaustive]
-pub enum BackendKind {
-    /// The CPU (kernels crate).
-    Cpu,
-    /// A GPU through wgpu; an error if none can be opened.
-    Gpu,
-    /// The GPU if one can be opened, else the CPU (saying why on stderr).
-    Auto,
-}
-
-/// What [`BackendKind::Auto`] resolved to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resolved {
-    /// Run on the CPU.
-    Cpu,
-    /// Run on the GPU.
-    Gpu,
-}
-
-/// Resolves `kind` with the adapter `choice`: `auto` falls back to the CPU with one line on stderr
-/// saying why; `gpu` fails with the runtime's error.
-pub fn resolve(
-    kind: BackendKind,
-    choice: &gpu::AdapterChoice,
-) -> std::result::Result<(Resolved, Option<std::sync::Arc<gpu::GpuRuntime>>), gpu::GpuError> {
-    match kind {
-        BackendKind::Cpu => Ok((Resolved::Cpu, None)),
-        BackendKind::Gpu => Ok((Resolved::Gpu, Some(gpu::GpuRuntime::open(choice)?))),
-        BackendKind::Auto => match gpu::GpuRuntime::open(choice) {
-            Ok(rt) => Ok((Resolved::Gpu, Some(rt))),
-            Err(e) => {
-                eprintln!("backend auto: using the CPU because no GPU could be opened: {e}");
-                Ok((Resolved::Cpu, None))
-            }
-        },
+/// Validates the digit groups of [`Backend::basis_convert`]: consecutive, non-empty ranges that
+/// partition `0..limbs`.
+pub(crate) fn check_groups(op: &'static str, limbs: usize, groups: &[Range<usize>]) -> Result<()> {
+    let mut next = 0;
+    for g in groups {
+        if g.start != next || g.is_empty() {
+            break;
+        }
+        next = g.end;
     }
+    if next != limbs || groups.iter().any(|g| g.is_empty()) || groups.is_empty() {
+        return Err(BackendError::Shape {
+            op,
+            reason: format!("groups {groups:?} do not partition 0..{limbs} in order"),
+        });
+    }
+    Ok(())
+}
+
+/// Validates a binary element-wise operation: equal limb maps and forms, and `b` either as many
+/// polynomials as `a` or one (broadcast).
+pub(crate) fn check_binary(op: &'static str, a: &Shape, b: &Shape) -> Result<()> {
+    if a.moduli != b.moduli || !(b.polys == a.polys || b.polys == 1) {
+        return Err(BackendError::Shape {
+            op,
+            reason: format!(
+                "a has {} polys over moduli {:?}, b has {} polys over {:?}",
+                a.polys, a.moduli, b.polys, b.moduli
+            ),
+        });
+    }
+    expect_form(op, b, a.form)
+}
+
+/// Validates [`Backend::add_scaled_prefix`].
+pub(crate) fn check_scaled_prefix(
+    ctx: &RnsContext,
+    acc: &Shape,
+    a: &Shape,
+    scalars: &[u32],
+) -> Result<()> {
+    expect_form("add_scaled_prefix", a, acc.form)?;
+    if a.polys != acc.polys
+        || a.limbs() > acc.limbs()
+        || acc.moduli[..a.limbs()] != a.moduli[..]
+        || scalars.len() != a.limbs()
+    {
+        return Err(BackendError::Shape {
+            op: "add_scaled_prefix",
+            reason: format!(
+                "a {a:?} is not a prefix of acc {acc:?}, or {} scalars for {} limbs",
+                scalars.len(),
+                a.limbs()
+            ),
+        });
+    }
+    check_scalars(ctx, "add_scaled_prefix", a, scalars)
+}
+
+/// Validates per-limb scalars: one per limb, each reduced modulo its limb's prime.
+pub(crate) fn check_scalars(
+    ctx: &RnsContext,
+    op: &'static str,
+    a: &Shape,
+    s: &[u32],
+) -> Result<()> {
+    if s.len() != a.limbs() {
+        return Err(BackendError::Shape {
+            op,
+            reason: format!("{} scalars for {} limbs", s.len(), a.limbs()),
+        });
+    }
+    for (&v, &mi) in s.iter().zip(&a.moduli) {
+        if v >= ctx.primes()[mi] {
+            return Err(BackendError::Shape {
+                op,
+                reason: format!("scalar {v} is not reduced modulo {}", ctx.primes()[mi]),
+            });
+        }
+    }
+    Ok(())
 }

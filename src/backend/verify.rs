@@ -103,10 +103,9 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
     let qp: Vec<usize> = (0..case.q_limbs + case.p_limbs).collect();
     let count = case.count;
     let polys = 2 * count;
-    let ct = Shape {
-        polys,
-        moduli: q.clone(),
-    };
+    let ct = Shape::ntt(polys, q.clone());
+    // The same words read as coefficients, for the kernels that work in that form.
+    let ct_coeff = Shape::coeff(polys, q.clone());
     let mut reports = Vec::new();
     let mut report = |kernel: &str, limbs: usize, count: usize, c: &[u32], g: &[u32]| {
         reports.push(KernelReport {
@@ -120,14 +119,7 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
     let a = random_tensor(&ctx, &mut rng, &ct);
     let b = random_tensor(&ctx, &mut rng, &ct);
     let acc = random_tensor(&ctx, &mut rng, &ct);
-    let one = random_tensor(
-        &ctx,
-        &mut rng,
-        &Shape {
-            polys: 1,
-            moduli: q.clone(),
-        },
-    );
+    let one = random_tensor(&ctx, &mut rng, &Shape::ntt(1, q.clone()));
     let scalars: Vec<u32> = q
         .iter()
         .map(|&m| rng.random_range(0..ctx.primes()[m]))
@@ -149,7 +141,7 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
     }
     let l = case.q_limbs;
     both!("ntt_forward", l, polys, |be| {
-        let mut t = be.upload(&a, ct.clone())?;
+        let mut t = be.upload(&a, ct_coeff.clone())?;
         be.ntt_forward(&mut t)?;
         be.download(&t)?
     });
@@ -164,13 +156,7 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
     });
     both!("ew_add (broadcast)", l, polys, |be| {
         let x = be.upload(&a, ct.clone())?;
-        let y = be.upload(
-            &one,
-            Shape {
-                polys: 1,
-                moduli: q.clone(),
-            },
-        )?;
+        let y = be.upload(&one, Shape::ntt(1, q.clone()))?;
         be.download(&be.add(&x, &y)?)?
     });
     both!("ew_sub", l, polys, |be| {
@@ -209,7 +195,7 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
         be.download(&be.automorphism_ntt(&x, g)?)?
     });
     both!("automorphism_coeff", l, polys, |be| {
-        let x = be.upload(&a, ct.clone())?;
+        let x = be.upload(&a, ct_coeff.clone())?;
         be.download(&be.automorphism_coeff(&x, g)?)?
     });
     // A sparse layer over the ciphertexts: one dense row, rows with repeated columns and more
@@ -276,19 +262,13 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
     }
     let digits = digit_ranges(case.q_limbs, case.alpha);
     both!("basis_convert (mod-up)", l, polys, |be| {
-        let x = be.upload(&a, ct.clone())?;
+        let x = be.upload(&a, ct_coeff.clone())?;
         be.download(&be.basis_convert(&x, &digits, &qp)?)?
     });
     let dnum = digits.len();
-    let ext_shape = Shape {
-        polys: polys * dnum,
-        moduli: qp.clone(),
-    };
+    let ext_shape = Shape::ntt(polys * dnum, qp.clone());
     let ext = random_tensor(&ctx, &mut rng, &ext_shape);
-    let key_shape = Shape {
-        polys: 2 * dnum,
-        moduli: qp.clone(),
-    };
+    let key_shape = Shape::ntt(2 * dnum, qp.clone());
     let key = random_tensor(&ctx, &mut rng, &key_shape);
     both!("keyswitch_inner", qp.len(), polys, |be| {
         let d = be.upload(&ext, ext_shape.clone())?;
@@ -301,15 +281,48 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
             be.download(&be.divide_round(&x, 1)?)?
         });
     }
-    let full = Shape {
-        polys,
-        moduli: qp.clone(),
-    };
+    let full = Shape::ntt(polys, qp.clone());
     let x_qp = random_tensor(&ctx, &mut rng, &full);
     both!("divide_round (mod-down)", qp.len(), polys, |be| {
         let x = be.upload(&x_qp, full.clone())?;
         be.download(&be.divide_round(&x, case.p_limbs)?)?
     });
+    both!(
+        "ew_mul_scalar_acc (add_scaled_prefix)",
+        qp.len(),
+        polys,
+        |be| {
+            let mut s = be.upload(&x_qp, full.clone())?;
+            let x = be.upload(&a, ct.clone())?;
+            be.add_scaled_prefix(&mut s, &x, &scalars)?;
+            be.download(&s)?
+        }
+    );
+    both!("keyswitch_ext", l, polys, |be| {
+        let d = be.upload(&a, ct.clone())?;
+        let k = SwitchKey {
+            key: be.upload(&key, key_shape.clone())?,
+            dnum,
+            alpha: case.alpha,
+            special: p.clone(),
+        };
+        be.download(&be.keyswitch_ext(&d, &k)?)?
+    });
+    if case.q_limbs >= 2 {
+        // Relinearize and rescale at once: count products of 3 components.
+        let prod_shape = Shape::ntt(3 * count, q.clone());
+        let prod = random_tensor(&ctx, &mut rng, &prod_shape);
+        both!("relin_rescale", l, count, |be| {
+            let x = be.upload(&prod, prod_shape.clone())?;
+            let k = SwitchKey {
+                key: be.upload(&key, key_shape.clone())?,
+                dnum,
+                alpha: case.alpha,
+                special: p.clone(),
+            };
+            be.download(&be.relin_rescale(&x, &k)?)?
+        });
+    }
     both!("keyswitch", l, polys, |be| {
         let d = be.upload(&a, ct.clone())?;
         let k = SwitchKey {
@@ -323,10 +336,7 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
     if case.q_limbs >= 3 {
         // A lower level: fewer limbs and digits than the key was made for.
         let low: Vec<usize> = (0..case.q_limbs - 1).collect();
-        let low_shape = Shape {
-            polys,
-            moduli: low.clone(),
-        };
+        let low_shape = Shape::ntt(polys, low.clone());
         let d_low = random_tensor(&ctx, &mut rng, &low_shape);
         both!("keyswitch (lower level)", low.len(), polys, |be| {
             let d = be.upload(&d_low, low_shape.clone())?;

@@ -89,8 +89,4 @@ impl Ciphertext {
         let len = self.data.len() / self.size;
         &self.data[c * len..(c + 1) * len]
     }
-    pub(crate) fn component_mut(&mut self, c: usize) -> &mut [u32] {
-        let len = self.data.len() / self.size;
-        &mut self.data[c * len..(c + 1) * len]
-    }
 }

@@ -1,5 +1,6 @@
-//! Precomputed tables for a parameter set: NTT tables, rescale / mod-down / mod-up constants,
-//! CRT bases for decoding, Galois permutations.
+//! What a parameter set derives once: the RNS context (NTT tables, and the cached constants of
+//! base conversion, divide-and-round and key switching, shared with the compute backends), CRT
+//! bases for decoding, Galois permutations.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,101 +8,54 @@ use std::sync::{Arc, Mutex};
 use cryptodl_kernels::automorphism::galois_permutation_ntt;
 use cryptodl_kernels::modarith::Modulus;
 use cryptodl_kernels::ntt::NttTable;
-use cryptodl_kernels::rescale::DivideRound;
-use cryptodl_kernels::rns::{BaseConverter, RnsBasis};
+use cryptodl_kernels::rns::RnsBasis;
 
 use super::{CkksError, Parameters};
+use crate::backend::RnsContext;
 
-/// Mod-up constants for one key-switching digit at one level.
-#[derive(Debug)]
-pub(crate) struct DigitModUp {
-    /// Limb indices (into the active list `Q_l ++ P`) that form the digit.
-    pub source: Vec<usize>,
-    /// Active limb indices the digit is extended to.
-    pub target: Vec<usize>,
-    pub conv: BaseConverter,
-}
-
-/// Per-level key-switching constants.
-#[derive(Debug)]
-pub(crate) struct LevelKeySwitch {
-    pub digits: Vec<DigitModUp>,
-    /// Divide by `P` and round, keeping `Q_l`.
-    pub mod_down: DivideRound,
-}
-
-/// Everything derived from [`Parameters`] once, shared by keys, encryptor and evaluator.
+/// Everything derived from [`Parameters`] once, shared by keys, encryptor, decoder and the
+/// evaluators.
 #[derive(Debug)]
 pub struct Context {
     params: Parameters,
-    q_moduli: Vec<Modulus>,
-    p_moduli: Vec<Modulus>,
-    q_tables: Vec<NttTable>,
-    p_tables: Vec<NttTable>,
-    /// `rescale[l]` divides level `l` by `q_l` (index 0 unused).
-    rescale: Vec<Option<DivideRound>>,
-    keyswitch: Vec<LevelKeySwitch>,
+    /// The primes `Q` then `P` with their tables and cached RNS constants.
+    rns: RnsContext,
     /// CRT basis of `Q_l` for each level.
     bases: Vec<RnsBasis>,
     galois_perms: Mutex<HashMap<usize, Arc<Vec<u32>>>>,
 }
 
 impl Context {
-    /// Precomputes all tables for `params`.
+    /// Precomputes the tables for `params`.
     pub fn new(params: &Parameters) -> Result<Arc<Self>, CkksError> {
-        let n = params.n();
         let q = params.q();
-        let p = params.p();
-        let q_tables = q
-            .iter()
-            .map(|&x| NttTable::new(x, n))
+        let primes: Vec<u32> = q.iter().chain(params.p()).copied().collect();
+        let rns = RnsContext::new(params.n(), &primes)?;
+        let bases = (0..q.len())
+            .map(|l| RnsBasis::new(&q[..=l]))
             .collect::<Result<Vec<_>, _>>()?;
-        let p_tables = p
-            .iter()
-            .map(|&x| NttTable::new(x, n))
-            .collect::<Result<Vec<_>, _>>()?;
-        let q_moduli: Vec<Modulus> = q_tables.iter().map(|t| *t.modulus()).collect();
-        let p_moduli: Vec<Modulus> = p_tables.iter().map(|t| *t.modulus()).collect();
-        let mut rescale = vec![None];
-        for l in 1..q.len() {
-            rescale.push(Some(DivideRound::new(&q[l..=l], &q[..l])?));
-        }
-        let alpha = params.digit_size();
-        let mut keyswitch = Vec::with_capacity(q.len());
-        let mut bases = Vec::with_capacity(q.len());
-        for l in 0..q.len() {
-            let active = l + 1 + p.len();
-            let active_moduli: Vec<Modulus> =
-                q_moduli[..=l].iter().chain(&p_moduli).copied().collect();
-            let mut digits = Vec::new();
-            for start in (0..=l).step_by(alpha) {
-                let source: Vec<usize> = (start..(start + alpha).min(l + 1)).collect();
-                let target: Vec<usize> = (0..active).filter(|i| !source.contains(i)).collect();
-                let from = RnsBasis::new(&source.iter().map(|&i| q[i]).collect::<Vec<_>>())?;
-                let to: Vec<Modulus> = target.iter().map(|&i| active_moduli[i]).collect();
-                digits.push(DigitModUp {
-                    conv: BaseConverter::new(&from, &to),
-                    source,
-                    target,
-                });
-            }
-            keyswitch.push(LevelKeySwitch {
-                digits,
-                mod_down: DivideRound::new(p, &q[..=l])?,
-            });
-            bases.push(RnsBasis::new(&q[..=l])?);
-        }
         Ok(Arc::new(Self {
             params: params.clone(),
-            q_moduli,
-            p_moduli,
-            q_tables,
-            p_tables,
-            rescale,
-            keyswitch,
+            rns,
             bases,
             galois_perms: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// The RNS context of `Q ∪ P` (what a compute backend for these parameters is built on).
+    pub fn rns(&self) -> &RnsContext {
+        &self.rns
+    }
+
+    /// Context indices of the limbs of `Q_l` (`0..=level`).
+    pub fn q_indices(&self, level: usize) -> Vec<usize> {
+        (0..=level).collect()
+    }
+
+    /// Context indices of the special primes `P`.
+    pub fn p_indices(&self) -> Vec<usize> {
+        let l = self.params.q().len();
+        (l..l + self.params.p().len()).collect()
     }
 
     /// The parameters.
@@ -114,40 +68,34 @@ impl Context {
     }
     /// Data-prime moduli.
     pub fn q_moduli(&self) -> &[Modulus] {
-        &self.q_moduli
+        &self.rns.moduli()[..self.params.q().len()]
     }
     /// Special-prime moduli.
     pub fn p_moduli(&self) -> &[Modulus] {
-        &self.p_moduli
+        &self.rns.moduli()[self.params.q().len()..]
     }
     /// NTT tables of the data primes.
     pub fn q_tables(&self) -> &[NttTable] {
-        &self.q_tables
+        &self.rns.tables()[..self.params.q().len()]
     }
     /// NTT tables of the special primes.
     pub fn p_tables(&self) -> &[NttTable] {
-        &self.p_tables
+        &self.rns.tables()[self.params.q().len()..]
     }
     /// Moduli of `Q_l ++ P` (the key-switching basis at level `l`).
     pub fn qp_moduli(&self, level: usize) -> Vec<Modulus> {
-        self.q_moduli[..=level]
+        self.q_moduli()[..=level]
             .iter()
-            .chain(&self.p_moduli)
+            .chain(self.p_moduli())
             .copied()
             .collect()
     }
     /// NTT tables of `Q_l ++ P`.
     pub fn qp_tables(&self, level: usize) -> Vec<&NttTable> {
-        self.q_tables[..=level]
+        self.q_tables()[..=level]
             .iter()
-            .chain(&self.p_tables)
+            .chain(self.p_tables())
             .collect()
-    }
-    pub(crate) fn rescale_table(&self, level: usize) -> &DivideRound {
-        self.rescale[level].as_ref().expect("level >= 1")
-    }
-    pub(crate) fn keyswitch_tables(&self, level: usize) -> &LevelKeySwitch {
-        &self.keyswitch[level]
     }
     /// CRT basis of `Q_l`.
     pub fn basis(&self, level: usize) -> &RnsBasis {

@@ -1,19 +1,20 @@
 //! The CKKS evaluator over any compute [`Backend`]: batches of ciphertexts resident on the device.
 //!
-//! [`DeviceEvaluator`] is one evaluator for every backend: the same code runs on
+//! [`DeviceEvaluator`] is the CKKS evaluator, written once for every backend: the same code runs on
 //! [`CpuBackend`](crate::backend::cpu::CpuBackend) and
-//! [`GpuBackend`](crate::backend::gpu::GpuBackend), and its results equal the host
-//! [`Evaluator`](super::Evaluator)'s word for word (pinned by `tests/device_evaluator.rs`). A
-//! [`DeviceCiphertext`] holds `count` ciphertexts of the same size, level and scale in one tensor
-//! `[count][size][limb][coeff]` (NTT form), so every operation is a few batched launches whatever
-//! the count; data moves only in [`DeviceEvaluator::upload`] and [`DeviceEvaluator::download`].
+//! [`GpuBackend`](crate::backend::gpu::GpuBackend), with results equal word for word (pinned by
+//! `tests/device_evaluator.rs`); the single-ciphertext [`Evaluator`](super::Evaluator) is a thin
+//! front over it. A [`DeviceCiphertext`] holds `count` ciphertexts of the same size, level and
+//! scale in one tensor `[count][size][limb][coeff]` (NTT form), so every operation is a few
+//! batched launches whatever the count; data moves only in [`DeviceEvaluator::upload`] and
+//! [`DeviceEvaluator::download`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::backend::{Backend, LinearWeights, RnsContext, Shape, SwitchKey};
+use crate::backend::{Backend, LinearWeights, Shape, SwitchKey};
 
-use super::{Ciphertext, CkksError, Context, EvaluationKeys, Parameters, Plaintext, SwitchingKey};
+use super::{Ciphertext, CkksError, Context, EvaluationKeys, Plaintext, SwitchingKey};
 
 /// Relative tolerance when comparing scales of operands (as in the host evaluator).
 const SCALE_RTOL: f64 = 1e-9;
@@ -62,6 +63,17 @@ impl<T> DeviceCiphertext<T> {
     pub fn into_tensor(self) -> T {
         self.data
     }
+
+    /// A batch from its parts (checked by the evaluator when used).
+    pub(crate) fn from_parts(data: T, count: usize, size: usize, level: usize, scale: f64) -> Self {
+        Self {
+            data,
+            count,
+            size,
+            level,
+            scale,
+        }
+    }
 }
 
 /// A plaintext resident on a backend (one polynomial over `Q_level`, NTT form).
@@ -100,13 +112,6 @@ pub struct LinearLayer {
     pub bias: Vec<f64>,
 }
 
-/// The backend context of a parameter set: the primes `Q` then `P`, at degree `N`.
-pub fn rns_context(params: &Parameters) -> Result<RnsContext, CkksError> {
-    let mut primes = params.q().to_vec();
-    primes.extend_from_slice(params.p());
-    Ok(RnsContext::new(params.n(), &primes)?)
-}
-
 /// Evaluates CKKS operations on batches of device-resident ciphertexts. Holds no secret.
 pub struct DeviceEvaluator<B: Backend> {
     ctx: Arc<Context>,
@@ -114,8 +119,8 @@ pub struct DeviceEvaluator<B: Backend> {
 }
 
 impl<B: Backend> DeviceEvaluator<B> {
-    /// An evaluator for `ctx` on `backend`, which must be built for [`rns_context`] of the same
-    /// parameters.
+    /// An evaluator for `ctx` on `backend`, which must be built for the same primes (build it
+    /// on [`Context::rns`], so that both share the cached RNS constants).
     pub fn new(ctx: Arc<Context>, backend: B) -> Result<Self, CkksError> {
         let params = ctx.params();
         let want: Vec<u32> = params.q().iter().chain(params.p()).copied().collect();
@@ -123,7 +128,7 @@ impl<B: Backend> DeviceEvaluator<B> {
         if bctx.n() != params.n() || bctx.primes() != want.as_slice() {
             return Err(CkksError::InvalidParameters {
                 reason: format!(
-                    "backend {} is built for N = {} and primes {:?}, the parameters have N = {} and primes {:?}; build it from ckks::rns_context",
+                    "backend {} is built for N = {} and primes {:?}, the parameters have N = {} and primes {:?}; build it on Context::rns()",
                     backend.name(),
                     bctx.n(),
                     bctx.primes(),
@@ -146,16 +151,12 @@ impl<B: Backend> DeviceEvaluator<B> {
     }
 
     fn level_shape(&self, polys: usize, level: usize) -> Shape {
-        Shape {
-            polys,
-            moduli: (0..=level).collect(),
-        }
+        Shape::ntt(polys, (0..=level).collect())
     }
 
-    /// Uploads a batch of ciphertexts of equal size, level and scale.
+    /// Uploads a batch of ciphertexts of equal size, level and scale (one transfer).
     pub fn upload(&self, cts: &[Ciphertext]) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
         let first = cts.first().ok_or(CkksError::EmptyBatch)?;
-        let mut data = Vec::with_capacity(cts.len() * first.data.len());
         for ct in cts {
             ct.check(&self.ctx)?;
             if ct.size != first.size {
@@ -179,11 +180,11 @@ impl<B: Backend> DeviceEvaluator<B> {
                     right: ct.scale,
                 });
             }
-            data.extend_from_slice(&ct.data);
         }
+        let parts: Vec<&[u32]> = cts.iter().map(|c| c.data.as_slice()).collect();
         let shape = self.level_shape(cts.len() * first.size, first.level);
         Ok(DeviceCiphertext {
-            data: self.backend.upload(&data, shape)?,
+            data: self.backend.upload_parts(&parts, shape)?,
             count: cts.len(),
             size: first.size,
             level: first.level,
@@ -257,10 +258,7 @@ impl<B: Backend> DeviceEvaluator<B> {
         let top = params.max_level();
         let k_limbs = top + 1 + params.p().len();
         let dnum = params.dnum();
-        let shape = Shape {
-            polys: 2 * dnum,
-            moduli: (0..k_limbs).collect(),
-        };
+        let shape = Shape::ntt(2 * dnum, (0..k_limbs).collect());
         let expected = shape.words(self.ctx.n());
         if key.data.len() != expected {
             return Err(CkksError::ShapeMismatch {
@@ -657,17 +655,47 @@ impl<B: Backend> DeviceEvaluator<B> {
         Ok(self.with_data(a, data, a.size, a.level - 1, a.scale / q))
     }
 
-    /// `a * b`, relinearized and rescaled.
+    /// Relinearizes 3-component ciphertexts and rescales them in one division (by `P q_l`,
+    /// [`Backend::relin_rescale`]): level - 1, scale / q_l.
+    pub fn relin_rescale(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        keys: &DeviceKeys<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        if a.size != 3 {
+            return Err(CkksError::NotRelinearized { size: a.size });
+        }
+        if a.level == 0 {
+            return Err(CkksError::OutOfLevels { op: "rescale" });
+        }
+        let rlk = keys.relin.as_ref().ok_or(CkksError::MissingRelinKey)?;
+        let data = self.backend.relin_rescale(&a.data, rlk)?;
+        let q = self.ctx.params().q()[a.level] as f64;
+        Ok(self.with_data(a, data, 2, a.level - 1, a.scale / q))
+    }
+
+    /// `a * b`, relinearized and rescaled ([`Backend::mul_relin_rescale`]: the tensor product,
+    /// then [`Self::relin_rescale`]'s single division).
     pub fn mul_relin_rescale(
         &self,
         a: &DeviceCiphertext<B::Tensor>,
         b: &DeviceCiphertext<B::Tensor>,
         keys: &DeviceKeys<B::Tensor>,
     ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
-        let prod = self.mul(a, b)?;
-        let relin = self.relinearize(&prod, keys)?;
-        drop(prod);
-        self.rescale(&relin)
+        self.check_pair("mul", a, b)?;
+        if a.size != 2 || b.size != 2 {
+            return Err(CkksError::NotRelinearized {
+                size: a.size.max(b.size),
+            });
+        }
+        if a.level == 0 {
+            return Err(CkksError::OutOfLevels { op: "rescale" });
+        }
+        let rlk = keys.relin.as_ref().ok_or(CkksError::MissingRelinKey)?;
+        let data = self.backend.mul_relin_rescale(&a.data, &b.data, rlk)?;
+        let q = self.ctx.params().q()[a.level] as f64;
+        Ok(self.with_data(a, data, 2, a.level - 1, a.scale * b.scale / q))
     }
 
     /// Drops `levels` data primes without dividing (message and scale unchanged).

@@ -59,30 +59,22 @@ impl Encryptor {
         for c in 0..2 {
             let mut e = small_to_rns(&self.sampler.gaussian(n), &moduli);
             forward_limbs(&mut e, &tables, n);
-            let key: Vec<u32> = limb_ids
-                .iter()
-                .flat_map(|&i| {
-                    pk.data[(c * full_limbs + i) * n..(c * full_limbs + i + 1) * n]
-                        .iter()
-                        .copied()
-                })
-                .collect();
-            elementwise::mul_acc(&mut e, &u, &key, n, &moduli);
+            // e += u * pk_c on the limbs of Q_l ++ P (a slice of the full key, limb by limb).
+            for (k, &i) in limb_ids.iter().enumerate() {
+                let key = &pk.data[(c * full_limbs + i) * n..(c * full_limbs + i + 1) * n];
+                let r = k * n..(k + 1) * n;
+                elementwise::mul_acc(&mut e[r.clone()], &u[r], key, n, &moduli[k..k + 1]);
+            }
             comps.push(e);
         }
-        let ks = ctx.keyswitch_tables(l);
+        let (q_l, p) = (ctx.q_indices(l), ctx.p_indices());
+        let mod_down = ctx.rns().divide_round(&q_l, &p)?;
+        let (keep_tables, drop_tables) = (ctx.rns().tables_of(&q_l), ctx.rns().tables_of(&p));
         let mut data = Vec::with_capacity(2 * (l + 1) * n);
-        let mut scratch = vec![0u32; ks.mod_down.scratch_len(n)];
+        let mut scratch = vec![0u32; mod_down.scratch_len(n)];
         for mut comp in comps {
             let (keep, drop) = comp.split_at_mut((l + 1) * n);
-            ks.mod_down.apply(
-                keep,
-                drop,
-                &ctx.q_tables()[..=l],
-                ctx.p_tables(),
-                n,
-                &mut scratch,
-            );
+            mod_down.apply(keep, drop, &keep_tables, &drop_tables, n, &mut scratch);
             data.extend_from_slice(keep);
         }
         elementwise::add(&mut data[..(l + 1) * n], &pt.data, n, &ctx.q_moduli()[..=l]);

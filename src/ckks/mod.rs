@@ -1,5 +1,5 @@
-//! RNS-CKKS: parameters, encoder, keys, encryption, evaluators (host and any backend), precision,
-//! serialization.
+//! RNS-CKKS: parameters, encoder, keys, encryption, the evaluator (batched over any backend, with a
+//! single-ciphertext front), precision, serialization.
 //!
 //! Ciphertexts are kept in NTT form, limb-major (`[component][limb][coeff]`). Key switching is
 //! "hybrid" (SEAL-style digits of `|P|` primes, special primes `P`), shared by relinearization and
@@ -20,12 +20,10 @@ pub mod serialize;
 
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use context::Context;
-pub use device::{
-    rns_context, DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlaintext, LinearLayer,
-};
+pub use device::{DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlaintext, LinearLayer};
 pub use encoder::Encoder;
 pub use encryptor::{Decryptor, Encryptor};
-pub use evaluator::Evaluator;
+pub use evaluator::{Evaluator, HostKeys};
 pub use keys::{EvaluationKeys, KeyGenerator, PublicKey, SecretKey, SwitchingKey};
 pub use params::{max_log_qp_128, Parameters, Preset, PRESETS};
 pub use precision::{precision_stats, PrecisionStats};
@@ -99,6 +97,9 @@ pub enum CkksError {
         "{op}: the ciphertext is at level 0, no prime left to drop; use parameters with more depth"
     )]
     OutOfLevels { op: &'static str },
+    /// Ciphertexts below the level a computation starts from.
+    #[error("the ciphertexts are at level {level}, but the computation needs level {needed}; encrypt them at that level or above (with parameters that have it)")]
+    TooShallow { level: usize, needed: usize },
     /// A level above the parameters' top level.
     #[error("level {level} is above the top level {max} of these parameters")]
     LevelOutOfRange { level: usize, max: usize },

@@ -39,7 +39,7 @@ pub fn precision_stats(want: &[f64], got: &[f64]) -> PrecisionStats {
     let mean_bits = bits.iter().sum::<f64>() / bits.len() as f64;
     bits.sort_by(f64::total_cmp);
     let mid = bits.len() / 2;
-    let median_bits = if bits.len() % 2 == 0 {
+    let median_bits = if bits.len().is_multiple_of(2) {
         (bits[mid - 1] + bits[mid]) / 2.0
     } else {
         bits[mid]

@@ -1544,7 +1544,9 @@ mod tests {
         assert_close(&decrypt(f, &sk, &ct), &f.values[0]);
         // and rotate with the loaded Galois keys
         let eval = Evaluator::new(f.ctx.clone());
-        let rot = eval.rotate(&cts[0], 1, &keys).unwrap();
+        let rot = eval
+            .rotate(&cts[0], 1, &eval.upload_keys(&keys).unwrap())
+            .unwrap();
         let got = decrypt(f, &sk, &rot);
         let slots = p.slots();
         let want: Vec<f64> = (0..slots).map(|i| f.values[0][(i + 1) % slots]).collect();

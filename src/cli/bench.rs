@@ -1,17 +1,26 @@
-//! `cryptodl bench`: time CKKS primitives.
+//! `cryptodl bench`: time the CKKS primitives (`ops`) and whole encrypted batches (`model`), on
+//! the CPU or a GPU, through the same evaluator the server runs.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::infer::bar;
 use super::output::print_json;
+use super::server::{resolve, BackendKind};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::{GpuBackend, GpuRuntime};
+use crate::backend::{Backend, Shape};
 use crate::ckks::{
-    precision_stats, Context, Decryptor, Encoder, Encryptor, Evaluator, KeyGenerator, Preset,
-    Sampler,
+    precision_stats, Ciphertext, Context, Decryptor, DeviceCiphertext, DeviceEvaluator, DeviceKeys,
+    Encoder, Encryptor, EvaluationKeys, KeyGenerator, Parameters, Preset, Sampler,
 };
+use crate::nn::model::Model;
+use crate::nn::reference;
+use crate::sched::{self, Device, Plan, Session, StepStats};
 
 /// `cryptodl bench` subcommands.
 #[derive(clap::Subcommand, Debug)]
@@ -20,39 +29,72 @@ pub enum BenchCommand {
     ///
     /// Ops: ntt_forward / ntt_inverse (one limb), encode, encrypt (public key), decrypt
     /// (decrypt + decode), add, mul_const (incl. rescale), mul_relin (ct x ct + relinearize +
-    /// rescale), rescale, rotate (by one slot). Also reports the mean precision (bits) of a fresh
-    /// encryption and of a mul_relin result, for inputs uniform in [-1, 1].
+    /// rescale, fused), rescale, rotate (by one slot). The server-side ops run through the
+    /// evaluator the server uses (`DeviceEvaluator`) on ciphertexts resident on the backend.
+    /// Also reports the mean precision (bits) of a fresh encryption and of a mul_relin result,
+    /// for inputs uniform in [-1, 1].
     Ops(OpsArgs),
-}
-
-/// Which implementation runs the operations.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendChoice {
-    /// The CPU path (kernels crate + rayon).
-    Cpu,
-    /// The wgpu backend: server-side ops on device-resident tensors (client ops stay on the host).
-    Gpu,
+    /// Time the server's work on whole encrypted batches of a model: median batch time,
+    /// predictions per hour, per-step time, launches and transfers, peak memory.
+    ///
+    /// Needs no dataset: the inputs are random images, encrypted once (client side, not timed
+    /// in the batch), then scored by one session (evaluation keys uploaded once) for a warm-up
+    /// batch and `--batches` timed ones. The server's work does not depend on the values. This
+    /// is the command to compare the CPU and a GPU:
+    ///
+    ///   cryptodl bench model --backend cpu --threads 2
+    ///   cryptodl bench model --backend gpu --json
+    Model(ModelArgs),
 }
 
 /// Arguments of `cryptodl bench ops`.
 #[derive(clap::Args, Debug)]
 pub struct OpsArgs {
-    /// Backend to time.
+    /// Backend to time (`auto`: the GPU if one opens, else the CPU).
     #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendChoice,
+    backend: BackendKind,
     /// Parameter preset (see `cryptodl params`).
     #[arg(long, default_value = "n8192")]
     preset: String,
-    /// Worker threads (rayon over limbs and ciphertexts). Default: all cores.
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Worker threads (rayon over ciphertexts, limbs and digits). Default: all cores.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
     /// Repetitions per operation (the median is reported).
-    #[arg(long, default_value_t = 15)]
-    reps: usize,
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    reps: u32,
     /// GPU adapter (case-insensitive substring of its name; default: $CRYPTODL_ADAPTER, else the
-    /// most powerful one). Only with `--backend gpu`.
+    /// most powerful one).
     #[arg(long)]
     adapter: Option<String>,
+    /// Accept presets below 128-bit security (every output then says so).
+    #[arg(long)]
+    insecure: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `cryptodl bench model`.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Model file (default: the embedded demo model, CryptoNets + degree-2 polynomials).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Parameter preset (see `cryptodl params`); it must be deep enough for the model.
+    #[arg(long, default_value = "n8192")]
+    preset: String,
+    /// Where the server evaluates: cpu, gpu, or auto (the GPU if one opens, else the CPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendKind,
+    /// GPU adapter (case-insensitive substring of its name).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Worker threads on the host (rayon). Default: all cores.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
+    /// Timed batches after the warm-up batch (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    batches: u32,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -70,15 +112,28 @@ struct OpTime {
     /// GPU only: median wall time of one run plus one readback of its result.
     #[serde(skip_serializing_if = "Option::is_none")]
     wall_median_us: Option<f64>,
-    /// GPU only: compute dispatches of one run of the op.
+    /// Server-side ops: kernel launches of one run (GPU dispatches, CPU kernel calls).
     #[serde(skip_serializing_if = "Option::is_none")]
-    dispatches: Option<u64>,
-    /// GPU only: bytes moved host -> device by one run of the op.
+    launches: Option<u64>,
+    /// Server-side ops: bytes moved host -> backend by one run.
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes_uploaded: Option<u64>,
-    /// GPU only: bytes moved device -> host by one run of the op (the timed readback excluded).
+    /// Server-side ops: bytes moved backend -> host by one run (the timed readback excluded).
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes_downloaded: Option<u64>,
+}
+
+impl OpTime {
+    fn host(op: &'static str, median_us: f64) -> Self {
+        Self {
+            op,
+            median_us,
+            wall_median_us: None,
+            launches: None,
+            bytes_uploaded: None,
+            bytes_downloaded: None,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -89,12 +144,12 @@ struct Precision {
 
 #[derive(Serialize)]
 struct OpsReport {
-    backend: &'static str,
-    /// GPU only: the adapter, and what the times measure.
+    backend: String,
+    /// GPU only: the adapter.
     #[serde(skip_serializing_if = "Option::is_none")]
     adapter: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timing: Option<String>,
+    /// What the times measure.
+    timing: String,
     preset: String,
     n: usize,
     threads: usize,
@@ -103,78 +158,108 @@ struct OpsReport {
     precision_bits: Precision,
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn median_us(reps: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up
-    let mut t: Vec<f64> = (0..reps.max(1))
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+    median(
+        (0..reps.max(1))
+            .map(|_| {
+                let s = Instant::now();
+                f();
+                s.elapsed().as_secs_f64() * 1e6
+            })
+            .collect(),
+    )
+}
+
+/// A rayon pool of `threads` workers (default: every core); returns it and its size.
+fn thread_pool(threads: Option<u32>) -> anyhow::Result<(rayon::ThreadPool, usize)> {
+    let threads = threads.map_or_else(
+        || {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        },
+        |t| t as usize,
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("could not start the worker threads")?;
+    Ok((pool, threads))
 }
 
 /// Runs `cryptodl bench`.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ops(args) => {
-            let threads = args.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .context("could not start the worker threads")?;
+            let (pool, threads) = thread_pool(args.threads)?;
             let report = pool.install(|| bench_ops(&args, threads))?;
             if args.json {
                 return print_json(&report);
             }
-            if report.insecure {
-                println!(
-                    "WARNING: preset {} is INSECURE (below 128-bit security)",
-                    report.preset
-                );
+            print_ops(&report);
+            Ok(())
+        }
+        BenchCommand::Model(args) => {
+            let (pool, threads) = thread_pool(args.threads)?;
+            let report = pool.install(|| bench_model(&args, threads))?;
+            if args.json {
+                return print_json(&report);
             }
-            println!(
-                "backend {} | preset {} | N = {} | threads {}",
-                report.backend, report.preset, report.n, report.threads
-            );
-            if let (Some(a), Some(t)) = (&report.adapter, &report.timing) {
-                println!("adapter {a} | times: {t}");
-            }
-            println!(
-                "{:<12} {:>12} {:>12} {:>11} {:>14} {:>16}",
-                "op",
-                "median (us)",
-                "wall (us)",
-                "dispatches",
-                "bytes uploaded",
-                "bytes downloaded"
-            );
-            let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-            for o in &report.ops {
-                println!(
-                    "{:<12} {:>12.1} {:>12} {:>11} {:>14} {:>16}",
-                    o.op,
-                    o.median_us,
-                    o.wall_median_us
-                        .map_or("-".to_string(), |w| format!("{w:.1}")),
-                    opt(o.dispatches),
-                    opt(o.bytes_uploaded),
-                    opt(o.bytes_downloaded)
-                );
-            }
-            println!(
-                "precision (mean bits): fresh {:.2}, mul_relin {:.2}",
-                report.precision_bits.fresh, report.precision_bits.mul_relin
-            );
+            print_model(&report);
             Ok(())
         }
     }
+}
+
+fn print_ops(report: &OpsReport) {
+    if report.insecure {
+        println!(
+            "WARNING: preset {} is INSECURE (below 128-bit security)",
+            report.preset
+        );
+    }
+    println!(
+        "backend {} | preset {} | N = {} | threads {}",
+        report.backend, report.preset, report.n, report.threads
+    );
+    println!("times: {}", report.timing);
+    println!(
+        "{:<12} {:>12} {:>12} {:>9} {:>14} {:>16}",
+        "op", "median (us)", "wall (us)", "launches", "bytes uploaded", "bytes downloaded"
+    );
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    for o in &report.ops {
+        println!(
+            "{:<12} {:>12.1} {:>12} {:>9} {:>14} {:>16}",
+            o.op,
+            o.median_us,
+            o.wall_median_us
+                .map_or("-".to_string(), |w| format!("{w:.1}")),
+            opt(o.launches),
+            opt(o.bytes_uploaded),
+            opt(o.bytes_downloaded)
+        );
+    }
+    println!(
+        "precision (mean bits): fresh {:.2}, mul_relin {:.2}",
+        report.precision_bits.fresh, report.precision_bits.mul_relin
+    );
+}
+
+/// Client-side material for the op benchmarks.
+struct OpsFixture {
+    ctx: std::sync::Arc<Context>,
+    keys: EvaluationKeys,
+    ca: Ciphertext,
+    cb: Ciphertext,
+    a: Vec<f64>,
+    b: Vec<f64>,
 }
 
 fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
@@ -183,6 +268,7 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
     let n = params.n();
     let top = params.max_level();
     let scale = params.default_scale();
+    let reps = args.reps as usize;
     let mut kg = KeyGenerator::new(ctx.clone());
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
@@ -190,7 +276,6 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
     let enc = Encoder::new(ctx.clone());
     let mut encryptor = Encryptor::with_sampler(ctx.clone(), Sampler::from_os());
     let dec = Decryptor::new(ctx.clone());
-    let eval = Evaluator::new(ctx.clone());
     let mut rng = rand_chacha::ChaCha8Rng::from_os_rng();
     let mut vals = || {
         (0..params.slots())
@@ -199,118 +284,114 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
     };
     let (a, b) = (vals(), vals());
     let pa = enc.encode(&a, top, scale)?;
-    let pb = enc.encode(&b, top, scale)?;
     let ca = encryptor.encrypt(&pa, &pk)?;
-    let cb = encryptor.encrypt(&pb, &pk)?;
+    let cb = encryptor.encrypt(&enc.encode(&b, top, scale)?, &pk)?;
 
-    let table = &ctx.q_tables()[top];
-    let mut limb: Vec<u32> = (0..n).map(|_| rng.random_range(0..table.q())).collect();
-    let reps = args.reps;
-    let mut ops = Vec::new();
-    let mut push = |op: &'static str, us: f64| {
-        ops.push(OpTime {
-            op,
-            median_us: us,
-            wall_median_us: None,
-            dispatches: None,
-            bytes_uploaded: None,
-            bytes_downloaded: None,
-        })
-    };
-    push(
-        "ntt_forward",
-        median_us(reps * 10, || table.forward(&mut limb)),
-    );
-    push(
-        "ntt_inverse",
-        median_us(reps * 10, || table.inverse(&mut limb)),
-    );
-    push(
-        "encode",
-        median_us(reps, || drop(enc.encode(&a, top, scale).unwrap())),
-    );
-    push(
-        "encrypt",
-        median_us(reps, || drop(encryptor.encrypt(&pa, &pk).unwrap())),
-    );
-    push(
-        "decrypt",
-        median_us(reps, || drop(enc.decode(&dec.decrypt(&ca, &sk).unwrap()))),
-    );
-    if args.backend == BackendChoice::Gpu {
-        let fresh = precision_stats(&a, &enc.decode(&dec.decrypt(&ca, &sk)?)).mean_bits;
-        let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
-        let m = eval.mul_relin_rescale(&ca, &cb, &keys)?;
-        let mul_relin = precision_stats(&want, &enc.decode(&dec.decrypt(&m, &sk)?)).mean_bits;
-        // The NTT rows become the GPU's; encode / encrypt / decrypt stay the host's.
-        ops.retain(|o| !o.op.starts_with("ntt"));
-        let (adapter, timing) = gpu_ops(args, &ctx, &ca, &cb, &keys, &mut ops)?;
-        const ORDER: [&str; 10] = [
-            "ntt_forward",
-            "ntt_inverse",
+    // Client side (host): the same on every backend.
+    let mut ops = vec![
+        OpTime::host(
             "encode",
+            median_us(reps, || drop(enc.encode(&a, top, scale).unwrap())),
+        ),
+        OpTime::host(
             "encrypt",
+            median_us(reps, || drop(encryptor.encrypt(&pa, &pk).unwrap())),
+        ),
+        OpTime::host(
             "decrypt",
-            "add",
-            "mul_const",
-            "mul_relin",
-            "rescale",
-            "rotate",
-        ];
-        ops.sort_by_key(|o| ORDER.iter().position(|&x| x == o.op));
-        return Ok(OpsReport {
-            backend: "gpu",
-            adapter: Some(adapter),
-            timing: Some(timing),
-            preset: params.name().to_string(),
-            n,
-            threads,
-            insecure: params.is_insecure(),
-            ops,
-            // The GPU results equal the CPU's word for word (see `cryptodl verify`).
-            precision_bits: Precision { fresh, mul_relin },
-        });
-    }
-    push(
+            median_us(reps, || drop(enc.decode(&dec.decrypt(&ca, &sk).unwrap()))),
+        ),
+    ];
+    let fx = OpsFixture {
+        ctx: ctx.clone(),
+        keys,
+        ca,
+        cb,
+        a,
+        b,
+    };
+    let (backend, adapter, timing, product) = match resolve(args.backend, args.adapter.as_deref())?
+    {
+        Device::Cpu => {
+            let dev = DeviceEvaluator::new(ctx.clone(), CpuBackend::new(ctx.rns().clone()))?;
+            // The NTT rows time the kernel on one limb in place (no copy).
+            let table = &ctx.q_tables()[top];
+            let mut limb: Vec<u32> = (0..n).map(|i| (i as u32 * 7919) % table.q()).collect();
+            ops.push(OpTime::host(
+                "ntt_forward",
+                median_us(reps * 10, || table.forward(&mut limb)),
+            ));
+            ops.push(OpTime::host(
+                "ntt_inverse",
+                median_us(reps * 10, || table.inverse(&mut limb)),
+            ));
+            let product = server_ops(&dev, &fx, reps, None, &mut ops)?;
+            (
+                "cpu".to_string(),
+                None,
+                "wall time of one run (its result stays in host memory)".to_string(),
+                product,
+            )
+        }
+        Device::Gpu(rt) => {
+            let dev =
+                DeviceEvaluator::new(ctx.clone(), GpuBackend::new(rt.clone(), ctx.rns().clone())?)?;
+            let limb = dev.backend().upload(
+                &fx.ca.data()[top * n..(top + 1) * n],
+                Shape::coeff(1, vec![top]),
+            )?;
+            let be = dev.backend();
+            let timer = Some(rt.as_ref());
+            ops.push(measure(be, reps, timer, "ntt_forward", &|| {
+                let mut t = be.duplicate(&limb)?;
+                be.ntt_forward(&mut t)?;
+                Ok(t)
+            })?);
+            let mut limb_ntt = be.duplicate(&limb)?;
+            be.ntt_forward(&mut limb_ntt)?;
+            ops.push(measure(be, reps, timer, "ntt_inverse", &|| {
+                let mut t = be.duplicate(&limb_ntt)?;
+                be.ntt_inverse(&mut t)?;
+                Ok(t)
+            })?);
+            let product = server_ops(&dev, &fx, reps, timer, &mut ops)?;
+            let timing = if rt.adapter().timestamp_queries {
+                "server-side ops: GPU time of their kernels from timestamp queries (wall time, with \
+                 one readback, beside it); encode, encrypt and decrypt: wall time on the host \
+                 (client side)"
+            } else {
+                "server-side ops: wall time of the op plus one readback of its result (this adapter \
+                 has no timestamp queries); encode, encrypt and decrypt: wall time on the host \
+                 (client side)"
+            };
+            (
+                "gpu".to_string(),
+                Some(rt.adapter().name.clone()),
+                timing.to_string(),
+                product,
+            )
+        }
+    };
+    const ORDER: [&str; 10] = [
+        "ntt_forward",
+        "ntt_inverse",
+        "encode",
+        "encrypt",
+        "decrypt",
         "add",
-        median_us(reps * 4, || drop(eval.add(&ca, &cb).unwrap())),
-    );
-    push(
         "mul_const",
-        median_us(reps, || {
-            let mut c = eval.mul_const(&ca, 0.7, None).unwrap();
-            eval.rescale_assign(&mut c).unwrap();
-        }),
-    );
-    push(
         "mul_relin",
-        median_us(reps, || {
-            drop(eval.mul_relin_rescale(&ca, &cb, &keys).unwrap())
-        }),
-    );
-    let prod = eval.mul(&ca, &cb)?;
-    let mut relin = prod.clone();
-    eval.relinearize_assign(&mut relin, &keys)?;
-    push(
         "rescale",
-        median_us(reps, || {
-            let mut c = relin.clone();
-            eval.rescale_assign(&mut c).unwrap();
-        }),
-    );
-    push(
         "rotate",
-        median_us(reps, || drop(eval.rotate(&ca, 1, &keys).unwrap())),
-    );
-
-    let fresh = precision_stats(&a, &enc.decode(&dec.decrypt(&ca, &sk)?)).mean_bits;
-    let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
-    let m = eval.mul_relin_rescale(&ca, &cb, &keys)?;
-    let mul_relin = precision_stats(&want, &enc.decode(&dec.decrypt(&m, &sk)?)).mean_bits;
+    ];
+    ops.sort_by_key(|o| ORDER.iter().position(|&x| x == o.op));
+    let fresh = precision_stats(&fx.a, &enc.decode(&dec.decrypt(&fx.ca, &sk)?)).mean_bits;
+    let want: Vec<f64> = fx.a.iter().zip(&fx.b).map(|(x, y)| x * y).collect();
+    let mul_relin = precision_stats(&want, &enc.decode(&dec.decrypt(&product, &sk)?)).mean_bits;
     Ok(OpsReport {
-        backend: "cpu",
-        adapter: None,
-        timing: None,
+        backend,
+        adapter,
+        timing,
         preset: params.name().to_string(),
         n,
         threads,
@@ -320,108 +401,353 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
     })
 }
 
-/// Times the server-side ops of the CKKS [`DeviceEvaluator`] on device-resident ciphertexts;
-/// returns the adapter's name and what the times measure.
-fn gpu_ops(
-    args: &OpsArgs,
-    ctx: &Arc<Context>,
-    ca: &crate::ckks::Ciphertext,
-    cb: &crate::ckks::Ciphertext,
-    keys: &crate::ckks::EvaluationKeys,
-    ops: &mut Vec<OpTime>,
-) -> anyhow::Result<(String, String)> {
-    use crate::backend::gpu::{AdapterChoice, GpuBackend, GpuRuntime};
-    use crate::backend::{Backend, Shape};
-    use crate::ckks::{rns_context, DeviceCiphertext, DeviceEvaluator};
-
-    let params = ctx.params();
-    let rt = GpuRuntime::open(&AdapterChoice::from_arg(args.adapter.as_deref()))
-        .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
-    let adapter = rt.adapter().name.clone();
-    let n = params.n();
-    let top = params.max_level();
-    let dev = DeviceEvaluator::new(ctx.clone(), GpuBackend::new(rt, rns_context(params)?)?)?;
-    let gpu = dev.backend();
-    let ga = dev.upload(std::slice::from_ref(ca))?;
-    let gb = dev.upload(std::slice::from_ref(cb))?;
-    let dkeys = dev.upload_keys(keys)?;
-    let limb = gpu.upload(
-        &ca.data()[top * n..(top + 1) * n],
-        Shape {
-            polys: 1,
-            moduli: vec![top],
-        },
-    )?;
-    type Tensor = <GpuBackend as Backend>::Tensor;
-
-    // One run of `op` yields a result tensor. Its kernels are timed on the GPU with timestamp
-    // queries where the adapter has them; the wall time includes one readback of the result (the
-    // only way to wait for the device). The op's own dispatches and transfers are counted.
-    let rt = gpu.runtime();
-    let timestamps = rt.adapter().timestamp_queries;
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let mut measure =
-        |name: &'static str, op: &dyn Fn() -> anyhow::Result<Tensor>| -> anyhow::Result<()> {
-            let before = gpu.counters();
-            let out = op()?;
-            let after = gpu.counters();
-            gpu.download(&out)?; // warm-up readback
-            let (mut wall, mut kernel) = (Vec::new(), Vec::new());
-            for _ in 0..args.reps.max(1) {
-                let timed = rt.start_timing();
-                let t = Instant::now();
-                let out = op()?;
-                gpu.download(&out)?;
-                wall.push(t.elapsed().as_secs_f64() * 1e6);
-                if let Some(secs) = rt.finish_timing()?.filter(|_| timed) {
-                    kernel.push(secs * 1e6);
-                }
+/// Times one server-side op on `be`: GPU kernel time from timestamp queries where `timer` has
+/// them, else wall time (with one readback on a GPU, the only way to wait for it). The op's own
+/// launches and transfers are counted.
+fn measure<B: Backend>(
+    be: &B,
+    reps: usize,
+    timer: Option<&GpuRuntime>,
+    name: &'static str,
+    op: &dyn Fn() -> anyhow::Result<B::Tensor>,
+) -> anyhow::Result<OpTime> {
+    let before = be.counters();
+    let out = op()?;
+    let c = be.counters() - before;
+    if timer.is_some() {
+        be.download(&out)?; // warm-up readback
+    }
+    drop(out);
+    let (mut wall, mut kernel) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        let timed = timer.is_some_and(|rt| rt.start_timing());
+        let t = Instant::now();
+        let out = op()?;
+        if timer.is_some() {
+            be.download(&out)?;
+        }
+        wall.push(t.elapsed().as_secs_f64() * 1e6);
+        drop(out);
+        if let Some(rt) = timer {
+            if let Some(secs) = rt.finish_timing()?.filter(|_| timed) {
+                kernel.push(secs * 1e6);
             }
-            let wall = median(wall);
-            ops.push(OpTime {
-                op: name,
-                median_us: if kernel.is_empty() {
-                    wall
-                } else {
-                    median(kernel)
-                },
-                wall_median_us: Some(wall),
-                dispatches: Some(after.dispatches - before.dispatches),
-                bytes_uploaded: Some(after.upload_bytes - before.upload_bytes),
-                bytes_downloaded: Some(after.download_bytes - before.download_bytes),
-            });
-            Ok(())
-        };
-    let ct = |c: DeviceCiphertext<Tensor>| -> anyhow::Result<Tensor> { Ok(c.into_tensor()) };
-    measure("ntt_forward", &|| {
-        let mut t = gpu.duplicate(&limb)?;
-        gpu.ntt_forward(&mut t)?;
-        Ok(t)
-    })?;
-    measure("ntt_inverse", &|| {
-        let mut t = gpu.duplicate(&limb)?;
-        gpu.ntt_inverse(&mut t)?;
-        Ok(t)
-    })?;
-    measure("add", &|| ct(dev.add(&ga, &gb)?))?;
-    measure("mul_const", &|| {
+        }
+    }
+    let wall = median(wall);
+    Ok(OpTime {
+        op: name,
+        median_us: if kernel.is_empty() {
+            wall
+        } else {
+            median(kernel)
+        },
+        wall_median_us: timer.map(|_| wall),
+        launches: Some(c.launches),
+        bytes_uploaded: Some(c.upload_bytes),
+        bytes_downloaded: Some(c.download_bytes),
+    })
+}
+
+/// Times the server-side ops of the evaluator on resident ciphertexts; returns the product of
+/// `mul_relin` (for its precision).
+fn server_ops<B: Backend>(
+    dev: &DeviceEvaluator<B>,
+    fx: &OpsFixture,
+    reps: usize,
+    timer: Option<&GpuRuntime>,
+    ops: &mut Vec<OpTime>,
+) -> anyhow::Result<Ciphertext> {
+    let ga = dev.upload(std::slice::from_ref(&fx.ca))?;
+    let gb = dev.upload(std::slice::from_ref(&fx.cb))?;
+    let keys: DeviceKeys<B::Tensor> = dev.upload_keys(&fx.keys)?;
+    let be = dev.backend();
+    let ct = |c: DeviceCiphertext<B::Tensor>| -> anyhow::Result<B::Tensor> { Ok(c.into_tensor()) };
+    // `add` is cheap: more repetitions for a stable median.
+    ops.push(measure(be, reps * 4, timer, "add", &|| {
+        ct(dev.add(&ga, &gb)?)
+    })?);
+    ops.push(measure(be, reps, timer, "mul_const", &|| {
         ct(dev.rescale(&dev.mul_const(&ga, 0.7, None)?)?)
-    })?;
-    measure(
-        "mul_relin",
-        &|| ct(dev.mul_relin_rescale(&ga, &gb, &dkeys)?),
-    )?;
-    measure("rescale", &|| ct(dev.rescale(&ga)?))?;
-    measure("rotate", &|| ct(dev.rotate(&ga, 1, &dkeys)?))?;
-    let timing = if timestamps {
-        "server-side ops: GPU time of their kernels from timestamp queries (wall time, with one \
-         readback, beside it); encode, encrypt and decrypt: wall time on the host (client side)"
-    } else {
-        "wall time of the op plus one readback of its result (this adapter has no timestamp \
-         queries); encode, encrypt and decrypt run on the host (client side)"
+    })?);
+    ops.push(measure(be, reps, timer, "mul_relin", &|| {
+        ct(dev.mul_relin_rescale(&ga, &gb, &keys)?)
+    })?);
+    ops.push(measure(be, reps, timer, "rescale", &|| {
+        ct(dev.rescale(&ga)?)
+    })?);
+    ops.push(measure(be, reps, timer, "rotate", &|| {
+        ct(dev.rotate(&ga, 1, &keys)?)
+    })?);
+    let product = dev.download(&dev.mul_relin_rescale(&ga, &gb, &keys)?)?;
+    let _ = fx.ctx.params();
+    Ok(product.into_iter().next().expect("a batch of one"))
+}
+
+/// One step of the plan in the report (median time over the timed batches).
+#[derive(Serialize)]
+struct LayerReport {
+    #[serde(flatten)]
+    last: StepStats,
+    /// Median over the timed batches (`seconds` is the last batch's).
+    median_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct ModelReport {
+    model: String,
+    preset: String,
+    insecure: bool,
+    backend: String,
+    adapter: Option<String>,
+    threads: usize,
+    /// Images per batch (N/2 slots).
+    batch_size: usize,
+    /// Ciphertexts per batch, and the level they are encrypted at.
+    ciphertexts_in: usize,
+    input_level: usize,
+    /// Ciphertexts per launch.
+    chunk_size: usize,
+    /// Timed batches (after one warm-up).
+    batches: usize,
+    /// Median server time of a batch (upload, every step, download).
+    batch_seconds: f64,
+    /// Every timed batch.
+    batch_seconds_all: Vec<f64>,
+    predictions_per_hour: f64,
+    /// Peak tensor memory of the backend (device memory on a GPU).
+    peak_memory_bytes: u64,
+    /// Peak resident memory of the process (Linux `VmHWM`), where available.
+    peak_rss_bytes: Option<u64>,
+    /// Client side, not in the batch time: key generation, encryption of one batch.
+    keygen_seconds: f64,
+    encrypt_seconds: f64,
+    /// Server, once per session: evaluation-key upload.
+    key_upload_seconds: f64,
+    upload_seconds: f64,
+    download_seconds: f64,
+    /// Tensor memory newly obtained from the system by the last batch (0: all reused).
+    fresh_bytes: u64,
+    /// Launches and transfers of the last batch.
+    launches: u64,
+    bytes_uploaded: u64,
+    bytes_downloaded: u64,
+    layers: Vec<LayerReport>,
+    /// The decrypted logits against the plaintext reference on the first samples.
+    checked_samples: usize,
+    argmax_agreement: f64,
+    max_logit_error: f64,
+}
+
+/// Peak resident set of this process, from `/proc/self/status` (Linux).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> {
+    let model = match &args.model {
+        Some(p) => Model::load(p)?,
+        None => Model::demo()?,
     };
-    Ok((adapter, timing.to_string()))
+    let params: Parameters = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+    let plan = Plan::compile(&model)?;
+    plan.check_depth(params.name(), params.max_level())?;
+    let device = resolve(args.backend, args.adapter.as_deref())?;
+    let quiet = args.json;
+    let say = |s: String| {
+        if !quiet {
+            eprintln!("{s}");
+        }
+    };
+    if params.is_insecure() {
+        say(format!(
+            "WARNING: preset {} is INSECURE (below 128-bit security)",
+            params.name()
+        ));
+    }
+    let ctx = Context::new(&params)?;
+    let slots = params.slots();
+
+    // Client: keys and one batch of random images.
+    let t = Instant::now();
+    let mut kg = KeyGenerator::new(ctx.clone());
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = kg.evaluation_keys(&sk, &[], false)?;
+    let keygen_seconds = t.elapsed().as_secs_f64();
+    let [c, h, w] = model.input;
+    let mut rng = rand_chacha::ChaCha8Rng::from_os_rng();
+    let samples: Vec<Vec<f64>> = (0..slots)
+        .map(|_| {
+            let pixels: Vec<u8> = (0..c * h * w).map(|_| rng.random()).collect();
+            reference::normalize(&model, &pixels)
+        })
+        .collect();
+    say(format!(
+        "bench model: {} at {} ({} levels used of {}; inputs at level {}), batches of {slots} random images",
+        model.name,
+        params.name(),
+        plan.levels_needed(),
+        params.max_level(),
+        plan.input_level()
+    ));
+    let t = Instant::now();
+    let enc = Encoder::new(ctx.clone());
+    let b = bar(plan.inputs, "client: encrypt", quiet);
+    let batch = sched::encrypt_batch(
+        &plan,
+        &enc,
+        |_| Encryptor::new(ctx.clone()),
+        &pk,
+        &samples,
+        || b.inc(1),
+    )?;
+    b.finish_and_clear();
+    let encrypt_seconds = t.elapsed().as_secs_f64();
+
+    // Server: one session, a warm-up batch, then the timed ones.
+    let t = Instant::now();
+    let session = Session::new(device, ctx.clone(), &keys)?;
+    let key_upload_seconds = t.elapsed().as_secs_f64();
+    drop(keys);
+    let total = args.batches as usize + 1;
+    let b = bar(total * plan.steps.len(), "server: steps", quiet);
+    let mut runs = Vec::with_capacity(total);
+    let mut logits = Vec::new();
+    for i in 0..total {
+        let scored = session.score_with(&plan, &batch, |_| b.inc(1))?;
+        if i + 1 == total {
+            logits = scored.logits;
+        }
+        if i > 0 {
+            runs.push(scored.stats);
+        }
+    }
+    b.finish_and_clear();
+    let last = runs.last().expect("at least one timed batch");
+    let batch_seconds_all: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+    let batch_seconds = median(batch_seconds_all.clone());
+    let layers = last
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| LayerReport {
+            last: s.clone(),
+            median_seconds: median(runs.iter().map(|r| r.steps[i].seconds).collect()),
+        })
+        .collect();
+
+    // The answer must be right, not only fast: the first samples against the reference.
+    let checked = slots.min(256);
+    let dec = Decryptor::new(ctx.clone());
+    let got = sched::decrypt_logits(&dec, &enc, &sk, &logits, checked)?;
+    let (mut agree, mut worst) = (0usize, 0.0f64);
+    for (x, g) in samples.iter().zip(&got) {
+        let want = reference::forward(&model, x)?;
+        agree += usize::from(reference::argmax(&want) == reference::argmax(g));
+        for (a, b) in want.iter().zip(g) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    Ok(ModelReport {
+        model: model.name.clone(),
+        preset: params.name().to_string(),
+        insecure: params.is_insecure(),
+        backend: session.kind().to_string(),
+        adapter: session.adapter(),
+        threads,
+        batch_size: slots,
+        ciphertexts_in: plan.inputs,
+        input_level: plan.input_level(),
+        chunk_size: session.chunk_size(),
+        batches: runs.len(),
+        batch_seconds,
+        batch_seconds_all,
+        predictions_per_hour: slots as f64 / batch_seconds * 3600.0,
+        peak_memory_bytes: session.memory().peak_bytes,
+        peak_rss_bytes: peak_rss_bytes(),
+        keygen_seconds,
+        encrypt_seconds,
+        key_upload_seconds,
+        upload_seconds: median(runs.iter().map(|r| r.upload_seconds).collect()),
+        download_seconds: median(runs.iter().map(|r| r.download_seconds).collect()),
+        fresh_bytes: last.fresh_bytes,
+        launches: last.counters.launches,
+        bytes_uploaded: last.counters.upload_bytes,
+        bytes_downloaded: last.counters.download_bytes,
+        layers,
+        checked_samples: checked,
+        argmax_agreement: agree as f64 / checked.max(1) as f64,
+        max_logit_error: worst,
+    })
+}
+
+fn print_model(r: &ModelReport) {
+    if r.insecure {
+        println!("WARNING: INSECURE parameters (preset {})", r.preset);
+    }
+    println!(
+        "{} at {} on {}{} ({} threads): {:.3} s per batch of {} (median of {}), {:.0} predictions/hour",
+        r.model,
+        r.preset,
+        r.backend,
+        r.adapter
+            .as_ref()
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_default(),
+        r.threads,
+        r.batch_seconds,
+        r.batch_size,
+        r.batches,
+        r.predictions_per_hour
+    );
+    println!(
+        "  {} ciphertexts in at level {}, {} per launch; upload {:.3} s, download {:.3} s; peak tensor memory {:.2} GB ({:.2} GB new in the last batch){}",
+        r.ciphertexts_in,
+        r.input_level,
+        r.chunk_size,
+        r.upload_seconds,
+        r.download_seconds,
+        r.peak_memory_bytes as f64 / 1e9,
+        r.fresh_bytes as f64 / 1e9,
+        r.peak_rss_bytes
+            .map(|b| format!(", process peak {:.2} GB", b as f64 / 1e9))
+            .unwrap_or_default()
+    );
+    println!(
+        "{:<5} {:<7} {:>8} {:>8} {:>6} {:>10} {:>9} {:>14} {:>16}",
+        "step",
+        "kind",
+        "cts in",
+        "cts out",
+        "level",
+        "median s",
+        "launches",
+        "bytes uploaded",
+        "bytes downloaded"
+    );
+    for l in &r.layers {
+        let s = &l.last;
+        println!(
+            "{:<5} {:<7} {:>8} {:>8} {:>6} {:>10.3} {:>9} {:>14} {:>16}",
+            s.step,
+            s.kind,
+            s.ciphertexts_in,
+            s.ciphertexts_out,
+            s.level_in,
+            l.median_seconds,
+            s.launches,
+            s.bytes_uploaded,
+            s.bytes_downloaded
+        );
+    }
+    println!(
+        "  checked: {} samples, same prediction as the plaintext reference on {:.2}%, max |logit error| {:.2e}",
+        r.checked_samples,
+        100.0 * r.argmax_agreement,
+        r.max_logit_error
+    );
 }

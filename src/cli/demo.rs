@@ -6,20 +6,16 @@
 //! ciphertexts to files, the server loads them and evaluates with evaluation keys only, and the
 //! client decrypts the logits and compares them with the plaintext reference.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::infer::{execute, print_report, Job, ServerArgs};
+use super::infer::{execute, print_report, Job};
 use super::output::print_json;
+use super::server::ServerArgs;
 use crate::ckks::Preset;
 use crate::nn::dataset::DatasetKind;
 use crate::nn::model::Model;
-
-/// The embedded model: `cryptodl train --arch cryptonets --act poly2 --augment --shift 1
-/// --label-smoothing 0.1 --weight-decay 0.05 --epochs 20 --seed 1` (89.71% on the Fashion-MNIST
-/// test set in plaintext).
-const MODEL: &[u8] = include_bytes!("../../models/cryptonets-poly2.safetensors");
 
 /// Arguments of `cryptodl demo`.
 #[derive(clap::Args, Debug)]
@@ -53,7 +49,7 @@ pub struct DemoArgs {
 
 /// Runs `cryptodl demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let model = Model::from_bytes(MODEL, Path::new("(embedded) cryptonets-poly2.safetensors"))?;
+    let model = Model::demo()?;
     let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
     let images = args.images.unwrap_or(params.slots());
     let (_, test) = super::eval::test_set(

@@ -5,37 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use super::output::print_json;
-use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{resolve, Backend, BackendKind, Resolved};
+use super::server::ServerArgs;
 use crate::ckks::serialize::{
     load_ciphertexts, load_evaluation_keys, save_ciphertexts, save_evaluation_keys,
 };
-use crate::ckks::{
-    rns_context, Ciphertext, Context, Decryptor, DeviceEvaluator, Encoder, Encryptor,
-    EvaluationKeys, KeyGenerator, Parameters, Preset,
-};
+use crate::ckks::{Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Preset};
 use crate::nn::dataset::{Dataset, DatasetKind};
 use crate::nn::model::Model;
 use crate::nn::reference;
-use crate::sched::{self, Plan};
-
-/// Where the server part of `demo` / `infer` runs.
-#[derive(clap::Args, Debug)]
-pub(super) struct ServerArgs {
-    /// Where the server evaluates: cpu, gpu (an error without an adapter) or auto (the GPU if
-    /// one opens, else the CPU, saying why).
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub backend: BackendKind,
-    /// GPU adapter (case-insensitive substring of its name; default: $CRYPTODL_ADAPTER, else the
-    /// most powerful one).
-    #[arg(long)]
-    pub adapter: Option<String>,
-}
+use crate::sched::{self, Plan, Session};
 
 /// Arguments of `cryptodl infer`.
 #[derive(clap::Args, Debug)]
@@ -113,25 +94,6 @@ pub(super) fn bar(len: usize, what: &str, quiet: bool) -> indicatif::ProgressBar
     b
 }
 
-/// The server's part on `backend`: upload, run the plan, download.
-fn serve<B: Backend>(
-    backend: B,
-    ctx: &std::sync::Arc<Context>,
-    keys: &EvaluationKeys,
-    plan: &Plan,
-    input: &[Ciphertext],
-    quiet: bool,
-) -> anyhow::Result<Vec<Ciphertext>> {
-    let chunk = sched::chunk_size(&backend, ctx.params());
-    let eval = DeviceEvaluator::new(ctx.clone(), backend)?;
-    let dkeys = eval.upload_keys(keys)?;
-    let x = sched::upload(&eval, input, chunk)?;
-    let b = bar(plan.steps.len(), "server: steps", quiet);
-    let out = sched::run(&eval, &dkeys, plan, &x, chunk, |_| b.inc(1))?;
-    b.finish_and_clear();
-    Ok(sched::download(&eval, &out)?)
-}
-
 /// One encrypted scoring job: everything [`execute`] needs.
 pub(super) struct Job<'a> {
     /// The model.
@@ -175,12 +137,13 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
         ));
     }
     say(format!(
-        "{}: {} levels ({} for the layers + 1 of headroom) of {} at {}; {} images in {batches} batch(es) of up to {slots}; {} ciphertexts in, at most {} per layer",
+        "{}: {} levels ({} for the layers + 1 of headroom) of {} at {} (inputs encrypted at level {}); {} images in {batches} batch(es) of up to {slots}; {} ciphertexts in, at most {} per layer",
         model.name,
         plan.levels_needed(),
         plan.depth(),
         params.max_level(),
         params.name(),
+        plan.input_level(),
         test.len(),
         plan.inputs,
         plan.max_width()
@@ -203,19 +166,10 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
         }
         None => keys,
     };
-    let (resolved, rt) = resolve(
-        job.server.backend,
-        &AdapterChoice::from_arg(job.server.adapter.as_deref()),
-    )
-    .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
-    let gpu_rt = match (resolved, rt) {
-        (Resolved::Gpu, Some(rt)) => Some(rt),
-        _ => None,
-    };
-    let backend = match &gpu_rt {
-        Some(rt) => GpuBackend::new(rt.clone(), rns_context(params)?)?.name(),
-        None => "cpu".to_string(),
-    };
+    // Server: one session (backend, uploaded evaluation keys) for every batch.
+    let session = Session::new(job.server.device()?, ctx.clone(), &keys)?;
+    drop(keys);
+    let backend = session.backend_name();
     let enc = Encoder::new(ctx.clone());
     let decryptor = Decryptor::new(ctx.clone());
     let (mut encrypt_s, mut server_s, mut decrypt_s) = (0.0, 0.0, 0.0);
@@ -258,24 +212,9 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
 
         // Server: evaluation keys and ciphertexts only.
         let t = Instant::now();
-        let out = match &gpu_rt {
-            Some(rt) => serve(
-                GpuBackend::new(rt.clone(), rns_context(params)?)?,
-                &ctx,
-                &keys,
-                &plan,
-                &cts,
-                quiet,
-            )?,
-            None => serve(
-                CpuBackend::new(rns_context(params)?),
-                &ctx,
-                &keys,
-                &plan,
-                &cts,
-                quiet,
-            )?,
-        };
+        let b = bar(plan.steps.len(), "server: steps", quiet);
+        let out = session.score_with(&plan, &cts, |_| b.inc(1))?.logits;
+        b.finish_and_clear();
         server_s += t.elapsed().as_secs_f64();
         drop(cts);
         let out = match job.exchange_dir {

@@ -12,6 +12,7 @@ mod infer;
 mod output;
 mod params;
 mod pipeline;
+mod server;
 mod train;
 mod verify;
 

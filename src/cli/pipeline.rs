@@ -19,23 +19,20 @@ use std::time::Instant;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::infer::{bar, ServerArgs};
+use super::infer::bar;
 use super::output::print_json;
-use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{resolve, Backend, Resolved};
+use super::server::ServerArgs;
 use crate::ckks::serialize::{
     load_ciphertexts, load_evaluation_keys, load_public_key, load_secret_key, read_header,
     save_ciphertexts, save_evaluation_keys, save_public_key, save_secret_key,
 };
 use crate::ckks::{
-    rns_context, Context, Decryptor, DeviceEvaluator, Encoder, Encryptor, KeyGenerator, Parameters,
-    Preset, PRESETS,
+    Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Preset, PRESETS,
 };
 use crate::nn::dataset::DatasetKind;
 use crate::nn::model::{write_atomic, Model};
 use crate::nn::reference;
-use crate::sched::{self, Plan};
+use crate::sched::{self, Plan, Session};
 
 const SECRET_KEY: &str = "secret.key";
 const PUBLIC_KEY: &str = "public.key";
@@ -266,17 +263,14 @@ struct ScoreReport {
     server_s: f64,
 }
 
-fn score_on<B: Backend>(
-    backend: B,
+fn score_batches(
+    session: &Session,
     ctx: &std::sync::Arc<Context>,
     args: &ScoreArgs,
     plan: &Plan,
     manifest: &Manifest,
     report: &mut ScoreReport,
 ) -> anyhow::Result<()> {
-    let chunk = sched::chunk_size(&backend, ctx.params());
-    let eval = DeviceEvaluator::new(ctx.clone(), backend)?;
-    let keys = eval.upload_keys(&load_evaluation_keys(&args.eval_keys, ctx)?)?;
     let b = bar(manifest.batches.len(), "score: batches", args.json);
     for (i, &count) in manifest.batches.iter().enumerate() {
         let out = logits_file(&args.out, i);
@@ -288,10 +282,8 @@ fn score_on<B: Backend>(
         }
         let cts = load_ciphertexts(batch_file(&args.input, i), ctx)?;
         let t = Instant::now();
-        let x = sched::upload(&eval, &cts, chunk)?;
+        let logits = session.score(plan, &cts)?.logits;
         drop(cts);
-        let y = sched::run(&eval, &keys, plan, &x, chunk, |_| {})?;
-        let logits = sched::download(&eval, &y)?;
         report.server_s += t.elapsed().as_secs_f64();
         save_ciphertexts(&out, ctx.params(), &logits)?;
         report.scored += 1;
@@ -327,32 +319,22 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
     let ctx = Context::new(&params)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let (resolved, rt) = resolve(
-        args.server.backend,
-        &AdapterChoice::from_arg(args.server.adapter.as_deref()),
-    )
-    .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
+    let session = Session::new(
+        args.server.device()?,
+        ctx.clone(),
+        &load_evaluation_keys(&args.eval_keys, &ctx)?,
+    )?;
     let mut report = ScoreReport {
         model: model.name.clone(),
         preset: params.name().to_string(),
-        backend: "cpu".to_string(),
+        backend: session.backend_name(),
         batches: manifest.batches.len(),
         scored: 0,
         skipped: 0,
         images: 0,
         server_s: 0.0,
     };
-    match (resolved, rt) {
-        (Resolved::Gpu, Some(rt)) => {
-            let backend = GpuBackend::new(rt, rns_context(&params)?)?;
-            report.backend = backend.name();
-            score_on(backend, &ctx, &args, &plan, &manifest, &mut report)?;
-        }
-        _ => {
-            let backend = CpuBackend::new(rns_context(&params)?);
-            score_on(backend, &ctx, &args, &plan, &manifest, &mut report)?;
-        }
-    }
+    score_batches(&session, &ctx, &args, &plan, &manifest, &mut report)?;
     write_manifest(&args.out, &manifest)?;
     if args.json {
         return print_json(&report);

@@ -1,8 +1,8 @@
 //! `cryptodl verify`: every kernel on random inputs on the CPU and the GPU, compared word by word.
 
-use crate::backend::gpu::AdapterChoice;
+use super::server::{resolve, BackendKind};
 use crate::backend::verify::{run_case, KernelReport, VerifyCase};
-use crate::backend::{resolve, BackendKind, Resolved};
+use crate::sched::Device;
 use anyhow::{bail, Context};
 
 /// Arguments of `cryptodl verify`.
@@ -40,9 +40,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     if args.backend == BackendKind::Cpu {
         bail!("verify compares a GPU against the CPU twins: use --backend gpu");
     }
-    let choice = AdapterChoice::from_arg(args.adapter.as_deref());
-    let rt = match resolve(args.backend, &choice).context("verify needs a GPU adapter")? {
-        (Resolved::Gpu, Some(rt)) => rt,
+    let rt = match resolve(args.backend, args.adapter.as_deref())
+        .context("verify needs a GPU adapter")?
+    {
+        Device::Gpu(rt) => rt,
         _ => bail!("no GPU to verify against the CPU twins (see the line above)"),
     };
     let presets = if args.preset.is_empty() {

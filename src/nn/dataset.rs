@@ -308,7 +308,7 @@ pub fn load_idx_pair(images: &Path, labels: &Path, hint: &str) -> Result<Dataset
 /// Parses a CIFAR-10 binary batch (records of 1 label byte + 3072 CHW pixels).
 pub fn parse_cifar_batch(path: &Path, bytes: &[u8]) -> Result<Dataset, DatasetError> {
     const REC: usize = 1 + 3072;
-    if bytes.is_empty() || bytes.len() % REC != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(REC) {
         return Err(DatasetError::Malformed {
             path: path.to_path_buf(),
             reason: format!(

@@ -15,6 +15,12 @@ use std::path::{Path, PathBuf};
 
 /// Metadata key of the model description.
 pub const META_KEY: &str = "cryptodl.model";
+
+/// The model embedded in the binary, which `cryptodl demo` and `cryptodl bench model` use by
+/// default: `cryptodl train --arch cryptonets --act poly2 --augment --shift 1 --label-smoothing
+/// 0.1 --weight-decay 0.05 --epochs 20 --seed 1` (89.71% on the Fashion-MNIST test set in
+/// plaintext; see `models/README.md`).
+pub const DEMO_MODEL: &[u8] = include_bytes!("../../models/cryptonets-poly2.safetensors");
 /// Format version written in the metadata.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -565,6 +571,14 @@ impl Model {
             error,
         })?;
         Self::from_bytes(&bytes, path)
+    }
+
+    /// The embedded demo model ([`DEMO_MODEL`]).
+    pub fn demo() -> Result<Model, ModelError> {
+        Self::from_bytes(
+            DEMO_MODEL,
+            Path::new("(embedded) cryptonets-poly2.safetensors"),
+        )
     }
 
     /// Parses safetensors bytes (`path` names the source in errors).

@@ -1,20 +1,22 @@
-//! The encrypted CNN: compiles a model into an HE plan ([`plan`]) and runs it over batches of
-//! ciphertexts on any backend (batch packing: slot `s` of every ciphertext holds sample `s`, and
-//! input value `i` of every sample lives in ciphertext `i`).
+//! The encrypted CNN: compiles a model into an HE plan ([`plan`]), runs it over batches of
+//! ciphertexts on any backend ([`run`]) through the server engine ([`Session`]), and the
+//! client's side (batch packing: slot `s` of every ciphertext holds sample `s`, and input value
+//! `i` of every sample lives in ciphertext `i`).
 
 pub mod plan;
+pub mod run;
+pub mod session;
 
 pub use plan::{Plan, PlanError, Step};
+pub use run::{chunk_size, download, run, upload};
+pub use session::{BatchStats, Device, Scored, Session, StepStats};
 
-use crate::backend::Backend;
-use crate::ckks::{
-    Ciphertext, CkksError, Decryptor, DeviceCiphertext, DeviceEvaluator, DeviceKeys, Encoder,
-    Encryptor, LinearLayer, Parameters, PublicKey, SecretKey,
-};
+use crate::ckks::{Ciphertext, CkksError, Decryptor, Encoder, Encryptor, PublicKey, SecretKey};
 use rayon::prelude::*;
 
 /// Client side: encrypts `samples` (each a normalised input of `plan.inputs` values, at most the
-/// slot count of them) as `plan.inputs` ciphertexts at the top level and default scale, in
+/// slot count of them) as `plan.inputs` ciphertexts at the plan's input level (the lowest level
+/// its steps need: fewer limbs, less work for the server) and the default scale, in
 /// parallel. `encryptor(i)` makes the encryptor of ciphertext `i` (`Encryptor::new`, seeded by
 /// the OS, except in tests); `progress` is called once per ciphertext.
 pub fn encrypt_batch(
@@ -32,6 +34,13 @@ pub fn encrypt_batch(
             slots: params.slots(),
         });
     }
+    let level = plan.input_level();
+    if level > params.max_level() {
+        return Err(CkksError::TooShallow {
+            level: params.max_level(),
+            needed: level,
+        });
+    }
     if let Some(s) = samples.iter().find(|s| s.len() != plan.inputs) {
         return Err(CkksError::ShapeMismatch {
             what: "input sample",
@@ -43,181 +52,12 @@ pub fn encrypt_batch(
         .into_par_iter()
         .map(|i| {
             let column: Vec<f64> = samples.iter().map(|s| s[i]).collect();
-            let pt = encoder.encode(&column, params.max_level(), params.default_scale())?;
+            let pt = encoder.encode(&column, level, params.default_scale())?;
             let ct = encryptor(i).encrypt(&pt, pk);
             progress();
             ct
         })
         .collect()
-}
-
-/// Words a CPU run may bind in one intermediate tensor (2 GiB): bounds memory like a GPU limit.
-const CPU_MAX_TENSOR_WORDS: usize = 1 << 29;
-
-/// Ciphertexts per launch for `params` on `backend`: as many as keep the largest intermediate
-/// tensor of a step (the key-switching digits of a squaring, `dnum (L + K) N` words per
-/// ciphertext) within the backend's binding limit (2 GiB on the CPU), between 1 and 1024.
-pub fn chunk_size<B: Backend>(backend: &B, params: &Parameters) -> usize {
-    let limbs = params.max_level() + 1;
-    let per_ct = (params.dnum() * (limbs + params.p().len())).max(3 * limbs) * params.n();
-    let max = backend.max_tensor_words().unwrap_or(CPU_MAX_TENSOR_WORDS);
-    (max / per_ct).clamp(1, 1024)
-}
-
-/// Uploads a layer's ciphertexts in chunks of at most `chunk`.
-pub fn upload<B: Backend>(
-    eval: &DeviceEvaluator<B>,
-    cts: &[Ciphertext],
-    chunk: usize,
-) -> Result<Vec<DeviceCiphertext<B::Tensor>>, CkksError> {
-    cts.chunks(chunk.max(1)).map(|c| eval.upload(c)).collect()
-}
-
-/// Downloads a chunked layer.
-pub fn download<B: Backend>(
-    eval: &DeviceEvaluator<B>,
-    chunks: &[DeviceCiphertext<B::Tensor>],
-) -> Result<Vec<Ciphertext>, CkksError> {
-    let mut out = Vec::new();
-    for c in chunks {
-        out.extend(eval.download(c)?);
-    }
-    Ok(out)
-}
-
-/// A linear step over a chunked layer: per chunk of at most `chunk` outputs, the partial sums
-/// over the input chunks (bias with the first), added, then rescaled. The sum modulo each prime
-/// is the same as in one launch, so the result does not depend on the chunking.
-fn linear_chunked<B: Backend>(
-    eval: &DeviceEvaluator<B>,
-    x: &[DeviceCiphertext<B::Tensor>],
-    layer: &LinearLayer,
-    chunk: usize,
-) -> Result<Vec<DeviceCiphertext<B::Tensor>>, CkksError> {
-    let mut starts = Vec::with_capacity(x.len());
-    let mut total = 0;
-    for c in x {
-        starts.push(total);
-        total += c.count();
-    }
-    if total != layer.inputs {
-        return Err(CkksError::CountMismatch {
-            op: "linear",
-            left: layer.inputs,
-            right: total,
-        });
-    }
-    let mut out = Vec::new();
-    for (o0, rows) in (0..layer.rows.len())
-        .step_by(chunk.max(1))
-        .zip(layer.rows.chunks(chunk.max(1)))
-    {
-        let mut acc: Option<DeviceCiphertext<B::Tensor>> = None;
-        for (k, (c, &a)) in x.iter().zip(&starts).enumerate() {
-            let b = a + c.count();
-            let sub: Vec<Vec<(usize, f64)>> = rows
-                .iter()
-                .map(|r| {
-                    r.iter()
-                        .filter(|(i, _)| (a..b).contains(i))
-                        .map(|&(i, w)| (i - a, w))
-                        .collect()
-                })
-                .collect();
-            if k > 0 && sub.iter().all(Vec::is_empty) {
-                continue;
-            }
-            let bias = if k == 0 && !layer.bias.is_empty() {
-                layer.bias[o0..o0 + rows.len()].to_vec()
-            } else {
-                Vec::new()
-            };
-            let part = eval.linear(
-                c,
-                &LinearLayer {
-                    inputs: c.count(),
-                    rows: sub,
-                    bias,
-                },
-                None,
-            )?;
-            acc = Some(match acc {
-                None => part,
-                Some(s) => eval.add(&s, &part)?,
-            });
-        }
-        let sum = acc.ok_or(CkksError::EmptyBatch)?;
-        out.push(eval.rescale(&sum)?);
-    }
-    Ok(out)
-}
-
-/// `c0 + c1 x + c2 x^2 + c3 x^3` on every ciphertext of `x` (level `l`, scale `s`), as
-/// `(c3 x + c2) x^2 + (c1 x + c0)`: the result is at level `l - 2`.
-fn cubic<B: Backend>(
-    eval: &DeviceEvaluator<B>,
-    keys: &DeviceKeys<B::Tensor>,
-    x: &DeviceCiphertext<B::Tensor>,
-    c: &[f64; 4],
-) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
-    let q = eval.context().params().q();
-    let l = x.level();
-    if l < 2 {
-        return Err(CkksError::OutOfLevels { op: "cubic" });
-    }
-    // a = c3 x + c2 at level l - 1, scale s (q_l / q_l, equal up to the f64 rounding).
-    let mut a = eval.rescale(&eval.mul_const(x, c[3], None)?)?;
-    a.set_scale(x.scale());
-    let a = eval.add_const(&a, c[2])?;
-    let x2 = eval.mul_relin_rescale(x, x, keys)?; // level l - 1, scale s^2 / q_l
-    let r = eval.mul_relin_rescale(&a, &x2, keys)?; // level l - 2
-                                                    // c1 x at level l - 2 and r's scale: one constant multiplication, one level dropped, one
-                                                    // rescale by q_{l-1}.
-    let target = r.scale();
-    let cs = target * q[l - 1] as f64 / x.scale();
-    let lin = eval.drop_levels(&eval.mul_const(x, c[1], Some(cs))?, 1)?;
-    let mut lin = eval.rescale(&lin)?;
-    lin.set_scale(target);
-    eval.add_const(&eval.add(&r, &lin)?, c[0])
-}
-
-/// Server side: runs `plan` on the layer `x` (chunks of at most `chunk` ciphertexts, as from
-/// [`upload`]) with evaluation keys only; returns the logits in chunks. `progress(step)` is
-/// called after each step.
-pub fn run<B: Backend>(
-    eval: &DeviceEvaluator<B>,
-    keys: &DeviceKeys<B::Tensor>,
-    plan: &Plan,
-    x: &[DeviceCiphertext<B::Tensor>],
-    chunk: usize,
-    mut progress: impl FnMut(usize),
-) -> Result<Vec<DeviceCiphertext<B::Tensor>>, CkksError> {
-    let count: usize = x.iter().map(|c| c.count()).sum();
-    if count != plan.inputs {
-        return Err(CkksError::CountMismatch {
-            op: "run",
-            left: plan.inputs,
-            right: count,
-        });
-    }
-    let mut cur: Option<Vec<DeviceCiphertext<B::Tensor>>> = None;
-    for (i, step) in plan.steps.iter().enumerate() {
-        let input = cur.as_deref().unwrap_or(x);
-        let next = match step {
-            Step::Linear(layer) => linear_chunked(eval, input, layer, chunk)?,
-            Step::Square => input
-                .iter()
-                .map(|c| eval.mul_relin_rescale(c, c, keys))
-                .collect::<Result<_, _>>()?,
-            Step::Cubic(coeffs) => input
-                .iter()
-                .map(|c| cubic(eval, keys, c, coeffs))
-                .collect::<Result<_, _>>()?,
-        };
-        cur = Some(next);
-        progress(i);
-    }
-    cur.ok_or(CkksError::EmptyBatch)
 }
 
 /// Client side: decrypts the logits; returns one vector of `outputs` logits per sample (the

@@ -325,6 +325,12 @@ impl Plan {
         self.depth() + 1
     }
 
+    /// The level the inputs are encrypted at: the lowest that leaves [`Self::levels_needed`]
+    /// levels, so the server pays for no limb the plan does not use.
+    pub fn input_level(&self) -> usize {
+        self.levels_needed()
+    }
+
     /// Checks that `max_level` levels of preset `preset` suffice.
     pub fn check_depth(&self, preset: &str, max_level: usize) -> Result<(), PlanError> {
         if self.levels_needed() <= max_level {

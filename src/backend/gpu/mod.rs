@@ -4,14 +4,14 @@ mod runtime;
 pub mod shaders;
 
 pub use runtime::{
-    list_adapters, AdapterChoice, AdapterSummary, Counters, GpuRuntime, PooledBuffer, ADAPTER_ENV,
+    list_adapters, AdapterChoice, AdapterSummary, GpuRuntime, PooledBuffer, ADAPTER_ENV,
 };
 use shaders::Family;
 
 use super::{
-    check_join, check_keyswitch_inner, check_linear, check_slice, check_truncate, conv_constants,
-    div_round_constants, Backend, BackendError, ConvConstants, DivRoundConstants, LinearWeights,
-    Result, RnsContext, Shape,
+    check_binary, check_groups, check_join, check_keyswitch_inner, check_linear, check_scalars,
+    check_scaled_prefix, check_slice, check_truncate, expect_form, AtomicCounters, Backend,
+    BackendError, Counters, Form, LinearWeights, MemoryUse, Result, RnsContext, Shape,
 };
 use std::collections::HashMap;
 use std::ops::Range;
@@ -132,7 +132,7 @@ pub struct GpuBackend {
     maps: Mutex<HashMap<Vec<usize>, Arc<wgpu::Buffer>>>,
     conv: Mutex<HashMap<ConvKey, Arc<ConvBuffers>>>,
     divround: Mutex<HashMap<DivRoundKey, Arc<DivRoundBuffers>>>,
-    counters: Mutex<Counters>,
+    counters: AtomicCounters,
 }
 
 struct ConvBuffers {
@@ -144,8 +144,14 @@ struct ConvBuffers {
     sources: u32,
 }
 
+/// Per-limb scalars of a divide-and-round (from [`RnsContext::divide_round`]).
 struct DivRoundBuffers {
-    c: DivRoundConstants,
+    /// `floor(D/2) mod d_i` per dropped limb.
+    half_drop: Vec<u32>,
+    /// `-floor(D/2) mod k_i` per kept limb (adding it subtracts the half).
+    neg_half_keep: Vec<u32>,
+    /// `D^-1 mod k_i` per kept limb.
+    d_inv: Vec<u32>,
     conv: Arc<ConvBuffers>,
 }
 
@@ -186,20 +192,8 @@ impl GpuBackend {
             maps: Mutex::new(HashMap::new()),
             conv: Mutex::new(HashMap::new()),
             divround: Mutex::new(HashMap::new()),
-            counters: Mutex::new(Counters::default()),
+            counters: AtomicCounters::default(),
         })
-    }
-
-    /// Transfers and dispatches of this backend's own operations (the runtime's
-    /// [`GpuRuntime::counters`] add up every backend of the process).
-    pub fn counters(&self) -> Counters {
-        self.counters.lock().map(|c| *c).unwrap_or_default()
-    }
-
-    fn count(&self, f: impl FnOnce(&mut Counters)) {
-        if let Ok(mut c) = self.counters.lock() {
-            f(&mut c);
-        }
     }
 
     fn dispatch(
@@ -212,7 +206,9 @@ impl GpuBackend {
     ) -> std::result::Result<(), GpuError> {
         self.rt
             .dispatch(family, entry, bindings, params, workgroups)?;
-        self.count(|c| c.dispatches += u64::from(workgroups > 0));
+        if workgroups > 0 {
+            self.counters.launch();
+        }
         Ok(())
     }
 
@@ -349,24 +345,6 @@ impl GpuBackend {
         Ok(())
     }
 
-    fn check_scalars(&self, op: &'static str, a: &Shape, s: &[u32]) -> Result<()> {
-        if s.len() != a.limbs() {
-            return Err(BackendError::Shape {
-                op,
-                reason: format!("{} scalars for {} limbs", s.len(), a.limbs()),
-            });
-        }
-        for (&v, &mi) in s.iter().zip(&a.moduli) {
-            if v >= self.ctx.primes()[mi] {
-                return Err(BackendError::Shape {
-                    op,
-                    reason: format!("scalar {v} is not reduced modulo {}", self.ctx.primes()[mi]),
-                });
-            }
-        }
-        Ok(())
-    }
-
     fn binary(
         &self,
         op: &'static str,
@@ -400,30 +378,38 @@ impl GpuBackend {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let ConvConstants {
-            q_hat_inv,
-            mat,
-            inv_q_fixed,
-            b_mod_p,
-        } = conv_constants(&self.ctx, src, groups, targets);
-        let mut exact: Vec<u32> = inv_q_fixed
-            .iter()
-            .flat_map(|&f| [f as u32, (f >> 32) as u32])
-            .collect();
+        // Per group, the shared converter from its limbs to the targets: y_s = x_s (B/b_s)^-1,
+        // mat[s][t] = (B/b_s) mod p_t, and for the exact variant floor(2^64 / b_s), B mod p_t.
+        let tmods = self.ctx.moduli_of(targets);
+        let (mut q_hat_inv, mut mat, mut mat_shoup) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut exact, mut b_mod_p) = (Vec::new(), Vec::new());
+        for g in groups {
+            let conv = self.ctx.base_converter(&src[g.clone()], targets)?;
+            q_hat_inv.extend_from_slice(conv.from().q_hat_inv());
+            for s in 0..g.len() {
+                for (t, m) in tmods.iter().enumerate() {
+                    let v = conv.q_hat_mod_p()[t][s];
+                    mat.push(v);
+                    mat_shoup.push(m.shoup(v));
+                }
+            }
+            exact.extend(
+                conv.inv_q_fixed()
+                    .iter()
+                    .flat_map(|&f| [f as u32, (f >> 32) as u32]),
+            );
+            b_mod_p.extend_from_slice(conv.q_mod_p());
+        }
         exact.extend_from_slice(&b_mod_p);
         let gw: Vec<u32> = groups
             .iter()
             .flat_map(|g| [g.start as u32, g.len() as u32])
             .collect();
         let bufs = Arc::new(ConvBuffers {
-            q_hat_inv: q_hat_inv.iter().map(|p| p.0).collect(),
+            q_hat_inv,
             groups: self.rt.upload_constant(&gw),
-            mat: self
-                .rt
-                .upload_constant(&mat.iter().map(|p| p.0).collect::<Vec<_>>()),
-            mat_shoup: self
-                .rt
-                .upload_constant(&mat.iter().map(|p| p.1).collect::<Vec<_>>()),
+            mat: self.rt.upload_constant(&mat),
+            mat_shoup: self.rt.upload_constant(&mat_shoup),
             exact: self.rt.upload_constant(&exact),
             sources: src.len() as u32,
         });
@@ -485,43 +471,10 @@ impl GpuBackend {
     }
 }
 
-fn check_binary(op: &'static str, a: &Shape, b: &Shape) -> Result<()> {
-    if a.moduli != b.moduli || !(b.polys == a.polys || b.polys == 1) {
-        return Err(BackendError::Shape {
-            op,
-            reason: format!(
-                "a has {} polys over moduli {:?}, b has {} polys over {:?}",
-                a.polys, a.moduli, b.polys, b.moduli
-            ),
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn check_groups(op: &'static str, limbs: usize, groups: &[Range<usize>]) -> Result<()> {
-    let mut next = 0;
-    for g in groups {
-        if g.start != next || g.is_empty() {
-            return Err(BackendError::Shape {
-                op,
-                reason: format!("groups {groups:?} do not partition 0..{limbs} in order"),
-            });
-        }
-        next = g.end;
-    }
-    if next != limbs {
-        return Err(BackendError::Shape {
-            op,
-            reason: format!("groups {groups:?} do not partition 0..{limbs} in order"),
-        });
-    }
-    Ok(())
-}
-
 impl GpuBackend {
     /// `ew_<op>` with one scalar per limb (mul_scalar, add_scalar): same checks, same dispatch.
     fn scalar_op(&self, op: &'static str, a: &GpuTensor, scalars: &[u32]) -> Result<GpuTensor> {
-        self.check_scalars(op, &a.shape, scalars)?;
+        check_scalars(&self.ctx, op, &a.shape, scalars)?;
         let out = self.alloc(a.shape.clone())?;
         let va = View::whole(a);
         let entry = if op == "mul_scalar" {
@@ -558,29 +511,43 @@ impl Backend for GpuBackend {
         &t.shape
     }
 
-    fn max_tensor_words(&self) -> Option<usize> {
+    fn max_tensor_words(&self) -> usize {
         let l = self.rt.limits();
         let bytes = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
-        Some((bytes / 4).min(u64::from(u32::MAX)) as usize)
+        (bytes / 4).min(u64::from(u32::MAX)) as usize
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.get()
+    }
+
+    fn memory(&self) -> MemoryUse {
+        self.rt.memory()
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(self.rt.wait_idle()?)
     }
 
     fn upload(&self, data: &[u32], shape: Shape) -> Result<GpuTensor> {
         self.ctx.check_upload(data.len(), &shape)?;
         let buf = self.rt.upload(data)?;
-        self.count(|c| {
-            c.uploads += 1;
-            c.upload_bytes += data.len() as u64 * 4;
-        });
+        self.counters.upload(data.len() as u64 * 4);
+        Ok(GpuTensor { shape, buf })
+    }
+
+    fn upload_parts(&self, parts: &[&[u32]], shape: Shape) -> Result<GpuTensor> {
+        let words: usize = parts.iter().map(|p| p.len()).sum();
+        self.ctx.check_upload(words, &shape)?;
+        let buf = self.rt.upload_parts(parts)?;
+        self.counters.upload(words as u64 * 4);
         Ok(GpuTensor { shape, buf })
     }
 
     fn download(&self, t: &GpuTensor) -> Result<Vec<u32>> {
         let words = t.shape.words(self.ctx.n());
         let out = self.rt.download(t.buffer(), words)?;
-        self.count(|c| {
-            c.downloads += 1;
-            c.download_bytes += words as u64 * 4;
-        });
+        self.counters.download(words as u64 * 4);
         Ok(out)
     }
 
@@ -604,10 +571,7 @@ impl Backend for GpuBackend {
     ) -> Result<GpuTensor> {
         let items = check_slice(&t.shape, group, &keep)?;
         let limbs = t.shape.limbs() as u32;
-        let out = self.alloc(Shape {
-            polys: items * keep.len(),
-            moduli: t.shape.moduli.clone(),
-        })?;
+        let out = self.alloc(t.shape.with_polys(items * keep.len()))?;
         // One copy dispatch per kept component, over every item at once.
         for (j, comp) in keep.clone().enumerate() {
             let src = View {
@@ -639,10 +603,7 @@ impl Backend for GpuBackend {
         let map = &parts[0].shape.moduli;
         let limbs = map.len() as u32;
         let total: usize = ks.iter().sum();
-        let out = self.alloc(Shape {
-            polys: count * total,
-            moduli: map.clone(),
-        })?;
+        let out = self.alloc(parts[0].shape.with_polys(count * total))?;
         // One copy dispatch per component of each part, over every item at once.
         let mut base = 0u32;
         for (p, &k) in parts.iter().zip(&ks) {
@@ -666,10 +627,7 @@ impl Backend for GpuBackend {
 
     fn linear(&self, x: &GpuTensor, comps: usize, w: &LinearWeights) -> Result<GpuTensor> {
         let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
-        let out = self.alloc(Shape {
-            polys: shape.outputs * comps,
-            moduli: x.shape.moduli.clone(),
-        })?;
+        let out = self.alloc(x.shape.with_polys(shape.outputs * comps))?;
         self.check_word_range(shape.outputs * comps, shape.limbs)?;
         let nnz = w.cols.len();
         let rows: Vec<u32> = w.row_ptr.iter().chain(&w.cols).copied().collect();
@@ -721,10 +679,9 @@ impl Backend for GpuBackend {
     fn truncate_limbs(&self, t: &GpuTensor, limbs: usize) -> Result<GpuTensor> {
         check_truncate(&t.shape, limbs)?;
         let map = &t.shape.moduli[..limbs];
-        let out = self.alloc(Shape {
-            polys: t.shape.polys,
-            moduli: map.to_vec(),
-        })?;
+        let mut out_shape = t.shape.clone();
+        out_shape.moduli.truncate(limbs);
+        let out = self.alloc(out_shape)?;
         let src = View::whole(t);
         self.ew(
             "ew_copy",
@@ -740,11 +697,17 @@ impl Backend for GpuBackend {
     }
 
     fn ntt_forward(&self, t: &mut GpuTensor) -> Result<()> {
-        self.ntt_view(View::whole(t), t.shape.polys, &t.shape.moduli, true)
+        expect_form("ntt_forward", &t.shape, Form::Coeff)?;
+        self.ntt_view(View::whole(t), t.shape.polys, &t.shape.moduli, true)?;
+        t.shape.form = Form::Ntt;
+        Ok(())
     }
 
     fn ntt_inverse(&self, t: &mut GpuTensor) -> Result<()> {
-        self.ntt_view(View::whole(t), t.shape.polys, &t.shape.moduli, false)
+        expect_form("ntt_inverse", &t.shape, Form::Ntt)?;
+        self.ntt_view(View::whole(t), t.shape.polys, &t.shape.moduli, false)?;
+        t.shape.form = Form::Coeff;
+        Ok(())
     }
 
     fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
@@ -756,6 +719,7 @@ impl Backend for GpuBackend {
     }
 
     fn mul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        expect_form("mul", &a.shape, Form::Ntt)?;
         self.binary("mul", "ew_mul", a, b)
     }
 
@@ -783,8 +747,29 @@ impl Backend for GpuBackend {
         self.scalar_op("add_scalar", a, scalars)
     }
 
+    fn add_scaled_prefix(&self, acc: &mut GpuTensor, a: &GpuTensor, scalars: &[u32]) -> Result<()> {
+        check_scaled_prefix(&self.ctx, &acc.shape, &a.shape, scalars)?;
+        let out = View {
+            buf: acc.buffer(),
+            off: 0,
+            stride: acc.shape.limbs() as u32,
+        };
+        let va = View::whole(a);
+        self.ew(
+            "ew_mul_scalar_acc",
+            out,
+            va,
+            va,
+            a.shape.polys,
+            a.shape.polys,
+            &a.shape.moduli,
+            Some(scalars),
+        )
+    }
+
     fn mac(&self, acc: &mut GpuTensor, a: &GpuTensor, b: &GpuTensor) -> Result<()> {
         check_binary("mac", &a.shape, &b.shape)?;
+        expect_form("mac", &a.shape, Form::Ntt)?;
         if acc.shape != a.shape {
             return Err(BackendError::Shape {
                 op: "mac",
@@ -804,7 +789,8 @@ impl Backend for GpuBackend {
     }
 
     fn tensor(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-        if a.shape != b.shape || a.shape.polys % 2 != 0 {
+        expect_form("tensor", &a.shape, Form::Ntt)?;
+        if a.shape != b.shape || !a.shape.polys.is_multiple_of(2) {
             return Err(BackendError::Shape {
                 op: "tensor",
                 reason: format!(
@@ -815,10 +801,7 @@ impl Backend for GpuBackend {
         }
         let count = a.shape.polys / 2;
         let limbs = a.shape.limbs() as u32;
-        let out = self.alloc(Shape {
-            polys: 3 * count,
-            moduli: a.shape.moduli.clone(),
-        })?;
+        let out = self.alloc(a.shape.with_polys(3 * count))?;
         let view = |buf, comps: u32| View {
             buf,
             off: 0,
@@ -851,14 +834,12 @@ impl Backend for GpuBackend {
         groups: &[Range<usize>],
         targets: &[usize],
     ) -> Result<GpuTensor> {
+        expect_form("basis_convert", &a.shape, Form::Coeff)?;
         check_groups("basis_convert", a.shape.limbs(), groups)?;
         self.ctx.check_map(targets)?;
         let conv = self.conv_buffers(&a.shape.moduli, groups, targets)?;
         let y = self.mul_scalar(a, &conv.q_hat_inv)?;
-        let out = self.alloc(Shape {
-            polys: a.shape.polys * groups.len(),
-            moduli: targets.to_vec(),
-        })?;
+        let out = self.alloc(Shape::coeff(a.shape.polys * groups.len(), targets.to_vec()))?;
         let gstride = (groups.len() * targets.len()) as u32;
         self.convert_view(
             View {
@@ -887,10 +868,7 @@ impl Backend for GpuBackend {
         let key_limbs = key.shape.limbs();
         check_keyswitch_inner(&digits.shape, dnum, &key.shape, key_map)?;
         let polys = digits.shape.polys / dnum;
-        let out = self.alloc(Shape {
-            polys: 2 * polys,
-            moduli: digits.shape.moduli.clone(),
-        })?;
+        let out = self.alloc(digits.shape.with_polys(2 * polys))?;
         if polys == 0 {
             return Ok(out);
         }
@@ -931,6 +909,7 @@ impl Backend for GpuBackend {
     }
 
     fn divide_round(&self, a: &GpuTensor, drop: usize) -> Result<GpuTensor> {
+        expect_form("divide_round", &a.shape, Form::Ntt)?;
         let limbs = a.shape.limbs();
         if drop == 0 || drop >= limbs {
             return Err(BackendError::Shape {
@@ -948,10 +927,21 @@ impl Backend for GpuBackend {
             match cache.get(&key) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = div_round_constants(&self.ctx, &keep, &dropm);
+                    let dr = self.ctx.divide_round(&keep, &dropm)?;
                     let all = 0..drop;
                     let conv = self.conv_buffers(&dropm, std::slice::from_ref(&all), &keep)?;
-                    let entry = Arc::new(DivRoundBuffers { c, conv });
+                    let kmods = self.ctx.moduli_of(&keep);
+                    let entry = Arc::new(DivRoundBuffers {
+                        half_drop: dr.half_mod_drop().to_vec(),
+                        neg_half_keep: dr
+                            .half_mod_keep()
+                            .iter()
+                            .zip(&kmods)
+                            .map(|(&h, m)| m.neg(h))
+                            .collect(),
+                        d_inv: dr.d_inv_mod_keep().to_vec(),
+                        conv,
+                    });
                     cache.insert(key, entry.clone());
                     entry
                 }
@@ -969,14 +959,8 @@ impl Backend for GpuBackend {
             stride,
         };
         // 1. dropped limbs -> coefficient form, + floor(D/2), * (D/d_i)^-1.
-        let drop_shape = Shape {
-            polys,
-            moduli: dropm.clone(),
-        };
-        let keep_shape = Shape {
-            polys,
-            moduli: keep.clone(),
-        };
+        let drop_shape = Shape::coeff(polys, dropm.clone());
+        let keep_shape = Shape::coeff(polys, keep.clone());
         let t = self.alloc(drop_shape.clone())?;
         self.ew(
             "ew_copy",
@@ -989,7 +973,7 @@ impl Backend for GpuBackend {
             None,
         )?;
         self.ntt_view(View::whole(&t), polys, &dropm, false)?;
-        let t2 = self.add_scalar(&t, &consts.c.half_drop)?;
+        let t2 = self.add_scalar(&t, &consts.half_drop)?;
         std::mem::drop(t);
         let y = self.mul_scalar(&t2, &consts.conv.q_hat_inv)?;
         std::mem::drop(t2);
@@ -1005,12 +989,11 @@ impl Backend for GpuBackend {
             true,
         )?;
         std::mem::drop(y);
-        let conv2 = self.add_scalar(&conv, &consts.c.neg_half_keep)?;
+        let conv2 = self.add_scalar(&conv, &consts.neg_half_keep)?;
         std::mem::drop(conv);
         self.ntt_view(View::whole(&conv2), polys, &keep, true)?;
         // 3. out = (x - t) * D^-1.
-        let out = self.alloc(keep_shape)?;
-        let d_inv: Vec<u32> = consts.c.d_inv.iter().map(|p| p.0).collect();
+        let out = self.alloc(Shape::ntt(polys, keep.clone()))?;
         self.ew(
             "ew_sub_mul_scalar",
             View::whole(&out),
@@ -1019,7 +1002,7 @@ impl Backend for GpuBackend {
             polys,
             polys,
             &keep,
-            Some(&d_inv),
+            Some(&consts.d_inv),
         )?;
         Ok(out)
     }
@@ -1027,8 +1010,14 @@ impl Backend for GpuBackend {
 
 impl GpuBackend {
     fn automorphism(&self, a: &GpuTensor, g: usize, ntt: bool) -> Result<GpuTensor> {
+        let (op, form) = if ntt {
+            ("automorphism_ntt", Form::Ntt)
+        } else {
+            ("automorphism_coeff", Form::Coeff)
+        };
+        expect_form(op, &a.shape, form)?;
         let n = self.ctx.n();
-        if g % 2 == 0 {
+        if g.is_multiple_of(2) {
             return Err(BackendError::Shape {
                 op: "automorphism",
                 reason: format!("Galois element {g} must be odd"),

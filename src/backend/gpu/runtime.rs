@@ -2,6 +2,7 @@
 
 use super::shaders::{self, Binding, Family};
 use super::GpuError;
+use crate::backend::{AtomicCounters, Counters, MemoryUse};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -127,37 +128,34 @@ fn sorted_adapters(inst: &wgpu::Instance) -> Vec<wgpu::Adapter> {
 const NEEDED_WORKGROUP_STORAGE: u32 = shaders::NTT_TILE * 4;
 const NEEDED_INVOCATIONS: u32 = shaders::WORKGROUP_SIZE;
 
-/// Transfer and dispatch counters of a runtime (explicit host <-> device traffic).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    /// Host -> device tensor uploads.
-    pub uploads: u64,
-    /// Device -> host tensor downloads.
-    pub downloads: u64,
-    /// Bytes uploaded (tensor data only; small kernel parameter blocks are not counted).
-    pub upload_bytes: u64,
-    /// Bytes downloaded.
-    pub download_bytes: u64,
-    /// Compute dispatches recorded.
-    pub dispatches: u64,
-    /// Queue submissions.
-    pub submissions: u64,
+/// Free tensor buffers by size, and the device memory they and the live ones take.
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    live: AtomicU64,
+    peak: AtomicU64,
+    created: AtomicU64,
 }
 
-#[derive(Default)]
-struct AtomicCounters {
-    uploads: AtomicU64,
-    downloads: AtomicU64,
-    upload_bytes: AtomicU64,
-    download_bytes: AtomicU64,
-    dispatches: AtomicU64,
-    submissions: AtomicU64,
+impl BufferPool {
+    fn usage(&self) -> MemoryUse {
+        let (live, created) = (
+            self.live.load(Ordering::Relaxed),
+            self.created.load(Ordering::Relaxed),
+        );
+        MemoryUse {
+            live_bytes: live,
+            peak_bytes: self.peak.load(Ordering::Relaxed),
+            pooled_bytes: created.saturating_sub(live),
+            fresh_bytes: created,
+        }
+    }
 }
 
 /// A storage buffer from the pool; returns to the pool when dropped.
 pub struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
-    pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+    pool: Arc<BufferPool>,
 }
 
 impl PooledBuffer {
@@ -170,8 +168,9 @@ impl PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            if let Ok(mut pool) = self.pool.lock() {
-                pool.entry(b.size()).or_default().push(b);
+            self.pool.live.fetch_sub(b.size(), Ordering::Relaxed);
+            if let Ok(mut free) = self.pool.free.lock() {
+                free.entry(b.size()).or_default().push(b);
             }
         }
     }
@@ -194,7 +193,7 @@ pub struct GpuRuntime {
         >,
     >,
     pipelines: Mutex<HashMap<(Family, &'static str), wgpu::ComputePipeline>>,
-    pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+    pool: Arc<BufferPool>,
     encoder: Mutex<Option<(wgpu::CommandEncoder, u64)>>,
     counters: AtomicCounters,
     timing: Mutex<Option<Timing>>,
@@ -277,7 +276,7 @@ impl GpuRuntime {
             limits,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
-            pool: Arc::new(Mutex::new(HashMap::new())),
+            pool: Arc::new(BufferPool::default()),
             encoder: Mutex::new(None),
             counters: AtomicCounters::default(),
             timing: Mutex::new(None),
@@ -312,17 +311,26 @@ impl GpuRuntime {
         &self.limits
     }
 
-    /// Snapshot of the transfer and dispatch counters.
+    /// Transfers, dispatches and submissions of every backend on this runtime.
     pub fn counters(&self) -> Counters {
-        let c = &self.counters;
-        Counters {
-            uploads: c.uploads.load(Ordering::Relaxed),
-            downloads: c.downloads.load(Ordering::Relaxed),
-            upload_bytes: c.upload_bytes.load(Ordering::Relaxed),
-            download_bytes: c.download_bytes.load(Ordering::Relaxed),
-            dispatches: c.dispatches.load(Ordering::Relaxed),
-            submissions: c.submissions.load(Ordering::Relaxed),
-        }
+        self.counters.get()
+    }
+
+    /// Device memory of the tensor buffers: live, the most live at once, and pooled for reuse.
+    pub fn memory(&self) -> MemoryUse {
+        self.pool.usage()
+    }
+
+    /// Submits the pending batch and waits until the device has finished all submitted work.
+    pub fn wait_idle(&self) -> Result<(), GpuError> {
+        self.flush();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| GpuError::Device {
+                adapter: self.summary.name.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// Checks that a storage binding of `bytes` fits this device.
@@ -350,10 +358,14 @@ impl GpuRuntime {
         };
         let reused = self
             .pool
+            .free
             .lock()
             .ok()
             .and_then(|mut p| p.get_mut(&size).and_then(|v| v.pop()));
+        let live = self.pool.live.fetch_add(size, Ordering::Relaxed) + size;
+        self.pool.peak.fetch_max(live, Ordering::Relaxed);
         let buffer = reused.unwrap_or_else(|| {
+            self.pool.created.fetch_add(size, Ordering::Relaxed);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("cryptodl tensor"),
                 size,
@@ -377,10 +389,25 @@ impl GpuRuntime {
         self.flush();
         self.queue
             .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
-        self.counters.uploads.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .upload_bytes
-            .fetch_add(data.len() as u64 * 4, Ordering::Relaxed);
+        self.counters.upload(data.len() as u64 * 4);
+        Ok(buf)
+    }
+
+    /// Uploads the concatenation of `parts` into one pooled buffer (counted as one upload), with
+    /// one write per part: no host-side copy of the whole.
+    pub fn upload_parts(&self, parts: &[&[u32]]) -> Result<PooledBuffer, GpuError> {
+        let words: usize = parts.iter().map(|p| p.len()).sum();
+        let buf = self.alloc(words)?;
+        self.flush();
+        let mut at = 0u64;
+        for p in parts {
+            if !p.is_empty() {
+                self.queue
+                    .write_buffer(buf.buffer(), at * 4, bytemuck::cast_slice(p));
+            }
+            at += p.len() as u64;
+        }
+        self.counters.upload(words as u64 * 4);
         Ok(buf)
     }
 
@@ -599,11 +626,11 @@ impl GpuRuntime {
             pass.dispatch_workgroups(x as u32, y as u32, 1);
         }
         *count += 1;
-        self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
+        self.counters.launch();
         if *count >= MAX_PENDING_DISPATCHES {
             let (enc, _) = guard.take().expect("encoder present");
             self.queue.submit([enc.finish()]);
-            self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+            self.counters.submit();
         }
         Ok(())
     }
@@ -639,7 +666,7 @@ impl GpuRuntime {
         if let Ok(mut guard) = self.encoder.lock() {
             if let Some((enc, _)) = guard.take() {
                 self.queue.submit([enc.finish()]);
-                self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+                self.counters.submit();
             }
         }
     }
@@ -732,7 +759,7 @@ impl GpuRuntime {
             before(&mut enc);
             enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
             self.queue.submit([enc.finish()]);
-            self.counters.submissions.fetch_add(1, Ordering::Relaxed);
+            self.counters.submit();
         }
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -766,10 +793,7 @@ impl GpuRuntime {
         }
         let bytes = words as u64 * 4;
         let out = self.read_back(src, bytes, |_| {})?;
-        self.counters.downloads.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .download_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
+        self.counters.download(bytes);
         Ok(out)
     }
 }

@@ -1,0 +1,58 @@
+//! Choosing where the server evaluates: the `--backend` / `--adapter` flags shared by `demo`,
+//! `infer`, `score`, `bench` and `verify`, resolved to a [`Device`].
+
+use anyhow::Context as _;
+
+use crate::backend::gpu::{AdapterChoice, GpuRuntime};
+use crate::sched::Device;
+
+/// Which backend to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The CPU (kernels crate).
+    Cpu,
+    /// A GPU through wgpu; an error if none can be opened.
+    Gpu,
+    /// The GPU if one can be opened, else the CPU (saying why on stderr).
+    Auto,
+}
+
+/// Where the server part of a command runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Where the server evaluates: cpu, gpu (an error without an adapter) or auto (the GPU if
+    /// one opens, else the CPU, saying why).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// GPU adapter (case-insensitive substring of its name; default: $CRYPTODL_ADAPTER, else the
+    /// most powerful one).
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+impl ServerArgs {
+    /// The device these flags name: `auto` falls back to the CPU with one line on stderr saying
+    /// why; `gpu` fails with the runtime's error.
+    pub fn device(&self) -> anyhow::Result<Device> {
+        resolve(self.backend, self.adapter.as_deref())
+    }
+}
+
+/// Resolves a backend kind and adapter name to a [`Device`] (see [`ServerArgs::device`]).
+pub fn resolve(kind: BackendKind, adapter: Option<&str>) -> anyhow::Result<Device> {
+    let choice = AdapterChoice::from_arg(adapter);
+    match kind {
+        BackendKind::Cpu => Ok(Device::Cpu),
+        BackendKind::Gpu => Ok(Device::Gpu(
+            GpuRuntime::open(&choice)
+                .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?,
+        )),
+        BackendKind::Auto => match GpuRuntime::open(&choice) {
+            Ok(rt) => Ok(Device::Gpu(rt)),
+            Err(e) => {
+                eprintln!("backend auto: using the CPU because no GPU could be opened: {e}");
+                Ok(Device::Cpu)
+            }
+        },
+    }
+}

@@ -1,0 +1,278 @@
+//! The server engine: one [`Session`] per (device, parameters, evaluation keys), built once, that
+//! scores any number of batches. Every command that scores (`demo`, `infer`, `score`,
+//! `bench model`) goes through it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::{GpuBackend, GpuRuntime};
+use crate::backend::{Backend, Counters, MemoryUse};
+use crate::ckks::{
+    Ciphertext, CkksError, Context, DeviceCiphertext, DeviceEvaluator, DeviceKeys, EvaluationKeys,
+};
+
+use super::plan::{Plan, Step};
+use super::run::{chunk_size, download, run_step, upload};
+
+/// Where a session evaluates.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Device {
+    /// The CPU backend (kernels crate, rayon over the current thread pool).
+    Cpu,
+    /// A GPU through wgpu.
+    Gpu(Arc<GpuRuntime>),
+}
+
+/// What one step of a scored batch cost.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepStats {
+    /// Index in the plan.
+    pub step: usize,
+    /// `linear`, `square` or `cubic`.
+    pub kind: &'static str,
+    /// Ciphertexts in.
+    pub ciphertexts_in: usize,
+    /// Ciphertexts out.
+    pub ciphertexts_out: usize,
+    /// Level of the input.
+    pub level_in: usize,
+    /// Wall time (the backend synchronised at the end).
+    pub seconds: f64,
+    /// Kernel launches (GPU dispatches, CPU kernel calls).
+    pub launches: u64,
+    /// Bytes moved host -> backend (tensor data).
+    pub bytes_uploaded: u64,
+    /// Bytes moved backend -> host.
+    pub bytes_downloaded: u64,
+}
+
+/// What a scored batch cost.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchStats {
+    /// Upload of the input ciphertexts (and dropping them to the plan's level).
+    pub upload_seconds: f64,
+    /// Each step.
+    pub steps: Vec<StepStats>,
+    /// Download of the logits.
+    pub download_seconds: f64,
+    /// Everything: upload, steps, download.
+    pub seconds: f64,
+    /// Launches and transfers of the whole batch.
+    pub counters: Counters,
+    /// Tensor memory the backend obtained from the system during the batch (0 when every
+    /// buffer was reused).
+    pub fresh_bytes: u64,
+}
+
+/// The logits of one batch and what they cost.
+pub struct Scored {
+    /// One ciphertext per model output (slot `s` holds sample `s`'s logit).
+    pub logits: Vec<Ciphertext>,
+    /// Timings and counts.
+    pub stats: BatchStats,
+}
+
+/// One backend with the evaluation keys uploaded to it.
+struct Server<B: Backend> {
+    eval: DeviceEvaluator<B>,
+    keys: DeviceKeys<B::Tensor>,
+    chunk: usize,
+}
+
+/// The session's server, on the backend chosen at run time (boxed: built once, used by
+/// reference).
+enum Engine {
+    Cpu(Box<Server<CpuBackend>>),
+    Gpu(Box<Server<GpuBackend>>),
+}
+
+/// The server's side of encrypted inference: a backend, the evaluation keys uploaded to it
+/// once, and the chunk size; scores any number of batches with [`Session::score`]. Holds no
+/// secret.
+pub struct Session {
+    engine: Engine,
+}
+
+impl<B: Backend> Server<B> {
+    fn new(ctx: Arc<Context>, backend: B, keys: &EvaluationKeys) -> Result<Self, CkksError> {
+        let chunk = chunk_size(&backend, ctx.params());
+        let eval = DeviceEvaluator::new(ctx, backend)?;
+        let keys = eval.upload_keys(keys)?;
+        Ok(Self { eval, keys, chunk })
+    }
+
+    fn score(
+        &self,
+        plan: &Plan,
+        batch: &[Ciphertext],
+        mut progress: impl FnMut(&StepStats),
+    ) -> Result<Scored, CkksError> {
+        if batch.len() != plan.inputs {
+            return Err(CkksError::CountMismatch {
+                op: "score",
+                left: plan.inputs,
+                right: batch.len(),
+            });
+        }
+        let needed = plan.input_level();
+        if let Some(low) = batch.iter().find(|c| c.level < needed) {
+            return Err(CkksError::TooShallow {
+                level: low.level,
+                needed,
+            });
+        }
+        let be = self.eval.backend();
+        let start = be.counters();
+        let fresh = be.memory().fresh_bytes;
+        let t0 = Instant::now();
+        let mut cur = upload(&self.eval, batch, self.chunk)?;
+        // Ciphertexts above the plan's input level: drop the levels no step needs.
+        cur = cur
+            .into_iter()
+            .map(|c| {
+                let extra = c.level() - needed;
+                if extra > 0 {
+                    self.eval.drop_levels(&c, extra)
+                } else {
+                    Ok(c)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        be.synchronize()?;
+        let upload_seconds = t0.elapsed().as_secs_f64();
+        let mut steps = Vec::with_capacity(plan.steps.len());
+        for (i, step) in plan.steps.iter().enumerate() {
+            let before = be.counters();
+            let t = Instant::now();
+            let ciphertexts_in = cur.iter().map(DeviceCiphertext::count).sum();
+            let level_in = cur.first().map_or(0, DeviceCiphertext::level);
+            cur = run_step(&self.eval, &self.keys, step, cur, self.chunk)?;
+            be.synchronize()?;
+            let c = be.counters() - before;
+            let stats = StepStats {
+                step: i,
+                kind: match step {
+                    Step::Linear(_) => "linear",
+                    Step::Square => "square",
+                    Step::Cubic(_) => "cubic",
+                },
+                ciphertexts_in,
+                ciphertexts_out: cur.iter().map(DeviceCiphertext::count).sum(),
+                level_in,
+                seconds: t.elapsed().as_secs_f64(),
+                launches: c.launches,
+                bytes_uploaded: c.upload_bytes,
+                bytes_downloaded: c.download_bytes,
+            };
+            progress(&stats);
+            steps.push(stats);
+        }
+        let t = Instant::now();
+        let logits = download(&self.eval, &cur)?;
+        drop(cur);
+        let download_seconds = t.elapsed().as_secs_f64();
+        Ok(Scored {
+            logits,
+            stats: BatchStats {
+                upload_seconds,
+                steps,
+                download_seconds,
+                seconds: t0.elapsed().as_secs_f64(),
+                counters: be.counters() - start,
+                fresh_bytes: be.memory().fresh_bytes - fresh,
+            },
+        })
+    }
+}
+
+macro_rules! on_engine {
+    ($self:expr, |$s:ident| $body:expr) => {
+        match &$self.engine {
+            Engine::Cpu($s) => $body,
+            Engine::Gpu($s) => $body,
+        }
+    };
+}
+
+impl Session {
+    /// A session on `device` for `ctx`'s parameters, with the evaluation keys uploaded.
+    pub fn new(
+        device: Device,
+        ctx: Arc<Context>,
+        keys: &EvaluationKeys,
+    ) -> Result<Self, CkksError> {
+        let rns = ctx.rns().clone();
+        let engine = match device {
+            Device::Cpu => Engine::Cpu(Box::new(Server::new(ctx, CpuBackend::new(rns), keys)?)),
+            Device::Gpu(rt) => {
+                Engine::Gpu(Box::new(Server::new(ctx, GpuBackend::new(rt, rns)?, keys)?))
+            }
+        };
+        Ok(Self { engine })
+    }
+
+    /// The backend's name (`cpu`, or `gpu (<adapter>)`).
+    pub fn backend_name(&self) -> String {
+        on_engine!(self, |s| s.eval.backend().name())
+    }
+
+    /// `cpu` or `gpu`.
+    pub fn kind(&self) -> &'static str {
+        match &self.engine {
+            Engine::Cpu(_) => "cpu",
+            Engine::Gpu(_) => "gpu",
+        }
+    }
+
+    /// The GPU adapter's name, on a GPU.
+    pub fn adapter(&self) -> Option<String> {
+        match &self.engine {
+            Engine::Cpu(_) => None,
+            Engine::Gpu(s) => Some(s.eval.backend().runtime().adapter().name.clone()),
+        }
+    }
+
+    /// Ciphertexts per launch.
+    pub fn chunk_size(&self) -> usize {
+        on_engine!(self, |s| s.chunk)
+    }
+
+    /// Sets the ciphertexts per launch (at least 1; the result does not depend on it).
+    pub fn set_chunk_size(&mut self, chunk: usize) {
+        match &mut self.engine {
+            Engine::Cpu(s) => s.chunk = chunk.max(1),
+            Engine::Gpu(s) => s.chunk = chunk.max(1),
+        }
+    }
+
+    /// Scores one batch: `batch` holds one ciphertext per input value of the plan (slot `s` of
+    /// each holding sample `s`), at the plan's input level or above (extra levels are dropped
+    /// first). Returns the logits and the cost of each step.
+    pub fn score(&self, plan: &Plan, batch: &[Ciphertext]) -> Result<Scored, CkksError> {
+        self.score_with(plan, batch, |_| {})
+    }
+
+    /// [`Self::score`], calling `progress` after each step.
+    pub fn score_with(
+        &self,
+        plan: &Plan,
+        batch: &[Ciphertext],
+        progress: impl FnMut(&StepStats),
+    ) -> Result<Scored, CkksError> {
+        on_engine!(self, |s| s.score(plan, batch, progress))
+    }
+
+    /// Launches and transfers since the session was built (key upload included).
+    pub fn counters(&self) -> Counters {
+        on_engine!(self, |s| s.eval.backend().counters())
+    }
+
+    /// Tensor memory of the backend (device memory on a GPU).
+    pub fn memory(&self) -> MemoryUse {
+        on_engine!(self, |s| s.eval.backend().memory())
+    }
+}
