@@ -2,10 +2,11 @@
 //! and WGSL kernels on any GPU (see `DESIGN.md` in the project's shared folder and the README).
 //!
 //! Layering (dependencies point one way): `cli` -> `sched` -> (`nn`, `ckks`) -> `backend` ->
-//! `cryptodl_kernels`.
+//! `cryptodl_kernels`; [`io`] (atomic file output) is used by all of them.
 
 pub mod backend;
 pub mod ckks;
 pub mod cli;
+pub mod io;
 pub mod nn;
 pub mod sched;

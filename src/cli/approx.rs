@@ -1,8 +1,8 @@
 //! `cryptodl approx`: fit polynomial approximations of an activation and compare methods.
 
+use crate::io::write_bytes_atomic;
 use crate::nn::activation::ActFn;
 use crate::nn::fit::{fit, Fit, FitMethod};
-use crate::nn::model::write_atomic;
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -148,6 +148,6 @@ fn plot(fits: &[Fit], path: &std::path::Path) -> anyhow::Result<()> {
             .draw()?;
         root.present()?;
     }
-    write_atomic(path, svg.as_bytes())?;
+    write_bytes_atomic(path, svg.as_bytes())?;
     Ok(())
 }

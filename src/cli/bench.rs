@@ -662,7 +662,7 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
         batch_size: slots,
         ciphertexts_in: plan.inputs,
         input_level: plan.input_level(),
-        chunk_size: session.chunk_size(),
+        chunk_size: session.chunk_size(&plan),
         batches: runs.len(),
         batch_seconds,
         batch_seconds_all,

@@ -29,8 +29,9 @@ use crate::ckks::serialize::{
 use crate::ckks::{
     Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Preset, PRESETS,
 };
+use crate::io::write_bytes_atomic;
 use crate::nn::dataset::DatasetKind;
-use crate::nn::model::{write_atomic, Model};
+use crate::nn::model::Model;
 use crate::nn::reference;
 use crate::sched::{self, Plan, Session};
 
@@ -73,7 +74,7 @@ fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
 
 fn write_manifest(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(m)?;
-    write_atomic(&dir.join(MANIFEST), text.as_bytes())
+    write_bytes_atomic(&dir.join(MANIFEST), text.as_bytes())
         .with_context(|| format!("cannot write {}", dir.join(MANIFEST).display()))
 }
 

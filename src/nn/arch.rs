@@ -181,6 +181,99 @@ pub fn conv_out(n: usize, k: usize, s: usize, p: usize) -> Option<usize> {
     }
 }
 
+/// What a layer does to the shape of its input: the one shape rule that the training spec
+/// ([`ArchSpec::shapes`]), the exported model ([`super::model::Model::shapes`]) and the HE
+/// planner all use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Geometry {
+    /// A convolution to `out_channels` maps (square kernel).
+    Conv {
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding on each side.
+        padding: usize,
+    },
+    /// A pooling window (same channels).
+    Pool {
+        /// Window size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+    },
+    /// A dense layer to `out` values (flat input).
+    Dense {
+        /// Outputs.
+        out: usize,
+    },
+    /// Maps flattened to a vector (CHW order).
+    Flatten,
+    /// Shape unchanged (activations, batch norm).
+    Same,
+}
+
+impl Shape {
+    /// The output shape of a layer of geometry `g` on this input, or why it does not fit.
+    pub fn after(self, g: Geometry) -> Result<Shape, String> {
+        match (g, self) {
+            (
+                Geometry::Conv {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                },
+                Shape::Maps { h, w, .. },
+            ) => {
+                if out_channels == 0 || kernel == 0 {
+                    return Err("out_channels and kernel must be positive".into());
+                }
+                match (
+                    conv_out(h, kernel, stride, padding),
+                    conv_out(w, kernel, stride, padding),
+                ) {
+                    (Some(oh), Some(ow)) => Ok(Shape::Maps {
+                        c: out_channels,
+                        h: oh,
+                        w: ow,
+                    }),
+                    _ => Err(format!(
+                        "kernel {kernel} (stride {stride}, padding {padding}) does not fit a {h}x{w} input"
+                    )),
+                }
+            }
+            (Geometry::Pool { kernel, stride }, Shape::Maps { c, h, w }) => {
+                match (
+                    conv_out(h, kernel, stride, 0),
+                    conv_out(w, kernel, stride, 0),
+                ) {
+                    (Some(oh), Some(ow)) if kernel > 0 => Ok(Shape::Maps { c, h: oh, w: ow }),
+                    _ => Err(format!(
+                        "window {kernel} stride {stride} does not fit {h}x{w}"
+                    )),
+                }
+            }
+            (Geometry::Dense { out }, Shape::Flat(_)) => {
+                if out == 0 {
+                    return Err("out must be positive".into());
+                }
+                Ok(Shape::Flat(out))
+            }
+            (Geometry::Dense { .. }, Shape::Maps { .. }) => {
+                Err("input is feature maps: put a {\"type\":\"flatten\"} layer before dense".into())
+            }
+            (Geometry::Flatten, s) => Ok(Shape::Flat(s.numel())),
+            (Geometry::Same, s) => Ok(s),
+            (Geometry::Conv { .. } | Geometry::Pool { .. }, Shape::Flat(_)) => {
+                Err("input is flat; conv2d / avg_pool need feature maps".into())
+            }
+        }
+    }
+}
+
 impl ArchSpec {
     /// A named architecture (`cryptonets`, `hcnn`, `cryptodl`) or a JSON spec file.
     ///
@@ -281,69 +374,31 @@ impl ArchSpec {
         let mut out = Vec::new();
         let mut prev_linear = false;
         for (i, l) in self.layers.iter().enumerate() {
-            cur = match (l, cur) {
-                (
-                    LayerSpec::Conv2d {
-                        out_channels,
-                        kernel,
-                        stride,
-                        padding,
-                    },
-                    Shape::Maps { h, w, .. },
-                ) => {
-                    if *out_channels == 0 || *kernel == 0 {
-                        return Err(err(i, l, "out_channels and kernel must be positive".into()));
-                    }
-                    let (Some(oh), Some(ow)) = (
-                        conv_out(h, *kernel, *stride, *padding),
-                        conv_out(w, *kernel, *stride, *padding),
-                    ) else {
-                        return Err(err(i, l, format!("kernel {kernel} (stride {stride}, padding {padding}) does not fit a {h}x{w} input")));
-                    };
-                    Shape::Maps {
-                        c: *out_channels,
-                        h: oh,
-                        w: ow,
-                    }
-                }
-                (LayerSpec::AvgPool { kernel, stride }, Shape::Maps { c, h, w }) => {
-                    let s = stride.unwrap_or(*kernel);
-                    let (Some(oh), Some(ow)) =
-                        (conv_out(h, *kernel, s, 0), conv_out(w, *kernel, s, 0))
-                    else {
-                        return Err(err(
-                            i,
-                            l,
-                            format!("window {kernel} stride {s} does not fit {h}x{w}"),
-                        ));
-                    };
-                    if *kernel == 0 {
-                        return Err(err(i, l, "window must be positive".into()));
-                    }
-                    Shape::Maps { c, h: oh, w: ow }
-                }
-                (LayerSpec::Dense { out: o }, Shape::Flat(_)) => {
-                    if *o == 0 {
-                        return Err(err(i, l, "out must be positive".into()));
-                    }
-                    Shape::Flat(*o)
-                }
-                (LayerSpec::Dense { .. }, Shape::Maps { .. }) => {
-                    return Err(err(
-                        i,
-                        l,
-                        "input is feature maps: put a {\"type\":\"flatten\"} layer before dense"
-                            .into(),
-                    ))
-                }
-                (LayerSpec::Flatten, s) => Shape::Flat(s.numel()),
-                (LayerSpec::BatchNorm, s) => {
+            let geometry = match *l {
+                LayerSpec::Conv2d {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                } => Geometry::Conv {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                },
+                LayerSpec::AvgPool { kernel, stride } => Geometry::Pool {
+                    kernel,
+                    stride: stride.unwrap_or(kernel),
+                },
+                LayerSpec::Dense { out } => Geometry::Dense { out },
+                LayerSpec::Flatten => Geometry::Flatten,
+                LayerSpec::BatchNorm => {
                     if !prev_linear {
                         return Err(err(i, l, "batch_norm must follow conv2d or dense (possibly through avg_pool) so it can be folded".into()));
                     }
-                    s
+                    Geometry::Same
                 }
-                (LayerSpec::Poly { coeffs, .. }, s) => {
+                LayerSpec::Poly { ref coeffs, .. } => {
                     if coeffs.is_empty() || coeffs.iter().any(|c| !c.is_finite()) {
                         return Err(err(
                             i,
@@ -351,17 +406,11 @@ impl ArchSpec {
                             "coefficients must be finite and non-empty".into(),
                         ));
                     }
-                    s
+                    Geometry::Same
                 }
-                (LayerSpec::Act | LayerSpec::Std { .. }, s) => s,
-                (LayerSpec::Conv2d { .. } | LayerSpec::AvgPool { .. }, Shape::Flat(_)) => {
-                    return Err(err(
-                        i,
-                        l,
-                        "input is flat; conv2d / avg_pool need feature maps".into(),
-                    ))
-                }
+                LayerSpec::Act | LayerSpec::Std { .. } => Geometry::Same,
             };
+            cur = cur.after(geometry).map_err(|r| err(i, l, r))?;
             prev_linear = match l {
                 LayerSpec::Conv2d { .. } | LayerSpec::Dense { .. } => true,
                 LayerSpec::AvgPool { .. } => prev_linear,

@@ -7,7 +7,7 @@
 //! normalisation, training summary).
 
 use super::activation::{ActFn, Polynomial};
-use super::arch::{conv_out, Shape};
+use super::arch::{Geometry, Shape};
 use ndarray::{Array1, Array2, Array4, Axis};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -385,7 +385,8 @@ impl Model {
         let mut out = Vec::new();
         for (index, l) in self.layers.iter().enumerate() {
             let bad = |reason: String| ModelError::Layer { index, reason };
-            cur = match (l, cur) {
+            // Weights must fit the input; the shape rule is the one of the training spec.
+            let geometry = match (l, cur) {
                 (
                     Layer::Conv2d {
                         weight,
@@ -393,7 +394,7 @@ impl Model {
                         stride,
                         padding,
                     },
-                    Shape::Maps { c, h, w },
+                    Shape::Maps { c, .. },
                 ) => {
                     let (o, i, k, k2) = weight.dim();
                     if i != c || k != k2 || bias.len() != o {
@@ -403,23 +404,17 @@ impl Model {
                             bias.len()
                         )));
                     }
-                    match (
-                        conv_out(h, k, *stride, *padding),
-                        conv_out(w, k, *stride, *padding),
-                    ) {
-                        (Some(oh), Some(ow)) => Shape::Maps { c: o, h: oh, w: ow },
-                        _ => return Err(bad(format!("kernel {k} does not fit {h}x{w}"))),
+                    Geometry::Conv {
+                        out_channels: o,
+                        kernel: k,
+                        stride: *stride,
+                        padding: *padding,
                     }
                 }
-                (Layer::SumPool { kernel, stride }, Shape::Maps { c, h, w }) => {
-                    match (
-                        conv_out(h, *kernel, *stride, 0),
-                        conv_out(w, *kernel, *stride, 0),
-                    ) {
-                        (Some(oh), Some(ow)) if *kernel > 0 => Shape::Maps { c, h: oh, w: ow },
-                        _ => return Err(bad(format!("window {kernel} does not fit {h}x{w}"))),
-                    }
-                }
+                (Layer::SumPool { kernel, stride }, _) => Geometry::Pool {
+                    kernel: *kernel,
+                    stride: *stride,
+                },
                 (Layer::Dense { weight, bias }, Shape::Flat(n)) => {
                     let (o, i) = weight.dim();
                     if i != n || bias.len() != o {
@@ -429,12 +424,13 @@ impl Model {
                             bias.len()
                         )));
                     }
-                    Shape::Flat(o)
+                    Geometry::Dense { out: o }
                 }
-                (Layer::Flatten, s) => Shape::Flat(s.numel()),
-                (Layer::Act(_), s) => s,
+                (Layer::Flatten, _) => Geometry::Flatten,
+                (Layer::Act(_), _) => Geometry::Same,
                 (_, s) => return Err(bad(format!("layer does not accept input of shape {s:?}"))),
             };
+            cur = cur.after(geometry).map_err(bad)?;
             out.push(cur);
         }
         if !matches!(cur, Shape::Flat(_)) {
@@ -558,7 +554,7 @@ impl Model {
     /// Writes the model atomically (temporary file in the same directory, then rename).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let bytes = self.to_bytes()?;
-        write_atomic(path, &bytes).map_err(|error| ModelError::Io {
+        crate::io::write_bytes_atomic(path, &bytes).map_err(|error| ModelError::Io {
             path: path.to_path_buf(),
             error,
         })
@@ -679,21 +675,4 @@ impl Model {
         m.shapes().map_err(|e| fmt(e.to_string()))?;
         Ok(m)
     }
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file next to it, then a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }

@@ -10,6 +10,7 @@
 //! activation is evaluated as `(c3 x + c2) x^2 + (c1 x + c0)` in two levels.
 
 use crate::ckks::{LinearLayer, Preset, PRESETS};
+use crate::nn::arch::Shape;
 use crate::nn::model::{Activation, Layer, Model};
 
 /// Why a model cannot be planned.
@@ -156,16 +157,15 @@ impl Affine {
     }
 }
 
-/// The rows of a convolution over CHW maps `(c, h, w)`.
+/// The rows of a convolution from CHW maps of `h x w` to maps of `oh x ow`.
 fn conv_rows(
     weight: &ndarray::Array4<f64>,
     (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
     stride: usize,
     padding: usize,
-) -> (Vec<Vec<(usize, f64)>>, usize, usize) {
+) -> Vec<Vec<(usize, f64)>> {
     let (o, ic, k, _) = weight.dim();
-    let oh = (h + 2 * padding - k) / stride + 1;
-    let ow = (w + 2 * padding - k) / stride + 1;
     let mut rows = Vec::with_capacity(o * oh * ow);
     for oc in 0..o {
         for y in 0..oh {
@@ -193,16 +193,27 @@ fn conv_rows(
             }
         }
     }
-    (rows, oh, ow)
+    rows
 }
 
 impl Plan {
     /// Compiles `model` (polynomial activations of degree at most 2).
     pub fn compile(model: &Model) -> Result<Plan, PlanError> {
-        model.shapes()?;
+        // The shape of every layer's input and output, from the model's one shape rule.
+        let shapes = model.shapes()?;
         let [c0, h0, w0] = model.input;
         let inputs = c0 * h0 * w0;
-        let (mut c, mut h, mut w) = (c0, h0, w0);
+        let maps = |s: &Shape| match *s {
+            Shape::Maps { c, h, w } => (c, h, w),
+            Shape::Flat(n) => (n, 1, 1),
+        };
+        let input_of = |index: usize| {
+            if index == 0 {
+                (c0, h0, w0)
+            } else {
+                maps(&shapes[index - 1])
+            }
+        };
         let mut steps = Vec::new();
         // Encrypted values so far, and the affine map from them to the model's current values.
         let mut width = inputs;
@@ -215,15 +226,16 @@ impl Plan {
                     stride,
                     padding,
                 } => {
-                    let (rows, oh, ow) = conv_rows(weight, (h, w), *stride, *padding);
-                    let o = weight.dim().0;
+                    let (_, h, w) = input_of(index);
+                    let (o, oh, ow) = maps(&shapes[index]);
+                    let rows = conv_rows(weight, (h, w), (oh, ow), *stride, *padding);
                     let b = (0..o * oh * ow).map(|r| bias[r / (oh * ow)]).collect();
                     pending = pending.then(rows, b);
-                    (c, h, w) = (o, oh, ow);
                 }
                 Layer::SumPool { kernel, stride } => {
                     let (k, s) = (*kernel, *stride);
-                    let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
+                    let (c, h, w) = input_of(index);
+                    let (_, oh, ow) = maps(&shapes[index]);
                     let mut rows = Vec::with_capacity(c * oh * ow);
                     for cc in 0..c {
                         for y in 0..oh {
@@ -237,9 +249,8 @@ impl Plan {
                         }
                     }
                     pending = pending.then(rows, vec![0.0; c * oh * ow]);
-                    (h, w) = (oh, ow);
                 }
-                Layer::Flatten => (c, h, w) = (c * h * w, 1, 1),
+                Layer::Flatten => {}
                 Layer::Dense { weight, bias } => {
                     let rows = weight
                         .outer_iter()
@@ -252,7 +263,6 @@ impl Plan {
                         })
                         .collect();
                     pending = pending.then(rows, bias.to_vec());
-                    (c, h, w) = (weight.dim().0, 1, 1);
                 }
                 Layer::Act(Activation::Poly { coeffs }) => {
                     let p = &coeffs.coeffs;

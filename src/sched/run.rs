@@ -7,16 +7,18 @@ use crate::ckks::{
 
 use super::plan::{Plan, Step};
 
-/// Ciphertexts per launch for `params` on `backend`: as many as keep the largest intermediate
-/// tensor of a step within the backend's [`Backend::max_tensor_words`]: the product of a
-/// squaring (`3 (L + 1) N` words per ciphertext), or the key-switching digits where the backend
-/// materialises them ([`Backend::keyswitch_words`]); between 1 and 1024.
-pub fn chunk_size<B: Backend>(backend: &B, params: &Parameters) -> usize {
-    let limbs = params.max_level() + 1;
+/// Ciphertexts per launch for ciphertexts at `level` of `params` on `backend`: as many as keep
+/// the largest intermediate tensor of a step within the backend's
+/// [`Backend::max_tensor_words`]: the product of a squaring (`3 (level + 1) N` words per
+/// ciphertext), or the key-switching digits where the backend materialises them
+/// ([`Backend::keyswitch_words`]); at least 1.
+pub fn chunk_size<B: Backend>(backend: &B, params: &Parameters, level: usize) -> usize {
+    let limbs = level.min(params.max_level()) + 1;
     let product = 3 * limbs * params.n();
-    let digits = backend.keyswitch_words(limbs, params.p().len(), params.dnum());
+    let digits =
+        backend.keyswitch_words(limbs, params.p().len(), limbs.div_ceil(params.digit_size()));
     let per_ct = product.max(digits);
-    (backend.max_tensor_words() / per_ct.max(1)).clamp(1, 1024)
+    (backend.max_tensor_words() / per_ct.max(1)).max(1)
 }
 
 /// Uploads a layer's ciphertexts in chunks of at most `chunk`.

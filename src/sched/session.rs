@@ -80,7 +80,8 @@ pub struct Scored {
 struct Server<B: Backend> {
     eval: DeviceEvaluator<B>,
     keys: DeviceKeys<B::Tensor>,
-    chunk: usize,
+    /// Ciphertexts per launch, when set by the caller (else from the plan's input level).
+    chunk: Option<usize>,
 }
 
 /// The session's server, on the backend chosen at run time (boxed: built once, used by
@@ -99,10 +100,18 @@ pub struct Session {
 
 impl<B: Backend> Server<B> {
     fn new(ctx: Arc<Context>, backend: B, keys: &EvaluationKeys) -> Result<Self, CkksError> {
-        let chunk = chunk_size(&backend, ctx.params());
         let eval = DeviceEvaluator::new(ctx, backend)?;
         let keys = eval.upload_keys(keys)?;
-        Ok(Self { eval, keys, chunk })
+        Ok(Self {
+            eval,
+            keys,
+            chunk: None,
+        })
+    }
+
+    fn chunk_for(&self, level: usize) -> usize {
+        self.chunk
+            .unwrap_or_else(|| chunk_size(self.eval.backend(), self.eval.context().params(), level))
     }
 
     fn score(
@@ -126,10 +135,11 @@ impl<B: Backend> Server<B> {
             });
         }
         let be = self.eval.backend();
+        let chunk = self.chunk_for(needed);
         let start = be.counters();
         let fresh = be.memory().fresh_bytes;
         let t0 = Instant::now();
-        let mut cur = upload(&self.eval, batch, self.chunk)?;
+        let mut cur = upload(&self.eval, batch, chunk)?;
         // Ciphertexts above the plan's input level: drop the levels no step needs.
         cur = cur
             .into_iter()
@@ -150,7 +160,7 @@ impl<B: Backend> Server<B> {
             let t = Instant::now();
             let ciphertexts_in = cur.iter().map(DeviceCiphertext::count).sum();
             let level_in = cur.first().map_or(0, DeviceCiphertext::level);
-            cur = run_step(&self.eval, &self.keys, step, cur, self.chunk)?;
+            cur = run_step(&self.eval, &self.keys, step, cur, chunk)?;
             be.synchronize()?;
             let c = be.counters() - before;
             let stats = StepStats {
@@ -236,16 +246,17 @@ impl Session {
         }
     }
 
-    /// Ciphertexts per launch.
-    pub fn chunk_size(&self) -> usize {
-        on_engine!(self, |s| s.chunk)
+    /// Ciphertexts per launch for `plan`: what keeps every intermediate tensor within the
+    /// backend's limit, unless set with [`Self::set_chunk_size`].
+    pub fn chunk_size(&self, plan: &Plan) -> usize {
+        on_engine!(self, |s| s.chunk_for(plan.input_level()))
     }
 
     /// Sets the ciphertexts per launch (at least 1; the result does not depend on it).
     pub fn set_chunk_size(&mut self, chunk: usize) {
         match &mut self.engine {
-            Engine::Cpu(s) => s.chunk = chunk.max(1),
-            Engine::Gpu(s) => s.chunk = chunk.max(1),
+            Engine::Cpu(s) => s.chunk = Some(chunk.max(1)),
+            Engine::Gpu(s) => s.chunk = Some(chunk.max(1)),
         }
     }
 

@@ -44,9 +44,10 @@ impl CpuTensor {
     }
 }
 
-/// The CPU memory bound of one tensor by default (2 GiB): layers are chunked below it, as on a
-/// GPU with that binding limit.
-pub const DEFAULT_MAX_TENSOR_BYTES: usize = 2 << 30;
+/// The CPU memory bound of one tensor by default (4 GiB): layers are chunked below it, as on a
+/// GPU with that binding limit. (Key switching needs no large intermediate on the CPU, so a
+/// layer of the networks here is one tensor.)
+pub const DEFAULT_MAX_TENSOR_BYTES: usize = 4 << 30;
 
 /// The CPU implementation of [`Backend`].
 pub struct CpuBackend {
