@@ -109,6 +109,61 @@ fn fused_key_switching_equals_the_composed_one() {
 }
 
 #[test]
+fn fused_linear_and_rescale_equals_linear_then_rescale() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let c = case(1024, 4, 1, 1);
+    let cpu = CpuBackend::new(c.ctx.clone());
+    let inputs = 40;
+    let shape = Shape::ntt(2 * inputs, c.q.clone());
+    let x = cpu
+        .upload(&random(&c.ctx, &shape, &mut rng), shape.clone())
+        .unwrap();
+    // A dense row, an empty row, and many short rows (several blocks per thread).
+    let outputs = 150;
+    let mut row_ptr = vec![0u32];
+    let mut cols = Vec::new();
+    for j in 0..outputs {
+        let len = match j {
+            0 => inputs,
+            1 => 0,
+            _ => rng.random_range(1..=9),
+        };
+        cols.extend((0..len).map(|e| {
+            if j == 0 {
+                e as u32
+            } else {
+                rng.random_range(0..inputs as u32)
+            }
+        }));
+        row_ptr.push(cols.len() as u32);
+    }
+    let nnz = cols.len();
+    let w = cryptodl::backend::LinearWeights {
+        inputs,
+        values: c
+            .q
+            .iter()
+            .flat_map(|&m| {
+                let q = c.ctx.primes()[m];
+                (0..nnz).map(|_| rng.random_range(0..q)).collect::<Vec<_>>()
+            })
+            .collect(),
+        bias: (0..outputs * c.q.len())
+            .map(|i| rng.random_range(0..c.ctx.primes()[i % c.q.len()]))
+            .collect(),
+        row_ptr,
+        cols,
+    };
+    let fused = cpu.linear_rescale(&x, 2, &w).unwrap();
+    let want = cpu
+        .divide_round(&cpu.linear(&x, 2, &w).unwrap(), 1)
+        .unwrap();
+    assert_eq!(fused, want);
+    assert_eq!(cpu.shape(&fused).polys, 2 * outputs);
+    assert_eq!(cpu.shape(&fused).moduli, c.q[..3].to_vec());
+}
+
+#[test]
 fn operations_refuse_the_wrong_representation() {
     let c = case(1024, 3, 1, 1);
     let cpu = CpuBackend::new(c.ctx.clone());

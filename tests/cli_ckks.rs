@@ -329,3 +329,129 @@ fn keygen_encrypt_score_decrypt_as_separate_client_and_server_steps() {
     let (ok, _, stderr) = score(&p("scored2"));
     assert!(!ok && stderr.contains("batch-00000.cts"), "{stderr}");
 }
+
+/// A small model at `toy4096`: flatten, dense 4, poly2, dense 3 (4 of the 5 levels).
+fn tiny_model(dir: &std::path::Path) -> std::path::PathBuf {
+    use cryptodl::nn::activation::Polynomial;
+    use cryptodl::nn::model::{Activation, Layer, Model, Normalization};
+    let path = dir.join("tiny.safetensors");
+    let w = |o: usize, i: usize| {
+        ndarray::Array2::from_shape_fn((o, i), |(a, b)| ((a * 7 + b * 3) % 11) as f64 / 40.0 - 0.1)
+    };
+    Model {
+        name: "tiny".into(),
+        input: [1, 8, 8],
+        normalization: Normalization {
+            mean: vec![0.5],
+            std: vec![0.25],
+        },
+        layers: vec![
+            Layer::Flatten,
+            Layer::Dense {
+                weight: w(4, 64),
+                bias: ndarray::Array1::from(vec![0.1, -0.2, 0.05, 0.0]),
+            },
+            Layer::Act(Activation::Poly {
+                coeffs: Polynomial::new(vec![0.375, 0.5, 0.1171875]),
+            }),
+            Layer::Dense {
+                weight: w(3, 4),
+                bias: ndarray::Array1::zeros(3),
+            },
+        ],
+        training: serde_json::Value::Null,
+    }
+    .save(&path)
+    .unwrap();
+    path
+}
+
+#[test]
+fn bench_model_reports_every_step_and_reuses_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let model = model.to_str().unwrap();
+    let args = |backend: &'static str| {
+        vec![
+            "bench",
+            "model",
+            "--model",
+            model,
+            "--preset",
+            "toy4096",
+            "--insecure",
+            "--batches",
+            "2",
+            "--threads",
+            "2",
+            "--backend",
+            backend,
+            "--json",
+        ]
+    };
+    let (ok, stdout, stderr) = cryptodl(&args("cpu"));
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["backend"], "cpu");
+    assert_eq!(v["insecure"], true);
+    assert_eq!(
+        (v["threads"].as_u64(), v["batch_size"].as_u64()),
+        (Some(2), Some(2048))
+    );
+    assert_eq!(v["batches"], 2);
+    assert_eq!(
+        v["input_level"], 4,
+        "4 of toy4096's 5 levels: inputs one level down"
+    );
+    let layers = v["layers"].as_array().unwrap();
+    let kinds: Vec<&str> = layers.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["linear", "square", "linear"]);
+    assert_eq!(layers[0]["ciphertexts_in"], 64);
+    assert_eq!(layers[2]["ciphertexts_out"], 3);
+    for l in layers {
+        assert!(l["seconds"].as_f64().unwrap() > 0.0);
+        assert!(l["launches"].as_u64().unwrap() >= 1);
+        assert_eq!(
+            l["bytes_uploaded"], 0,
+            "the steps run on resident ciphertexts"
+        );
+    }
+    let bps = v["batch_seconds"].as_f64().unwrap();
+    let pph = v["predictions_per_hour"].as_f64().unwrap();
+    assert!((pph - 2048.0 / bps * 3600.0).abs() < 1e-6 * pph);
+    assert!(v["peak_memory_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        v["fresh_bytes"], 0,
+        "a batch after the warm-up takes only pooled memory"
+    );
+    assert_eq!(v["argmax_agreement"], 1.0);
+    assert!(v["max_logit_error"].as_f64().unwrap() < 1e-2);
+    assert_eq!(
+        v["bytes_uploaded"].as_u64().unwrap(),
+        64 * 2 * 5 * 4096 * 4,
+        "host -> backend: the batch's 64 ciphertexts of 5 limbs, nothing else"
+    );
+
+    // The same on a GPU: the same steps, the inputs uploaded once per batch.
+    let (ok, stdout, stderr) = cryptodl(&args("gpu"));
+    if !ok && stderr.contains("needs a GPU adapter") {
+        assert!(
+            std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
+            "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
+        );
+        eprintln!("SKIPPED: no GPU adapter for `bench model --backend gpu` ({stderr})");
+        return;
+    }
+    assert!(ok, "{stderr}");
+    let g: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(g["backend"], "gpu");
+    assert!(g["adapter"].as_str().is_some());
+    assert_eq!(g["argmax_agreement"], 1.0);
+    assert_eq!(g["bytes_uploaded"], v["bytes_uploaded"]);
+    assert_eq!(
+        g["bytes_downloaded"].as_u64().unwrap(),
+        3 * 2 * 2 * 4096 * 4,
+        "backend -> host: the 3 logits ciphertexts (2 limbs), nothing else"
+    );
+    assert_eq!(g["layers"].as_array().unwrap().len(), 3);
+}

@@ -646,6 +646,18 @@ pub trait Backend {
     /// batch packing this is a convolution or dense layer over ciphertexts, in one launch.
     fn linear(&self, x: &Self::Tensor, comps: usize, w: &LinearWeights) -> Result<Self::Tensor>;
 
+    /// [`Self::linear`] then [`Self::divide_round`] by the last limb (a linear step with its
+    /// rescale). Returns `[outputs][comps][limbs - 1]`.
+    fn linear_rescale(
+        &self,
+        x: &Self::Tensor,
+        comps: usize,
+        w: &LinearWeights,
+    ) -> Result<Self::Tensor> {
+        let y = self.linear(x, comps, w)?;
+        self.divide_round(&y, 1)
+    }
+
     /// In-place forward NTT of every limb of every polynomial (coefficients in natural order ->
     /// evaluations in bit-reversed order); the tensor must be in coefficient form.
     fn ntt_forward(&self, t: &mut Self::Tensor) -> Result<()>;

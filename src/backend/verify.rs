@@ -250,6 +250,12 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
         let x = be.upload(&a, ct.clone())?;
         be.download(&be.linear(&x, 2, &weights)?)?
     });
+    if case.q_limbs >= 2 {
+        both!("linear + divide_round (linear_rescale)", l, count, |be| {
+            let x = be.upload(&a, ct.clone())?;
+            be.download(&be.linear_rescale(&x, 2, &weights)?)?
+        });
+    }
     both!("ew_copy (join_components)", l, count, |be| {
         let (x, y) = (be.upload(&a, ct.clone())?, be.upload(&b, ct.clone())?);
         be.download(&be.join_components(count, &[&x, &y])?)?

@@ -512,6 +512,47 @@ impl<B: Backend> DeviceEvaluator<B> {
         layer: &LinearLayer,
         const_scale: Option<f64>,
     ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        let (weights, scale) = self.linear_weights(x, layer, const_scale)?;
+        let data = self.backend.linear(&x.data, x.size, &weights)?;
+        Ok(DeviceCiphertext {
+            data,
+            count: weights.outputs(),
+            size: x.size,
+            level: x.level,
+            scale,
+        })
+    }
+
+    /// [`Self::linear`] with the constant scale `q_l`, then [`Self::rescale`], in one backend
+    /// operation ([`Backend::linear_rescale`]; fused on the CPU): level - 1, scale unchanged up
+    /// to the rounding of `q_l / q_l`.
+    pub fn linear_rescale(
+        &self,
+        x: &DeviceCiphertext<B::Tensor>,
+        layer: &LinearLayer,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        if x.level == 0 {
+            return Err(CkksError::OutOfLevels { op: "rescale" });
+        }
+        let (weights, scale) = self.linear_weights(x, layer, None)?;
+        let data = self.backend.linear_rescale(&x.data, x.size, &weights)?;
+        let q = self.ctx.params().q()[x.level] as f64;
+        Ok(DeviceCiphertext {
+            data,
+            count: weights.outputs(),
+            size: x.size,
+            level: x.level - 1,
+            scale: scale / q,
+        })
+    }
+
+    /// The backend weights of a linear layer over `x`, and the scale of its output.
+    fn linear_weights(
+        &self,
+        x: &DeviceCiphertext<B::Tensor>,
+        layer: &LinearLayer,
+        const_scale: Option<f64>,
+    ) -> Result<(LinearWeights, f64), CkksError> {
         self.check(x)?;
         if layer.inputs != x.count {
             return Err(CkksError::CountMismatch {
@@ -579,14 +620,7 @@ impl<B: Backend> DeviceEvaluator<B> {
             values,
             bias,
         };
-        let data = self.backend.linear(&x.data, x.size, &weights)?;
-        Ok(DeviceCiphertext {
-            data,
-            count: outputs,
-            size: x.size,
-            level: x.level,
-            scale: out_scale,
-        })
+        Ok((weights, out_scale))
     }
 
     /// `a + c` for a real constant `c` (added to every slot at the ciphertext's scale).

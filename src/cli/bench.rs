@@ -484,13 +484,12 @@ fn server_ops<B: Backend>(
     Ok(product.into_iter().next().expect("a batch of one"))
 }
 
-/// One step of the plan in the report (median time over the timed batches).
+/// One step of the plan in the report: counts of the last batch, `seconds` the median over the
+/// timed batches.
 #[derive(Serialize)]
 struct LayerReport {
     #[serde(flatten)]
-    last: StepStats,
-    /// Median over the timed batches (`seconds` is the last batch's).
-    median_seconds: f64,
+    stats: StepStats,
 }
 
 #[derive(Serialize)]
@@ -635,8 +634,10 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
         .iter()
         .enumerate()
         .map(|(i, s)| LayerReport {
-            last: s.clone(),
-            median_seconds: median(runs.iter().map(|r| r.steps[i].seconds).collect()),
+            stats: StepStats {
+                seconds: median(runs.iter().map(|r| r.steps[i].seconds).collect()),
+                ..s.clone()
+            },
         })
         .collect();
 
@@ -730,7 +731,7 @@ fn print_model(r: &ModelReport) {
         "bytes downloaded"
     );
     for l in &r.layers {
-        let s = &l.last;
+        let s = &l.stats;
         println!(
             "{:<5} {:<7} {:>8} {:>8} {:>6} {:>10.3} {:>9} {:>14} {:>16}",
             s.step,
@@ -738,7 +739,7 @@ fn print_model(r: &ModelReport) {
             s.ciphertexts_in,
             s.ciphertexts_out,
             s.level_in,
-            l.median_seconds,
+            s.seconds,
             s.launches,
             s.bytes_uploaded,
             s.bytes_downloaded

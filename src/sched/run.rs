@@ -65,7 +65,7 @@ fn linear_chunked<B: Backend>(
         });
     }
     if x.len() == 1 && layer.rows.len() <= chunk {
-        return Ok(vec![eval.rescale(&eval.linear(&x[0], layer, None)?)?]);
+        return Ok(vec![eval.linear_rescale(&x[0], layer)?]);
     }
     let mut out = Vec::new();
     for (o0, rows) in (0..layer.rows.len())

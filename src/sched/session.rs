@@ -94,6 +94,40 @@ enum Engine {
 /// The server's side of encrypted inference: a backend, the evaluation keys uploaded to it
 /// once, and the chunk size; scores any number of batches with [`Session::score`]. Holds no
 /// secret.
+///
+/// ```
+/// use cryptodl::ckks::{Context, Decryptor, Encoder, Encryptor, KeyGenerator, Preset};
+/// use cryptodl::nn::{model::Model, reference};
+/// use cryptodl::sched::{self, Device, Plan, Session};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let model = Model::demo()?; // the embedded CryptoNets-size network
+/// let plan = Plan::compile(&model)?;
+/// let ctx = Context::new(&Preset::by_name("n8192")?.parameters(false)?)?;
+/// plan.check_depth("n8192", ctx.params().max_level())?;
+///
+/// // Client: keys, and one image encrypted in batch packing (one ciphertext per pixel).
+/// let mut kg = KeyGenerator::new(ctx.clone());
+/// let sk = kg.secret_key();
+/// let pk = kg.public_key(&sk);
+/// let eval_keys = kg.evaluation_keys(&sk, &[], false)?; // relinearization only
+/// let image = reference::normalize(&model, &[128u8; 784]);
+/// let enc = Encoder::new(ctx.clone());
+/// let batch = sched::encrypt_batch(&plan, &enc, |_| Encryptor::new(ctx.clone()), &pk,
+///                                  std::slice::from_ref(&image), || {})?;
+///
+/// // Server: evaluation keys and ciphertexts only.
+/// let session = Session::new(Device::Cpu, ctx.clone(), &eval_keys)?;
+/// let scored = session.score(&plan, &batch)?;
+/// assert_eq!(scored.stats.steps.len(), plan.steps.len());
+///
+/// // Client: decrypt the logits.
+/// let logits = sched::decrypt_logits(&Decryptor::new(ctx), &enc, &sk, &scored.logits, 1)?;
+/// let want = reference::forward(&model, &image)?;
+/// assert_eq!(reference::argmax(&logits[0]), reference::argmax(&want));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Session {
     engine: Engine,
 }

@@ -44,6 +44,10 @@ impl CpuTensor {
     }
 }
 
+/// Words of un-rescaled outputs one block of a fused linear-and-rescale sums at once (256 MiB,
+/// from the pool).
+const LINEAR_SCRATCH_WORDS: usize = 1 << 26;
+
 /// The CPU memory bound of one tensor by default (4 GiB): layers are chunked below it, as on a
 /// GPU with that binding limit. (Key switching needs no large intermediate on the CPU, so a
 /// layer of the networks here is one tensor.)
@@ -172,6 +176,92 @@ impl CpuBackend {
                 f(o, &b.data[bo..bo + w], n, &mods)
             });
         }
+        Ok(out)
+    }
+
+    /// [`Backend::linear`], and with `rescale` [`Backend::linear_rescale`]: blocks of outputs in
+    /// parallel, each packing the inputs its rows use into a cached panel once per panel of
+    /// coefficients (see `linear_outputs`); with `rescale`, a block is summed in per-thread
+    /// scratch and divided by the last limb straight into the output, so the un-rescaled layer
+    /// never exists in memory.
+    fn linear_blocks(
+        &self,
+        x: &CpuTensor,
+        comps: usize,
+        w: &LinearWeights,
+        rescale: bool,
+    ) -> Result<CpuTensor> {
+        let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
+        if rescale {
+            expect_form("linear_rescale", &x.shape, Form::Ntt)?;
+            if shape.limbs < 2 {
+                return Err(BackendError::Shape {
+                    op: "linear_rescale",
+                    reason: format!("cannot rescale {} limb", shape.limbs),
+                });
+            }
+        }
+        self.launch();
+        let mods = self.mods(&x.shape);
+        let n = self.ctx.n();
+        let per_out = comps * shape.limbs * n;
+        let mut out_shape = x.shape.with_polys(shape.outputs * comps);
+        if rescale {
+            out_shape.moduli.truncate(shape.limbs - 1);
+        }
+        let div = if rescale {
+            Some(fused::Division::new(
+                &self.ctx,
+                &x.shape.moduli,
+                shape.limbs - 1,
+            )?)
+        } else {
+            None
+        };
+        let out_limbs = out_shape.limbs();
+        let mut out = self.alloc(out_shape);
+        // Blocks: two per thread (each packs its inputs' panels once), and with `rescale` at most
+        // LINEAR_SCRATCH_WORDS of un-rescaled outputs.
+        let threads = rayon::current_num_threads().max(1);
+        let mut block = shape.outputs.div_ceil(2 * threads).max(1);
+        if rescale {
+            block = block.min(LINEAR_SCRATCH_WORDS / per_out.max(1)).max(1);
+        }
+        let block_words = block * comps * out_limbs * n;
+        out.data
+            .par_chunks_mut(block_words)
+            .enumerate()
+            .for_each(|(k, o)| {
+                let j0 = k * block;
+                match &div {
+                    None => cryptodl_kernels::linear::linear_outputs(
+                        o,
+                        j0,
+                        &x.data,
+                        w.rows(),
+                        shape,
+                        &mods,
+                    ),
+                    Some(div) => {
+                        let outputs = o.len() / (comps * out_limbs * n);
+                        let mut sums = self.pool.take(outputs * per_out);
+                        cryptodl_kernels::linear::linear_outputs(
+                            &mut sums,
+                            j0,
+                            &x.data,
+                            w.rows(),
+                            shape,
+                            &mods,
+                        );
+                        for (o, s) in o
+                            .chunks_mut(out_limbs * n)
+                            .zip(sums.chunks(shape.limbs * n))
+                        {
+                            div.apply(o, s, n);
+                        }
+                    }
+                }
+            });
         Ok(out)
     }
 
@@ -317,30 +407,22 @@ impl Backend for CpuBackend {
     }
 
     fn linear(&self, x: &CpuTensor, comps: usize, w: &LinearWeights) -> Result<CpuTensor> {
+        self.linear_blocks(x, comps, w, false)
+    }
+
+    fn linear_rescale(&self, x: &CpuTensor, comps: usize, w: &LinearWeights) -> Result<CpuTensor> {
+        // Fused when a layer's un-rescaled outputs fit a few scratch blocks per thread; for wider
+        // layers, smaller blocks would each pack the panels of (nearly) every input again, which
+        // costs more than writing the layer once and rescaling it.
         let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
-        self.launch();
-        let mods = self.mods(&x.shape);
-        let n = self.ctx.n();
-        let mut out = self.alloc(x.shape.with_polys(shape.outputs * comps));
-        // One block of outputs per thread: each packs the inputs its rows use into a cached panel
-        // once per panel of coefficients, and reads them from there (see `linear_outputs`).
-        let blocks = rayon::current_num_threads().max(1);
-        let block = shape.outputs.div_ceil(blocks).max(1);
-        let block_words = block * comps * shape.limbs * n;
-        out.data
-            .par_chunks_mut(block_words)
-            .enumerate()
-            .for_each(|(k, o)| {
-                cryptodl_kernels::linear::linear_outputs(
-                    o,
-                    k * block,
-                    &x.data,
-                    w.rows(),
-                    shape,
-                    &mods,
-                )
-            });
-        Ok(out)
+        let per_out = comps * shape.limbs * self.ctx.n();
+        let blocks = (shape.outputs * per_out).div_ceil(LINEAR_SCRATCH_WORDS);
+        if blocks <= 2 * rayon::current_num_threads().max(1) {
+            self.linear_blocks(x, comps, w, true)
+        } else {
+            let y = self.linear_blocks(x, comps, w, false)?;
+            self.divide_round(&y, 1)
+        }
     }
 
     fn truncate_limbs(&self, t: &CpuTensor, limbs: usize) -> Result<CpuTensor> {

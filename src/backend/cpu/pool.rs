@@ -146,7 +146,7 @@ const HUGE_PAGE_WORDS: usize = 1 << 20;
 fn fresh_buffer(len: usize) -> Vec<u32> {
     let v = vec![0u32; len];
     #[cfg(target_os = "linux")]
-    if len >= HUGE_PAGE_WORDS && std::env::var_os("CRYPTODL_NO_THP").is_none() {
+    if len >= HUGE_PAGE_WORDS {
         // madvise wants a page-aligned start: advise the whole pages inside the buffer.
         const PAGE: usize = 4096;
         let start = v.as_ptr() as usize;
