@@ -5,8 +5,9 @@ use std::sync::Arc;
 use cryptodl_kernels::elementwise;
 
 use super::poly::forward_limbs;
-use super::sampling::{small_to_rns, Sampler};
+use super::sampling::{small_to_rns, small_to_rns_into, Sampler};
 use super::{Ciphertext, CkksError, Context, Plaintext, PublicKey, SecretKey};
+use crate::backend::cpu::with_scratch;
 
 /// Encrypts plaintexts under a public key (what a client holding no secret can do) or a secret
 /// key.
@@ -51,32 +52,34 @@ impl Encryptor {
         }
         let moduli = ctx.qp_moduli(l);
         let tables = ctx.qp_tables(l);
-        // limbs of Q_l ++ P inside the full key layout
-        let limb_ids: Vec<usize> = (0..=l).chain(top + 1..full_limbs).collect();
-        let mut u = small_to_rns(&self.sampler.ternary(n), &moduli);
-        forward_limbs(&mut u, &tables, n);
-        let mut comps = Vec::with_capacity(2);
-        for c in 0..2 {
-            let mut e = small_to_rns(&self.sampler.gaussian(n), &moduli);
-            forward_limbs(&mut e, &tables, n);
-            // e += u * pk_c on the limbs of Q_l ++ P (a slice of the full key, limb by limb).
-            for (k, &i) in limb_ids.iter().enumerate() {
-                let key = &pk.data[(c * full_limbs + i) * n..(c * full_limbs + i + 1) * n];
-                let r = k * n..(k + 1) * n;
-                elementwise::mul_acc(&mut e[r.clone()], &u[r], key, n, &moduli[k..k + 1]);
-            }
-            comps.push(e);
-        }
         let (q_l, p) = (ctx.q_indices(l), ctx.p_indices());
         let mod_down = ctx.rns().divide_round(&q_l, &p)?;
         let (keep_tables, drop_tables) = (ctx.rns().tables_of(&q_l), ctx.rns().tables_of(&p));
-        let mut data = Vec::with_capacity(2 * (l + 1) * n);
-        let mut scratch = vec![0u32; mod_down.scratch_len(n)];
-        for mut comp in comps {
-            let (keep, drop) = comp.split_at_mut((l + 1) * n);
-            mod_down.apply(keep, drop, &keep_tables, &drop_tables, n, &mut scratch);
-            data.extend_from_slice(keep);
-        }
+        // limbs of Q_l ++ P inside the full key layout
+        let limb_ids: Vec<usize> = (0..=l).chain(top + 1..full_limbs).collect();
+        let active = limb_ids.len() * n;
+        let mut data = vec![0u32; 2 * (l + 1) * n];
+        // u, e and the mod-down's scratch in per-thread buffers: a batch of encryptions reuses
+        // the same memory instead of faulting in fresh pages for every ciphertext.
+        with_scratch(2 * active + mod_down.scratch_len(n), |buf| {
+            let (u, rest) = buf.split_at_mut(active);
+            let (e, scratch) = rest.split_at_mut(active);
+            small_to_rns_into(u, &self.sampler.ternary(n), &moduli);
+            forward_limbs(u, &tables, n);
+            for (c, out) in data.chunks_exact_mut((l + 1) * n).enumerate() {
+                small_to_rns_into(e, &self.sampler.gaussian(n), &moduli);
+                forward_limbs(e, &tables, n);
+                // e += u * pk_c on the limbs of Q_l ++ P (a slice of the full key, limb by limb).
+                for (k, &i) in limb_ids.iter().enumerate() {
+                    let key = &pk.data[(c * full_limbs + i) * n..(c * full_limbs + i + 1) * n];
+                    let r = k * n..(k + 1) * n;
+                    elementwise::mul_acc(&mut e[r.clone()], &u[r], key, n, &moduli[k..k + 1]);
+                }
+                let (keep, drop) = e.split_at_mut((l + 1) * n);
+                mod_down.apply(keep, drop, &keep_tables, &drop_tables, n, scratch);
+                out.copy_from_slice(keep);
+            }
+        });
         elementwise::add(&mut data[..(l + 1) * n], &pt.data, n, &ctx.q_moduli()[..=l]);
         Ok(Ciphertext {
             data,

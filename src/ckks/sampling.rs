@@ -90,6 +90,16 @@ impl Sampler {
 }
 
 /// Small signed coefficients as residues `[limbs][n]` (coefficient form).
+/// [`small_to_rns`] into `out` (`[moduli][coeffs]` words).
+pub(crate) fn small_to_rns_into(out: &mut [u32], coeffs: &[i8], moduli: &[Modulus]) {
+    for (o, m) in out.chunks_exact_mut(coeffs.len()).zip(moduli) {
+        let q = m.value();
+        for (o, &c) in o.iter_mut().zip(coeffs) {
+            *o = if c < 0 { q - (-c) as u32 } else { c as u32 };
+        }
+    }
+}
+
 pub(crate) fn small_to_rns(coeffs: &[i8], moduli: &[Modulus]) -> Vec<u32> {
     let mut out = Vec::with_capacity(moduli.len() * coeffs.len());
     for m in moduli {

@@ -240,10 +240,15 @@ pub(super) fn keyswitch(
             .for_each(|(o, x)| {
                 with_scratch(2 * targets * n, |acc| {
                     mu.apply(acc, x, n, par);
-                    for (c, o) in o.chunks_mut(limbs * n).enumerate() {
-                        let a = &mut acc[c * targets * n..(c + 1) * targets * n];
+                    let finish = |(o, a): (&mut [u32], &mut [u32])| {
                         div.apply_in_place(a, n);
                         o.copy_from_slice(&a[..limbs * n]);
+                    };
+                    let pairs = o.chunks_mut(limbs * n).zip(acc.chunks_mut(targets * n));
+                    if par {
+                        pairs.collect::<Vec<_>>().into_par_iter().for_each(finish);
+                    } else {
+                        pairs.for_each(finish);
                     }
                 })
             });
@@ -288,8 +293,7 @@ impl<'a> RelinRescale<'a> {
         let comp = limbs * n;
         with_scratch(2 * targets * n, |acc| {
             self.mu.apply(acc, &ct[2 * comp..3 * comp], n, self.par);
-            for (c, o) in out.chunks_mut((limbs - 1) * n).enumerate() {
-                let a = &mut acc[c * targets * n..(c + 1) * targets * n];
+            let finish = |(c, (o, a)): (usize, (&mut [u32], &mut [u32]))| {
                 elementwise::mul_scalar_acc(
                     &mut a[..comp],
                     &ct[c * comp..(c + 1) * comp],
@@ -299,6 +303,14 @@ impl<'a> RelinRescale<'a> {
                 );
                 self.div.apply_in_place(a, n);
                 o.copy_from_slice(&a[..(limbs - 1) * n]);
+            };
+            let (out_comps, acc_comps) =
+                (out.chunks_mut((limbs - 1) * n), acc.chunks_mut(targets * n));
+            if self.par {
+                let pairs: Vec<_> = out_comps.zip(acc_comps).enumerate().collect();
+                pairs.into_par_iter().for_each(finish);
+            } else {
+                out_comps.zip(acc_comps).enumerate().for_each(finish);
             }
         });
     }

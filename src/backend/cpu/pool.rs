@@ -13,8 +13,8 @@ use crate::backend::MemoryUse;
 const MIN_RETAINED_WORDS: usize = 1 << 24;
 
 /// A pool of `u32` buffers. A request takes the smallest free buffer that holds it with at most
-/// a quarter to spare, so the tensors of a layer (equal shapes, chunk after chunk, batch after
-/// batch) and of the next layers (a limb less) take the memory of the previous ones.
+/// half of it to spare, so the tensors of a layer (equal shapes, chunk after chunk, batch after
+/// batch) and of the next layers (a limb or two less) take the memory of the previous ones.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     state: Mutex<State>,
@@ -48,7 +48,7 @@ impl Pool {
                 .free
                 .iter()
                 .enumerate()
-                .filter(|(_, v)| v.len() >= len && v.len() <= len.max(1) + len / 4)
+                .filter(|(_, v)| v.len() >= len && v.len() <= len.max(1) + len / 2)
                 .min_by_key(|(_, v)| v.len())
                 .map(|(i, _)| i);
             let v = pick.and_then(|i| st.free.remove(i));
@@ -236,7 +236,7 @@ mod tests {
         drop(a);
         assert_eq!(pool.usage().live_bytes, 0);
         assert_eq!(pool.usage().pooled_bytes, 4000);
-        // A request that leaves at most a quarter of it unused takes the same memory back.
+        // A request that leaves at most a third of the buffer unused takes the same memory back.
         let b = pool.take(850);
         assert_eq!(b.len(), 850);
         assert_eq!(b.v.as_ptr(), ptr);
