@@ -93,7 +93,7 @@ pub struct ModelArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
     /// Timed batches after the warm-up batch (the median is reported).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     batches: u32,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]

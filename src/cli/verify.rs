@@ -90,13 +90,19 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         super::output::print_json(&out)?;
     } else {
         println!("adapter: {} ({})", out.adapter, rt.adapter().backend);
+        let w = out
+            .kernels
+            .iter()
+            .map(|k| k.kernel.len())
+            .max()
+            .unwrap_or(6);
         println!(
-            "{:<26} {:>6} {:>6} {:>6} {:>11}",
+            "{:<w$} {:>6} {:>6} {:>6} {:>11}",
             "kernel", "N", "limbs", "count", "mismatches"
         );
         for k in &out.kernels {
             println!(
-                "{:<26} {:>6} {:>6} {:>6} {:>11}",
+                "{:<w$} {:>6} {:>6} {:>6} {:>11}",
                 k.kernel, k.n, k.limbs, k.count, k.mismatches
             );
         }
