@@ -277,3 +277,68 @@ fn encrypted_inference_on_the_gpu_equals_the_cpu_word_for_word() {
     assert_eq!(cpu_logits, gpu_logits);
     check_against_reference(&model, &samples, &gpu_logits);
 }
+
+#[test]
+fn a_session_drops_extra_levels_and_refuses_too_few() {
+    let model = small_cnn();
+    let plan = Plan::compile(&model).unwrap();
+    let params = Preset::by_name("toy4096")
+        .unwrap()
+        .parameters(true)
+        .unwrap();
+    let ctx = Context::new(&params).unwrap();
+    assert!(
+        plan.input_level() < params.max_level(),
+        "the test needs spare levels"
+    );
+    let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(21));
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = kg.evaluation_keys(&sk, &[], false).unwrap();
+    let enc = Encoder::new(ctx.clone());
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let samples = inputs(&mut rng, 8, 64);
+    // Encrypted at the top level, as an older client would: the session drops the extra levels.
+    let mut encryptor = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(23));
+    let top: Vec<Ciphertext> = (0..plan.inputs)
+        .map(|i| {
+            let column: Vec<f64> = samples.iter().map(|s| s[i]).collect();
+            let pt = enc
+                .encode(&column, params.max_level(), params.default_scale())
+                .unwrap();
+            encryptor.encrypt(&pt, &pk).unwrap()
+        })
+        .collect();
+    let session = Session::new(Device::Cpu, ctx.clone(), &keys).unwrap();
+    let scored = session.score(&plan, &top).unwrap();
+    assert_eq!(scored.stats.steps[0].level_in, plan.input_level());
+    let logits =
+        sched::decrypt_logits(&Decryptor::new(ctx.clone()), &enc, &sk, &scored.logits, 8).unwrap();
+    check_against_reference(&model, &samples, &logits);
+    // Too low: refused with both levels named.
+    let eval = Evaluator::new(ctx.clone());
+    let low: Vec<Ciphertext> = top
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            eval.drop_levels_assign(&mut c, params.max_level() - plan.input_level() + 1)
+                .unwrap();
+            c
+        })
+        .collect();
+    match session.score(&plan, &low) {
+        Err(CkksError::TooShallow { level, needed }) => {
+            assert_eq!(
+                (level, needed),
+                (plan.input_level() - 1, plan.input_level())
+            )
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("ciphertexts below the plan's level were scored"),
+    }
+    // The wrong number of ciphertexts is refused.
+    assert!(matches!(
+        session.score(&plan, &top[..10]),
+        Err(CkksError::CountMismatch { .. })
+    ));
+}

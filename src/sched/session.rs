@@ -169,7 +169,9 @@ impl<B: Backend> Server<B> {
             });
         }
         let be = self.eval.backend();
-        let chunk = self.chunk_for(needed);
+        // Chunks sized for the level the batch arrives at (the upload's), which covers the rest.
+        let top = batch.iter().map(|c| c.level).max().unwrap_or(needed);
+        let chunk = self.chunk_for(top);
         let start = be.counters();
         let fresh = be.memory().fresh_bytes;
         let t0 = Instant::now();
