@@ -342,3 +342,28 @@ fn a_session_drops_extra_levels_and_refuses_too_few() {
         Err(CkksError::CountMismatch { .. })
     ));
 }
+
+#[test]
+fn wide_cubic_layers_are_evaluated_in_sub_chunks_with_the_same_words() {
+    // 300 values through a degree-3 activation: more than one cubic sub-chunk (256).
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let model = model(
+        "wide-cubic",
+        [1, 8, 8],
+        vec![
+            Layer::Flatten,
+            dense(&mut rng, 300, 64),
+            Layer::Act(Activation::Poly {
+                coeffs: Polynomial::new(vec![0.2, 0.4, 0.15, -0.05]),
+            }),
+            dense(&mut rng, 3, 300),
+        ],
+    );
+    let plan = Plan::compile(&model).unwrap();
+    let samples = inputs(&mut rng, 6, 64);
+    let (logits, sub_chunked) = encrypted_run(Device::Cpu, &plan, &samples, 33, None);
+    check_against_reference(&model, &samples, &logits);
+    // Chunks of 100 are never sub-chunked: the same ciphertexts.
+    let (_, chunked) = encrypted_run(Device::Cpu, &plan, &samples, 33, Some(100));
+    assert_eq!(sub_chunked, chunked);
+}

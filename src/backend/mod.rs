@@ -634,7 +634,8 @@ pub trait Backend {
 
     /// The inverse of [`Self::slice_components`]: `parts[i]` is `[count][k_i][limbs]` (every part
     /// over the same limb map and form); returns `[count][k_0 + k_1 + ...][limbs]`, item by item
-    /// (e.g. joining `c0'` of `[count][1]` with `c1` of `[count][1]` gives `[count][2]`).
+    /// (e.g. joining `c0'` of `[count][1]` with `c1` of `[count][1]` gives `[count][2]`). With
+    /// `count = 1` it concatenates whole tensors (batches of ciphertexts into one).
     fn join_components(&self, count: usize, parts: &[&Self::Tensor]) -> Result<Self::Tensor>;
 
     /// The first `limbs` limbs of every polynomial (drops the last limbs without dividing:

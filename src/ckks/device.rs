@@ -192,6 +192,46 @@ impl<B: Backend> DeviceEvaluator<B> {
         })
     }
 
+    /// The batches `parts` (equal size, level and scale) one after the other, as one batch.
+    pub fn concat(
+        &self,
+        parts: &[DeviceCiphertext<B::Tensor>],
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        let first = parts.first().ok_or(CkksError::EmptyBatch)?;
+        for p in parts {
+            self.check(p)?;
+            if p.size != first.size {
+                return Err(CkksError::SizeMismatch {
+                    op: "concat",
+                    left: first.size,
+                    right: p.size,
+                });
+            }
+            if p.level != first.level {
+                return Err(CkksError::LevelMismatch {
+                    op: "concat",
+                    left: first.level,
+                    right: p.level,
+                });
+            }
+            if !same_scale(p.scale, first.scale) {
+                return Err(CkksError::ScaleMismatch {
+                    op: "concat",
+                    left: first.scale,
+                    right: p.scale,
+                });
+            }
+        }
+        let tensors: Vec<&B::Tensor> = parts.iter().map(|p| &p.data).collect();
+        Ok(DeviceCiphertext {
+            data: self.backend.join_components(1, &tensors)?,
+            count: parts.iter().map(|p| p.count).sum(),
+            size: first.size,
+            level: first.level,
+            scale: first.scale,
+        })
+    }
+
     /// Ciphertexts `range` of the batch `x`, as a new batch (one copy launch).
     pub fn slice(
         &self,

@@ -112,6 +112,9 @@ fn linear_chunked<B: Backend>(
     Ok(out)
 }
 
+/// Ciphertexts per sub-chunk of a cubic step.
+const CUBIC_SUBCHUNK: usize = 256;
+
 /// `c0 + c1 x + c2 x^2 + c3 x^3` on every ciphertext of `x` (level `l`, scale `s`), as
 /// `(c3 x + c2) x^2 + (c1 x + c0)`: the result is at level `l - 2`.
 fn cubic<B: Backend>(
@@ -131,8 +134,9 @@ fn cubic<B: Backend>(
     let a = eval.add_const(&a, c[2])?;
     let x2 = eval.mul_relin_rescale(x, x, keys)?; // level l - 1, scale s^2 / q_l
     let r = eval.mul_relin_rescale(&a, &x2, keys)?; // level l - 2
-                                                    // c1 x at level l - 2 and r's scale: one constant multiplication, one level dropped, one
-                                                    // rescale by q_{l-1}.
+    drop((a, x2));
+    // c1 x at level l - 2 and r's scale: one constant multiplication, one level dropped, one
+    // rescale by q_{l-1}.
     let target = r.scale();
     let cs = target * q[l - 1] as f64 / x.scale();
     let lin = eval.drop_levels(&eval.mul_const(x, c[1], Some(cs))?, 1)?;
@@ -156,9 +160,24 @@ pub(crate) fn run_step<B: Backend>(
             .into_iter()
             .map(|c| eval.mul_relin_rescale(&c, &c, keys))
             .collect(),
+        // A cubic keeps several layer-sized intermediates alive: evaluate it on sub-chunks, so
+        // memory is the layer in and out plus one sub-chunk's intermediates.
         Step::Cubic(coeffs) => input
             .into_iter()
-            .map(|c| cubic(eval, keys, &c, coeffs))
+            .map(|c| {
+                if c.count() <= CUBIC_SUBCHUNK {
+                    return cubic(eval, keys, &c, coeffs);
+                }
+                let parts = (0..c.count())
+                    .step_by(CUBIC_SUBCHUNK)
+                    .map(|s| {
+                        let sub = eval.slice(&c, s..(s + CUBIC_SUBCHUNK).min(c.count()))?;
+                        cubic(eval, keys, &sub, coeffs)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                drop(c);
+                eval.concat(&parts)
+            })
             .collect(),
     }
 }

@@ -9,8 +9,35 @@ use crate::backend::MemoryUse;
 
 /// Freed buffers are kept for reuse up to twice the peak of live tensor memory (at least this
 /// many words), oldest dropped first: enough to hold every distinct buffer of a batch, so the
-/// next batch faults nothing in.
+/// next batch faults nothing in; and never more than a quarter of the machine's memory.
 const MIN_RETAINED_WORDS: usize = 1 << 24;
+
+/// The most words the pool keeps free: a quarter of physical memory (8 GiB where unknown).
+fn retained_limit_words() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let bytes = physical_memory_bytes().unwrap_or(32 << 30);
+        (bytes / 4 / 4).max(MIN_RETAINED_WORDS)
+    })
+}
+
+/// Physical memory of the machine, where the system says.
+fn physical_memory_bytes() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf only reads system configuration.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && size > 0 {
+            return Some(pages as usize * size as usize);
+        }
+    }
+    None
+}
 
 /// A pool of `u32` buffers. A request takes the smallest free buffer that holds it with at most
 /// half of it to spare, so the tensors of a layer (equal shapes, chunk after chunk, batch after
@@ -106,7 +133,9 @@ impl Pool {
             }
             st.free_words += v.len();
             st.free.push_back(v);
-            let cap = (2 * st.peak_words).max(MIN_RETAINED_WORDS);
+            let cap = (2 * st.peak_words)
+                .max(MIN_RETAINED_WORDS)
+                .min(retained_limit_words());
             let mut evicted = Vec::new();
             while st.free_words > cap {
                 match st.free.pop_front() {
