@@ -1,11 +1,14 @@
 //! Atomic file output for the whole crate: every file cryptodl writes (keys, ciphertexts, models,
-//! manifests, plots) appears complete or not at all.
+//! manifests, plots) appears complete or not at all; temporaries of killed runs are found and
+//! removed by name; advisory locks keep concurrent writers of one file apart.
 
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-/// Prefix of the temporary files [`write_atomic`] creates next to their destination.
-pub const TEMP_PREFIX: &str = ".cryptodl-";
+/// What marks the temporary files [`write_atomic`] creates next to their destination:
+/// `.<file name>.cryptodl-<random>.tmp`.
+pub const TEMP_MARK: &str = ".cryptodl-";
 
 /// Writes `path` atomically: `body` writes a temporary file in the same directory, which is
 /// synced to disk and renamed over `path`; the directory is synced too (on Unix), so the new
@@ -22,8 +25,12 @@ pub fn write_atomic(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&format!(".{name}{TEMP_MARK}"))
         .suffix(".tmp")
         .tempfile_in(dir)?;
     if secret {
@@ -48,6 +55,89 @@ pub fn write_atomic(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Whether `name` is a temporary of [`write_atomic`] for the file `target` (for any file with
+/// `None`).
+pub fn is_temp_of(name: &str, target: Option<&str>) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    if !name.ends_with(".tmp") {
+        return false;
+    }
+    match target {
+        Some(t) => rest
+            .strip_prefix(t)
+            .is_some_and(|r| r.starts_with(TEMP_MARK)),
+        None => rest.contains(TEMP_MARK),
+    }
+}
+
+/// Removes the temporaries a killed run of [`write_atomic`] left in `dir` for the file `target`
+/// (or for every file, with `None`); returns how many. Call it only while no other process can
+/// be writing them (holding the target's or the directory's [`FileLock`]).
+pub fn remove_stale_temps(dir: &Path, target: Option<&str>) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if is_temp_of(&name.to_string_lossy(), target) && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// An exclusive advisory lock on a file, held until dropped; the operating system releases it
+/// if the process dies, so a killed run never leaves a stale lock.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+/// Takes the lock of `path` (creating the file) if no other process holds it; `Ok(None)` if
+/// one does.
+pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(FileLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Opens `path` for reading if it is a regular file; `Ok(None)` for anything else (a directory,
+/// a FIFO, a device). On Unix the file is opened non-blocking, so opening a FIFO never waits for
+/// a writer; reads of a regular file are unaffected.
+pub fn open_regular(path: &Path) -> io::Result<Option<File>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc_nonblock());
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
+#[cfg(all(unix, target_os = "linux"))]
+fn libc_nonblock() -> i32 {
+    libc::O_NONBLOCK
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn libc_nonblock() -> i32 {
+    0o4 // O_NONBLOCK on the BSDs and macOS
 }
 
 /// [`write_atomic`] of a byte string (not secret).
@@ -76,6 +166,16 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out.bin")]);
+        // A killed run's temporary is recognised and removed; other files are kept.
+        let stale = dir.path().join(format!(".out.bin{TEMP_MARK}abc123.tmp"));
+        std::fs::write(&stale, b"partial").unwrap();
+        std::fs::write(dir.path().join(".other.tmp"), b"not ours").unwrap();
+        assert!(is_temp_of(".out.bin.cryptodl-x.tmp", Some("out.bin")));
+        assert!(!is_temp_of(".out.bin.cryptodl-x.tmp", Some("out.bi")));
+        assert_eq!(remove_stale_temps(dir.path(), Some("other")).unwrap(), 0);
+        assert_eq!(remove_stale_temps(dir.path(), Some("out.bin")).unwrap(), 1);
+        assert!(!stale.exists());
+        assert!(dir.path().join(".other.tmp").exists());
         write_bytes_atomic(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         #[cfg(unix)]
@@ -84,5 +184,39 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o644);
         }
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let held = try_lock(&p).unwrap().expect("free");
+        assert!(try_lock(&p).unwrap().is_none(), "held by another handle");
+        drop(held);
+        assert!(try_lock(&p).unwrap().is_some());
+    }
+}
+
+#[cfg(all(test, unix))]
+mod open_tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_a_directory_is_not_opened_for_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open_regular(dir.path()).unwrap().is_none());
+        let fifo = dir.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(open_regular(&fifo).unwrap().is_none(), "returns at once");
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(open_regular(&file).unwrap().is_some());
     }
 }

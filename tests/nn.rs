@@ -262,3 +262,91 @@ fn relu_baseline_and_shape_errors() {
     let wrong = synthetic(10, [3, 12, 12], 1);
     assert!(candle_forward(&model, &wrong).is_err());
 }
+
+#[test]
+fn model_files_are_checked_for_damage_and_degenerate_models() {
+    use cryptodl::nn::model::{Activation, Normalization, DEMO_MODEL};
+    let path = std::path::Path::new("demo.safetensors");
+    let good = Model::from_bytes(DEMO_MODEL, path).unwrap();
+    // A flipped bit in the weights (safetensors has no checksum): caught by the stored digest.
+    let data_start = DEMO_MODEL.len() - 8 * 1000;
+    let mut damaged = DEMO_MODEL.to_vec();
+    damaged[data_start] ^= 0x10;
+    let e = Model::from_bytes(&damaged, path).unwrap_err().to_string();
+    assert!(e.contains("do not match its digest"), "{e}");
+    // Two models differing in one weight, one output row order, or the normalisation differ in
+    // digest (what the job files record).
+    let mut other = good.clone();
+    if let Some(Layer::Dense { weight, .. }) = other.layers.last_mut() {
+        weight.swap([0, 0], [1, 0]);
+    }
+    assert_ne!(other.digest(), good.digest());
+    let mut renorm = good.clone();
+    renorm.normalization.std[0] *= 1.5;
+    assert_ne!(renorm.digest(), good.digest());
+    // Degenerate models are refused at load, each with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let refuse = |m: &Model, what: &str| {
+        let p = dir.path().join("m.safetensors");
+        m.save(&p).unwrap();
+        let e = Model::load(&p).unwrap_err().to_string();
+        assert!(e.contains(what), "{what}: {e}");
+    };
+    let mut flat = good.clone();
+    flat.layers = vec![Layer::Flatten];
+    refuse(&flat, "must end with a dense layer");
+    let mut one = good.clone();
+    if let Some(Layer::Dense { weight, bias }) = one.layers.last_mut() {
+        *weight = weight.slice(ndarray::s![..1, ..]).to_owned();
+        *bias = bias.slice(ndarray::s![..1]).to_owned();
+    }
+    refuse(&one, "at least 2");
+    let mut std0 = good.clone();
+    std0.normalization = Normalization {
+        mean: vec![0.5],
+        std: vec![0.0],
+    };
+    refuse(&std0, "positive standard deviations");
+    let mut empty = good.clone();
+    for l in &mut empty.layers {
+        if let Layer::Act(Activation::Poly { coeffs }) = l {
+            *coeffs = Polynomial::new(vec![]);
+        }
+    }
+    refuse(&empty, "finite coefficients");
+    // Not a regular file, or too large: refused before reading.
+    let e = Model::load(std::path::Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+    /// Fuzzing of the model reader: the demo model with random bytes flipped or cut, and random
+    /// bytes, are errors (or, for flips that leave it intact, the model), never a panic.
+    #[test]
+    fn damaged_model_files_are_errors_not_panics(
+        flips in proptest::collection::vec((proptest::prelude::any::<u32>(), 1u8..=255), 0..4),
+        cut in proptest::option::of(proptest::prelude::any::<u32>()),
+        random in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+    ) {
+        use cryptodl::nn::model::DEMO_MODEL;
+        let path = std::path::Path::new("fuzz.safetensors");
+        let mut b = DEMO_MODEL.to_vec();
+        for (at, x) in flips {
+            let i = at as usize % b.len();
+            b[i] ^= x;
+        }
+        if let Some(c) = cut {
+            b.truncate(c as usize % b.len());
+        }
+        if let Ok(m) = Model::from_bytes(&b, path) {
+            // Accepted only when what it computes is intact (the flips hit padding or the
+            // training notes).
+            let good = Model::from_bytes(DEMO_MODEL, path).unwrap();
+            proptest::prop_assert_eq!(m.digest(), good.digest());
+        }
+        proptest::prop_assert!(Model::from_bytes(&random, path).is_err());
+    }
+}

@@ -12,6 +12,51 @@ use zeroize::Zeroize;
 use super::sampling::{small_to_rns, Sampler};
 use super::{CkksError, Context};
 
+/// The identity of a key set: the first 16 bytes of SHA-256 over a domain tag and the secret
+/// key's coefficients. Every key file of one `keygen` and every ciphertext file encrypted or
+/// evaluated with those keys carries it, so files of different key sets are told apart; and
+/// since it is derived from the secret, a secret key whose coefficients do not hash to it (a
+/// forged or damaged key) is refused. It reveals nothing usable about the secret (a preimage of
+/// a 128-bit hash of ~1.6 N bits of entropy).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct KeySetId(pub [u8; 16]);
+
+impl KeySetId {
+    /// No key set (unlabelled objects, e.g. in tests).
+    pub const NONE: KeySetId = KeySetId([0; 16]);
+
+    /// The identity of the key set of the secret `coeffs`.
+    pub(crate) fn of_secret(coeffs: &[i8]) -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"cryptodl key set v1\0");
+        h.update(bytemuck::cast_slice::<i8, u8>(coeffs));
+        let digest = h.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        KeySetId(id)
+    }
+
+    /// Parses 32 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(s, &mut id).ok()?;
+        Some(KeySetId(id))
+    }
+}
+
+impl std::fmt::Display for KeySetId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for KeySetId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeySetId({self})")
+    }
+}
+
 /// The secret key: a ternary polynomial. Never part of evaluation keys; its memory is zeroized
 /// on drop.
 pub struct SecretKey {
@@ -19,6 +64,8 @@ pub struct SecretKey {
     coeffs: Vec<i8>,
     /// `s` over all of `Q ++ P`, NTT form, `[limb][coeff]`.
     ntt: Vec<u32>,
+    /// The key set's identity (a hash of the coefficients).
+    id: KeySetId,
 }
 
 impl Drop for SecretKey {
@@ -40,7 +87,13 @@ impl SecretKey {
         let moduli: Vec<_> = ctx.qp_moduli(ctx.params().max_level());
         let mut ntt = small_to_rns(&coeffs, &moduli);
         forward_all(&mut ntt, &ctx.qp_tables(ctx.params().max_level()), ctx.n());
-        Self { coeffs, ntt }
+        let id = KeySetId::of_secret(&coeffs);
+        Self { coeffs, ntt, id }
+    }
+
+    /// The identity of this key's set.
+    pub fn key_set(&self) -> KeySetId {
+        self.id
     }
 
     /// `s` over the first `limbs` data primes (NTT form).
@@ -63,6 +116,8 @@ impl SecretKey {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PublicKey {
     pub(crate) data: Vec<u32>,
+    /// The key set it belongs to.
+    pub key_set: KeySetId,
 }
 
 /// A key-switching key from `s'` to `s`: for each digit `j`, `(b_j, a_j)` with
@@ -80,6 +135,8 @@ pub struct EvaluationKeys {
     pub relin: Option<SwitchingKey>,
     /// Galois keys (`s(X^g) -> s`) by Galois element `g`.
     pub galois: BTreeMap<usize, SwitchingKey>,
+    /// The key set they belong to.
+    pub key_set: KeySetId,
 }
 
 fn forward_all(data: &mut [u32], tables: &[&NttTable], n: usize) {
@@ -137,6 +194,7 @@ impl KeyGenerator {
     pub fn public_key(&mut self, sk: &SecretKey) -> PublicKey {
         PublicKey {
             data: self.rlwe_zero(sk),
+            key_set: sk.key_set(),
         }
     }
 
@@ -211,6 +269,7 @@ impl KeyGenerator {
         let mut keys = EvaluationKeys {
             relin: Some(self.relin_key(sk)),
             galois: BTreeMap::new(),
+            key_set: sk.key_set(),
         };
         let slots = self.ctx.params().slots() as i64;
         for &r in rotations {

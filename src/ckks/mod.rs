@@ -24,7 +24,7 @@ pub use device::{DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlaintext,
 pub use encoder::Encoder;
 pub use encryptor::{Decryptor, Encryptor};
 pub use evaluator::{Evaluator, HostKeys};
-pub use keys::{EvaluationKeys, KeyGenerator, PublicKey, SecretKey, SwitchingKey};
+pub use keys::{EvaluationKeys, KeyGenerator, KeySetId, PublicKey, SecretKey, SwitchingKey};
 pub use params::{max_log_qp_128, Parameters, Preset, PRESETS};
 pub use precision::{precision_stats, PrecisionStats};
 pub use sampling::Sampler;

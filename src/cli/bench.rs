@@ -585,6 +585,7 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
             reference::normalize(&model, &pixels)
         })
         .collect();
+    plan.check_magnitudes(&params, &samples[..samples.len().min(256)])?;
     say(format!(
         "bench model: {} at {} ({} levels used of {}; inputs at level {}), batches of {slots} random images",
         model.name,

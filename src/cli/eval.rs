@@ -29,9 +29,9 @@ pub struct EvalArgs {
     /// Directory holding the dataset files.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Evaluate only the first N test images.
-    #[arg(long)]
-    limit: Option<usize>,
+    /// Evaluate only the first N test images (at least 1).
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
     /// Skip the cross-check against candle's forward pass.
     #[arg(long)]
     no_candle: bool,
@@ -97,7 +97,11 @@ pub(super) fn test_set(
 /// Runs `cryptodl eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
-    let (kind, test) = test_set(&model, args.dataset, args.data_dir.as_deref(), args.limit)?;
+    let limit = args.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    let (kind, test) = test_set(&model, args.dataset, args.data_dir.as_deref(), limit)?;
+    if test.is_empty() {
+        anyhow::bail!("no test images to evaluate");
+    }
     let rep = reference::evaluate(&model, &test)?;
     let interval = model
         .training

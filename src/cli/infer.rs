@@ -10,12 +10,13 @@ use serde::Serialize;
 use super::output::print_json;
 use super::server::ServerArgs;
 use crate::ckks::serialize::{
-    load_ciphertexts, load_evaluation_keys, save_ciphertexts, save_evaluation_keys,
+    load_ciphertexts, load_evaluation_keys, save_ciphertexts, save_evaluation_keys, Content, JobId,
 };
 use crate::ckks::{Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Preset};
 use crate::nn::dataset::{Dataset, DatasetKind};
 use crate::nn::model::Model;
 use crate::nn::reference;
+use crate::sched::job::Manifest;
 use crate::sched::{self, Plan, Session};
 
 /// Arguments of `cryptodl infer`.
@@ -37,9 +38,9 @@ pub struct InferArgs {
     #[arg(long, default_value = "n8192")]
     preset: String,
     /// Score the first N test images, in batches of N/2 (default: one batch; `--limit 10000` scores
-    /// the whole Fashion-MNIST test set in 3 batches at n8192).
-    #[arg(long)]
-    limit: Option<usize>,
+    /// the whole Fashion-MNIST test set in 3 batches at n8192; at least 1).
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
     #[command(flatten)]
     server: ServerArgs,
     /// Accept presets below 128-bit security (every output then says so).
@@ -123,6 +124,10 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
     if test.is_empty() {
         anyhow::bail!("no images to classify");
     }
+    let calibration: Vec<Vec<f64>> = (0..test.len().min(256))
+        .map(|i| reference::normalize(model, test.image(i)))
+        .collect();
+    plan.check_magnitudes(params, &calibration)?;
     let batches = test.len().div_ceil(slots);
     let quiet = job.quiet;
     let say = |s: String| {
@@ -166,6 +171,19 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
         }
         None => keys,
     };
+    // The job's identity, as `encrypt` would write it: files exchanged are labelled and checked.
+    let batch_sizes: Vec<usize> = (0..batches)
+        .map(|b| slots.min(test.len() - b * slots))
+        .collect();
+    let manifest = Manifest::new(
+        JobId::random(),
+        pk.key_set,
+        params,
+        model,
+        &plan,
+        batch_sizes,
+    );
+    manifest.check_key_set(Path::new("eval.keys"), keys.key_set)?;
     // Server: one session (backend, uploaded evaluation keys) for every batch.
     let session = Session::new(job.server.device()?, ctx.clone(), &keys)?;
     drop(keys);
@@ -197,7 +215,12 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
         let cts = match job.exchange_dir {
             Some(dir) => {
                 let cp = dir.join(format!("input-{batch}.cts"));
-                save_ciphertexts(&cp, params, &cts)?;
+                save_ciphertexts(
+                    &cp,
+                    params,
+                    &manifest.label(batch, Content::InputBatch),
+                    &cts,
+                )?;
                 drop(cts);
                 say(format!(
                     "client: batch {}/{batches}: {} ciphertexts written to {}",
@@ -205,7 +228,9 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
                     plan.inputs,
                     cp.display()
                 ));
-                load_ciphertexts(&cp, &ctx)?
+                let (cts, label) = load_ciphertexts(&cp, &ctx)?;
+                manifest.check_batch(params, &cp, batch, Content::InputBatch, &label, &cts)?;
+                cts
             }
             None => cts,
         };
@@ -220,8 +245,10 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
         let out = match job.exchange_dir {
             Some(dir) => {
                 let op = dir.join(format!("logits-{batch}.cts"));
-                save_ciphertexts(&op, params, &out)?;
-                load_ciphertexts(&op, &ctx)?
+                save_ciphertexts(&op, params, &manifest.label(batch, Content::Logits), &out)?;
+                let (out, label) = load_ciphertexts(&op, &ctx)?;
+                manifest.check_batch(params, &op, batch, Content::Logits, &label, &out)?;
+                out
             }
             None => out,
         };
@@ -300,7 +327,9 @@ pub(super) fn print_report(report: &InferReport) {
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
-    let limit = args.limit.unwrap_or(params.slots());
+    let limit = args
+        .limit
+        .map_or(params.slots(), |l| usize::try_from(l).unwrap_or(usize::MAX));
     let (kind, test) =
         super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), Some(limit))?;
     let report = execute(&Job {

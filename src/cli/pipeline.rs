@@ -2,83 +2,67 @@
 //! separate client and server steps that exchange files.
 //!
 //! * client `keygen --out KEYS`: `KEYS/secret.key` (stays with the client), `KEYS/public.key`,
-//!   `KEYS/eval.keys` (the only key the server gets: relinearization);
+//!   `KEYS/eval.keys` (the only key the server gets: relinearization), all three or none;
 //! * client `encrypt --model M --keys KEYS --out ENC`: the test images in batches of N/2,
-//!   `ENC/batch-00000.cts`, ... and `ENC/manifest.json` (model, preset, images per batch);
-//! * server `score --model M --eval-keys KEYS/eval.keys --in ENC --out SCORED`: one
-//!   `SCORED/logits-00000.cts` per batch, each written atomically; a re-run skips the batches
-//!   already scored, so an interrupted run resumes;
+//!   `ENC/batch-00000.cts`, ... and `ENC/manifest.json`, bound to one random job id, the key
+//!   set and the model's digest (`sched::job`);
+//! * server `score --model M --eval-keys KEYS/eval.keys --in ENC --out SCORED`: checks keys, model
+//!   and batches against the manifest; one `SCORED/logits-00000.cts` per batch, each written
+//!   atomically under a per-batch lock; a re-run skips the batches of this job already scored,
+//!   so an interrupted run resumes, and concurrent runs on one directory score each batch once;
 //! * client `decrypt --keys KEYS --in SCORED`: the predicted class of every image (and the
-//!   accuracy against the dataset's labels).
+//!   accuracy against the dataset's labels), from logits of its job and key set only.
 //!
 //! Every file names its parameters by fingerprint, so no step needs `--preset` after `keygen`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
+use anyhow::{bail, Context as _};
+use serde::Serialize;
 
 use super::infer::bar;
 use super::output::print_json;
 use super::server::ServerArgs;
 use crate::ckks::serialize::{
     load_ciphertexts, load_evaluation_keys, load_public_key, load_secret_key, read_header,
-    save_ciphertexts, save_evaluation_keys, save_public_key, save_secret_key,
+    save_ciphertexts, save_evaluation_keys, save_public_key, save_secret_key, Content, FileError,
+    JobId,
 };
 use crate::ckks::{
     Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Preset, PRESETS,
 };
-use crate::io::write_bytes_atomic;
+use crate::io::{remove_stale_temps, try_lock};
 use crate::nn::dataset::DatasetKind;
 use crate::nn::model::Model;
 use crate::nn::reference;
+use crate::sched::job::{Manifest, MANIFEST};
 use crate::sched::{self, Plan, Session};
 
 const SECRET_KEY: &str = "secret.key";
 const PUBLIC_KEY: &str = "public.key";
 const EVAL_KEYS: &str = "eval.keys";
-const MANIFEST: &str = "manifest.json";
 
-fn batch_file(dir: &Path, i: usize) -> PathBuf {
-    dir.join(format!("batch-{i:05}.cts"))
+fn batch_name(i: usize) -> String {
+    format!("batch-{i:05}.cts")
 }
 
-fn logits_file(dir: &Path, i: usize) -> PathBuf {
-    dir.join(format!("logits-{i:05}.cts"))
+fn logits_name(i: usize) -> String {
+    format!("logits-{i:05}.cts")
 }
 
-/// What `encrypt` sends along with the ciphertexts.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Manifest {
-    /// Model name (the server must score with the same model).
-    model: String,
-    /// Parameter preset.
-    preset: String,
-    /// Images in each batch.
-    batches: Vec<usize>,
+/// One line on stderr and a field in every JSON output when the job's preset is insecure.
+fn warn_insecure(params: &Parameters, json: bool) {
+    if params.is_insecure() && !json {
+        eprintln!(
+            "WARNING: preset {} is INSECURE (below 128-bit security): for tests only",
+            params.name()
+        );
+    }
 }
 
-fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
-    let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read {}: is {} the output directory of `cryptodl encrypt` (or `score`)?",
-            path.display(),
-            dir.display()
-        )
-    })?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid manifest", path.display()))
-}
-
-fn write_manifest(dir: &Path, m: &Manifest) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(m)?;
-    write_bytes_atomic(&dir.join(MANIFEST), text.as_bytes())
-        .with_context(|| format!("cannot write {}", dir.join(MANIFEST).display()))
-}
-
-/// The parameters a key or ciphertext file was made with (found by its fingerprint).
+/// The parameters a key or ciphertext file was made with (found by the fingerprint of its
+/// checksum-verified header).
 fn parameters_of(path: &Path, insecure: bool) -> anyhow::Result<Parameters> {
     let header = read_header(path)?;
     for p in PRESETS {
@@ -87,18 +71,40 @@ fn parameters_of(path: &Path, insecure: bool) -> anyhow::Result<Parameters> {
             return Ok(p.parameters(insecure)?);
         }
     }
-    anyhow::bail!(
+    bail!(
         "{} was made with parameters that are not a preset (fingerprint {:016x}); files from a newer or custom build cannot be read here",
         path.display(),
         header.fingerprint
     )
 }
 
+/// Removes a batch's lock file, then lets the lock go. Safe once the batch's output exists: a
+/// run that takes the lock (on this file or a new one) finds the output and skips the batch.
+fn release(lock: crate::io::FileLock, path: &Path) {
+    let _ = std::fs::remove_file(path);
+    drop(lock);
+}
+
+/// Takes the lock that keeps two runs of `what` out of one directory.
+fn lock_dir(dir: &Path, what: &str) -> anyhow::Result<crate::io::FileLock> {
+    let path = dir.join(format!(".cryptodl-{what}.lock"));
+    try_lock(&path)
+        .with_context(|| format!("cannot lock {}", path.display()))?
+        .with_context(|| {
+            format!(
+                "another `cryptodl {what}` is writing to {}; wait for it or choose another directory",
+                dir.display()
+            )
+        })
+}
+
 /// Arguments of `cryptodl keygen`.
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Writes DIR/secret.key (keep it: only `decrypt` needs it), DIR/public.key (for \
-`encrypt`) and DIR/eval.keys (send it to the server with the ciphertexts)."
+`encrypt`) and DIR/eval.keys (send it to the server with the ciphertexts): all three or none. \
+Every file carries the key set's id (a hash of the secret), and every batch and logits file made \
+with these keys carries it too, so files of different key sets are never mixed up."
 )]
 pub struct KeygenArgs {
     /// Parameter preset (see `cryptodl params`); it must be deep enough for the model.
@@ -110,37 +116,71 @@ pub struct KeygenArgs {
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct KeygenReport {
+    preset: String,
+    insecure: bool,
+    key_set: String,
+    out: String,
+    files: [&'static str; 3],
 }
 
 /// Runs `cryptodl keygen`.
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+    warn_insecure(&params, args.json);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let sk_path = args.out.join(SECRET_KEY);
-    if sk_path.exists() {
-        anyhow::bail!(
-            "{} exists; remove it or choose another --out (keys are never overwritten)",
-            sk_path.display()
+    let _lock = lock_dir(&args.out, "keygen")?;
+    let files = [EVAL_KEYS, PUBLIC_KEY, SECRET_KEY];
+    if let Some(f) = files.iter().find(|f| args.out.join(f).exists()) {
+        bail!(
+            "{} exists; remove the key files or choose another --out (keys are never overwritten)",
+            args.out.join(f).display()
         );
+    }
+    for f in files {
+        remove_stale_temps(&args.out, Some(f))
+            .with_context(|| format!("cannot clean {}", args.out.display()))?;
     }
     let ctx = Context::new(&params)?;
     let mut kg = KeyGenerator::new(ctx.clone());
     let sk = kg.secret_key();
-    save_public_key(args.out.join(PUBLIC_KEY), &params, &kg.public_key(&sk))?;
-    save_evaluation_keys(
-        args.out.join(EVAL_KEYS),
-        &params,
-        &kg.evaluation_keys(&sk, &[], false)?,
-    )?;
-    save_secret_key(&sk_path, &params, &sk)?;
-    if params.is_insecure() {
-        println!("WARNING: preset {} is INSECURE", params.name());
+    let pk = kg.public_key(&sk);
+    let ek = kg.evaluation_keys(&sk, &[], false)?;
+    // All three or none: a failure removes what was written.
+    let written: Result<(), FileError> = (|| {
+        save_evaluation_keys(args.out.join(EVAL_KEYS), &params, &ek)?;
+        save_public_key(args.out.join(PUBLIC_KEY), &params, &pk)?;
+        save_secret_key(args.out.join(SECRET_KEY), &params, &sk)
+    })();
+    if let Err(e) = written {
+        for f in files {
+            let _ = std::fs::remove_file(args.out.join(f));
+        }
+        return Err(e).context("no keys were written");
+    }
+    let report = KeygenReport {
+        preset: params.name().to_string(),
+        insecure: params.is_insecure(),
+        key_set: sk.key_set().to_string(),
+        out: args.out.display().to_string(),
+        files,
+    };
+    if args.json {
+        return print_json(&report);
     }
     println!(
-        "keys for {} written to {} (send only {} to the server)",
-        params.name(),
-        args.out.display(),
+        "keys for {}{} (key set {}) written to {} (send only {} to the server)",
+        report.preset,
+        if report.insecure { ", INSECURE" } else { "" },
+        report.key_set,
+        report.out,
         EVAL_KEYS
     );
     Ok(())
@@ -148,6 +188,11 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 
 /// Arguments of `cryptodl encrypt`.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Writes ENC/batch-00000.cts ... (N/2 images each) and ENC/manifest.json, all bound to \
+one new job id, the key set and the model's digest. The model's values are checked against the \
+modulus on the first test images before anything is encrypted."
+)]
 pub struct EncryptArgs {
     /// The model (the client needs its input normalisation and size).
     #[arg(long)]
@@ -161,15 +206,32 @@ pub struct EncryptArgs {
     /// Directory holding the dataset files.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Encrypt the first N test images (default: all).
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Output directory for the server (created if missing).
+    /// Encrypt the first N test images (default: all; at least 1).
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    /// Output directory for the server (created if missing; must not hold another job).
     #[arg(long)]
     out: PathBuf,
     /// Accept key files made with presets below 128-bit security.
     #[arg(long)]
     insecure: bool,
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct EncryptReport {
+    job: String,
+    model: String,
+    preset: String,
+    insecure: bool,
+    key_set: String,
+    images: usize,
+    batches: usize,
+    ciphertexts_per_batch: usize,
+    input_level: usize,
+    out: String,
 }
 
 /// Runs `cryptodl encrypt`.
@@ -177,21 +239,46 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     let pk_path = args.keys.join(PUBLIC_KEY);
     let params = parameters_of(&pk_path, args.insecure)?;
+    warn_insecure(&params, args.json);
     let plan = Plan::compile(&model)?;
     plan.check_depth(params.name(), params.max_level())?;
     let ctx = Context::new(&params)?;
     let pk = load_public_key(&pk_path, &ctx)?;
-    let (_, test) =
-        super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), args.limit)?;
+    let limit = args.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    let (_, test) = super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), limit)?;
+    if test.is_empty() {
+        bail!("no test images to encrypt");
+    }
+    let calibration: Vec<Vec<f64>> = (0..test.len().min(256))
+        .map(|k| reference::normalize(&model, test.image(k)))
+        .collect();
+    plan.check_magnitudes(&params, &calibration)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let enc = Encoder::new(ctx.clone());
+    let _lock = lock_dir(&args.out, "encrypt")?;
+    if args.out.join(MANIFEST).exists() {
+        bail!(
+            "{} already holds an encrypted job ({MANIFEST}); choose an empty --out",
+            args.out.display()
+        );
+    }
+    remove_stale_temps(&args.out, None)
+        .with_context(|| format!("cannot clean {}", args.out.display()))?;
     let slots = params.slots();
     let batches: Vec<usize> = (0..test.len())
         .step_by(slots)
         .map(|s| slots.min(test.len() - s))
         .collect();
-    let b = bar(batches.len() * plan.inputs, "encrypt", false);
+    let manifest = Manifest::new(
+        JobId::random(),
+        pk.key_set,
+        &params,
+        &model,
+        &plan,
+        batches.clone(),
+    );
+    let enc = Encoder::new(ctx.clone());
+    let b = bar(batches.len() * plan.inputs, "encrypt", args.json);
     for (i, &count) in batches.iter().enumerate() {
         let samples: Vec<Vec<f64>> = (i * slots..i * slots + count)
             .map(|k| reference::normalize(&model, test.image(k)))
@@ -204,32 +291,54 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
             &samples,
             || b.inc(1),
         )?;
-        save_ciphertexts(batch_file(&args.out, i), &params, &cts)?;
+        save_ciphertexts(
+            args.out.join(batch_name(i)),
+            &params,
+            &manifest.label(i, Content::InputBatch),
+            &cts,
+        )?;
     }
     b.finish_and_clear();
-    write_manifest(
-        &args.out,
-        &Manifest {
-            model: model.name.clone(),
-            preset: params.name().to_string(),
-            batches: batches.clone(),
-        },
-    )?;
+    // The manifest last: a directory with one is complete.
+    manifest.write(&args.out)?;
+    let report = EncryptReport {
+        job: manifest.job.clone(),
+        model: model.name.clone(),
+        preset: params.name().to_string(),
+        insecure: params.is_insecure(),
+        key_set: manifest.key_set.clone(),
+        images: test.len(),
+        batches: batches.len(),
+        ciphertexts_per_batch: plan.inputs,
+        input_level: plan.input_level(),
+        out: args.out.display().to_string(),
+    };
+    if args.json {
+        return print_json(&report);
+    }
     println!(
-        "{} images encrypted in {} batch(es) of {} ciphertexts ({}) into {}",
-        test.len(),
-        batches.len(),
-        plan.inputs,
-        params.name(),
-        args.out.display()
+        "{} images encrypted in {} batch(es) of {} ciphertexts ({}{}, job {}) into {}",
+        report.images,
+        report.batches,
+        report.ciphertexts_per_batch,
+        report.preset,
+        if report.insecure { ", INSECURE" } else { "" },
+        report.job,
+        report.out
     );
     Ok(())
 }
 
 /// Arguments of `cryptodl score`.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Checks the evaluation keys, the model and every batch against the job's manifest, and \
+refuses what belongs to another key set, model or job. Writes SCORED/logits-00000.cts ... and a copy \
+of the manifest. A re-run skips the batches of this job already scored (an interrupted run resumes); \
+several runs on one --out share the batches (each takes a lock per batch)."
+)]
 pub struct ScoreArgs {
-    /// The model (polynomial activations of degree 2 or 3).
+    /// The model (polynomial activations of degree 2 or 3): the very one the job was encrypted for.
     #[arg(long)]
     model: PathBuf,
     /// The evaluation keys (`eval.keys` from `cryptodl keygen`); no secret key is needed.
@@ -238,8 +347,8 @@ pub struct ScoreArgs {
     /// Directory written by `cryptodl encrypt`.
     #[arg(long = "in")]
     input: PathBuf,
-    /// Output directory for the client (created if missing); batches already scored there are
-    /// skipped, so a re-run resumes.
+    /// Output directory for the client (created if missing); batches of this job already scored
+    /// there are skipped, so a re-run resumes.
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
@@ -254,99 +363,131 @@ pub struct ScoreArgs {
 
 #[derive(Serialize)]
 struct ScoreReport {
+    job: String,
     model: String,
     preset: String,
+    insecure: bool,
     backend: String,
     batches: usize,
     scored: usize,
     skipped: usize,
+    /// Batches another run on the same directory was scoring.
+    busy: usize,
     images: usize,
     server_s: f64,
 }
 
-fn score_batches(
-    session: &Session,
-    ctx: &std::sync::Arc<Context>,
-    args: &ScoreArgs,
-    plan: &Plan,
-    manifest: &Manifest,
-    report: &mut ScoreReport,
-) -> anyhow::Result<()> {
-    let b = bar(manifest.batches.len(), "score: batches", args.json);
-    for (i, &count) in manifest.batches.iter().enumerate() {
-        let out = logits_file(&args.out, i);
-        // A batch whose logits file loads is done (files are written atomically).
-        if out.exists() && load_ciphertexts(&out, ctx).is_ok() {
-            report.skipped += 1;
-            b.inc(1);
-            continue;
-        }
-        let cts = load_ciphertexts(batch_file(&args.input, i), ctx)?;
-        let t = Instant::now();
-        let logits = session.score(plan, &cts)?.logits;
-        drop(cts);
-        report.server_s += t.elapsed().as_secs_f64();
-        save_ciphertexts(&out, ctx.params(), &logits)?;
-        report.scored += 1;
-        report.images += count;
-        b.inc(1);
-    }
-    b.finish_and_clear();
-    Ok(())
-}
-
 /// Runs `cryptodl score` (server side).
 pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
+    let (manifest, params) = Manifest::read(&args.input, args.insecure)?;
+    warn_insecure(&params, args.json);
     let model = Model::load(&args.model)?;
-    let manifest = read_manifest(&args.input)?;
-    if manifest.model != model.name {
-        anyhow::bail!(
-            "{} was encrypted for model `{}`, not `{}`",
-            args.input.display(),
-            manifest.model,
-            model.name
-        );
-    }
-    let params = parameters_of(&args.eval_keys, args.insecure)?;
-    if params.name() != manifest.preset {
-        anyhow::bail!(
-            "the evaluation keys are for {} but the ciphertexts for {}; use the keys from the same `keygen`",
-            params.name(),
-            manifest.preset
-        );
-    }
+    manifest.check_model(&args.model, &model)?;
     let plan = Plan::compile(&model)?;
     plan.check_depth(params.name(), params.max_level())?;
+    let key_params = parameters_of(&args.eval_keys, args.insecure)?;
+    if key_params.fingerprint() != params.fingerprint() {
+        bail!(
+            "{} are for {}, but the job was encrypted for {}; use the keys of the job's `keygen`",
+            args.eval_keys.display(),
+            key_params.name(),
+            params.name()
+        );
+    }
     let ctx = Context::new(&params)?;
+    let keys = load_evaluation_keys(&args.eval_keys, &ctx)?;
+    manifest.check_key_set(&args.eval_keys, keys.key_set)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let session = Session::new(
-        args.server.device()?,
-        ctx.clone(),
-        &load_evaluation_keys(&args.eval_keys, &ctx)?,
-    )?;
+    // The output directory belongs to this job (or is new).
+    match Manifest::read(&args.out, args.insecure) {
+        Ok((existing, _)) if existing.job != manifest.job => bail!(
+            "{} holds the logits of another job ({}); choose an empty --out",
+            args.out.display(),
+            existing.job
+        ),
+        Ok(_) => {}
+        Err(_) if !args.out.join(MANIFEST).exists() => manifest.write(&args.out)?,
+        Err(e) => return Err(e.into()),
+    }
+    let session = Session::new(args.server.device()?, ctx.clone(), &keys)?;
+    drop(keys);
     let mut report = ScoreReport {
+        job: manifest.job.clone(),
         model: model.name.clone(),
         preset: params.name().to_string(),
+        insecure: params.is_insecure(),
         backend: session.backend_name(),
         batches: manifest.batches.len(),
         scored: 0,
         skipped: 0,
+        busy: 0,
         images: 0,
         server_s: 0.0,
     };
-    score_batches(&session, &ctx, &args, &plan, &manifest, &mut report)?;
-    write_manifest(&args.out, &manifest)?;
+    let b = bar(manifest.batches.len(), "score: batches", args.json);
+    for (i, &count) in manifest.batches.iter().enumerate() {
+        b.inc(1);
+        let name = logits_name(i);
+        let out = args.out.join(&name);
+        let lock_path = args.out.join(format!(".{name}.lock"));
+        let Some(lock) =
+            try_lock(&lock_path).with_context(|| format!("cannot lock {}", lock_path.display()))?
+        else {
+            report.busy += 1; // another run is scoring this batch
+            continue;
+        };
+        // Done already (by an earlier run, or by another run meanwhile)?
+        if out.exists() {
+            match load_ciphertexts(&out, &ctx) {
+                Ok((logits, label)) => {
+                    manifest.check_batch(&params, &out, i, Content::Logits, &label, &logits)?;
+                    release(lock, &lock_path);
+                    report.skipped += 1;
+                    continue;
+                }
+                Err(e) => {
+                    if !args.json {
+                        eprintln!("{e}: scoring batch {i} again");
+                    }
+                }
+            }
+        }
+        remove_stale_temps(&args.out, Some(&name))
+            .with_context(|| format!("cannot clean {}", args.out.display()))?;
+        let path = args.input.join(batch_name(i));
+        let (cts, label) = load_ciphertexts(&path, &ctx)?;
+        manifest.check_batch(&params, &path, i, Content::InputBatch, &label, &cts)?;
+        let t = Instant::now();
+        let logits = session.score(&plan, &cts)?.logits;
+        drop(cts);
+        report.server_s += t.elapsed().as_secs_f64();
+        save_ciphertexts(&out, &params, &manifest.label(i, Content::Logits), &logits)?;
+        release(lock, &lock_path);
+        report.scored += 1;
+        report.images += count;
+    }
+    b.finish_and_clear();
     if args.json {
         return print_json(&report);
     }
     println!(
-        "scored {} batch(es) ({} images) in {:.1} s on {}; {} already done; logits in {}",
+        "scored {} batch(es) ({} images) in {:.1} s on {}{}; {} already done{}; logits in {}",
         report.scored,
         report.images,
         report.server_s,
         report.backend,
+        if report.insecure {
+            " (INSECURE preset)"
+        } else {
+            ""
+        },
         report.skipped,
+        if report.busy > 0 {
+            format!(", {} being scored by another run", report.busy)
+        } else {
+            String::new()
+        },
         args.out.display()
     );
     Ok(())
@@ -377,8 +518,10 @@ pub struct DecryptArgs {
 
 #[derive(Serialize)]
 struct DecryptReport {
+    job: String,
     model: String,
     preset: String,
+    insecure: bool,
     images: usize,
     predictions: Vec<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -387,25 +530,33 @@ struct DecryptReport {
 
 /// Runs `cryptodl decrypt` (client side).
 pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
-    let manifest = read_manifest(&args.input)?;
+    let (manifest, params) = Manifest::read(&args.input, args.insecure)?;
+    warn_insecure(&params, args.json);
     let sk_path = args.keys.join(SECRET_KEY);
-    let params = parameters_of(&sk_path, args.insecure)?;
-    if params.name() != manifest.preset {
-        anyhow::bail!(
-            "the secret key is for {} but the logits for {}",
-            params.name(),
-            manifest.preset
+    let key_params = parameters_of(&sk_path, args.insecure)?;
+    if key_params.fingerprint() != params.fingerprint() {
+        bail!(
+            "the secret key {} is for {}, the logits for {}",
+            sk_path.display(),
+            key_params.name(),
+            params.name()
         );
     }
     let ctx = Context::new(&params)?;
     let sk = load_secret_key(&sk_path, &ctx)?;
+    manifest.check_key_set(&sk_path, sk.key_set())?;
     let (enc, dec) = (Encoder::new(ctx.clone()), Decryptor::new(ctx.clone()));
     let mut predictions = Vec::new();
     for (i, &count) in manifest.batches.iter().enumerate() {
-        let path = logits_file(&args.input, i);
-        let logits = load_ciphertexts(&path, &ctx).with_context(|| {
-            format!("batch {i} is not scored yet: run `cryptodl score` again (it resumes)")
-        })?;
+        let path = args.input.join(logits_name(i));
+        if !path.exists() {
+            bail!(
+                "{} is missing: batch {i} is not scored yet; run `cryptodl score` again (it resumes)",
+                path.display()
+            );
+        }
+        let (logits, label) = load_ciphertexts(&path, &ctx)?;
+        manifest.check_batch(&params, &path, i, Content::Logits, &label, &logits)?;
         for l in sched::decrypt_logits(&dec, &enc, &sk, &logits, count)? {
             predictions.push(reference::argmax(&l));
         }
@@ -414,7 +565,7 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         Some(kind) => {
             let test = kind.load(args.data_dir.as_deref())?.test;
             if test.len() < predictions.len() {
-                anyhow::bail!("{kind} has only {} test labels", test.len());
+                bail!("{kind} has only {} test labels", test.len());
             }
             let ok = predictions
                 .iter()
@@ -426,8 +577,10 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         None => None,
     };
     let report = DecryptReport {
-        model: manifest.model.clone(),
+        job: manifest.job.clone(),
+        model: manifest.model.name.clone(),
         preset: manifest.preset.clone(),
+        insecure: manifest.insecure,
         images: predictions.len(),
         predictions,
         accuracy,
@@ -436,10 +589,11 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         return print_json(&report);
     }
     println!(
-        "{} predictions decrypted ({} on {}){}",
+        "{} predictions decrypted ({} on {}{}){}",
         report.images,
         report.model,
         report.preset,
+        if report.insecure { ", INSECURE" } else { "" },
         report
             .accuracy
             .map(|a| format!("; accuracy {:.2}%", 100.0 * a))

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 /// Metadata key of the model description.
 pub const META_KEY: &str = "cryptodl.model";
 
+/// The largest model file [`Model::load`] reads (1 GiB), checked before reading.
+pub const MAX_MODEL_BYTES: u64 = 1 << 30;
+
 /// The model embedded in the binary, which `cryptodl demo` and `cryptodl bench model` use by
 /// default: `cryptodl train --arch cryptonets --act poly2 --augment --shift 1 --label-smoothing
 /// 0.1 --weight-decay 0.05 --epochs 20 --seed 1` (89.71% on the Fashion-MNIST test set in
@@ -185,6 +188,10 @@ pub struct ModelMeta {
     /// Free-form training summary (activation, epochs, accuracy, ...).
     #[serde(default)]
     pub training: serde_json::Value,
+    /// [`Model::digest`] in hex, written by [`Model::save`] and checked at load (safetensors has
+    /// no checksum: this is what catches damaged weights). Older files have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// A trained, folded model: what the plaintext reference and the HE scheduler run.
@@ -496,7 +503,87 @@ impl Model {
             normalization: self.normalization.clone(),
             layers,
             training: self.training.clone(),
+            digest: Some(hex::encode(self.digest())),
         }
+    }
+
+    /// The model's identity: SHA-256 over a domain tag, its description (name, input,
+    /// normalisation, layers with their activation polynomials; not the training summary) and
+    /// every weight and bias, bit for bit. Two models compute the same function on encrypted
+    /// inputs only if their digests are equal; a job's files record it.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"cryptodl model v1\0");
+        let described = serde_json::json!({
+            "name": self.name,
+            "input": self.input,
+            "normalization": self.normalization,
+            "layers": self.layers.iter().map(|l| match l {
+                Layer::Conv2d { weight, stride, padding, .. } => serde_json::json!(
+                    ["conv2d", weight.shape(), stride, padding]),
+                Layer::SumPool { kernel, stride } => serde_json::json!(["sum_pool", kernel, stride]),
+                Layer::Dense { weight, .. } => serde_json::json!(["dense", weight.shape()]),
+                Layer::Flatten => serde_json::json!(["flatten"]),
+                Layer::Act(a) => serde_json::json!(["act", a]),
+            }).collect::<Vec<_>>(),
+        });
+        h.update(described.to_string().as_bytes());
+        for l in &self.layers {
+            let (w, b): (Box<dyn Iterator<Item = &f64>>, &Array1<f64>) = match l {
+                Layer::Conv2d { weight, bias, .. } => (Box::new(weight.iter()), bias),
+                Layer::Dense { weight, bias } => (Box::new(weight.iter()), bias),
+                _ => continue,
+            };
+            for v in w.chain(b.iter()) {
+                h.update(v.to_bits().to_le_bytes());
+            }
+        }
+        h.finalize().into()
+    }
+
+    /// Checks what every use of a model relies on: a dense output layer of at least 2 classes,
+    /// consistent shapes, a finite normalisation with positive standard deviations, and
+    /// polynomial activations with finite coefficients.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |index: usize, reason: String| ModelError::Layer { index, reason };
+        let n = &self.normalization;
+        if n.mean.iter().any(|m| !m.is_finite())
+            || n.std.iter().any(|s| !s.is_finite() || *s <= 0.0)
+        {
+            return Err(bad(
+                0,
+                format!(
+                    "input normalisation must be finite with positive standard deviations (mean {:?}, std {:?})",
+                    n.mean, n.std
+                ),
+            ));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            if let Layer::Act(Activation::Poly { coeffs }) = l {
+                if coeffs.coeffs.is_empty() || coeffs.coeffs.iter().any(|c| !c.is_finite()) {
+                    return Err(bad(
+                        i,
+                        format!("polynomial activation {coeffs} must have finite coefficients"),
+                    ));
+                }
+            }
+        }
+        let last = self.layers.len().saturating_sub(1);
+        if !matches!(self.layers.last(), Some(Layer::Dense { .. })) {
+            return Err(bad(
+                last,
+                "the model must end with a dense layer (its outputs are the class logits)".into(),
+            ));
+        }
+        let classes = self.num_classes();
+        if classes < 2 {
+            return Err(bad(
+                last,
+                format!("the model has {classes} output(s); a classifier needs at least 2"),
+            ));
+        }
+        Ok(())
     }
 
     /// Serialises to safetensors bytes.
@@ -560,12 +647,37 @@ impl Model {
         })
     }
 
-    /// Reads a model written by [`Model::save`].
+    /// Reads a model written by [`Model::save`]: a regular file of at most [`MAX_MODEL_BYTES`],
+    /// checked ([`Model::from_bytes`]).
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        let bytes = std::fs::read(path).map_err(|error| ModelError::Io {
+        use std::io::Read;
+        let io = |error| ModelError::Io {
             path: path.to_path_buf(),
             error,
-        })?;
+        };
+        let fmt = |reason: String| ModelError::Format {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let f = crate::io::open_regular(path)
+            .map_err(io)?
+            .ok_or_else(|| fmt("not a regular file".into()))?;
+        let meta = f.metadata().map_err(io)?;
+        if meta.len() > MAX_MODEL_BYTES {
+            return Err(fmt(format!(
+                "{} bytes, above the limit of {MAX_MODEL_BYTES} bytes for a model",
+                meta.len()
+            )));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        f.take(MAX_MODEL_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_MODEL_BYTES {
+            return Err(fmt(format!(
+                "more than the limit of {MAX_MODEL_BYTES} bytes for a model"
+            )));
+        }
         Self::from_bytes(&bytes, path)
     }
 
@@ -673,6 +785,15 @@ impl Model {
             training: meta.training,
         };
         m.shapes().map_err(|e| fmt(e.to_string()))?;
+        m.validate().map_err(|e| fmt(e.to_string()))?;
+        if let Some(stored) = &meta.digest {
+            let computed = hex::encode(m.digest());
+            if *stored != computed {
+                return Err(fmt(format!(
+                    "its weights or description do not match its digest (stored {stored}, computed {computed}): the file is damaged"
+                )));
+            }
+        }
         Ok(m)
     }
 }

@@ -28,6 +28,29 @@ pub enum PlanError {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// Values that would not fit the modulus of their level (they would wrap around and decrypt
+    /// to garbage).
+    #[error(
+        "step {step} ({kind}) of model `{model}`: values reach {value:.3e} on the calibration inputs, but at level {level} of {preset} a value must stay below {limit:.3e} (the modulus over the scale, with a margin of 2^{margin_bits}); the weights or the inputs are too large for CKKS: check the model's weights and input normalisation"
+    )]
+    Overflow {
+        /// Model name.
+        model: String,
+        /// Step index in the plan.
+        step: usize,
+        /// `linear`, `square` or `cubic`.
+        kind: &'static str,
+        /// The largest magnitude seen.
+        value: f64,
+        /// The level the value lives at.
+        level: usize,
+        /// The largest magnitude the level holds, with the margin.
+        limit: f64,
+        /// Preset name.
+        preset: String,
+        /// Safety margin, in bits.
+        margin_bits: u32,
+    },
     /// More levels than the parameters have.
     #[error(
         "model `{model}` needs {depth} levels plus 1 of headroom for the logits, but preset {preset} has {available}; {advice}"
@@ -58,7 +81,40 @@ pub enum Step {
     Cubic([f64; 4]),
 }
 
+/// Safety margin of [`Plan::check_magnitudes`], in bits (a factor of 16 above the largest
+/// value seen on the calibration inputs).
+pub const MARGIN_BITS: u32 = 4;
+
 impl Step {
+    /// `linear`, `square` or `cubic`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Linear(_) => "linear",
+            Step::Square => "square",
+            Step::Cubic(_) => "cubic",
+        }
+    }
+
+    /// The step in plaintext f64.
+    pub fn eval_plain(&self, x: &[f64]) -> Vec<f64> {
+        match self {
+            Step::Linear(l) => l
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(j, row)| {
+                    l.bias.get(j).copied().unwrap_or(0.0)
+                        + row.iter().map(|&(i, w)| w * x[i]).sum::<f64>()
+                })
+                .collect(),
+            Step::Square => x.iter().map(|v| v * v).collect(),
+            Step::Cubic(c) => x
+                .iter()
+                .map(|v| (c[3] * v + c[2]) * v * v + (c[1] * v + c[0]))
+                .collect(),
+        }
+    }
+
     /// Levels the step consumes.
     pub fn levels(&self) -> usize {
         match self {
@@ -368,24 +424,73 @@ impl Plan {
     pub fn eval_plain(&self, input: &[f64]) -> Vec<f64> {
         let mut x = input.to_vec();
         for step in &self.steps {
-            x = match step {
-                Step::Linear(l) => l
-                    .rows
-                    .iter()
-                    .enumerate()
-                    .map(|(j, row)| {
-                        l.bias.get(j).copied().unwrap_or(0.0)
-                            + row.iter().map(|&(i, w)| w * x[i]).sum::<f64>()
-                    })
-                    .collect(),
-                Step::Square => x.iter().map(|v| v * v).collect(),
-                Step::Cubic(c) => x
-                    .iter()
-                    .map(|v| (c[3] * v + c[2]) * v * v + (c[1] * v + c[0]))
-                    .collect(),
-            };
+            x = step.eval_plain(&x);
         }
         x
+    }
+
+    /// Checks that every value the plan computes on `calibration` inputs (normalised samples)
+    /// fits the modulus of its level with a margin of 2^[`MARGIN_BITS`]: at level `l` a value
+    /// `v` is held as `v * scale` modulo `Q_l`, so `|v|` must stay below `Q_l / (2 scale)`
+    /// (and the products before each rescale, `Q_{l+1} / (2 scale q_{l+1})`, the same bound).
+    /// Catches models whose weights or normalisation would make the encrypted result wrap
+    /// around. Call after [`Self::check_depth`].
+    pub fn check_magnitudes(
+        &self,
+        params: &crate::ckks::Parameters,
+        calibration: &[Vec<f64>],
+    ) -> Result<(), PlanError> {
+        // log2 Q_l for every level.
+        let log_q: Vec<f64> = params
+            .q()
+            .iter()
+            .scan(0.0, |acc, &q| {
+                *acc += (q as f64).log2();
+                Some(*acc)
+            })
+            .collect();
+        let limit = |level: usize| {
+            (log_q[level] - 1.0 - f64::from(params.log_scale()) - f64::from(MARGIN_BITS)).exp2()
+        };
+        let mut xs: Vec<Vec<f64>> = calibration.to_vec();
+        let mut level = self.input_level();
+        for (index, step) in self.steps.iter().enumerate() {
+            let out = level
+                .checked_sub(step.levels())
+                .ok_or_else(|| PlanError::TooDeep {
+                    model: self.model.clone(),
+                    depth: self.depth(),
+                    preset: params.name().to_string(),
+                    available: params.max_level(),
+                    advice: "use a preset with more levels".into(),
+                })?;
+            let mut worst = 0.0f64;
+            for x in &mut xs {
+                if let Step::Cubic(_) = step {
+                    // x^2 lives one level down, before the product with (c3 x + c2).
+                    let sq = x.iter().fold(0.0f64, |m, v| m.max(v * v));
+                    if sq > limit(level - 1) {
+                        worst = worst.max(sq * limit(out) / limit(level - 1));
+                    }
+                }
+                *x = step.eval_plain(x);
+                worst = x.iter().fold(worst, |m, v| m.max(v.abs()));
+            }
+            if !worst.is_finite() || worst > limit(out) {
+                return Err(PlanError::Overflow {
+                    model: self.model.clone(),
+                    step: index,
+                    kind: step.kind(),
+                    value: worst,
+                    level: out,
+                    limit: limit(out),
+                    preset: params.name().to_string(),
+                    margin_bits: MARGIN_BITS,
+                });
+            }
+            level = out;
+        }
+        Ok(())
     }
 
     /// Largest number of ciphertexts any step produces.

@@ -14,7 +14,7 @@ use crate::ckks::{
     Ciphertext, CkksError, Context, DeviceCiphertext, DeviceEvaluator, DeviceKeys, EvaluationKeys,
 };
 
-use super::plan::{Plan, Step};
+use super::plan::Plan;
 use super::run::{chunk_size, download, run_step, upload};
 
 /// Where a session evaluates.
@@ -201,11 +201,7 @@ impl<B: Backend> Server<B> {
             let c = be.counters() - before;
             let stats = StepStats {
                 step: i,
-                kind: match step {
-                    Step::Linear(_) => "linear",
-                    Step::Square => "square",
-                    Step::Cubic(_) => "cubic",
-                },
+                kind: step.kind(),
                 ciphertexts_in,
                 ciphertexts_out: cur.iter().map(DeviceCiphertext::count).sum(),
                 level_in,

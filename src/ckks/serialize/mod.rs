@@ -5,43 +5,45 @@
 //! fields, a payload of raw little-endian words, and a CRC-32 trailer. The `*_to_bytes` /
 //! `*_from_bytes` functions work in memory; `save_*` / `load_*` wrap them with files.
 //!
-//! # Byte layout (format version 1)
+//! # Byte layout (format version 2)
 //!
 //! All integers are little-endian. Offsets are in bytes.
 //!
 //! | offset | size | field                                                                  |
 //! |-------:|-----:|------------------------------------------------------------------------|
 //! | 0      | 8    | magic `b"CRYPTODL"`                                                    |
-//! | 8      | 2    | format version, u16 (= 1)                                              |
+//! | 8      | 2    | format version, u16 (= 2)                                              |
 //! | 10     | 2    | object kind, u16: 1 secret key, 2 public key, 3 evaluation keys, 4 ciphertext, 5 ciphertext tensor |
 //! | 12     | 8    | parameter fingerprint, u64 ([`Parameters::fingerprint`]: N and every prime, in order) |
 //! | 20     | 4    | `log2(N)`, u32                                                         |
-//! | 24     | ...  | kind-specific fields (below)                                           |
+//! | 24     | 16   | key-set id ([`KeySetId`]: of the keys, or of the keys the ciphertexts were encrypted or evaluated with; zero: none) |
+//! | 40     | ...  | kind-specific fields (below)                                           |
 //! | H      | ...  | payload                                                                |
 //! | end-4  | 4    | CRC-32 (IEEE, as `crc32fast` / zlib compute it) of every byte before it |
 //!
 //! Kind-specific fields and payload, with `N` the ring degree, `L` the top level, `|P|` the
 //! number of special primes, `K = L + 1 + |P|` and `dnum` the number of key-switching digits:
 //!
-//! | kind | fields at offset 24 | payload |
+//! | kind | fields at offset 40 | payload |
 //! |------|---------------------|---------|
-//! | 1 secret key | `n` u32 (= N), reserved u32 (= 0); H = 32 | `N` bytes: the ternary coefficients as i8 (`0xFF`, `0x00`, `0x01`) |
-//! | 2 public key | `limbs` u32 (= K), `components` u32 (= 2); H = 32 | `2 * K * N` u32, `[component][limb][coeff]`, NTT form, limbs `q_0..q_L, p_0..` |
-//! | 3 evaluation keys | `dnum` u32, `limbs` u32 (= K), `has_relin` u32 (0 or 1), `galois_count` u32 (= G), then G Galois elements u64, odd, in `3..2N`, strictly increasing; H = 40 + 8 G | the relinearization key if `has_relin`, then the Galois keys in header order; each key is `dnum * 2 * K * N` u32, `[digit][component][limb][coeff]`, NTT form |
-//! | 4 ciphertext, 5 ciphertext tensor | `count` u32 (kind 4: = 1), `size` u32 (components, 2 or 3), `level` u32 (`<= L`), reserved u32 (= 0), `scale` f64 (IEEE-754 bits as u64, finite and `>= 1`); H = 48 | `count * size * (level + 1) * N` u32, `[ciphertext][component][limb][coeff]`, NTT form, limbs `q_0..q_level` |
+//! | 1 secret key | `n` u32 (= N), reserved u32 (= 0); H = 48 | `N` bytes: the ternary coefficients as i8 (`0xFF`, `0x00`, `0x01`); their hash must be the key-set id |
+//! | 2 public key | `limbs` u32 (= K), `components` u32 (= 2); H = 48 | `2 * K * N` u32, `[component][limb][coeff]`, NTT form, limbs `q_0..q_L, p_0..` |
+//! | 3 evaluation keys | `dnum` u32, `limbs` u32 (= K), `has_relin` u32 (0 or 1), `galois_count` u32 (= G), then G Galois elements u64, odd, in `3..2N`, strictly increasing; H = 56 + 8 G | the relinearization key if `has_relin`, then the Galois keys in header order; each key is `dnum * 2 * K * N` u32, `[digit][component][limb][coeff]`, NTT form |
+//! | 4 ciphertext, 5 ciphertext tensor | `count` u32 (kind 4: = 1), `size` u32 (components, 2 or 3), `level` u32 (`<= L`), reserved u32 (= 0), `scale` f64 (IEEE-754 bits as u64, finite and `>= 1`), then the label ([`CiphertextLabel`]): `content` u32 (0 unlabelled, 1 input batch, 2 logits), `batch` u32, `images` u32, reserved u32 (= 0), job id (16 bytes), model digest (32 bytes); H = 128 | `count * size * (level + 1) * N` u32, `[ciphertext][component][limb][coeff]`, NTT form, limbs `q_0..q_level` |
 //!
 //! All ciphertexts of one file share size, level and scale. Every residue is below its prime.
+//! Format version 1 (before key-set ids and labels) is refused with a message saying so.
 //!
 //! # Loading
 //!
-//! Loading never panics and never allocates from an unchecked header value: it checks the magic,
-//! the format version, the CRC, the object kind, the parameter fingerprint against the
-//! [`Context`] the object will be used with, every header field, that the payload length the
-//! header describes is at most [`MAX_PAYLOAD_BYTES`] and equals what the file holds, and that
-//! every residue is below its prime. Each failure is its own [`FileError`] variant. When the CRC
-//! does not match, the error is [`FileError::ChecksumMismatch`] (or [`FileError::Truncated`] when
-//! an intact-looking header describes more bytes than the file holds), since no header field of a
-//! corrupted file can be trusted.
+//! Loading never panics, never allocates from an unchecked header value and reads only regular
+//! files, at most [`MAX_PAYLOAD_BYTES`] of payload. It checks the magic, then the CRC **before
+//! interpreting any other byte**, then the format version, the object kind, the parameter
+//! fingerprint against the [`Context`] the object will be used with, every header field, that
+//! the payload length the header describes equals what the file holds, and that every residue is
+//! below its prime. Each failure is its own [`FileError`] variant. When the CRC does not match,
+//! the error is [`FileError::ChecksumMismatch`] (or [`FileError::Truncated`] when the file is
+//! shorter than its header describes), since no field of a corrupted file can be trusted.
 //!
 //! # Secrets
 //!
@@ -49,10 +51,11 @@
 //! switching keys (public RLWE samples), so an evaluation-key file cannot contain secret material
 //! by construction. Buffers holding secret-key bytes are zeroized when dropped
 //! ([`secret_key_to_bytes`] returns a [`Zeroizing`] buffer), secret-key files are written with
-//! mode 0600 on Unix (other files 0644).
+//! mode 0600 on Unix (other files 0644). A secret key whose coefficients do not hash to its
+//! key-set id (forged, or damaged behind a recomputed CRC) is refused.
 //!
-//! Writes are atomic: the file is written to a temporary file in the same directory, synced, then
-//! renamed over the destination.
+//! Writes are atomic ([`crate::io::write_atomic`]): the file is written to a temporary file in the
+//! same directory, synced, then renamed over the destination.
 
 mod read;
 #[cfg(test)]
@@ -60,30 +63,31 @@ mod tests;
 mod write;
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::{Ciphertext, Context, EvaluationKeys, Parameters, PublicKey, SecretKey};
+use super::{Ciphertext, Context, EvaluationKeys, KeySetId, Parameters, PublicKey, SecretKey};
 use read::*;
 use write::*;
 
 /// The first 8 bytes of every cryptodl file.
 pub const MAGIC: [u8; 8] = *b"CRYPTODL";
-/// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes (and the only one it reads).
+pub const FORMAT_VERSION: u16 = 2;
 /// The largest payload a file may describe (16 GiB); larger headers are refused before any
 /// allocation.
 pub const MAX_PAYLOAD_BYTES: u64 = 16 << 30;
 
 /// Bytes of the header common to every kind.
-const COMMON_HEADER_LEN: usize = 24;
+const COMMON_HEADER_LEN: usize = 40;
+/// Bytes of a ciphertext file's header (common, shape and label).
+const CIPHERTEXT_HEADER_LEN: usize = 128;
 /// Bytes of the CRC trailer.
 const CRC_LEN: usize = 4;
 /// Upper bound of any header (evaluation keys with one Galois key per odd element mod 2^17).
-const MAX_HEADER_BYTES: u64 = 40 + 8 * (1 << 16);
+const MAX_HEADER_BYTES: u64 = 56 + 8 * (1 << 16);
 /// Largest ciphertext size (components) accepted.
 const MAX_COMPONENTS: u32 = 3;
 /// Path shown in errors of the in-memory functions.
@@ -148,8 +152,13 @@ impl fmt::Display for ObjectKind {
 #[non_exhaustive]
 pub enum FileError {
     /// The operating system refused a read or write.
-    #[error("{}: {source}", .path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {error}", .path.display())]
+    Io {
+        path: PathBuf,
+        // Not named `source` (thiserror would make it the cause): the message already says it,
+        // and `{:#}` would print it twice.
+        error: io::Error,
+    },
     /// The file does not start with the cryptodl magic bytes.
     #[error("{}: not a cryptodl file (it does not start with the CRYPTODL magic bytes)", .path.display())]
     NotCryptodl { path: PathBuf },
@@ -163,6 +172,23 @@ pub enum FileError {
     /// Format version 0 (never written by any cryptodl).
     #[error("{}: unknown format version {found} (corrupted header)", .path.display())]
     UnknownFormat { path: PathBuf, found: u16 },
+    /// A file of an older format this build no longer reads.
+    #[error("{}: written in format v{found} by an older cryptodl; this build reads v{supported} only (it binds files to their key set and job): run keygen and encrypt again", .path.display())]
+    OlderFormat {
+        path: PathBuf,
+        found: u16,
+        supported: u16,
+    },
+    /// Not a regular file (a directory, a FIFO, a device...).
+    #[error("{}: not a regular file", .path.display())]
+    NotAFile { path: PathBuf },
+    /// A secret key whose coefficients do not hash to its key-set id.
+    #[error("{}: the secret key does not match its key-set id (stored {stored}, its coefficients give {computed}): the file was forged or damaged", .path.display())]
+    ForgedSecretKey {
+        path: PathBuf,
+        stored: KeySetId,
+        computed: KeySetId,
+    },
     /// An object-kind code no version defines.
     #[error("{}: unknown object kind {code} (corrupted header)", .path.display())]
     UnknownKind { path: PathBuf, code: u16 },
@@ -280,97 +306,230 @@ pub struct FileHeader {
     pub fingerprint: u64,
     /// `log2(N)`.
     pub log_n: u32,
+    /// The key set of the keys, or of the keys the ciphertexts belong to.
+    pub key_set: KeySetId,
 }
 
-/// Reads the common header of a file (magic, version, kind, fingerprint, `log2(N)`) without
-/// checking the rest, e.g. to tell what a file holds.
+/// What a ciphertext file holds in a scoring job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Content {
+    /// No job (e.g. a ciphertext saved on its own).
+    #[default]
+    Unlabelled,
+    /// A batch of encrypted inputs (`cryptodl encrypt`).
+    InputBatch,
+    /// The logits of a batch (`cryptodl score`).
+    Logits,
+}
+
+impl Content {
+    fn code(self) -> u32 {
+        match self {
+            Content::Unlabelled => 0,
+            Content::InputBatch => 1,
+            Content::Logits => 2,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            0 => Content::Unlabelled,
+            1 => Content::InputBatch,
+            2 => Content::Logits,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Content::Unlabelled => "unlabelled ciphertexts",
+            Content::InputBatch => "an encrypted input batch",
+            Content::Logits => "logits",
+        })
+    }
+}
+
+/// The random identity of one scoring job (one `cryptodl encrypt`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct JobId(pub [u8; 16]);
+
+impl JobId {
+    /// A fresh random id (ChaCha20 seeded from the OS).
+    pub fn random() -> Self {
+        use rand::{RngCore, SeedableRng};
+        let mut id = [0u8; 16];
+        rand_chacha::ChaCha20Rng::from_os_rng().fill_bytes(&mut id);
+        JobId(id)
+    }
+
+    /// Parses 32 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(s, &mut id).ok()?;
+        Some(JobId(id))
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({self})")
+    }
+}
+
+/// Where a ciphertext file belongs: its key set, and for the files of a scoring job, what it
+/// holds, the job, the batch, the number of images and the digest of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CiphertextLabel {
+    /// The key set the ciphertexts were encrypted (or evaluated) under.
+    pub key_set: KeySetId,
+    /// What the file holds.
+    pub content: Content,
+    /// The job.
+    pub job: JobId,
+    /// The batch's index in the job.
+    pub batch: u32,
+    /// Images in the batch (slots in use).
+    pub images: u32,
+    /// The model's digest (SHA-256 of its weights and metadata).
+    pub model: [u8; 32],
+}
+
+impl CiphertextLabel {
+    /// No job: ciphertexts of `key_set` saved on their own.
+    pub fn unlabelled(key_set: KeySetId) -> Self {
+        Self {
+            key_set,
+            ..Self::default()
+        }
+    }
+}
+
+/// The common header of a file held in `bytes` (magic, then the CRC over the whole file, then
+/// version, kind, fingerprint, `log2(N)` and key set), e.g. to tell what a file holds and which
+/// parameters it needs.
 pub fn header_from_bytes(bytes: &[u8]) -> Result<FileHeader, FileError> {
     header_at(bytes, mem())
 }
 
-/// Reads the common header of a file (see [`header_from_bytes`]); only its first bytes are read.
+/// Reads the common header of a file after checking its checksum (see [`header_from_bytes`]; the
+/// whole file is read, within the size limit).
 pub fn read_header(path: impl AsRef<Path>) -> Result<FileHeader, FileError> {
     let path = path.as_ref();
-    let f = File::open(path).map_err(io_error(path))?;
-    let mut head = Vec::with_capacity(COMMON_HEADER_LEN);
-    f.take(COMMON_HEADER_LEN as u64)
-        .read_to_end(&mut head)
-        .map_err(io_error(path))?;
-    header_at(&head, path)
+    header_at(&read_file(path)?, path)
 }
 
-/// Serializes ciphertexts of one size, level and scale as a tensor (kind 5).
-pub fn ciphertexts_to_bytes(params: &Parameters, cts: &[Ciphertext]) -> Result<Vec<u8>, FileError> {
+/// Serializes ciphertexts of one size, level and scale as a tensor (kind 5) with their label.
+pub fn ciphertexts_to_bytes(
+    params: &Parameters,
+    label: &CiphertextLabel,
+    cts: &[Ciphertext],
+) -> Result<Vec<u8>, FileError> {
     let shape = check_ciphertexts(mem(), params, cts)?;
     let out = Vec::with_capacity(ciphertext_bytes_len(&shape, cts.len(), params.n()));
-    write_ciphertexts(out, ObjectKind::CiphertextTensor, params, &shape, cts)
-        .map_err(io_error(mem()))
+    write_ciphertexts(
+        out,
+        ObjectKind::CiphertextTensor,
+        params,
+        label,
+        &shape,
+        cts,
+    )
+    .map_err(io_error(mem()))
 }
 
 /// Deserializes a ciphertext tensor (kind 5; a single-ciphertext file, kind 4, loads as a tensor
-/// of one) and checks it against `ctx`.
-pub fn ciphertexts_from_bytes(bytes: &[u8], ctx: &Context) -> Result<Vec<Ciphertext>, FileError> {
+/// of one) and checks it against `ctx`; returns the ciphertexts and their label.
+pub fn ciphertexts_from_bytes(
+    bytes: &[u8],
+    ctx: &Context,
+) -> Result<(Vec<Ciphertext>, CiphertextLabel), FileError> {
     decode_ciphertexts(bytes, mem(), ctx, &CT_KINDS)
 }
 
 const CT_KINDS: [ObjectKind; 2] = [ObjectKind::CiphertextTensor, ObjectKind::Ciphertext];
 
-/// Writes ciphertexts of one size, level and scale to a tensor file (atomically).
+/// Writes ciphertexts of one size, level and scale, with their label, to a tensor file
+/// (atomically).
 pub fn save_ciphertexts(
     path: impl AsRef<Path>,
     params: &Parameters,
+    label: &CiphertextLabel,
     cts: &[Ciphertext],
 ) -> Result<(), FileError> {
     let path = path.as_ref();
     let shape = check_ciphertexts(path, params, cts)?;
     write_atomic(path, false, |w| {
-        write_ciphertexts(w, ObjectKind::CiphertextTensor, params, &shape, cts).map(drop)
+        write_ciphertexts(w, ObjectKind::CiphertextTensor, params, label, &shape, cts).map(drop)
     })
 }
 
-/// Loads a ciphertext tensor file (or a single-ciphertext file, as a tensor of one).
+/// Loads a ciphertext tensor file (or a single-ciphertext file, as a tensor of one) with its
+/// label.
 pub fn load_ciphertexts(
     path: impl AsRef<Path>,
     ctx: &Context,
-) -> Result<Vec<Ciphertext>, FileError> {
+) -> Result<(Vec<Ciphertext>, CiphertextLabel), FileError> {
     let path = path.as_ref();
     decode_ciphertexts(&read_file(path)?, path, ctx, &CT_KINDS)
 }
 
-/// Serializes one ciphertext (kind 4).
-pub fn ciphertext_to_bytes(params: &Parameters, ct: &Ciphertext) -> Result<Vec<u8>, FileError> {
+/// Serializes one ciphertext (kind 4) of the key set `key_set`.
+pub fn ciphertext_to_bytes(
+    params: &Parameters,
+    key_set: KeySetId,
+    ct: &Ciphertext,
+) -> Result<Vec<u8>, FileError> {
     let cts = std::slice::from_ref(ct);
     let shape = check_ciphertexts(mem(), params, cts)?;
     let out = Vec::with_capacity(ciphertext_bytes_len(&shape, 1, params.n()));
-    write_ciphertexts(out, ObjectKind::Ciphertext, params, &shape, cts).map_err(io_error(mem()))
+    let label = CiphertextLabel::unlabelled(key_set);
+    write_ciphertexts(out, ObjectKind::Ciphertext, params, &label, &shape, cts)
+        .map_err(io_error(mem()))
 }
 
-fn single(mut cts: Vec<Ciphertext>) -> Ciphertext {
+fn single((mut cts, label): (Vec<Ciphertext>, CiphertextLabel)) -> (Ciphertext, KeySetId) {
     debug_assert_eq!(cts.len(), 1);
-    cts.swap_remove(0)
+    (cts.swap_remove(0), label.key_set)
 }
 
-/// Deserializes one ciphertext (kind 4) and checks it against `ctx`.
-pub fn ciphertext_from_bytes(bytes: &[u8], ctx: &Context) -> Result<Ciphertext, FileError> {
+/// Deserializes one ciphertext (kind 4) and checks it against `ctx`; returns it with its key set.
+pub fn ciphertext_from_bytes(
+    bytes: &[u8],
+    ctx: &Context,
+) -> Result<(Ciphertext, KeySetId), FileError> {
     decode_ciphertexts(bytes, mem(), ctx, &[ObjectKind::Ciphertext]).map(single)
 }
 
-/// Writes one ciphertext to a file (atomically).
+/// Writes one ciphertext of the key set `key_set` to a file (atomically).
 pub fn save_ciphertext(
     path: impl AsRef<Path>,
     params: &Parameters,
+    key_set: KeySetId,
     ct: &Ciphertext,
 ) -> Result<(), FileError> {
     let path = path.as_ref();
     let cts = std::slice::from_ref(ct);
     let shape = check_ciphertexts(path, params, cts)?;
+    let label = CiphertextLabel::unlabelled(key_set);
     write_atomic(path, false, |w| {
-        write_ciphertexts(w, ObjectKind::Ciphertext, params, &shape, cts).map(drop)
+        write_ciphertexts(w, ObjectKind::Ciphertext, params, &label, &shape, cts).map(drop)
     })
 }
 
-/// Loads a single-ciphertext file.
-pub fn load_ciphertext(path: impl AsRef<Path>, ctx: &Context) -> Result<Ciphertext, FileError> {
+/// Loads a single-ciphertext file; returns it with its key set.
+pub fn load_ciphertext(
+    path: impl AsRef<Path>,
+    ctx: &Context,
+) -> Result<(Ciphertext, KeySetId), FileError> {
     let path = path.as_ref();
     decode_ciphertexts(&read_file(path)?, path, ctx, &[ObjectKind::Ciphertext]).map(single)
 }
@@ -378,7 +537,7 @@ pub fn load_ciphertext(path: impl AsRef<Path>, ctx: &Context) -> Result<Cipherte
 /// Serializes a public key (kind 2).
 pub fn public_key_to_bytes(params: &Parameters, pk: &PublicKey) -> Result<Vec<u8>, FileError> {
     check_public_key(mem(), params, pk)?;
-    let out = Vec::with_capacity(32 + 4 * pk.data.len() + CRC_LEN);
+    let out = Vec::with_capacity(COMMON_HEADER_LEN + 8 + 4 * pk.data.len() + CRC_LEN);
     write_public_key(out, params, pk).map_err(io_error(mem()))
 }
 
@@ -411,7 +570,11 @@ pub fn evaluation_keys_to_bytes(
 ) -> Result<Vec<u8>, FileError> {
     check_evaluation_keys(mem(), params, keys)?;
     let count = keys.galois.len() + usize::from(keys.relin.is_some());
-    let len = 40 + 8 * keys.galois.len() + 4 * count * switching_key_words(params) + CRC_LEN;
+    let len = COMMON_HEADER_LEN
+        + 16
+        + 8 * keys.galois.len()
+        + 4 * count * switching_key_words(params)
+        + CRC_LEN;
     write_evaluation_keys(Vec::with_capacity(len), params, keys).map_err(io_error(mem()))
 }
 
@@ -453,10 +616,12 @@ fn secret_key_bytes(
     let coeffs = sk.coeffs();
     check_len(path, || "the secret key".into(), params.n(), coeffs.len())?;
     // Exact capacity: the vector never reallocates, so no copy of the key is left behind.
-    let mut out = Zeroizing::new(Vec::with_capacity(32 + coeffs.len() + CRC_LEN));
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        COMMON_HEADER_LEN + 8 + coeffs.len() + CRC_LEN,
+    ));
     let res = (|| {
         let mut w = CrcWriter::new(&mut *out);
-        write_common(&mut w, ObjectKind::SecretKey, params)?;
+        write_common(&mut w, ObjectKind::SecretKey, params, sk.key_set())?;
         w.u32(as_u32(params.n()))?;
         w.u32(0)?;
         let mut buf = Zeroizing::new([0u8; 256]);

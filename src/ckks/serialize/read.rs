@@ -3,7 +3,6 @@
 //! header value.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
@@ -53,8 +52,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Magic and version: the only fields read before the CRC is checked.
-pub(super) fn check_magic_and_version(r: &mut Reader<'_>) -> Result<u16, FileError> {
+/// The magic bytes: the only field read before the CRC is checked.
+pub(super) fn check_magic(r: &mut Reader<'_>) -> Result<(), FileError> {
     let path = r.path;
     let n = r.bytes.len().min(MAGIC.len());
     if r.bytes[..n] != MAGIC[..n] {
@@ -63,21 +62,40 @@ pub(super) fn check_magic_and_version(r: &mut Reader<'_>) -> Result<u16, FileErr
         });
     }
     r.take(MAGIC.len(), "magic bytes")?;
+    Ok(())
+}
+
+/// The format version (read after the CRC is checked).
+pub(super) fn check_version(r: &mut Reader<'_>) -> Result<u16, FileError> {
+    let path = r.path;
     let version = r.u16("format version")?;
-    if version == 0 {
-        return Err(FileError::UnknownFormat {
+    match version {
+        0 => Err(FileError::UnknownFormat {
             path: path.to_path_buf(),
             found: version,
-        });
-    }
-    if version > FORMAT_VERSION {
-        return Err(FileError::NewerFormat {
+        }),
+        v if v < FORMAT_VERSION => Err(FileError::OlderFormat {
             path: path.to_path_buf(),
-            found: version,
+            found: v,
             supported: FORMAT_VERSION,
-        });
+        }),
+        v if v > FORMAT_VERSION => Err(FileError::NewerFormat {
+            path: path.to_path_buf(),
+            found: v,
+            supported: FORMAT_VERSION,
+        }),
+        v => Ok(v),
     }
-    Ok(version)
+}
+
+/// The stored and the computed CRC of a file (`None` if it is too short to hold one).
+fn crc_of(bytes: &[u8]) -> Option<(u32, u32)> {
+    (bytes.len() >= MAGIC.len() + CRC_LEN).then(|| {
+        let (body, tail) = bytes.split_at(bytes.len() - CRC_LEN);
+        let mut stored = [0u8; 4];
+        stored.copy_from_slice(tail);
+        (u32::from_le_bytes(stored), crc32fast::hash(body))
+    })
 }
 
 /// Kind-specific header fields, validated against the parameters.
@@ -99,6 +117,8 @@ pub(super) struct CtFields {
 /// A parsed, validated header.
 pub(super) struct Parsed {
     kind: ObjectKind,
+    key_set: KeySetId,
+    label: CiphertextLabel,
     fields: Fields,
     /// Offset of the payload.
     header_len: usize,
@@ -164,6 +184,8 @@ pub(super) fn parse_header(
     if log_n != params.log_n() {
         return Err(field_err(path, "log_n", log_n.into(), params.log_n()));
     }
+    let key_set = KeySetId(r.array("key-set id")?);
+    let mut label = CiphertextLabel::unlabelled(key_set);
     let n = params.n() as u128;
     let limbs = key_limbs(params);
     let (fields, payload): (Fields, u128) = match kind {
@@ -243,6 +265,14 @@ pub(super) fn parse_header(
             }
             expect_field(path, "reserved", reserved, 0)?;
             check_scale(path, scale)?;
+            let content = r.u32("ciphertext label")?;
+            label.content = Content::from_code(content)
+                .ok_or_else(|| field_err(path, "content", content.into(), "0, 1 or 2"))?;
+            label.batch = r.u32("ciphertext label")?;
+            label.images = r.u32("ciphertext label")?;
+            expect_field(path, "reserved", r.u32("ciphertext label")?, 0)?;
+            label.job = JobId(r.array("ciphertext label")?);
+            label.model = r.array("ciphertext label")?;
             let payload = count as u128 * size as u128 * (level as u128 + 1) * n * 4;
             let fields = CtFields {
                 count: count as usize,
@@ -256,6 +286,8 @@ pub(super) fn parse_header(
     check_payload(path, payload)?;
     Ok(Parsed {
         kind,
+        key_set,
+        label,
         fields,
         header_len: r.pos,
         // <= 16 GiB; a 32-bit target cannot hold it
@@ -267,8 +299,9 @@ pub(super) fn parse_header(
     })
 }
 
-/// Checks magic, version, CRC, header and length; returns the parsed header (the payload is
-/// `bytes[header_len..header_len + payload_len]`).
+/// Checks magic, CRC, version, header and length; returns the parsed header (the payload is
+/// `bytes[header_len..header_len + payload_len]`). No field but the magic is interpreted before
+/// the CRC matches.
 pub(super) fn open(
     bytes: &[u8],
     path: &Path,
@@ -280,52 +313,60 @@ pub(super) fn open(
         pos: 0,
         path,
     };
-    check_magic_and_version(&mut r)?;
-    let crc = (bytes.len() >= r.pos + CRC_LEN).then(|| {
-        let (body, tail) = bytes.split_at(bytes.len() - CRC_LEN);
-        let mut stored = [0u8; 4];
-        stored.copy_from_slice(tail);
-        (u32::from_le_bytes(stored), crc32fast::hash(body))
-    });
-    let crc_ok = crc.is_some_and(|(stored, computed)| stored == computed);
-    let parsed = match parse_header(&mut r, params, accept) {
-        Ok(p) => p,
-        // A header cut short is a truncated file whatever the CRC says.
-        Err(e @ FileError::Truncated { .. }) => return Err(e),
-        Err(e) if crc_ok => return Err(e),
-        Err(e) => {
-            return Err(match crc {
-                Some((stored, computed)) => FileError::ChecksumMismatch {
-                    path: path.to_path_buf(),
-                    stored,
-                    computed,
-                },
-                None => e,
-            })
+    check_magic(&mut r)?;
+    match crc_of(bytes) {
+        Some((stored, computed)) if stored == computed => {}
+        crc => {
+            // A file shorter than its (tentatively read) header describes is truncated;
+            // anything else with a wrong CRC is corrupted, whatever its fields say.
+            let mut t = Reader {
+                bytes,
+                pos: r.pos,
+                path,
+            };
+            let tentative = t
+                .u16("format version")
+                .and_then(|_| parse_header(&mut t, params, accept));
+            match (tentative, crc) {
+                (Err(e @ FileError::Truncated { .. }), _) | (Err(e), None) => return Err(e),
+                (Ok(p), _) if bytes.len() < p.header_len + p.payload_len + CRC_LEN => {
+                    return Err(FileError::Truncated {
+                        path: path.to_path_buf(),
+                        part: "payload and checksum",
+                        needed: (p.payload_len + CRC_LEN) as u64,
+                        available: bytes.len().saturating_sub(p.header_len) as u64,
+                    })
+                }
+                (_, Some((stored, computed))) => {
+                    return Err(FileError::ChecksumMismatch {
+                        path: path.to_path_buf(),
+                        stored,
+                        computed,
+                    })
+                }
+                (Ok(_), None) => unreachable!("a parsed header is longer than the CRC"),
+            }
         }
-    };
+    }
+    check_version(&mut r)?;
+    let parsed = parse_header(&mut r, params, accept)?;
     let expected = parsed.header_len as u64 + parsed.payload_len as u64 + CRC_LEN as u64;
     let found = bytes.len() as u64;
-    if found < expected {
-        return Err(FileError::Truncated {
-            path: path.to_path_buf(),
-            part: "payload and checksum",
-            needed: expected - parsed.header_len as u64,
-            available: found - parsed.header_len.min(bytes.len()) as u64,
-        });
-    }
-    if let Some((stored, computed)) = crc.filter(|_| !crc_ok) {
-        return Err(FileError::ChecksumMismatch {
-            path: path.to_path_buf(),
-            stored,
-            computed,
-        });
-    }
-    if found > expected {
-        return Err(FileError::TrailingData {
-            path: path.to_path_buf(),
-            expected,
-            found,
+    if found != expected {
+        // The CRC matched, so the header is as written: the file was cut or extended.
+        return Err(if found < expected {
+            FileError::Truncated {
+                path: path.to_path_buf(),
+                part: "payload and checksum",
+                needed: expected - parsed.header_len as u64,
+                available: found - parsed.header_len.min(bytes.len()) as u64,
+            }
+        } else {
+            FileError::TrailingData {
+                path: path.to_path_buf(),
+                expected,
+                found,
+            }
         });
     }
     Ok(parsed)
@@ -380,7 +421,7 @@ pub(super) fn decode_ciphertexts(
     path: &Path,
     ctx: &Context,
     accept: &[ObjectKind],
-) -> Result<Vec<Ciphertext>, FileError> {
+) -> Result<(Vec<Ciphertext>, CiphertextLabel), FileError> {
     let params = ctx.params();
     let parsed = open(bytes, path, params, accept)?;
     let Fields::Ciphertexts(f) = parsed.fields else {
@@ -400,7 +441,7 @@ pub(super) fn decode_ciphertexts(
             scale: f.scale,
         });
     }
-    Ok(out)
+    Ok((out, parsed.label))
 }
 
 pub(super) fn decode_public_key(
@@ -417,7 +458,10 @@ pub(super) fn decode_public_key(
         params.n(),
         0,
     )?;
-    Ok(PublicKey { data })
+    Ok(PublicKey {
+        data,
+        key_set: parsed.key_set,
+    })
 }
 
 pub(super) fn decode_evaluation_keys(
@@ -451,7 +495,11 @@ pub(super) fn decode_evaluation_keys(
         // g < 2N <= 2^17, fits any usize
         map.insert(g as usize, next()?);
     }
-    Ok(EvaluationKeys { relin, galois: map })
+    Ok(EvaluationKeys {
+        relin,
+        galois: map,
+        key_set: parsed.key_set,
+    })
 }
 
 pub(super) fn decode_secret_key(
@@ -473,14 +521,26 @@ pub(super) fn decode_secret_key(
         }
         coeffs.push(c);
     }
+    let computed = KeySetId::of_secret(&coeffs);
+    if computed != parsed.key_set {
+        return Err(FileError::ForgedSecretKey {
+            path: path.to_path_buf(),
+            stored: parsed.key_set,
+            computed,
+        });
+    }
     Ok(SecretKey::from_coeffs(ctx, std::mem::take(&mut *coeffs)))
 }
 
 /// Reads a whole file; a file that does not start with the magic bytes is refused before it is
 /// read whole. The buffer is zeroized on drop (it may hold a secret key).
 pub(super) fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, FileError> {
-    let err = io_error(path);
-    let mut f = File::open(path).map_err(err)?;
+    // A FIFO or a device would block or never end: regular files only.
+    let mut f = crate::io::open_regular(path)
+        .map_err(io_error(path))?
+        .ok_or_else(|| FileError::NotAFile {
+            path: path.to_path_buf(),
+        })?;
     let len = f.metadata().map_err(io_error(path))?.len();
     let limit = MAX_PAYLOAD_BYTES + MAX_HEADER_BYTES + CRC_LEN as u64;
     let too_large = || FileError::TooLarge {
@@ -510,7 +570,26 @@ pub(super) fn header_at(bytes: &[u8], path: &Path) -> Result<FileHeader, FileErr
         pos: 0,
         path,
     };
-    let version = check_magic_and_version(&mut r)?;
+    check_magic(&mut r)?;
+    match crc_of(bytes) {
+        Some((stored, computed)) if stored != computed => {
+            return Err(FileError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                stored,
+                computed,
+            })
+        }
+        None => {
+            return Err(FileError::Truncated {
+                path: path.to_path_buf(),
+                part: "header and checksum",
+                needed: (COMMON_HEADER_LEN + CRC_LEN) as u64,
+                available: bytes.len() as u64,
+            })
+        }
+        Some(_) => {}
+    }
+    let version = check_version(&mut r)?;
     let code = r.u16("object kind")?;
     let kind = ObjectKind::from_code(code).ok_or_else(|| FileError::UnknownKind {
         path: path.to_path_buf(),
@@ -521,5 +600,6 @@ pub(super) fn header_at(bytes: &[u8], path: &Path) -> Result<FileHeader, FileErr
         kind,
         fingerprint: r.u64("parameter fingerprint")?,
         log_n: r.u32("log2(N)")?,
+        key_set: KeySetId(r.array("key-set id")?),
     })
 }

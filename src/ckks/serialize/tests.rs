@@ -106,37 +106,56 @@ fn all_kinds(f: &Fixture) -> Vec<(ObjectKind, Vec<u8>)> {
         ),
         (
             ObjectKind::Ciphertext,
-            ciphertext_to_bytes(p, &f.cts[0]).unwrap(),
+            ciphertext_to_bytes(p, f.sk.key_set(), &f.cts[0]).unwrap(),
         ),
         (
             ObjectKind::CiphertextTensor,
-            ciphertexts_to_bytes(p, &f.cts).unwrap(),
+            ciphertexts_to_bytes(p, &label(f), &f.cts).unwrap(),
         ),
     ]
+}
+
+/// A job's label for the fixture's ciphertexts.
+fn label(f: &Fixture) -> CiphertextLabel {
+    CiphertextLabel {
+        key_set: f.sk.key_set(),
+        content: Content::InputBatch,
+        job: JobId([7; 16]),
+        batch: 3,
+        images: 512,
+        model: [9; 32],
+    }
 }
 
 #[test]
 fn ciphertext_tensor_round_trip_decrypts() {
     let f = fixture();
     let p = f.ctx.params();
-    let bytes = ciphertexts_to_bytes(p, &f.cts).unwrap();
+    let bytes = ciphertexts_to_bytes(p, &label(f), &f.cts).unwrap();
     assert_eq!(&bytes[..8], b"CRYPTODL");
-    assert_eq!(bytes.len(), 48 + 3 * 2 * 4 * 1024 * 4 + 4);
-    let back = ciphertexts_from_bytes(&bytes, &f.ctx).unwrap();
+    assert_eq!(bytes.len(), 128 + 3 * 2 * 4 * 1024 * 4 + 4);
+    let (back, got) = ciphertexts_from_bytes(&bytes, &f.ctx).unwrap();
     assert_eq!(back, f.cts);
+    assert_eq!(got, label(f), "the label round-trips");
     for (ct, v) in back.iter().zip(&f.values) {
         assert_close(&decrypt(f, &f.sk, ct), v);
     }
     // a single ciphertext, also loadable as a tensor of one
-    let one = ciphertext_to_bytes(p, &f.cts[1]).unwrap();
-    assert_eq!(ciphertext_from_bytes(&one, &f.ctx).unwrap(), f.cts[1]);
+    let one = ciphertext_to_bytes(p, f.sk.key_set(), &f.cts[1]).unwrap();
+    assert_eq!(
+        ciphertext_from_bytes(&one, &f.ctx).unwrap(),
+        (f.cts[1].clone(), f.sk.key_set())
+    );
     assert_eq!(
         ciphertexts_from_bytes(&one, &f.ctx).unwrap(),
-        vec![f.cts[1].clone()]
+        (
+            vec![f.cts[1].clone()],
+            CiphertextLabel::unlabelled(f.sk.key_set())
+        )
     );
     // an empty tensor
-    let empty = ciphertexts_to_bytes(p, &[]).unwrap();
-    assert!(ciphertexts_from_bytes(&empty, &f.ctx).unwrap().is_empty());
+    let empty = ciphertexts_to_bytes(p, &label(f), &[]).unwrap();
+    assert!(ciphertexts_from_bytes(&empty, &f.ctx).unwrap().0.is_empty());
 }
 
 #[test]
@@ -146,7 +165,11 @@ fn size3_and_lower_level_ciphertexts_round_trip() {
     let eval = Evaluator::new(f.ctx.clone());
     let prod = eval.mul(&f.cts[0], &f.cts[1]).unwrap();
     assert_eq!(prod.size(), 3);
-    let back = ciphertext_from_bytes(&ciphertext_to_bytes(p, &prod).unwrap(), &f.ctx).unwrap();
+    let (back, _) = ciphertext_from_bytes(
+        &ciphertext_to_bytes(p, KeySetId::NONE, &prod).unwrap(),
+        &f.ctx,
+    )
+    .unwrap();
     assert_eq!(back, prod);
     let want: Vec<f64> = f.values[0]
         .iter()
@@ -159,7 +182,8 @@ fn size3_and_lower_level_ciphertexts_round_trip() {
     for ct in &mut low {
         eval.rescale_assign(ct).unwrap();
     }
-    let back = ciphertexts_from_bytes(&ciphertexts_to_bytes(p, &low).unwrap(), &f.ctx).unwrap();
+    let (back, _) =
+        ciphertexts_from_bytes(&ciphertexts_to_bytes(p, &label(f), &low).unwrap(), &f.ctx).unwrap();
     assert_eq!(back, low);
     assert_eq!(back[0].level(), p.max_level() - 1);
 }
@@ -174,20 +198,23 @@ fn key_files_round_trip() {
     save_secret_key(path("sk.bin"), p, &f.sk).unwrap();
     save_public_key(path("pk.bin"), p, &f.pk).unwrap();
     save_evaluation_keys(path("evk.bin"), p, &f.keys).unwrap();
-    save_ciphertexts(path("cts.bin"), p, &f.cts).unwrap();
-    save_ciphertext(path("ct.bin"), p, &f.cts[2]).unwrap();
+    save_ciphertexts(path("cts.bin"), p, &label(f), &f.cts).unwrap();
+    save_ciphertext(path("ct.bin"), p, f.sk.key_set(), &f.cts[2]).unwrap();
 
     let sk = load_secret_key(path("sk.bin"), &f.ctx).unwrap();
     assert_eq!(sk.coeffs(), f.sk.coeffs());
+    assert_eq!(sk.key_set(), f.sk.key_set());
     assert_eq!(sk.qp(), f.sk.qp());
     let pk = load_public_key(path("pk.bin"), &f.ctx).unwrap();
     assert_eq!(pk, f.pk);
+    assert_eq!(pk.key_set, f.sk.key_set());
     let keys = load_evaluation_keys(path("evk.bin"), &f.ctx).unwrap();
     assert_eq!(keys, f.keys);
+    assert_eq!(keys.key_set, f.sk.key_set());
     assert_eq!(keys.galois.len(), 4);
-    let cts = load_ciphertexts(path("cts.bin"), &f.ctx).unwrap();
-    assert_eq!(cts, f.cts);
-    assert_eq!(load_ciphertext(path("ct.bin"), &f.ctx).unwrap(), f.cts[2]);
+    let (cts, l) = load_ciphertexts(path("cts.bin"), &f.ctx).unwrap();
+    assert_eq!((&cts, l), (&f.cts, label(f)));
+    assert_eq!(load_ciphertext(path("ct.bin"), &f.ctx).unwrap().0, f.cts[2]);
 
     // loaded keys work: encrypt with the loaded public key, decrypt with the loaded secret
     let enc = Encoder::new(f.ctx.clone());
@@ -211,9 +238,12 @@ fn key_files_round_trip() {
     let h = read_header(path("evk.bin")).unwrap();
     assert_eq!(h.kind, ObjectKind::EvaluationKeys);
     assert_eq!(h.fingerprint, p.fingerprint());
-    assert_eq!((h.version, h.log_n), (1, 10));
-    save_ciphertexts(path("cts.bin"), p, &f.cts[..1]).unwrap();
-    assert_eq!(load_ciphertexts(path("cts.bin"), &f.ctx).unwrap().len(), 1);
+    assert_eq!((h.version, h.log_n, h.key_set), (2, 10, f.sk.key_set()));
+    save_ciphertexts(path("cts.bin"), p, &label(f), &f.cts[..1]).unwrap();
+    assert_eq!(
+        load_ciphertexts(path("cts.bin"), &f.ctx).unwrap().0.len(),
+        1
+    );
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -312,7 +342,7 @@ fn flipped_bits_are_detected() {
         }
     }
     // payload corruption is a checksum error
-    let mut b = ciphertext_to_bytes(f.ctx.params(), &f.cts[0]).unwrap();
+    let mut b = ciphertext_to_bytes(f.ctx.params(), f.sk.key_set(), &f.cts[0]).unwrap();
     b[1000] ^= 4;
     let e = ciphertext_from_bytes(&b, &f.ctx).unwrap_err();
     assert!(matches!(e, FileError::ChecksumMismatch { .. }), "{e}");
@@ -348,7 +378,7 @@ fn wrong_kind_names_what_the_file_holds() {
         };
         assert_eq!(ok, expect, "{kind:?}");
     }
-    let tensor = ciphertexts_to_bytes(f.ctx.params(), &f.cts).unwrap();
+    let tensor = ciphertexts_to_bytes(f.ctx.params(), &label(f), &f.cts).unwrap();
     assert!(matches!(
         ciphertext_from_bytes(&tensor, &f.ctx),
         Err(FileError::WrongKind { .. })
@@ -383,16 +413,18 @@ fn other_parameters_are_refused() {
         public_key_to_bytes(other.params(), &f.pk),
         Err(FileError::ShapeMismatch { .. })
     ));
-    assert!(ciphertexts_to_bytes(other.params(), &f.cts).is_err());
+    assert!(ciphertexts_to_bytes(other.params(), &label(f), &f.cts).is_err());
     assert!(evaluation_keys_to_bytes(other.params(), &f.keys).is_err());
     assert!(secret_key_to_bytes(other.params(), &f.sk).is_err());
 }
 
-/// Byte offsets of the ciphertext header fields.
-const COUNT: usize = 24;
-const SIZE: usize = 28;
-const LEVEL: usize = 32;
-const SCALE: usize = 40;
+/// Byte offsets of the ciphertext header fields (format 2).
+const COUNT: usize = 40;
+const SIZE: usize = 44;
+const LEVEL: usize = 48;
+const SCALE: usize = 56;
+const CONTENT: usize = 64;
+const PAYLOAD: usize = 128;
 
 fn edited(bytes: &[u8], at: usize, value: &[u8]) -> Vec<u8> {
     let mut b = bytes.to_vec();
@@ -406,7 +438,7 @@ fn header_checks_have_their_own_errors() {
     let f = fixture();
     let ctx = &f.ctx;
     let p = ctx.params();
-    let bytes = ciphertexts_to_bytes(p, &f.cts).unwrap();
+    let bytes = ciphertexts_to_bytes(p, &label(f), &f.cts).unwrap();
 
     // absurd counts: refused before allocating (too large), or as truncated
     let e =
@@ -451,36 +483,82 @@ fn header_checks_have_their_own_errors() {
     }
     // a residue not below its prime
     let q0 = p.q()[0];
-    let e =
-        ciphertexts_from_bytes(&edited(&bytes, 48 + 4 * 5, &q0.to_le_bytes()), ctx).unwrap_err();
+    let e = ciphertexts_from_bytes(&edited(&bytes, PAYLOAD + 4 * 5, &q0.to_le_bytes()), ctx)
+        .unwrap_err();
     assert!(
         matches!(e, FileError::ResidueOutOfRange { index: 5, value, modulus, .. } if value == q0 && modulus == q0),
         "{e}"
     );
     // in the second limb, checked against q_1
     let q1 = p.q()[1];
-    let at = 48 + 4 * 1024;
+    let at = PAYLOAD + 4 * 1024;
     let e = ciphertexts_from_bytes(&edited(&bytes, at, &q1.to_le_bytes()), ctx).unwrap_err();
     assert!(
         matches!(e, FileError::ResidueOutOfRange { modulus, .. } if modulus == q1),
         "{e}"
     );
 
-    // format version and magic
-    let e = ciphertexts_from_bytes(&edited(&bytes, 8, &2u16.to_le_bytes()), ctx).unwrap_err();
+    // an unknown content code
+    let e = ciphertexts_from_bytes(&edited(&bytes, CONTENT, &9u32.to_le_bytes()), ctx).unwrap_err();
     assert!(
         matches!(
             e,
-            FileError::NewerFormat {
-                found: 2,
-                supported: 1,
+            FileError::InvalidField {
+                field: "content",
+                found: 9,
                 ..
             }
         ),
         "{e}"
     );
-    assert!(e.to_string().contains("newer cryptodl (format v2"), "{e}");
+
+    // format version (read only once the CRC matches) and magic
+    let e = ciphertexts_from_bytes(&edited(&bytes, 8, &3u16.to_le_bytes()), ctx).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FileError::NewerFormat {
+                found: 3,
+                supported: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("newer cryptodl (format v3"), "{e}");
     assert!(e.to_string().contains("upgrade"), "{e}");
+    let e = ciphertexts_from_bytes(&edited(&bytes, 8, &1u16.to_le_bytes()), ctx).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            FileError::OlderFormat {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("run keygen and encrypt again"),
+        "{e}"
+    );
+    // a flipped bit in the version or the fingerprint, CRC not fixed: corruption, not a newer
+    // format nor other parameters
+    for at in [8, 9, 12, 19] {
+        let mut b = bytes.clone();
+        b[at] ^= 2;
+        let e = ciphertexts_from_bytes(&b, ctx).unwrap_err();
+        assert!(
+            matches!(e, FileError::ChecksumMismatch { .. }),
+            "byte {at}: {e}"
+        );
+        let e = header_from_bytes(&b).unwrap_err();
+        assert!(
+            matches!(e, FileError::ChecksumMismatch { .. }),
+            "byte {at}: {e}"
+        );
+    }
     let e = ciphertexts_from_bytes(&edited(&bytes, 8, &0u16.to_le_bytes()), ctx).unwrap_err();
     assert!(matches!(e, FileError::UnknownFormat { .. }), "{e}");
     let e = ciphertexts_from_bytes(&edited(&bytes, 10, &77u16.to_le_bytes()), ctx).unwrap_err();
@@ -498,7 +576,7 @@ fn header_checks_have_their_own_errors() {
 
     // secret key: coefficients outside {-1, 0, 1}
     let sk = secret_key_to_bytes(p, &f.sk).unwrap();
-    let e = secret_key_from_bytes(&edited(&sk, 32 + 10, &[2]), ctx).unwrap_err();
+    let e = secret_key_from_bytes(&edited(&sk, 48 + 10, &[2]), ctx).unwrap_err();
     assert!(
         matches!(
             e,
@@ -513,15 +591,15 @@ fn header_checks_have_their_own_errors() {
 
     // evaluation keys: Galois elements, counts, relin flag
     let evk = evaluation_keys_to_bytes(p, &f.keys).unwrap();
-    let e = evaluation_keys_from_bytes(&edited(&evk, 40, &4u64.to_le_bytes()), ctx).unwrap_err();
+    let e = evaluation_keys_from_bytes(&edited(&evk, 56, &4u64.to_le_bytes()), ctx).unwrap_err();
     assert!(
         matches!(e, FileError::InvalidGaloisElement { element: 4, .. }),
         "{e}"
     );
-    let e = evaluation_keys_from_bytes(&edited(&evk, 48, &3u64.to_le_bytes()), ctx).unwrap_err();
+    let e = evaluation_keys_from_bytes(&edited(&evk, 64, &3u64.to_le_bytes()), ctx).unwrap_err();
     assert!(matches!(e, FileError::InvalidGaloisElement { .. }), "{e}");
     let e =
-        evaluation_keys_from_bytes(&edited(&evk, 36, &u32::MAX.to_le_bytes()), ctx).unwrap_err();
+        evaluation_keys_from_bytes(&edited(&evk, 52, &u32::MAX.to_le_bytes()), ctx).unwrap_err();
     assert!(
         matches!(
             e,
@@ -532,7 +610,7 @@ fn header_checks_have_their_own_errors() {
         ),
         "{e}"
     );
-    let e = evaluation_keys_from_bytes(&edited(&evk, 32, &2u32.to_le_bytes()), ctx).unwrap_err();
+    let e = evaluation_keys_from_bytes(&edited(&evk, 48, &2u32.to_le_bytes()), ctx).unwrap_err();
     assert!(
         matches!(
             e,
@@ -543,7 +621,7 @@ fn header_checks_have_their_own_errors() {
         ),
         "{e}"
     );
-    let e = evaluation_keys_from_bytes(&edited(&evk, 24, &9u32.to_le_bytes()), ctx).unwrap_err();
+    let e = evaluation_keys_from_bytes(&edited(&evk, 40, &9u32.to_le_bytes()), ctx).unwrap_err();
     assert!(
         matches!(e, FileError::InvalidField { field: "dnum", .. }),
         "{e}"
@@ -556,7 +634,7 @@ fn saving_checks_the_objects() {
     let p = f.ctx.params();
     let mut cts = f.cts.clone();
     cts[2].set_scale(p.default_scale() * 2.0);
-    let e = ciphertexts_to_bytes(p, &cts).unwrap_err();
+    let e = ciphertexts_to_bytes(p, &label(f), &cts).unwrap_err();
     assert!(
         matches!(
             e,
@@ -574,7 +652,7 @@ fn saving_checks_the_objects() {
         .unwrap();
     let scale = cts[0].scale();
     cts[1].set_scale(scale);
-    let e = ciphertexts_to_bytes(p, &cts).unwrap_err();
+    let e = ciphertexts_to_bytes(p, &label(f), &cts).unwrap_err();
     assert!(
         matches!(
             e,
@@ -589,12 +667,12 @@ fn saving_checks_the_objects() {
     let mut ct = f.cts[0].clone();
     ct.set_scale(f64::NAN);
     assert!(matches!(
-        ciphertext_to_bytes(p, &ct),
+        ciphertext_to_bytes(p, KeySetId::NONE, &ct),
         Err(FileError::InvalidScale { .. })
     ));
     // a failed save leaves nothing behind
     let dir = tempfile::tempdir().unwrap();
-    assert!(save_ciphertext(dir.path().join("x.bin"), p, &ct).is_err());
+    assert!(save_ciphertext(dir.path().join("x.bin"), p, KeySetId::NONE, &ct).is_err());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // reading a non-cryptodl file
     let junk = dir.path().join("junk.bin");
@@ -608,7 +686,7 @@ fn saving_checks_the_objects() {
     ));
     // truncated files on disk
     let full = dir.path().join("full.bin");
-    save_ciphertexts(&full, p, &f.cts).unwrap();
+    save_ciphertexts(&full, p, &label(f), &f.cts).unwrap();
     let bytes = std::fs::read(&full).unwrap();
     let cut = dir.path().join("cut.bin");
     for len in [0, 5, 8, 30, 60, bytes.len() / 2, bytes.len() - 1] {
@@ -646,5 +724,70 @@ proptest! {
         // edits at one place may cancel out
         prop_assume!(b != original);
         prop_assert!(load_any(&b, &f.ctx).iter().all(|&x| x));
+    }
+}
+
+#[test]
+fn a_forged_or_swapped_secret_key_is_refused() {
+    let f = fixture();
+    let p = f.ctx.params();
+    let sk = secret_key_to_bytes(p, &f.sk).unwrap().to_vec();
+    // All-zero coefficients with a valid CRC: its coefficients do not hash to the stored id.
+    let mut zero = sk.clone();
+    zero[48..48 + p.n()].fill(0);
+    fix_crc(&mut zero);
+    let e = secret_key_from_bytes(&zero, &f.ctx).unwrap_err();
+    assert!(matches!(e, FileError::ForgedSecretKey { .. }), "{e}");
+    assert!(e.to_string().contains("forged or damaged"), "{e}");
+    // Another key's id spliced in: refused too.
+    let mut other = sk.clone();
+    other[24..40].copy_from_slice(&[1; 16]);
+    fix_crc(&mut other);
+    assert!(matches!(
+        secret_key_from_bytes(&other, &f.ctx),
+        Err(FileError::ForgedSecretKey { .. })
+    ));
+    // A key of another keygen has another id.
+    let ctx = f.ctx.clone();
+    let sk2 = KeyGenerator::with_sampler(ctx, Sampler::from_seed_insecure(99)).secret_key();
+    assert_ne!(sk2.key_set(), f.sk.key_set());
+}
+
+#[cfg(unix)]
+#[test]
+fn only_regular_files_are_read() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("eval.keys");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = load_evaluation_keys(&fifo, &f.ctx).unwrap_err();
+    assert!(matches!(e, FileError::NotAFile { .. }), "{e}");
+    assert!(matches!(
+        read_header(&fifo),
+        Err(FileError::NotAFile { .. })
+    ));
+    let e = load_ciphertexts(dir.path(), &f.ctx).unwrap_err();
+    assert!(
+        matches!(e, FileError::NotAFile { .. } | FileError::Io { .. }),
+        "{e}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// Fuzzing of every decoder: random bytes (behind a valid magic, or not) are an error, never
+    /// a panic.
+    #[test]
+    fn random_bytes_are_errors(
+        magic in any::<bool>(),
+        body in proptest::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        let f = fixture();
+        let mut b = if magic { MAGIC.to_vec() } else { Vec::new() };
+        b.extend_from_slice(&body);
+        prop_assert!(load_any(&b, &f.ctx).iter().all(|&x| x));
+        let _ = header_from_bytes(&b);
     }
 }

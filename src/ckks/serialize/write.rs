@@ -54,12 +54,14 @@ pub(super) fn write_common<W: Write>(
     w: &mut CrcWriter<W>,
     kind: ObjectKind,
     params: &Parameters,
+    key_set: KeySetId,
 ) -> io::Result<()> {
     w.put(&MAGIC)?;
     w.u16(FORMAT_VERSION)?;
     w.u16(kind.code())?;
     w.u64(params.fingerprint())?;
-    w.u32(params.log_n())
+    w.u32(params.log_n())?;
+    w.put(&key_set.0)
 }
 
 /// `L + 1 + |P|`: limbs of a key.
@@ -193,16 +195,23 @@ pub(super) fn write_ciphertexts<W: Write>(
     w: W,
     kind: ObjectKind,
     params: &Parameters,
+    label: &CiphertextLabel,
     shape: &TensorShape,
     cts: &[Ciphertext],
 ) -> io::Result<W> {
     let mut w = CrcWriter::new(w);
-    write_common(&mut w, kind, params)?;
+    write_common(&mut w, kind, params, label.key_set)?;
     w.u32(as_u32(cts.len()))?;
     w.u32(as_u32(shape.size))?;
     w.u32(as_u32(shape.level))?;
     w.u32(0)?;
     w.u64(shape.scale.to_bits())?;
+    w.u32(label.content.code())?;
+    w.u32(label.batch)?;
+    w.u32(label.images)?;
+    w.u32(0)?;
+    w.put(&label.job.0)?;
+    w.put(&label.model)?;
     for ct in cts {
         w.words(&ct.data)?;
     }
@@ -224,7 +233,7 @@ pub(super) fn write_public_key<W: Write>(
     pk: &PublicKey,
 ) -> io::Result<W> {
     let mut w = CrcWriter::new(w);
-    write_common(&mut w, ObjectKind::PublicKey, params)?;
+    write_common(&mut w, ObjectKind::PublicKey, params, pk.key_set)?;
     w.u32(as_u32(key_limbs(params)))?;
     w.u32(2)?;
     w.words(&pk.data)?;
@@ -275,7 +284,7 @@ pub(super) fn write_evaluation_keys<W: Write>(
     keys: &EvaluationKeys,
 ) -> io::Result<W> {
     let mut w = CrcWriter::new(w);
-    write_common(&mut w, ObjectKind::EvaluationKeys, params)?;
+    write_common(&mut w, ObjectKind::EvaluationKeys, params, keys.key_set)?;
     w.u32(as_u32(params.dnum()))?;
     w.u32(as_u32(key_limbs(params)))?;
     w.u32(u32::from(keys.relin.is_some()))?;
@@ -293,7 +302,7 @@ pub(super) fn write_evaluation_keys<W: Write>(
 }
 
 pub(super) fn ciphertext_bytes_len(shape: &TensorShape, count: usize, n: usize) -> usize {
-    48 + count * shape.size * (shape.level + 1) * n * 4 + CRC_LEN
+    CIPHERTEXT_HEADER_LEN + count * shape.size * (shape.level + 1) * n * 4 + CRC_LEN
 }
 
 pub(super) fn mem() -> &'static Path {
@@ -301,9 +310,9 @@ pub(super) fn mem() -> &'static Path {
 }
 
 pub(super) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
-    move |source| FileError::Io {
+    move |error| FileError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -313,8 +322,8 @@ pub(super) fn write_atomic(
     secret: bool,
     body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<(), FileError> {
-    crate::io::write_atomic(path, secret, body).map_err(|source| FileError::Io {
+    crate::io::write_atomic(path, secret, body).map_err(|error| FileError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
