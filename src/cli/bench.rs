@@ -561,12 +561,7 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
             eprintln!("{s}");
         }
     };
-    if params.is_insecure() {
-        say(format!(
-            "WARNING: preset {} is INSECURE (below 128-bit security)",
-            params.name()
-        ));
-    }
+    super::warn_insecure(&params, quiet);
     let ctx = Context::new(&params)?;
     let slots = params.slots();
 

@@ -135,12 +135,7 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
             eprintln!("{s}");
         }
     };
-    if params.is_insecure() {
-        say(format!(
-            "WARNING: preset {} is INSECURE (below 128-bit security)",
-            params.name()
-        ));
-    }
+    super::warn_insecure(params, quiet);
     say(format!(
         "{}: {} levels ({} for the layers + 1 of headroom) of {} at {} (inputs encrypted at level {}); {} images in {batches} batch(es) of up to {slots}; {} ciphertexts in, at most {} per layer",
         model.name,

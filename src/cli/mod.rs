@@ -87,3 +87,14 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// One line on stderr (unless `quiet`) when the parameters are below 128-bit security; every
+/// JSON report carries an `insecure` field as well.
+fn warn_insecure(params: &crate::ckks::Parameters, quiet: bool) {
+    if params.is_insecure() && !quiet {
+        eprintln!(
+            "WARNING: preset {} is INSECURE (below 128-bit security): for tests only",
+            params.name()
+        );
+    }
+}

@@ -24,6 +24,7 @@ use serde::Serialize;
 use super::infer::bar;
 use super::output::print_json;
 use super::server::ServerArgs;
+use super::warn_insecure;
 use crate::ckks::serialize::{
     load_ciphertexts, load_evaluation_keys, load_public_key, load_secret_key, read_header,
     save_ciphertexts, save_evaluation_keys, save_public_key, save_secret_key, Content, FileError,
@@ -49,16 +50,6 @@ fn batch_name(i: usize) -> String {
 
 fn logits_name(i: usize) -> String {
     format!("logits-{i:05}.cts")
-}
-
-/// One line on stderr and a field in every JSON output when the job's preset is insecure.
-fn warn_insecure(params: &Parameters, json: bool) {
-    if params.is_insecure() && !json {
-        eprintln!(
-            "WARNING: preset {} is INSECURE (below 128-bit security): for tests only",
-            params.name()
-        );
-    }
 }
 
 /// The parameters a key or ciphertext file was made with (found by the fingerprint of its
