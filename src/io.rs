@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What marks the temporary files [`write_atomic`] creates next to their destination:
 /// `.<file name>.cryptodl-<random>.tmp`.
@@ -90,6 +90,36 @@ pub fn remove_stale_temps(dir: &Path, target: Option<&str>) -> io::Result<usize>
     Ok(removed)
 }
 
+/// The temporaries of [`write_atomic`] in `dir`, each with the name of the file it was for, in
+/// one listing of the directory (for a worker that removes a target's stale temporaries once it
+/// holds the target's lock, without listing a large shared directory per file).
+pub fn list_temps(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut temps = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temp_of(&name, None) && entry.file_type()?.is_file() {
+            if let Some(at) = name.rfind(TEMP_MARK) {
+                temps.push((name[1..at].to_string(), entry.path()));
+            }
+        }
+    }
+    Ok(temps)
+}
+
+/// What to do about a failed write, for error messages: `"; ..."` or empty.
+pub fn write_advice(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied => {
+            "; the output directory must be writable (a read-only mount or missing permissions)"
+        }
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "; free some space (nothing was left half-written) and run again"
+        }
+        _ => "",
+    }
+}
+
 /// An exclusive advisory lock on a file, held until dropped; the operating system releases it
 /// if the process dies, so a killed run never leaves a stale lock.
 #[derive(Debug)]
@@ -108,6 +138,21 @@ pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
     match file.try_lock() {
         Ok(()) => Ok(Some(FileLock { _file: file })),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Whether another process holds the lock of `path` (`None` if there is no such lock file).
+/// Never creates the file; a free lock is taken and released at once.
+pub fn lock_is_held(path: &Path) -> io::Result<Option<bool>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(false)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(Some(true)),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
@@ -172,6 +217,10 @@ mod tests {
         std::fs::write(dir.path().join(".other.tmp"), b"not ours").unwrap();
         assert!(is_temp_of(".out.bin.cryptodl-x.tmp", Some("out.bin")));
         assert!(!is_temp_of(".out.bin.cryptodl-x.tmp", Some("out.bi")));
+        assert_eq!(
+            list_temps(dir.path()).unwrap(),
+            vec![("out.bin".to_string(), stale.clone())]
+        );
         assert_eq!(remove_stale_temps(dir.path(), Some("other")).unwrap(), 0);
         assert_eq!(remove_stale_temps(dir.path(), Some("out.bin")).unwrap(), 1);
         assert!(!stale.exists());
@@ -197,12 +246,16 @@ mod lock_tests {
         let p = dir.path().join("x.lock");
         let held = try_lock(&p).unwrap().expect("free");
         assert!(try_lock(&p).unwrap().is_none(), "held by another handle");
+        assert_eq!(lock_is_held(&p).unwrap(), Some(true));
         drop(held);
+        assert_eq!(lock_is_held(&p).unwrap(), Some(false));
+        assert_eq!(lock_is_held(&dir.path().join("none.lock")).unwrap(), None);
+        assert!(!dir.path().join("none.lock").exists(), "never created");
         assert!(try_lock(&p).unwrap().is_some());
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, target_os = "linux"))]
 mod open_tests {
     use super::*;
 

@@ -1,4 +1,5 @@
-//! `cryptodl devices`: list every GPU adapter with the limits that matter to the kernels.
+//! `cryptodl devices`: list every GPU adapter, numbered as `--devices gpu:N` takes them, with the
+//! limits that matter to the kernels.
 
 use crate::backend::gpu::list_adapters;
 
@@ -21,12 +22,12 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10}  driver",
-        "name", "backend", "type", "storage bind", "wg storage", "invocations", "timestamps"
+        "{:>3}  {:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10}  driver",
+        "#", "name", "backend", "type", "storage bind", "wg storage", "invocations", "timestamps"
     );
-    for a in &adapters {
+    for (i, a) in adapters.iter().enumerate() {
         println!(
-            "{:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10}  {}",
+            "{i:>3}  {:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10}  {}",
             a.name,
             a.backend,
             a.device_type,

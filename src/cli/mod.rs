@@ -12,6 +12,7 @@ mod infer;
 mod output;
 mod params;
 mod pipeline;
+mod score;
 mod server;
 mod train;
 mod verify;
@@ -51,8 +52,12 @@ enum Command {
     Keygen(pipeline::KeygenArgs),
     /// Client: encrypt a dataset's test images in batches for the server.
     Encrypt(pipeline::EncryptArgs),
-    /// Server: score encrypted batches with a model and the evaluation keys (resumable).
-    Score(pipeline::ScoreArgs),
+    /// Server: score encrypted batches with a model and the evaluation keys (resumable; shards
+    /// and several devices for clusters).
+    Score(score::ScoreArgs),
+    /// Server or client: which batches of a job are scored, missing, running or damaged, and
+    /// what each worker did.
+    Status(score::StatusArgs),
     /// Client: decrypt the scored batches into predictions.
     Decrypt(pipeline::DecryptArgs),
     /// List GPU adapters with the limits that matter to the kernels.
@@ -74,7 +79,8 @@ pub fn main() -> ExitCode {
         Command::Infer(a) => infer::run(a),
         Command::Keygen(a) => pipeline::keygen(a),
         Command::Encrypt(a) => pipeline::encrypt(a),
-        Command::Score(a) => pipeline::score(a),
+        Command::Score(a) => score::score(a),
+        Command::Status(a) => score::status(a),
         Command::Decrypt(a) => pipeline::decrypt(a),
         Command::Devices(a) => devices::run(a),
         Command::Verify(a) => verify::run(a),

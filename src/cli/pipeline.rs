@@ -1,34 +1,29 @@
-//! `cryptodl keygen` / `encrypt` / `score` / `decrypt`: batch scoring of an encrypted dataset as
-//! separate client and server steps that exchange files.
+//! `cryptodl keygen` / `encrypt` / `decrypt`: the client's steps of batch scoring an encrypted
+//! dataset; the server's (`score`, `status`) are in `score.rs`.
 //!
 //! * client `keygen --out KEYS`: `KEYS/secret.key` (stays with the client), `KEYS/public.key`,
 //!   `KEYS/eval.keys` (the only key the server gets: relinearization), all three or none;
 //! * client `encrypt --model M --keys KEYS --out ENC`: the test images in batches of N/2,
 //!   `ENC/batch-00000.cts`, ... and `ENC/manifest.json`, bound to one random job id, the key
 //!   set and the model's digest (`sched::job`);
-//! * server `score --model M --eval-keys KEYS/eval.keys --in ENC --out SCORED`: checks keys, model
-//!   and batches against the manifest; one `SCORED/logits-00000.cts` per batch, each written
-//!   atomically under a per-batch lock; a re-run skips the batches of this job already scored,
-//!   so an interrupted run resumes, and concurrent runs on one directory score each batch once;
+//! * server `score --model M --eval-keys KEYS/eval.keys --in ENC --out SCORED`: one
+//!   `SCORED/logits-00000.cts` per batch (`sched::scoring`);
 //! * client `decrypt --keys KEYS --in SCORED`: the predicted class of every image (and the
 //!   accuracy against the dataset's labels), from logits of its job and key set only.
 //!
 //! Every file names its parameters by fingerprint, so no step needs `--preset` after `keygen`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
 use super::infer::bar;
 use super::output::print_json;
-use super::server::ServerArgs;
 use super::warn_insecure;
 use crate::ckks::serialize::{
-    load_ciphertexts, load_evaluation_keys, load_public_key, load_secret_key, read_header,
-    save_ciphertexts, save_evaluation_keys, save_public_key, save_secret_key, Content, FileError,
-    JobId,
+    load_ciphertexts, load_public_key, load_secret_key, read_header, save_ciphertexts,
+    save_evaluation_keys, save_public_key, save_secret_key, Content, FileError, JobId,
 };
 use crate::ckks::{
     Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Preset, PRESETS,
@@ -37,24 +32,16 @@ use crate::io::{remove_stale_temps, try_lock};
 use crate::nn::dataset::DatasetKind;
 use crate::nn::model::Model;
 use crate::nn::reference;
-use crate::sched::job::{Manifest, MANIFEST};
-use crate::sched::{self, Plan, Session};
+use crate::sched::job::{batch_file, logits_file, Manifest, MANIFEST};
+use crate::sched::{self, Plan};
 
 const SECRET_KEY: &str = "secret.key";
 const PUBLIC_KEY: &str = "public.key";
 const EVAL_KEYS: &str = "eval.keys";
 
-fn batch_name(i: usize) -> String {
-    format!("batch-{i:05}.cts")
-}
-
-fn logits_name(i: usize) -> String {
-    format!("logits-{i:05}.cts")
-}
-
 /// The parameters a key or ciphertext file was made with (found by the fingerprint of its
 /// checksum-verified header).
-fn parameters_of(path: &Path, insecure: bool) -> anyhow::Result<Parameters> {
+pub(super) fn parameters_of(path: &Path, insecure: bool) -> anyhow::Result<Parameters> {
     let header = read_header(path)?;
     for p in PRESETS {
         let params = p.parameters(true)?;
@@ -67,13 +54,6 @@ fn parameters_of(path: &Path, insecure: bool) -> anyhow::Result<Parameters> {
         path.display(),
         header.fingerprint
     )
-}
-
-/// Removes a batch's lock file, then lets the lock go. Safe once the batch's output exists: a
-/// run that takes the lock (on this file or a new one) finds the output and skips the batch.
-fn release(lock: crate::io::FileLock, path: &Path) {
-    let _ = std::fs::remove_file(path);
-    drop(lock);
 }
 
 /// Takes the lock that keeps two runs of `what` out of one directory.
@@ -283,7 +263,7 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
             || b.inc(1),
         )?;
         save_ciphertexts(
-            args.out.join(batch_name(i)),
+            args.out.join(batch_file(i)),
             &params,
             &manifest.label(i, Content::InputBatch),
             &cts,
@@ -316,170 +296,6 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
         if report.insecure { ", INSECURE" } else { "" },
         report.job,
         report.out
-    );
-    Ok(())
-}
-
-/// Arguments of `cryptodl score`.
-#[derive(clap::Args, Debug)]
-#[command(
-    after_help = "Checks the evaluation keys, the model and every batch against the job's manifest, and \
-refuses what belongs to another key set, model or job. Writes SCORED/logits-00000.cts ... and a copy \
-of the manifest. A re-run skips the batches of this job already scored (an interrupted run resumes); \
-several runs on one --out share the batches (each takes a lock per batch)."
-)]
-pub struct ScoreArgs {
-    /// The model (polynomial activations of degree 2 or 3): the very one the job was encrypted for.
-    #[arg(long)]
-    model: PathBuf,
-    /// The evaluation keys (`eval.keys` from `cryptodl keygen`); no secret key is needed.
-    #[arg(long)]
-    eval_keys: PathBuf,
-    /// Directory written by `cryptodl encrypt`.
-    #[arg(long = "in")]
-    input: PathBuf,
-    /// Output directory for the client (created if missing); batches of this job already scored
-    /// there are skipped, so a re-run resumes.
-    #[arg(long)]
-    out: PathBuf,
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Accept files made with presets below 128-bit security.
-    #[arg(long)]
-    insecure: bool,
-    /// Print JSON instead of a summary.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Serialize)]
-struct ScoreReport {
-    job: String,
-    model: String,
-    preset: String,
-    insecure: bool,
-    backend: String,
-    batches: usize,
-    scored: usize,
-    skipped: usize,
-    /// Batches another run on the same directory was scoring.
-    busy: usize,
-    images: usize,
-    server_s: f64,
-}
-
-/// Runs `cryptodl score` (server side).
-pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
-    let (manifest, params) = Manifest::read(&args.input, args.insecure)?;
-    warn_insecure(&params, args.json);
-    let model = Model::load(&args.model)?;
-    manifest.check_model(&args.model, &model)?;
-    let plan = Plan::compile(&model)?;
-    plan.check_depth(params.name(), params.max_level())?;
-    let key_params = parameters_of(&args.eval_keys, args.insecure)?;
-    if key_params.fingerprint() != params.fingerprint() {
-        bail!(
-            "{} are for {}, but the job was encrypted for {}; use the keys of the job's `keygen`",
-            args.eval_keys.display(),
-            key_params.name(),
-            params.name()
-        );
-    }
-    let ctx = Context::new(&params)?;
-    let keys = load_evaluation_keys(&args.eval_keys, &ctx)?;
-    manifest.check_key_set(&args.eval_keys, keys.key_set)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    // The output directory belongs to this job (or is new).
-    match Manifest::read(&args.out, args.insecure) {
-        Ok((existing, _)) if existing.job != manifest.job => bail!(
-            "{} holds the logits of another job ({}); choose an empty --out",
-            args.out.display(),
-            existing.job
-        ),
-        Ok(_) => {}
-        Err(_) if !args.out.join(MANIFEST).exists() => manifest.write(&args.out)?,
-        Err(e) => return Err(e.into()),
-    }
-    let session = Session::new(args.server.device()?, ctx.clone(), &keys)?;
-    drop(keys);
-    let mut report = ScoreReport {
-        job: manifest.job.clone(),
-        model: model.name.clone(),
-        preset: params.name().to_string(),
-        insecure: params.is_insecure(),
-        backend: session.backend_name(),
-        batches: manifest.batches.len(),
-        scored: 0,
-        skipped: 0,
-        busy: 0,
-        images: 0,
-        server_s: 0.0,
-    };
-    let b = bar(manifest.batches.len(), "score: batches", args.json);
-    for (i, &count) in manifest.batches.iter().enumerate() {
-        b.inc(1);
-        let name = logits_name(i);
-        let out = args.out.join(&name);
-        let lock_path = args.out.join(format!(".{name}.lock"));
-        let Some(lock) =
-            try_lock(&lock_path).with_context(|| format!("cannot lock {}", lock_path.display()))?
-        else {
-            report.busy += 1; // another run is scoring this batch
-            continue;
-        };
-        // Done already (by an earlier run, or by another run meanwhile)?
-        if out.exists() {
-            match load_ciphertexts(&out, &ctx) {
-                Ok((logits, label)) => {
-                    manifest.check_batch(&params, &out, i, Content::Logits, &label, &logits)?;
-                    release(lock, &lock_path);
-                    report.skipped += 1;
-                    continue;
-                }
-                Err(e) => {
-                    if !args.json {
-                        eprintln!("{e}: scoring batch {i} again");
-                    }
-                }
-            }
-        }
-        remove_stale_temps(&args.out, Some(&name))
-            .with_context(|| format!("cannot clean {}", args.out.display()))?;
-        let path = args.input.join(batch_name(i));
-        let (cts, label) = load_ciphertexts(&path, &ctx)?;
-        manifest.check_batch(&params, &path, i, Content::InputBatch, &label, &cts)?;
-        let t = Instant::now();
-        let logits = session.score(&plan, &cts)?.logits;
-        drop(cts);
-        report.server_s += t.elapsed().as_secs_f64();
-        save_ciphertexts(&out, &params, &manifest.label(i, Content::Logits), &logits)?;
-        release(lock, &lock_path);
-        report.scored += 1;
-        report.images += count;
-    }
-    b.finish_and_clear();
-    if args.json {
-        return print_json(&report);
-    }
-    println!(
-        "scored {} batch(es) ({} images) in {:.1} s on {}{}; {} already done{}; logits in {}",
-        report.scored,
-        report.images,
-        report.server_s,
-        report.backend,
-        if report.insecure {
-            " (INSECURE preset)"
-        } else {
-            ""
-        },
-        report.skipped,
-        if report.busy > 0 {
-            format!(", {} being scored by another run", report.busy)
-        } else {
-            String::new()
-        },
-        args.out.display()
     );
     Ok(())
 }
@@ -539,7 +355,7 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     let (enc, dec) = (Encoder::new(ctx.clone()), Decryptor::new(ctx.clone()));
     let mut predictions = Vec::new();
     for (i, &count) in manifest.batches.iter().enumerate() {
-        let path = args.input.join(logits_name(i));
+        let path = args.input.join(logits_file(i));
         if !path.exists() {
             bail!(
                 "{} is missing: batch {i} is not scored yet; run `cryptodl score` again (it resumes)",

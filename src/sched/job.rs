@@ -22,6 +22,16 @@ use super::plan::Plan;
 
 /// The manifest's file name in a job's directories.
 pub const MANIFEST: &str = "manifest.json";
+
+/// The file name of input batch `i` (`batch-00000.cts`, ...).
+pub fn batch_file(i: usize) -> String {
+    format!("batch-{i:05}.cts")
+}
+
+/// The file name of the logits of batch `i` (`logits-00000.cts`, ...).
+pub fn logits_file(i: usize) -> String {
+    format!("logits-{i:05}.cts")
+}
 /// The manifest format this build writes and reads.
 pub const MANIFEST_FORMAT: u32 = 2;
 /// The largest manifest read (1 MiB), checked before reading.
@@ -183,7 +193,7 @@ impl Manifest {
         let text = serde_json::to_string_pretty(self).expect("a manifest serializes");
         crate::io::write_bytes_atomic(&path, text.as_bytes()).map_err(|e| JobError::Manifest {
             path,
-            reason: format!("cannot write: {e}"),
+            reason: format!("cannot write: {e}{}", crate::io::write_advice(&e)),
         })
     }
 

@@ -6,7 +6,10 @@
 pub mod job;
 pub mod plan;
 pub mod run;
+pub mod scoring;
 pub mod session;
+pub mod shard;
+pub mod worklog;
 
 pub use plan::{Plan, PlanError, Step};
 pub use run::{chunk_size, download, run, upload};

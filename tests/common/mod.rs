@@ -1,4 +1,7 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (each test crate uses some of them).
+#![allow(dead_code)]
+
+pub mod job;
 
 use cryptodl::backend::gpu::GpuRuntime;
 use std::sync::Arc;

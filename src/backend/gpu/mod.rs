@@ -32,6 +32,14 @@ pub enum GpuError {
         /// Names of the adapters found.
         available: String,
     },
+    /// `--devices gpu:N` named an index past the adapters found.
+    #[error("there is no GPU adapter {index}: `cryptodl devices` lists {count} (numbered from 0)")]
+    AdapterIndex {
+        /// The requested index.
+        index: usize,
+        /// How many adapters there are.
+        count: usize,
+    },
     /// The adapter cannot run the kernels.
     #[error("adapter {adapter} offers {workgroup_storage} B of workgroup memory and {invocations} invocations per workgroup; the kernels need {need_storage} B and {need_invocations}")]
     LimitsTooSmall {

@@ -25,6 +25,8 @@ pub enum AdapterChoice {
     HighPerformance,
     /// The first adapter whose name contains this string (case-insensitive).
     Named(String),
+    /// The adapter at this index of [`list_adapters`] (`cryptodl devices` numbers them).
+    Index(usize),
 }
 
 impl AdapterChoice {
@@ -234,6 +236,14 @@ impl GpuRuntime {
                     });
                 }
                 found
+            }
+            AdapterChoice::Index(i) => {
+                let count = adapters.len();
+                adapters
+                    .into_iter()
+                    .nth(*i)
+                    .ok_or(GpuError::AdapterIndex { index: *i, count })?
+                    .into()
             }
         }
         .ok_or(GpuError::NoAdapter)?;

@@ -1,0 +1,580 @@
+//! `cryptodl score` (server: a shard of a job's batches, on one or several devices, resumable,
+//! shareable between workers on one output directory) and `cryptodl status` (done / missing /
+//! running / damaged batches, and what each worker did).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+
+use super::infer::bar;
+use super::output::print_json;
+use super::pipeline::parameters_of;
+use super::server::ServerArgs;
+use super::warn_insecure;
+use crate::backend::gpu::{list_adapters, AdapterChoice, GpuRuntime};
+use crate::ckks::serialize::load_evaluation_keys;
+use crate::ckks::{Context, EvaluationKeys};
+use crate::nn::model::Model;
+use crate::sched::job::Manifest;
+use crate::sched::scoring::{BatchState, JobFiles, JobScorer, Outcome};
+use crate::sched::shard::Shard;
+use crate::sched::worklog::{read_logs, summarize, Event, WorkerLog, WorkerSummary};
+use crate::sched::{Device, Plan, Session};
+
+/// The most workers `--devices` may start in one process.
+const MAX_DEVICES: usize = 64;
+
+/// Arguments of `cryptodl score`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Checks the evaluation keys, the model and every batch against the job's manifest, and refuses \
+what belongs to another key set, model or job. Writes SCORED/logits-00000.cts ... (each \
+atomically, under a per-batch lock), a copy of the manifest, and SCORED/logs/WORKER.jsonl \
+(one JSON line per batch scored; `cryptodl status` sums them).
+
+A re-run skips the batches of this job already scored, so an interrupted run resumes. Any \
+number of workers, on one machine or many sharing the directory, may score one job at once: \
+each batch is scored once. Split a job between N workers with --shard 1/N ... N/N (batch i \
+goes to shard i mod N + 1), e.g. a Slurm job array or a Kubernetes Indexed Job \
+(examples/slurm, examples/kubernetes).
+
+Examples:
+  cryptodl score --model m.safetensors --eval-keys keys/eval.keys --in enc --out scored
+  cryptodl score ... --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT --backend auto
+  cryptodl score ... --devices all          # one worker per GPU of this machine
+  cryptodl score ... --devices cpu,gpu:1    # the CPU and adapter 1 of `cryptodl devices`")]
+pub struct ScoreArgs {
+    /// The model (polynomial activations of degree 2 or 3): the very one the job was encrypted for.
+    #[arg(long)]
+    model: PathBuf,
+    /// The evaluation keys (`eval.keys` from `cryptodl keygen`); no secret key is needed.
+    #[arg(long)]
+    eval_keys: PathBuf,
+    /// Directory written by `cryptodl encrypt`.
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Output directory for the client (created if missing); batches of this job already scored
+    /// there are skipped, so a re-run resumes.
+    #[arg(long)]
+    out: PathBuf,
+    /// Score only shard K of N (K from 1 to N): batch i belongs to shard i mod N + 1.
+    #[arg(long, value_name = "K/N", default_value = "1/1")]
+    shard: Shard,
+    /// One worker per device, sharing the shard's batches: `all` (every GPU adapter that is not
+    /// a software rasterizer), or a comma list of `cpu`, `gpu` (the best adapter) and `gpu:N`
+    /// (adapter N of `cryptodl devices`). Replaces --backend / --adapter.
+    #[arg(long, value_name = "all|LIST", conflicts_with_all = ["backend", "adapter"])]
+    devices: Option<String>,
+    /// Score again the batches whose logits are damaged on disk (without it, `score` stops at
+    /// the first one and says so; `cryptodl status` lists them).
+    #[arg(long)]
+    rescore_corrupt: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Accept files made with presets below 128-bit security.
+    #[arg(long)]
+    insecure: bool,
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one worker of `score` did.
+#[derive(Serialize, Default)]
+struct WorkerReport {
+    worker: String,
+    device: String,
+    scored: usize,
+    rescored: usize,
+    skipped: usize,
+    /// Batches another worker was scoring (after a second try).
+    busy: usize,
+    images: usize,
+    server_s: f64,
+}
+
+#[derive(Serialize)]
+struct ScoreReport {
+    job: String,
+    model: String,
+    preset: String,
+    insecure: bool,
+    shard: String,
+    /// Batches in the whole job.
+    batches: usize,
+    /// Batches in this shard.
+    shard_batches: usize,
+    scored: usize,
+    rescored: usize,
+    skipped: usize,
+    busy: usize,
+    images: usize,
+    /// Seconds of scoring, summed over workers.
+    server_s: f64,
+    wall_s: f64,
+    workers: Vec<WorkerReport>,
+    out: PathBuf,
+}
+
+/// The devices `--devices` names (at least one).
+fn parse_devices(list: &str) -> anyhow::Result<Vec<Device>> {
+    let list = list.trim();
+    if list.eq_ignore_ascii_case("all") {
+        let hardware: Vec<usize> = list_adapters()
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.device_type != "Cpu")
+            .map(|(i, _)| i)
+            .collect();
+        if hardware.is_empty() {
+            bail!(
+                "--devices all: no GPU adapter other than software rasterizers (`cryptodl devices` \
+                 lists them); name devices with --devices cpu or gpu:N"
+            );
+        }
+        return hardware
+            .into_iter()
+            .map(|i| {
+                Ok(Device::Gpu(Arc::new(GpuRuntime::new(
+                    &AdapterChoice::Index(i),
+                )?)))
+            })
+            .collect();
+    }
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    if items.iter().any(|s| s.is_empty()) || items.len() > MAX_DEVICES {
+        bail!("--devices {list:?}: give `all` or a comma list of 1 to {MAX_DEVICES} devices (cpu, gpu, gpu:N)");
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let lower = item.to_ascii_lowercase();
+            Ok(match lower.as_str() {
+                "cpu" => Device::Cpu,
+                "gpu" => Device::Gpu(
+                    GpuRuntime::open(&AdapterChoice::from_env())
+                        .context("--devices gpu needs a GPU adapter (see `cryptodl devices`)")?,
+                ),
+                _ => {
+                    let index = lower
+                        .strip_prefix("gpu:")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .with_context(|| {
+                            format!(
+                                "--devices: `{item}` is not a device; use cpu, gpu, gpu:N (N from \
+                                 `cryptodl devices`) or all"
+                            )
+                        })?;
+                    Device::Gpu(Arc::new(GpuRuntime::new(&AdapterChoice::Index(index))?))
+                }
+            })
+        })
+        .collect()
+}
+
+/// This machine's name, for worker ids.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string())
+}
+
+/// Shared state of the workers of one `score`.
+struct Queue<'a> {
+    batches: &'a [usize],
+    next: AtomicUsize,
+    stop: AtomicBool,
+    bar: indicatif::ProgressBar,
+}
+
+/// One worker: a session on its device, then batches from the queue until none is left; a
+/// batch another worker held is tried once more at the end.
+fn work(
+    scorer: &JobScorer<'_>,
+    queue: &Queue<'_>,
+    keys: &EvaluationKeys,
+    ctx: &Arc<Context>,
+    device: Device,
+    worker: String,
+    shard: Shard,
+) -> anyhow::Result<WorkerReport> {
+    let session = Session::new(device, ctx.clone(), keys)?;
+    let out = scorer.files().out;
+    let log = WorkerLog::open(out, &worker, &shard.to_string(), &session.backend_name())
+        .with_context(|| format!("cannot write the worker log under {}", out.display()))?;
+    let mut report = WorkerReport {
+        worker,
+        device: session.backend_name(),
+        ..Default::default()
+    };
+    let _ = log.append(&log.record(Event::Start));
+    let t0 = Instant::now();
+    let mut busy = Vec::new();
+    let step = |i: usize, last_try: bool, report: &mut WorkerReport| -> anyhow::Result<bool> {
+        let outcome = scorer.score_batch(&session, i).inspect_err(|e| {
+            queue.stop.store(true, Ordering::SeqCst);
+            let mut r = log.record(Event::Error);
+            r.batch = Some(i);
+            r.message = Some(e.to_string());
+            let _ = log.append(&r);
+        })?;
+        let mut r = log.record(Event::Skipped);
+        r.batch = Some(i);
+        match outcome {
+            Outcome::Scored {
+                images,
+                seconds,
+                rescored,
+            } => {
+                report.scored += 1;
+                report.rescored += usize::from(rescored);
+                report.images += images;
+                report.server_s += seconds;
+                r.event = if rescored {
+                    Event::Rescored
+                } else {
+                    Event::Scored
+                };
+                r.images = images;
+                r.seconds = seconds;
+            }
+            Outcome::Done => report.skipped += 1,
+            Outcome::Busy if !last_try => return Ok(false),
+            Outcome::Busy => {
+                report.busy += 1;
+                r.event = Event::Busy;
+            }
+        }
+        let _ = log.append(&r);
+        queue.bar.inc(1);
+        Ok(true)
+    };
+    while !queue.stop.load(Ordering::SeqCst) {
+        let j = queue.next.fetch_add(1, Ordering::SeqCst);
+        let Some(&i) = queue.batches.get(j) else {
+            break;
+        };
+        if !step(i, false, &mut report)? {
+            busy.push(i);
+        }
+    }
+    for i in busy {
+        if queue.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        step(i, true, &mut report)?;
+    }
+    let mut r = log.record(Event::Finish);
+    r.images = report.images;
+    r.seconds = t0.elapsed().as_secs_f64();
+    let _ = log.append(&r);
+    Ok(report)
+}
+
+/// Runs `cryptodl score` (server side).
+pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let (manifest, params) = Manifest::read(&args.input, args.insecure)?;
+    warn_insecure(&params, args.json);
+    let model = Model::load(&args.model)?;
+    manifest.check_model(&args.model, &model)?;
+    let plan = Plan::compile(&model)?;
+    plan.check_depth(params.name(), params.max_level())?;
+    let key_params = parameters_of(&args.eval_keys, args.insecure)?;
+    if key_params.fingerprint() != params.fingerprint() {
+        bail!(
+            "{} are for {}, but the job was encrypted for {}; use the keys of the job's `keygen`",
+            args.eval_keys.display(),
+            key_params.name(),
+            params.name()
+        );
+    }
+    let ctx = Context::new(&params)?;
+    let keys = load_evaluation_keys(&args.eval_keys, &ctx)?;
+    manifest.check_key_set(&args.eval_keys, keys.key_set)?;
+    let devices = match &args.devices {
+        Some(list) => parse_devices(list)?,
+        None => vec![args.server.device()?],
+    };
+    let files = JobFiles {
+        manifest: &manifest,
+        params: &params,
+        ctx: &ctx,
+        input: &args.input,
+        out: &args.out,
+    };
+    let scorer = JobScorer::new(files, &plan, args.rescore_corrupt)?;
+    let batches: Vec<usize> = args.shard.batches(manifest.batches.len()).collect();
+    let queue = Queue {
+        batches: &batches,
+        next: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        bar: bar(batches.len(), "score: batches", args.json),
+    };
+    let host = hostname();
+    let pid = std::process::id();
+    let results: Vec<anyhow::Result<WorkerReport>> = std::thread::scope(|s| {
+        let handles: Vec<_> = devices
+            .into_iter()
+            .enumerate()
+            .map(|(k, device)| {
+                let (scorer, queue, keys, ctx) = (&scorer, &queue, &keys, &ctx);
+                let worker = format!("{host}-{pid}-{k}");
+                let shard = args.shard;
+                s.spawn(move || work(scorer, queue, keys, ctx, device, worker, shard))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker panicked")))
+            })
+            .collect()
+    });
+    queue.bar.finish_and_clear();
+    let mut workers = Vec::new();
+    for r in results {
+        workers.push(r?);
+    }
+    let sum = |f: fn(&WorkerReport) -> usize| workers.iter().map(f).sum::<usize>();
+    let report = ScoreReport {
+        job: manifest.job.clone(),
+        model: model.name.clone(),
+        preset: params.name().to_string(),
+        insecure: params.is_insecure(),
+        shard: args.shard.to_string(),
+        batches: manifest.batches.len(),
+        shard_batches: batches.len(),
+        scored: sum(|w| w.scored),
+        rescored: sum(|w| w.rescored),
+        skipped: sum(|w| w.skipped),
+        busy: sum(|w| w.busy),
+        images: sum(|w| w.images),
+        server_s: workers.iter().map(|w| w.server_s).sum(),
+        wall_s: t0.elapsed().as_secs_f64(),
+        workers,
+        out: args.out.clone(),
+    };
+    if args.json {
+        return print_json(&report);
+    }
+    let devices: Vec<&str> = report.workers.iter().map(|w| w.device.as_str()).collect();
+    println!(
+        "scored {} batch(es) ({} images{}) of shard {} in {:.1} s on {}{}; {} already done{}; logits in {}",
+        report.scored,
+        report.images,
+        if report.rescored > 0 {
+            format!(", {} over damaged logits", report.rescored)
+        } else {
+            String::new()
+        },
+        report.shard,
+        report.wall_s,
+        devices.join(" + "),
+        if report.insecure {
+            " (INSECURE preset)"
+        } else {
+            ""
+        },
+        report.skipped,
+        if report.busy > 0 {
+            format!(", {} being scored by another worker", report.busy)
+        } else {
+            String::new()
+        },
+        args.out.display()
+    );
+    if report.workers.len() > 1 {
+        for w in &report.workers {
+            println!(
+                "  {}: {} batch(es), {} images, {:.1} s scoring",
+                w.device, w.scored, w.images, w.server_s
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Arguments of `cryptodl status`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Reads every logits file (checksum, job, batch, model, key set) and each worker's log. A batch \
+is done, missing (run `score` again: it resumes), running (a worker holds its lock), damaged \
+(`score --rescore-corrupt` scores it again) or foreign (logits of another job: move it away). \
+The exit status is 0 whenever the report could be made; `complete` in --json says whether \
+every batch is done.")]
+pub struct StatusArgs {
+    /// Directory written by `cryptodl encrypt` (its manifest).
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// The output directory of `cryptodl score`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct BatchReport {
+    batch: usize,
+    #[serde(flatten)]
+    state: BatchState,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    job: String,
+    model: String,
+    preset: String,
+    insecure: bool,
+    batches: usize,
+    done: usize,
+    missing: usize,
+    running: usize,
+    damaged: usize,
+    foreign: usize,
+    complete: bool,
+    /// Every batch that is not done.
+    pending: Vec<BatchReport>,
+    workers: Vec<WorkerSummary>,
+    /// Log lines that could not be read (a worker killed mid-line).
+    unreadable_log_lines: usize,
+}
+
+/// Runs `cryptodl status`.
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let (manifest, params) = Manifest::read(&args.input, true)?;
+    if let Ok((existing, _)) = Manifest::read(&args.out, true) {
+        if existing.job != manifest.job {
+            bail!(
+                "{} holds the logits of another job ({}, not {})",
+                args.out.display(),
+                existing.job,
+                manifest.job
+            );
+        }
+    }
+    let ctx = Context::new(&params)?;
+    let files = JobFiles {
+        manifest: &manifest,
+        params: &params,
+        ctx: &ctx,
+        input: &args.input,
+        out: &args.out,
+    };
+    let b = bar(manifest.batches.len(), "status: batches", args.json);
+    let mut pending = Vec::new();
+    let mut done = 0;
+    for batch in 0..manifest.batches.len() {
+        b.inc(1);
+        match files.state(batch) {
+            BatchState::Done => done += 1,
+            state => pending.push(BatchReport { batch, state }),
+        }
+    }
+    b.finish_and_clear();
+    let count = |f: fn(&BatchState) -> bool| pending.iter().filter(|p| f(&p.state)).count();
+    let (records, unreadable) = read_logs(&args.out)
+        .with_context(|| format!("cannot read the worker logs under {}", args.out.display()))?;
+    let report = StatusReport {
+        job: manifest.job.clone(),
+        model: manifest.model.name.clone(),
+        preset: params.name().to_string(),
+        insecure: params.is_insecure(),
+        batches: manifest.batches.len(),
+        done,
+        missing: count(|s| matches!(s, BatchState::Missing)),
+        running: count(|s| matches!(s, BatchState::Running)),
+        damaged: count(|s| matches!(s, BatchState::Damaged { .. })),
+        foreign: count(|s| matches!(s, BatchState::Foreign { .. })),
+        complete: pending.is_empty(),
+        pending,
+        workers: summarize(&records),
+        unreadable_log_lines: unreadable,
+    };
+    if args.json {
+        return print_json(&report);
+    }
+    println!(
+        "job {} ({} on {}{}): {} batch(es): {} done, {} missing, {} running, {} damaged, {} foreign",
+        report.job,
+        report.model,
+        report.preset,
+        if report.insecure { ", INSECURE" } else { "" },
+        report.batches,
+        report.done,
+        report.missing,
+        report.running,
+        report.damaged,
+        report.foreign
+    );
+    for p in &report.pending {
+        match &p.state {
+            BatchState::Damaged { reason } => println!("  batch {}: damaged: {reason}", p.batch),
+            BatchState::Foreign { reason } => println!("  batch {}: foreign: {reason}", p.batch),
+            BatchState::Running => println!("  batch {}: running", p.batch),
+            _ => {}
+        }
+    }
+    if report.missing > 0 {
+        let list: Vec<String> = report
+            .pending
+            .iter()
+            .filter(|p| p.state == BatchState::Missing)
+            .map(|p| p.batch.to_string())
+            .collect();
+        let shown = list.len().min(20);
+        println!(
+            "  missing: {}{}",
+            list[..shown].join(", "),
+            if list.len() > shown { ", ..." } else { "" }
+        );
+    }
+    if !report.workers.is_empty() {
+        println!(
+            "{:<32} {:<28} {:>7} {:>8} {:>9} {:>9} {:>10}  state",
+            "worker", "device", "shard", "batches", "images", "scoring", "images/s"
+        );
+        for w in &report.workers {
+            println!(
+                "{:<32} {:<28} {:>7} {:>8} {:>9} {:>8.1}s {:>10.0}  {}",
+                w.worker,
+                w.device,
+                w.shard,
+                w.batches,
+                w.images,
+                w.scoring_seconds,
+                w.images_per_second,
+                match (&w.error, w.finished) {
+                    (Some(e), _) => format!("error: {e}"),
+                    (None, true) => "finished".to_string(),
+                    (None, false) => "running or killed".to_string(),
+                }
+            );
+        }
+    }
+    if report.unreadable_log_lines > 0 {
+        println!(
+            "({} log line(s) could not be read: cut by a killed worker)",
+            report.unreadable_log_lines
+        );
+    }
+    if report.complete {
+        println!("complete: `cryptodl decrypt --in {}`", args.out.display());
+    } else if report.damaged > 0 {
+        println!("next: `cryptodl score ... --rescore-corrupt` scores the damaged batches again");
+    } else if report.missing > 0 {
+        println!("next: run `cryptodl score` again (it resumes)");
+    }
+    Ok(())
+}
