@@ -79,10 +79,10 @@ pub(super) fn test_set(
             None => DatasetKind::FashionMnist,
         },
     };
-    let splits = kind.load(data_dir)?;
+    let test = kind.load_test(data_dir)?;
     let test = match limit {
-        Some(n) => splits.test.take(n),
-        None => splits.test,
+        Some(n) => test.take(n),
+        None => test,
     };
     if test.shape != model.input {
         anyhow::bail!(

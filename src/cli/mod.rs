@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod devices;
 mod eval;
+mod import;
 mod infer;
 mod output;
 mod params;
@@ -43,6 +44,8 @@ enum Command {
     Approx(approx::ApproxArgs),
     /// Train a CNN (with polynomial or standard activations) on an image dataset.
     Train(train::TrainArgs),
+    /// Import an ONNX model (PyTorch, ...) with polynomial activations as a cryptodl model.
+    Import(import::ImportArgs),
     /// Run a trained model in plaintext f64, exactly as the encrypted path computes it.
     Eval(eval::EvalArgs),
     /// Classify encrypted test images with a trained model (client encrypts, server evaluates
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Bench(b) => bench::run(b),
         Command::Approx(a) => approx::run(a),
         Command::Train(a) => train::run(a),
+        Command::Import(a) => import::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Infer(a) => infer::run(a),
         Command::Keygen(a) => pipeline::keygen(a),

@@ -370,7 +370,7 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     }
     let accuracy = match args.dataset {
         Some(kind) => {
-            let test = kind.load(args.data_dir.as_deref())?.test;
+            let test = kind.load_test(args.data_dir.as_deref())?;
             if test.len() < predictions.len() {
                 bail!("{kind} has only {} test labels", test.len());
             }

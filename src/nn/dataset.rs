@@ -97,18 +97,39 @@ impl DatasetKind {
         }
     }
 
+    fn dir(self, dir: Option<&Path>) -> Result<PathBuf, DatasetError> {
+        match (dir, self.default_dir()) {
+            (Some(d), _) => Ok(d.to_path_buf()),
+            (None, Some(d)) => Ok(PathBuf::from(d)),
+            (None, None) => Err(DatasetError::Missing {
+                path: PathBuf::from("(no --data-dir given)"),
+                hint: self.hint(),
+            }),
+        }
+    }
+
+    /// Loads only the test split from `dir` (or the default directory): commands that score
+    /// or evaluate never need the training files.
+    pub fn load_test(self, dir: Option<&Path>) -> Result<Dataset, DatasetError> {
+        let dir = self.dir(dir)?;
+        let hint = self.hint();
+        match self {
+            DatasetKind::Cifar10 => {
+                let dir = cifar_dir(&dir);
+                let (p, b) = read_maybe_gz(&dir.join("test_batch.bin"), &hint)?;
+                parse_cifar_batch(&p, &b)
+            }
+            _ => load_idx_pair(
+                &dir.join("t10k-images-idx3-ubyte"),
+                &dir.join("t10k-labels-idx1-ubyte"),
+                &hint,
+            ),
+        }
+    }
+
     /// Loads the train and test splits from `dir` (or the default directory).
     pub fn load(self, dir: Option<&Path>) -> Result<Splits, DatasetError> {
-        let dir: PathBuf = match (dir, self.default_dir()) {
-            (Some(d), _) => d.to_path_buf(),
-            (None, Some(d)) => PathBuf::from(d),
-            (None, None) => {
-                return Err(DatasetError::Missing {
-                    path: PathBuf::from("(no --data-dir given)"),
-                    hint: self.hint(),
-                })
-            }
-        };
+        let dir = self.dir(dir)?;
         match self {
             DatasetKind::Cifar10 => load_cifar10_dir(&dir, &self.hint()),
             _ => {
@@ -337,12 +358,17 @@ pub fn parse_cifar_batch(path: &Path, bytes: &[u8]) -> Result<Dataset, DatasetEr
     })
 }
 
-fn load_cifar10_dir(dir: &Path, hint: &str) -> Result<Splits, DatasetError> {
-    let dir = if dir.join("cifar-10-batches-bin").is_dir() {
+/// `dir/cifar-10-batches-bin` if it exists (the archive's layout), else `dir`.
+fn cifar_dir(dir: &Path) -> PathBuf {
+    if dir.join("cifar-10-batches-bin").is_dir() {
         dir.join("cifar-10-batches-bin")
     } else {
         dir.to_path_buf()
-    };
+    }
+}
+
+fn load_cifar10_dir(dir: &Path, hint: &str) -> Result<Splits, DatasetError> {
+    let dir = cifar_dir(dir);
     let mut train = Dataset {
         pixels: Vec::new(),
         labels: Vec::new(),
@@ -416,6 +442,14 @@ mod tests {
             assert_eq!(s.test.labels, vec![4, 5]);
             assert!(s.test.image(1).iter().all(|&p| p == 3));
         }
+        // The test split alone needs no training files.
+        let d = tempfile::tempdir().unwrap();
+        write_mnist(d.path(), false, 5);
+        std::fs::remove_file(d.path().join("train-images-idx3-ubyte")).unwrap();
+        std::fs::remove_file(d.path().join("train-labels-idx1-ubyte")).unwrap();
+        assert!(DatasetKind::Mnist.load(Some(d.path())).is_err());
+        let t = DatasetKind::Mnist.load_test(Some(d.path())).unwrap();
+        assert_eq!(t.labels, vec![4, 5]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod arch;
 pub mod dataset;
 pub mod fit;
 pub mod model;
+pub mod onnx;
 pub mod reference;
 pub mod train;
 

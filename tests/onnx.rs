@@ -1,0 +1,276 @@
+//! ONNX import (issue 12): a model PyTorch exported, and one using every supported op, give the
+//! logits ONNX Runtime gives (fixtures committed beside the models: tests need no Python), run
+//! encrypted like the reference, and every bad file is a clear error naming the node or file.
+
+use std::path::{Path, PathBuf};
+
+use cryptodl::nn::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, ValueInfoProto};
+use cryptodl::nn::onnx::{import, import_bytes, ImportOptions, OnnxError};
+use cryptodl::nn::reference;
+use prost::Message;
+
+mod common;
+use common::job::{cryptodl, json};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name)
+}
+
+/// The pixels and ONNX Runtime's logits stored beside a fixture.
+fn expected(name: &str) -> (Vec<Vec<u8>>, Vec<Vec<f64>>) {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture(name)).unwrap()).unwrap();
+    let rows = |k: &str| v[k].as_array().unwrap().clone();
+    let pixels = rows("pixels")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_u64().unwrap() as u8)
+                .collect()
+        })
+        .collect();
+    let logits = rows("logits")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    (pixels, logits)
+}
+
+/// The imported model's f64 logits against ONNX Runtime's: relative error (max |diff| over max
+/// |logit|) per image.
+fn worst_relative_error(onnx: &str, json: &str) -> f64 {
+    let m = import(&fixture(onnx), &ImportOptions::default())
+        .unwrap()
+        .model;
+    let (pixels, logits) = expected(json);
+    let mut worst = 0.0f64;
+    for (p, want) in pixels.iter().zip(&logits) {
+        let got = reference::forward(&m, &reference::normalize(&m, p)).unwrap();
+        let scale = want.iter().fold(1.0f64, |a, x| a.max(x.abs()));
+        let diff = got
+            .iter()
+            .zip(want)
+            .fold(0.0f64, |a, (g, w)| a.max((g - w).abs()));
+        worst = worst.max(diff / scale);
+        assert_eq!(reference::argmax(&got), reference::argmax(want));
+    }
+    worst
+}
+
+#[test]
+fn a_pytorch_model_gives_onnx_runtimes_logits() {
+    let err = worst_relative_error(
+        "pytorch-cryptonets.onnx",
+        "pytorch-cryptonets.expected.json",
+    );
+    eprintln!("pytorch-cryptonets: worst relative logit error vs ONNX Runtime {err:.2e}");
+    assert!(err < 1e-5, "{err}");
+    let imported = import(
+        &fixture("pytorch-cryptonets.onnx"),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(imported.normalization_from, "metadata");
+    assert!(
+        imported.producer.starts_with("pytorch"),
+        "{}",
+        imported.producer
+    );
+    assert_eq!(imported.model.training["dataset"], "fashion-mnist");
+}
+
+#[test]
+fn every_supported_op_gives_onnx_runtimes_logits() {
+    let err = worst_relative_error("every-op.onnx", "every-op.expected.json");
+    eprintln!("every-op: worst relative logit error vs ONNX Runtime {err:.2e}");
+    assert!(err < 1e-5, "{err}");
+}
+
+#[test]
+fn an_imported_model_runs_encrypted_like_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pt.safetensors");
+    let (ok, stdout, e) = cryptodl(&[
+        "import",
+        fixture("pytorch-cryptonets.onnx").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{e}");
+    let r = json(&stdout);
+    assert_eq!(r["preset"], "n8192", "{r}");
+    let (ok, stdout, e) = cryptodl(&[
+        "infer",
+        "--model",
+        out.to_str().unwrap(),
+        "--limit",
+        "64",
+        "--json",
+    ]);
+    assert!(ok, "{e}");
+    let r = json(&stdout);
+    assert_eq!(r["argmax_agreement"], 1.0, "{r}");
+    assert!(r["max_logit_error"].as_f64().unwrap() < 1e-2, "{r}");
+}
+
+/// The every-op model, decoded for editing.
+fn every_op() -> ModelProto {
+    ModelProto::decode(std::fs::read(fixture("every-op.onnx")).unwrap().as_slice()).unwrap()
+}
+
+fn import_edited(m: &ModelProto, opts: &ImportOptions) -> Result<(), OnnxError> {
+    import_bytes(&m.encode_to_vec(), Path::new("edited.onnx"), None, opts).map(|_| ())
+}
+
+fn node_mut<'a>(m: &'a mut ModelProto, name: &str) -> &'a mut cryptodl::nn::onnx::proto::NodeProto {
+    m.graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.name() == name)
+        .unwrap()
+}
+
+#[test]
+fn bad_onnx_models_are_clear_errors_naming_the_node() {
+    let opts = ImportOptions::default();
+    let check = |m: &ModelProto, want: &[&str]| {
+        let e = import_edited(m, &opts).unwrap_err().to_string();
+        for w in want {
+            assert!(e.contains(w), "`{w}` not in: {e}");
+        }
+    };
+    assert!(import_edited(&every_op(), &opts).is_ok());
+    // An activation that is not a polynomial.
+    let mut m = every_op();
+    let n = node_mut(&mut m, "/act1/pow");
+    n.op_type = Some("Relu".into());
+    n.input.truncate(1);
+    check(
+        &m,
+        &["Relu at node /act1/pow", "replace it by a polynomial"],
+    );
+    // Max pooling.
+    let mut m = every_op();
+    node_mut(&mut m, "/pool").op_type = Some("MaxPool".into());
+    check(&m, &["MaxPool at node /pool", "average pooling"]);
+    // A skip connection.
+    let mut m = every_op();
+    node_mut(&mut m, "/act2/add2").input[1] = "d".into();
+    check(&m, &["/act2/add2", "skip connection"]);
+    // A degree-4 activation.
+    let mut m = every_op();
+    node_mut(&mut m, "/act2/pow").input[1] = "eight".into();
+    check(&m, &["/act2/pow", "exponent must be 1, 2 or 3"]);
+    // Two inputs.
+    let mut m = every_op();
+    let mut second: ValueInfoProto = m.graph.as_ref().unwrap().input[0].clone();
+    second.name = Some("mask".into());
+    m.graph.as_mut().unwrap().input.push(second);
+    check(&m, &["2 inputs (image, mask)"]);
+    // No normalisation anywhere.
+    let mut m = every_op();
+    m.metadata_props.clear();
+    check(&m, &["no input normalisation", "--mean"]);
+    // A flat input needs --input-shape; a wrong one is refused.
+    let mut m = every_op();
+    if let Some(type_proto::Value::TensorType(t)) = &mut m.graph.as_mut().unwrap().input[0]
+        .r#type
+        .as_mut()
+        .unwrap()
+        .value
+    {
+        t.shape.as_mut().unwrap().dim.truncate(1);
+        t.shape
+            .as_mut()
+            .unwrap()
+            .dim
+            .push(tensor_shape_proto::Dimension {
+                value: Some(tensor_shape_proto::dimension::Value::DimValue(784)),
+                ..Default::default()
+            });
+    }
+    check(&m, &["pass --input-shape C,H,W"]);
+    let e = import(
+        &fixture("every-op.onnx"),
+        &ImportOptions {
+            input_shape: Some([3, 32, 32]),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--input-shape 3,32,32 does not match the graph's input ? x 1 x 28 x 28"),
+        "{e}"
+    );
+    // Not ONNX at all, or cut short.
+    let bytes = std::fs::read(fixture("every-op.onnx")).unwrap();
+    for bad in [
+        &bytes[..bytes.len() / 2],
+        b"not a protobuf at all".as_slice(),
+    ] {
+        let e = import_bytes(bad, Path::new("cut.onnx"), None, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cut.onnx: not an ONNX model"), "{e}");
+    }
+}
+
+#[test]
+fn external_weights_must_be_beside_the_model_and_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("pytorch-cryptonets.onnx");
+    std::fs::copy(fixture("pytorch-cryptonets.onnx"), &onnx).unwrap();
+    let e = import(&onnx, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pytorch-cryptonets.onnx.data") && e.contains("No such file"),
+        "{e}"
+    );
+    let data = std::fs::read(fixture("pytorch-cryptonets.onnx.data")).unwrap();
+    std::fs::write(
+        dir.path().join("pytorch-cryptonets.onnx.data"),
+        &data[..data.len() / 2],
+    )
+    .unwrap();
+    let e = import(&onnx, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lies past the end")
+            && e.contains("keep MODEL.onnx and its .data file together"),
+        "{e}"
+    );
+    // The CLI writes nothing on an error.
+    let out = dir.path().join("x.safetensors");
+    let (ok, _, e) = cryptodl(&[
+        "import",
+        onnx.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("lies past the end"), "{e}");
+    assert!(!out.exists());
+    // A FIFO or a directory is not read.
+    let (ok, _, e) = cryptodl(&[
+        "import",
+        dir.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("not a regular file"), "{e}");
+}
