@@ -30,6 +30,7 @@ use crate::ckks::{
 };
 use crate::io::{remove_stale_temps, try_lock};
 use crate::nn::dataset::DatasetKind;
+use crate::nn::images::{self, Images, Resize};
 use crate::nn::model::Model;
 use crate::nn::reference;
 use crate::sched::job::{batch_file, logits_file, Manifest, MANIFEST};
@@ -161,8 +162,15 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Writes ENC/batch-00000.cts ... (N/2 images each) and ENC/manifest.json, all bound to \
-one new job id, the key set and the model's digest. The model's values are checked against the \
-modulus on the first test images before anything is encrypted."
+one new job id, the key set and the model's digest, and keeps the name (and label) of every image \
+beside the keys, in KEYS/jobs/JOB.json: the server never sees them, `decrypt` writes them next to \
+the predictions. Every image is read and checked (size, type) and the model's values are checked \
+against the modulus before anything is written.
+
+Examples:
+  cryptodl encrypt --model m.safetensors --keys keys --out enc                # the test split
+  cryptodl encrypt --model m.safetensors --keys keys --input photos/ --resize --out enc
+  cryptodl encrypt --model m.safetensors --keys keys --input x.npy --labels y.npy --out enc"
 )]
 pub struct EncryptArgs {
     /// The model (the client needs its input normalisation and size).
@@ -171,13 +179,26 @@ pub struct EncryptArgs {
     /// Key directory written by `cryptodl keygen`.
     #[arg(long)]
     keys: PathBuf,
+    /// Your images instead of a dataset's test split: a .npy array (N x C x H x W, or N x H x W
+    /// for one channel; uint8 pixels or float32/64 in [0, 1]), a directory of .png / .jpg
+    /// files (sorted by name), or an IDX file.
+    #[arg(long, conflicts_with_all = ["dataset", "data_dir"])]
+    input: Option<PathBuf>,
+    /// With --input: scale images of another size than the model's (bilinear) instead of
+    /// refusing them.
+    #[arg(long, requires = "input")]
+    resize: bool,
+    /// With --input: one label per image (a .npy of integers or an IDX label file), so that
+    /// `decrypt` reports the accuracy.
+    #[arg(long, requires = "input")]
+    labels: Option<PathBuf>,
     /// Dataset whose test images are encrypted (default: the model's).
     #[arg(long)]
     dataset: Option<DatasetKind>,
-    /// Directory holding the dataset files.
+    /// Directory holding the dataset files (only the test split is read).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Encrypt the first N test images (default: all; at least 1).
+    /// Encrypt the first N images (default: all; at least 1).
     #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
     /// Output directory for the server (created if missing; must not hold another job).
@@ -202,7 +223,71 @@ struct EncryptReport {
     batches: usize,
     ciphertexts_per_batch: usize,
     input_level: usize,
+    /// Where the images came from.
+    input: String,
+    /// The client's record of image names and labels (beside the keys).
+    sources: String,
     out: String,
+}
+
+/// What the client keeps of a job beside its keys (`KEYS/jobs/JOB.json`, never sent to the
+/// server): where the images came from, their names and labels, in job order.
+#[derive(Serialize, serde::Deserialize)]
+struct JobSources {
+    job: String,
+    input: String,
+    names: Vec<String>,
+    labels: Option<Vec<u8>>,
+}
+
+/// The largest job record read (1 GiB).
+const MAX_SOURCES_BYTES: u64 = 1 << 30;
+
+impl JobSources {
+    fn path(keys: &Path, job: &str) -> PathBuf {
+        keys.join("jobs").join(format!("{job}.json"))
+    }
+
+    fn write(&self, keys: &Path) -> anyhow::Result<PathBuf> {
+        let path = Self::path(keys, &self.job);
+        let dir = keys.join("jobs");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let text = serde_json::to_vec(self)?;
+        crate::io::write_bytes_atomic(&path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The record of `job`, if the client has it.
+    fn read(keys: &Path, job: &str, images: usize) -> anyhow::Result<Option<JobSources>> {
+        use std::io::Read;
+        let path = Self::path(keys, job);
+        let f = match crate::io::open_regular(&path) {
+            Ok(Some(f)) => f,
+            Ok(None) => bail!("{} is not a regular file", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display())))
+            }
+        };
+        let mut text = Vec::new();
+        f.take(MAX_SOURCES_BYTES)
+            .read_to_end(&mut text)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let s: JobSources = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is damaged", path.display()))?;
+        if s.job != job
+            || s.names.len() != images
+            || s.labels.as_ref().is_some_and(|l| l.len() != images)
+        {
+            bail!(
+                "{} does not describe job {job} of {images} images; move it away to decrypt without image names",
+                path.display()
+            );
+        }
+        Ok(Some(s))
+    }
 }
 
 /// Runs `cryptodl encrypt`.
@@ -216,12 +301,33 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     let ctx = Context::new(&params)?;
     let pk = load_public_key(&pk_path, &ctx)?;
     let limit = args.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
-    let (_, test) = super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), limit)?;
+    let (test, source) = match &args.input {
+        Some(path) => {
+            let resize = if args.resize {
+                Resize::Scale
+            } else {
+                Resize::Refuse
+            };
+            let images = images::load(path, model.input, resize, args.labels.as_deref())?;
+            (
+                images.take(limit.unwrap_or(usize::MAX)),
+                path.display().to_string(),
+            )
+        }
+        None => {
+            let (kind, test) =
+                super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), limit)?;
+            (
+                Images::from_dataset(kind, &test),
+                format!("{kind} test split"),
+            )
+        }
+    };
     if test.is_empty() {
-        bail!("no test images to encrypt");
+        bail!("no images to encrypt");
     }
     let calibration: Vec<Vec<f64>> = (0..test.len().min(256))
-        .map(|k| reference::normalize(&model, test.image(k)))
+        .map(|k| test.normalized(&model, k))
         .collect();
     plan.check_magnitudes(&params, &calibration)?;
     std::fs::create_dir_all(&args.out)
@@ -252,7 +358,7 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     let b = bar(batches.len() * plan.inputs, "encrypt", args.json);
     for (i, &count) in batches.iter().enumerate() {
         let samples: Vec<Vec<f64>> = (i * slots..i * slots + count)
-            .map(|k| reference::normalize(&model, test.image(k)))
+            .map(|k| test.normalized(&model, k))
             .collect();
         let cts = sched::encrypt_batch(
             &plan,
@@ -270,7 +376,15 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
         )?;
     }
     b.finish_and_clear();
-    // The manifest last: a directory with one is complete.
+    // The client's record of the job (never sent), then the manifest last: a directory with
+    // one is complete.
+    let sources = JobSources {
+        job: manifest.job.clone(),
+        input: source.clone(),
+        names: test.names.clone(),
+        labels: test.labels.clone(),
+    };
+    let sources_path = sources.write(&args.keys)?;
     manifest.write(&args.out)?;
     let report = EncryptReport {
         job: manifest.job.clone(),
@@ -282,14 +396,17 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
         batches: batches.len(),
         ciphertexts_per_batch: plan.inputs,
         input_level: plan.input_level(),
+        input: source,
+        sources: sources_path.display().to_string(),
         out: args.out.display().to_string(),
     };
     if args.json {
         return print_json(&report);
     }
     println!(
-        "{} images encrypted in {} batch(es) of {} ciphertexts ({}{}, job {}) into {}",
+        "{} images ({}) encrypted in {} batch(es) of {} ciphertexts ({}{}, job {}) into {}",
         report.images,
+        report.input,
         report.batches,
         report.ciphertexts_per_batch,
         report.preset,
@@ -315,10 +432,15 @@ pub struct DecryptArgs {
     /// Directory holding the dataset files.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Write every prediction to this CSV file (atomically): index, source (the image's file
+    /// name, from the record `encrypt` kept beside the keys), predicted class, label (when
+    /// known) and the logits.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Accept files made with presets below 128-bit security.
     #[arg(long)]
     insecure: bool,
-    /// Print JSON (`predictions`, and `accuracy` with `--dataset`) instead of a summary.
+    /// Print JSON (`predictions`, and `accuracy` when labels are known) instead of a summary.
     #[arg(long)]
     json: bool,
 }
@@ -333,6 +455,17 @@ struct DecryptReport {
     predictions: Vec<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    out: Option<String>,
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// Runs `cryptodl decrypt` (client side).
@@ -352,8 +485,11 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     let ctx = Context::new(&params)?;
     let sk = load_secret_key(&sk_path, &ctx)?;
     manifest.check_key_set(&sk_path, sk.key_set())?;
+    let total: usize = manifest.batches.iter().sum();
+    let sources = JobSources::read(&args.keys, &manifest.job, total)?;
     let (enc, dec) = (Encoder::new(ctx.clone()), Decryptor::new(ctx.clone()));
     let mut predictions = Vec::new();
+    let mut all_logits: Vec<Vec<f64>> = Vec::new();
     for (i, &count) in manifest.batches.iter().enumerate() {
         let path = args.input.join(logits_file(i));
         if !path.exists() {
@@ -366,23 +502,51 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         manifest.check_batch(&params, &path, i, Content::Logits, &label, &logits)?;
         for l in sched::decrypt_logits(&dec, &enc, &sk, &logits, count)? {
             predictions.push(reference::argmax(&l));
+            if args.out.is_some() {
+                all_logits.push(l);
+            }
         }
     }
-    let accuracy = match args.dataset {
+    let labels: Option<Vec<u8>> = match args.dataset {
         Some(kind) => {
             let test = kind.load_test(args.data_dir.as_deref())?;
             if test.len() < predictions.len() {
                 bail!("{kind} has only {} test labels", test.len());
             }
-            let ok = predictions
-                .iter()
-                .zip(&test.labels)
-                .filter(|(&p, &y)| p == y as usize)
-                .count();
-            Some(ok as f64 / predictions.len().max(1) as f64)
+            Some(test.labels)
         }
-        None => None,
+        None => sources.as_ref().and_then(|s| s.labels.clone()),
     };
+    let accuracy = labels.as_ref().map(|labels| {
+        let ok = predictions
+            .iter()
+            .zip(labels)
+            .filter(|(&p, &y)| p == y as usize)
+            .count();
+        ok as f64 / predictions.len().max(1) as f64
+    });
+    if let Some(out) = &args.out {
+        let classes = all_logits.first().map_or(0, Vec::len);
+        let mut csv = String::from("index,source,predicted,label");
+        for k in 0..classes {
+            csv.push_str(&format!(",logit_{k}"));
+        }
+        csv.push('\n');
+        for (i, (p, l)) in predictions.iter().zip(&all_logits).enumerate() {
+            let source = sources.as_ref().map_or("", |s| s.names[i].as_str());
+            let label = labels
+                .as_ref()
+                .and_then(|l| l.get(i))
+                .map_or(String::new(), |y| y.to_string());
+            csv.push_str(&format!("{i},{},{p},{label}", csv_field(source)));
+            for v in l {
+                csv.push_str(&format!(",{v}"));
+            }
+            csv.push('\n');
+        }
+        crate::io::write_bytes_atomic(out, csv.as_bytes())
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
     let report = DecryptReport {
         job: manifest.job.clone(),
         model: manifest.model.name.clone(),
@@ -391,6 +555,7 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         images: predictions.len(),
         predictions,
         accuracy,
+        out: args.out.as_ref().map(|p| p.display().to_string()),
     };
     if args.json {
         return print_json(&report);
@@ -406,5 +571,8 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
             .map(|a| format!("; accuracy {:.2}%", 100.0 * a))
             .unwrap_or_default()
     );
+    if let Some(out) = &report.out {
+        println!("predictions per image in {out}");
+    }
     Ok(())
 }

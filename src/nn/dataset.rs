@@ -240,18 +240,33 @@ fn read_maybe_gz(path: &Path, hint: &str) -> Result<(PathBuf, Vec<u8>), DatasetE
         path: chosen.clone(),
         error,
     })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DatasetError::Malformed {
-                path: chosen.clone(),
-                reason: format!("bad gzip data: {e}"),
-            })?;
-        Ok((chosen, out))
-    } else {
-        Ok((chosen, raw))
+    let out = gunzip_if(&chosen, raw)?;
+    Ok((chosen, out))
+}
+
+/// The largest decompressed gzip data read (4 GiB): a bomb is an error, not an abort.
+pub const MAX_GUNZIP_BYTES: u64 = 4 << 30;
+
+/// `raw` decompressed if it is gzip data (magic `1f 8b`), else as is.
+pub fn gunzip_if(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DatasetError> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&raw[..])
+        .take(MAX_GUNZIP_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| DatasetError::Malformed {
+            path: path.to_path_buf(),
+            reason: format!("bad gzip data: {e}"),
+        })?;
+    if out.len() as u64 > MAX_GUNZIP_BYTES {
+        return Err(DatasetError::Malformed {
+            path: path.to_path_buf(),
+            reason: format!("decompresses to more than {MAX_GUNZIP_BYTES} bytes"),
+        });
+    }
+    Ok(out)
 }
 
 fn be_u32(b: &[u8], at: usize) -> u32 {

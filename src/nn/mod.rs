@@ -9,6 +9,7 @@ pub mod activation;
 pub mod arch;
 pub mod dataset;
 pub mod fit;
+pub mod images;
 pub mod model;
 pub mod onnx;
 pub mod reference;

@@ -34,12 +34,21 @@ impl ActRange {
 
 /// Normalises raw pixels (CHW bytes) as the model expects.
 pub fn normalize(model: &Model, pixels: &[u8]) -> Vec<f64> {
+    normalize_with(model, |i| pixels[i] as f64 / 255.0)
+}
+
+/// [`normalize`] of an image given as values in [0, 1] (pixel / 255), CHW.
+pub fn normalize_unit(model: &Model, values: &[f32]) -> Vec<f64> {
+    normalize_with(model, |i| values[i] as f64)
+}
+
+fn normalize_with(model: &Model, unit: impl Fn(usize) -> f64) -> Vec<f64> {
     let [c, h, w] = model.input;
     let plane = h * w;
     (0..c * plane)
         .map(|i| {
             let ch = i / plane;
-            (pixels[i] as f64 / 255.0 - model.normalization.mean[ch]) / model.normalization.std[ch]
+            (unit(i) - model.normalization.mean[ch]) / model.normalization.std[ch]
         })
         .collect()
 }

@@ -1,0 +1,461 @@
+//! Images to score, from a dataset's test split or from the user's files: a `.npy` array
+//! (N x C x H x W or N x H x W, uint8 or float in [0, 1]), a directory of PNG / JPEG files, or
+//! an IDX file; each image with the name of where it came from, values in [0, 1] in CHW order.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ndarray::ArrayD;
+use ndarray_npy::ReadNpyExt;
+
+use super::dataset::{gunzip_if, parse_idx, Dataset, DatasetKind};
+use super::model::Model;
+use super::reference;
+
+/// The largest input file read (4 GiB).
+pub const MAX_INPUT_BYTES: u64 = 4 << 30;
+
+/// Why images could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImagesError {
+    /// The operating system refused.
+    #[error("{}: {error}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// What the file holds does not fit; `reason` says what to do.
+    #[error("{}: {reason}", .path.display())]
+    Bad {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> ImagesError {
+    ImagesError::Bad {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Image values, image after image, CHW: 8-bit pixels, or values in [0, 1].
+#[derive(Clone, Debug, PartialEq)]
+enum Values {
+    Pixels(Vec<u8>),
+    Unit(Vec<f32>),
+}
+
+/// Images with their sources.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Images {
+    /// (channels, height, width).
+    pub shape: [usize; 3],
+    values: Values,
+    /// Where each image came from (a file name, `file.npy[i]`, `fashion-mnist test #i`).
+    pub names: Vec<String>,
+    /// Labels, when the source has them.
+    pub labels: Option<Vec<u8>>,
+}
+
+impl Images {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Image `i` normalised for `model` (whose input must be [`Self::shape`]), exactly as the
+    /// plaintext reference normalises dataset pixels.
+    pub fn normalized(&self, model: &Model, i: usize) -> Vec<f64> {
+        let n = self.shape.iter().product::<usize>();
+        match &self.values {
+            Values::Pixels(p) => reference::normalize(model, &p[i * n..(i + 1) * n]),
+            Values::Unit(v) => reference::normalize_unit(model, &v[i * n..(i + 1) * n]),
+        }
+    }
+
+    /// The first `n` images.
+    pub fn take(mut self, n: usize) -> Images {
+        let n = n.min(self.len());
+        let k = n * self.shape.iter().product::<usize>();
+        match &mut self.values {
+            Values::Pixels(p) => p.truncate(k),
+            Values::Unit(v) => v.truncate(k),
+        }
+        self.names.truncate(n);
+        if let Some(l) = &mut self.labels {
+            l.truncate(n);
+        }
+        self
+    }
+
+    /// A dataset's images, named `KIND test #i`.
+    pub fn from_dataset(kind: DatasetKind, d: &Dataset) -> Images {
+        Images {
+            shape: d.shape,
+            values: Values::Pixels(d.pixels.clone()),
+            names: (0..d.len()).map(|i| format!("{kind} test #{i}")).collect(),
+            labels: Some(d.labels.clone()),
+        }
+    }
+}
+
+/// How [`load`] treats images of another size than the model's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resize {
+    /// Refuse them (naming the file and both sizes).
+    #[default]
+    Refuse,
+    /// Scale them (bilinear) to the model's size.
+    Scale,
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, ImagesError> {
+    let io = |error| ImagesError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let f = crate::io::open_regular(path)
+        .map_err(io)?
+        .ok_or_else(|| bad(path, "not a regular file"))?;
+    let size = f.metadata().map_err(io)?.len();
+    if size > MAX_INPUT_BYTES {
+        return Err(bad(
+            path,
+            format!("{size} bytes, over the limit of {MAX_INPUT_BYTES}; split it"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    f.take(MAX_INPUT_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    Ok(bytes)
+}
+
+/// Loads the images at `path` for a model whose input is `shape` (C, H, W): a `.npy` file, an
+/// IDX file (`*-idx3-ubyte`, optionally `.gz`), or a directory of `.png` / `.jpg` / `.jpeg`
+/// files (sorted by name; other files are ignored). Colour images are converted to the model's
+/// channel count (luma for 1, RGB for 3). `labels` (a `.npy` of integers or an IDX label file)
+/// gives one label per image.
+pub fn load(
+    path: &Path,
+    shape: [usize; 3],
+    resize: Resize,
+    labels: Option<&Path>,
+) -> Result<Images, ImagesError> {
+    let meta = std::fs::metadata(path).map_err(|error| ImagesError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut images = if meta.is_dir() {
+        load_dir(path, shape, resize)?
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    {
+        load_npy(path, shape)?
+    } else {
+        load_idx(path, shape)?
+    };
+    if images.is_empty() {
+        return Err(bad(path, "holds no images"));
+    }
+    if let Some(lp) = labels {
+        let l = load_labels(lp)?;
+        if l.len() != images.len() {
+            return Err(bad(
+                lp,
+                format!(
+                    "{} labels for {} images in {}",
+                    l.len(),
+                    images.len(),
+                    path.display()
+                ),
+            ));
+        }
+        images.labels = Some(l);
+    }
+    Ok(images)
+}
+
+fn load_labels(path: &Path) -> Result<Vec<u8>, ImagesError> {
+    let bytes = read_limited(path)?;
+    let values: Vec<f64> = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    {
+        let a = read_npy_any(path, &bytes)?;
+        if a.0.len() != 1 {
+            return Err(bad(
+                path,
+                format!("labels of shape {:?}; expected one dimension", a.0),
+            ));
+        }
+        a.1
+    } else {
+        let (dims, data) = parse_idx(
+            path,
+            &gunzip_if(path, bytes).map_err(|e| bad(path, e.to_string()))?,
+        )
+        .map_err(|e| bad(path, e.to_string()))?;
+        if dims.len() != 1 {
+            return Err(bad(
+                path,
+                format!("an IDX file of shape {dims:?}; labels have one dimension"),
+            ));
+        }
+        data.iter().map(|&v| v as f64).collect()
+    };
+    values
+        .iter()
+        .map(|&v| {
+            (v.fract() == 0.0 && (0.0..=255.0).contains(&v))
+                .then_some(v as u8)
+                .ok_or_else(|| bad(path, format!("label {v} is not a class index 0..255")))
+        })
+        .collect()
+}
+
+/// The `'shape'` and `'descr'` of a .npy header (checked before ndarray-npy allocates).
+fn npy_header(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, String), ImagesError> {
+    let not = || bad(path, "not a .npy file (numpy.save writes them)");
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(not());
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return Err(not()),
+    };
+    let header = bytes
+        .get(start..start.saturating_add(len))
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(not)?;
+    let field = |key: &str| -> Option<&str> {
+        let at = header.find(key)? + key.len();
+        let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest)
+    };
+    let descr = field("'descr'")
+        .and_then(|r| r.strip_prefix('\''))
+        .and_then(|r| r.split('\'').next())
+        .ok_or_else(not)?
+        .to_string();
+    let shape_text = field("'shape'")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .ok_or_else(not)?;
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| not()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(not)?;
+    if count > bytes.len() {
+        return Err(bad(
+            path,
+            format!(
+                "its header says shape {shape:?}, but the file holds {} bytes: truncated",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok((shape, descr))
+}
+
+/// A .npy array of uint8, float32 or float64 as (shape, f64 values); integers of other widths
+/// for labels.
+fn read_npy_any(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f64>), ImagesError> {
+    let (shape, descr) = npy_header(path, bytes)?;
+    let err = |e: ndarray_npy::ReadNpyError| bad(path, format!("{e}"));
+    let values: Vec<f64> = match descr.as_str() {
+        "|u1" | "<u1" => ArrayD::<u8>::read_npy(bytes).map_err(err)?.iter().map(|&v| v as f64).collect(),
+        "<f4" => ArrayD::<f32>::read_npy(bytes).map_err(err)?.iter().map(|&v| v as f64).collect(),
+        "<f8" => ArrayD::<f64>::read_npy(bytes).map_err(err)?.iter().copied().collect(),
+        "<i8" => ArrayD::<i64>::read_npy(bytes).map_err(err)?.iter().map(|&v| v as f64).collect(),
+        "<i4" => ArrayD::<i32>::read_npy(bytes).map_err(err)?.iter().map(|&v| v as f64).collect(),
+        other => {
+            return Err(bad(
+                path,
+                format!("dtype {other} is not read; save images as uint8 (0..255) or float32 / float64 (0..1)"),
+            ))
+        }
+    };
+    Ok((shape, values))
+}
+
+fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
+    let bytes = read_limited(path)?;
+    let (dims, descr) = npy_header(path, &bytes)?;
+    if descr.contains('i') {
+        return Err(bad(
+            path,
+            format!("dtype {descr}: images must be uint8 (0..255) or float32 / float64 (0..1)"),
+        ));
+    }
+    let (_, values) = read_npy_any(path, &bytes)?;
+    let [c, h, w] = shape;
+    let n = match dims.as_slice() {
+        [n, cc, hh, ww] if [*cc, *hh, *ww] == shape => *n,
+        [n, hh, ww] if c == 1 && [*hh, *ww] == [h, w] => *n,
+        [_, hh, ww, cc] if [*cc, *hh, *ww] == shape => {
+            return Err(bad(
+                path,
+                format!("an array of shape {dims:?} is channels-last; the model reads N x {c} x {h} x {w}: np.transpose(a, (0, 3, 1, 2))"),
+            ))
+        }
+        _ => {
+            return Err(bad(
+                path,
+                format!("an array of shape {dims:?}; the model reads N x {c} x {h} x {w}{}", if c == 1 { format!(" or N x {h} x {w}") } else { String::new() }),
+            ))
+        }
+    };
+    let float = descr.contains('f');
+    if float {
+        if let Some(v) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+            return Err(bad(
+                path,
+                format!("a float array must hold pixel / 255 in [0, 1] (as torchvision's ToTensor); it holds {v}: divide by 255, or save it as uint8"),
+            ));
+        }
+    }
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Images {
+        shape,
+        values: if float {
+            Values::Unit(values.iter().map(|&v| v as f32).collect())
+        } else {
+            Values::Pixels(values.iter().map(|&v| v as u8).collect())
+        },
+        names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
+        labels: None,
+    })
+}
+
+fn load_idx(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
+    let bytes = read_limited(path)?;
+    let bytes = gunzip_if(path, bytes).map_err(|e| bad(path, e.to_string()))?;
+    let (dims, data) = parse_idx(path, &bytes).map_err(|e| {
+        bad(
+            path,
+            format!("{e} (an input file is a .npy, an IDX file or a directory of images)"),
+        )
+    })?;
+    let [c, h, w] = shape;
+    let n = match dims.as_slice() {
+        [n, hh, ww] if c == 1 && [*hh, *ww] == [h, w] => *n,
+        [n, cc, hh, ww] if [*cc, *hh, *ww] == shape => *n,
+        _ => {
+            return Err(bad(
+                path,
+                format!("IDX images of shape {dims:?}; the model reads N x {c} x {h} x {w}"),
+            ))
+        }
+    };
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Images {
+        shape,
+        values: Values::Pixels(data),
+        names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
+        labels: None,
+    })
+}
+
+fn load_dir(dir: &Path, shape: [usize; 3], resize: Resize) -> Result<Images, ImagesError> {
+    let io = |error| ImagesError::Io {
+        path: dir.to_path_buf(),
+        error,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| {
+                let e = e.to_ascii_lowercase();
+                e == "png" || e == "jpg" || e == "jpeg"
+            })
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(bad(dir, "no .png, .jpg or .jpeg images in this directory"));
+    }
+    let [c, h, w] = shape;
+    if c != 1 && c != 3 {
+        return Err(bad(
+            dir,
+            format!("the model reads {c} channels; images have 1 (grey) or 3 (RGB)"),
+        ));
+    }
+    let mut values = Vec::with_capacity(files.len() * c * h * w);
+    let mut names = Vec::with_capacity(files.len());
+    for f in &files {
+        let bytes = read_limited(f)?;
+        let img = image::load_from_memory(&bytes)
+            .map_err(|e| bad(f, format!("not a readable PNG / JPEG image ({e})")))?;
+        let img = if (img.width() as usize, img.height() as usize) != (w, h) {
+            match resize {
+                Resize::Refuse => {
+                    return Err(bad(
+                        f,
+                        format!(
+                        "a {} x {} image; the model reads {w} x {h} (pass --resize to scale it)",
+                        img.width(),
+                        img.height()
+                    ),
+                    ))
+                }
+                Resize::Scale => {
+                    img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
+                }
+            }
+        } else {
+            img
+        };
+        if c == 1 {
+            values.extend_from_slice(img.to_luma8().as_raw());
+        } else {
+            let rgb = img.to_rgb8();
+            let raw = rgb.as_raw();
+            // HWC -> CHW
+            for ch in 0..3 {
+                values.extend((0..h * w).map(|i| raw[i * 3 + ch]));
+            }
+        }
+        names.push(
+            f.file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+    }
+    Ok(Images {
+        shape,
+        values: Values::Pixels(values),
+        names,
+        labels: None,
+    })
+}

@@ -1,0 +1,275 @@
+//! The user's own images (issue 12): a directory of PNG files and a `.npy` array each go through
+//! keygen / encrypt / score / decrypt with a prediction per file name, equal to the plaintext
+//! reference; bad inputs are clear errors naming the file, with nothing written; commands that
+//! read a test split do not need the training files.
+
+use std::path::Path;
+
+use cryptodl::nn::dataset::DatasetKind;
+use cryptodl::nn::model::Model;
+use cryptodl::nn::reference;
+use ndarray_npy::WriteNpyExt;
+
+mod common;
+use common::job::{cryptodl, job, json, Job};
+
+/// The first `n` Fashion-MNIST test images (28 x 28) and labels.
+fn fashion(n: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let t = DatasetKind::FashionMnist.load_test(None).unwrap().take(n);
+    ((0..n).map(|i| t.image(i).to_vec()).collect(), t.labels)
+}
+
+fn write_npy<A: ndarray_npy::WritableElement>(path: &Path, a: &ndarray::ArrayD<A>) {
+    a.write_npy(std::fs::File::create(path).unwrap()).unwrap();
+}
+
+/// Encrypts `input`, scores and decrypts into `pred.csv`; returns the CSV rows (source,
+/// predicted, label) and decrypt's JSON.
+fn round_trip(
+    j: &Job,
+    input: &Path,
+    extra: &[&str],
+    tag: &str,
+) -> (Vec<(String, usize, String)>, serde_json::Value) {
+    let enc = format!("enc-{tag}");
+    let mut args = vec![
+        "encrypt".to_string(),
+        "--model".into(),
+        j.p("m.safetensors"),
+        "--keys".into(),
+        j.p("a"),
+        "--input".into(),
+        input.to_str().unwrap().into(),
+        "--out".into(),
+        j.p(&enc),
+        "--insecure".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (ok, _, e) = cryptodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{e}");
+    let scored = format!("scored-{tag}");
+    let (ok, _, e) = j.score("m.safetensors", "a", &enc, &scored);
+    assert!(ok, "{e}");
+    let csv = j.path(&format!("pred-{tag}.csv"));
+    let (ok, out, e) = cryptodl(&[
+        "decrypt",
+        "--keys",
+        &j.p("a"),
+        "--in",
+        &j.p(&scored),
+        "--out",
+        csv.to_str().unwrap(),
+        "--insecure",
+        "--json",
+    ]);
+    assert!(ok, "{e}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("index,source,predicted,label,logit_0"));
+    let rows = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1].to_string(), f[2].parse().unwrap(), f[3].to_string())
+        })
+        .collect();
+    (rows, json(&out))
+}
+
+#[test]
+fn png_files_and_npy_arrays_are_scored_per_file_name() {
+    let j = job();
+    let model = Model::load(&j.path("m.safetensors")).unwrap();
+    let (images, labels) = fashion(12);
+    let reference: Vec<usize> = images
+        .iter()
+        .map(|p| {
+            reference::argmax(
+                &reference::forward(&model, &reference::normalize(&model, p)).unwrap(),
+            )
+        })
+        .collect();
+    // A directory of PNG files (and a file that is not an image, ignored).
+    let dir = j.path("photos");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, p) in images.iter().enumerate() {
+        image::GrayImage::from_raw(28, 28, p.clone())
+            .unwrap()
+            .save(dir.join(format!("item-{i:02}.png")))
+            .unwrap();
+    }
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+    let (rows, _) = round_trip(&j, &dir, &[], "png");
+    assert_eq!(rows.len(), 12);
+    for (i, (source, predicted, label)) in rows.iter().enumerate() {
+        assert_eq!(source, &format!("item-{i:02}.png"));
+        assert_eq!(*predicted, reference[i], "{source}");
+        assert_eq!(label, "");
+    }
+    // A uint8 .npy (N x H x W) with labels: the accuracy comes back too.
+    let x = ndarray::ArrayD::from_shape_vec(vec![12, 28, 28], images.concat()).unwrap();
+    write_npy(&j.path("x.npy"), &x);
+    let y = ndarray::ArrayD::from_shape_vec(vec![12], labels.iter().map(|&l| l as i64).collect())
+        .unwrap();
+    write_npy(&j.path("y.npy"), &y);
+    let (rows, r) = round_trip(&j, &j.path("x.npy"), &["--labels", &j.p("y.npy")], "npy");
+    let want = reference
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
+    assert_eq!(r["accuracy"].as_f64().unwrap(), want as f64 / 12.0);
+    for (i, (source, predicted, label)) in rows.iter().enumerate() {
+        assert_eq!(source, &format!("x.npy[{i}]"));
+        assert_eq!(*predicted, reference[i]);
+        assert_eq!(label, &labels[i].to_string());
+    }
+    // float32 in [0, 1], N x 1 x H x W.
+    let xf = x
+        .mapv(|p| p as f32 / 255.0)
+        .into_shape_with_order(vec![12, 1, 28, 28])
+        .unwrap();
+    write_npy(&j.path("xf.npy"), &xf);
+    let (rows, _) = round_trip(&j, &j.path("xf.npy"), &[], "f32");
+    assert_eq!(rows.iter().map(|r| r.1).collect::<Vec<_>>(), reference);
+    // The server never saw the names: they live beside the keys.
+    let enc_files: Vec<String> = std::fs::read_dir(j.path("enc-png"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(enc_files.iter().all(|t| !t.contains("item-00.png")));
+    assert!(std::fs::read_dir(j.path("a/jobs")).unwrap().count() >= 3);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors_and_write_nothing() {
+    let j = job();
+    let (images, _) = fashion(4);
+    let encrypt = |input: &Path, extra: &[&str]| {
+        let out = j.path("never");
+        let mut args = vec![
+            "encrypt",
+            "--model",
+            &j.p("m.safetensors"),
+            "--keys",
+            &j.p("a"),
+            "--out",
+            out.to_str().unwrap(),
+            "--insecure",
+            "--input",
+            input.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (ok, _, e) = cryptodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!ok, "{input:?} was accepted");
+        assert!(!out.exists(), "{input:?}: something was written");
+        e
+    };
+    // An image of the wrong size: refused, or scaled with --resize.
+    let dir = j.path("mixed");
+    std::fs::create_dir_all(&dir).unwrap();
+    image::GrayImage::from_raw(28, 28, images[0].clone())
+        .unwrap()
+        .save(dir.join("a.png"))
+        .unwrap();
+    image::GrayImage::new(32, 32)
+        .save(dir.join("b.png"))
+        .unwrap();
+    let e = encrypt(&dir, &[]);
+    assert!(
+        e.contains("b.png: a 32 x 32 image; the model reads 28 x 28 (pass --resize"),
+        "{e}"
+    );
+    let (ok, out, e) = cryptodl(&[
+        "encrypt",
+        "--model",
+        &j.p("m.safetensors"),
+        "--keys",
+        &j.p("a"),
+        "--out",
+        &j.p("resized"),
+        "--insecure",
+        "--input",
+        dir.to_str().unwrap(),
+        "--resize",
+        "--json",
+    ]);
+    assert!(ok, "{e}");
+    assert_eq!(json(&out)["images"], 2);
+    // A file that says it is a PNG but is not.
+    std::fs::write(dir.join("c.png"), b"\x89PNG but not really").unwrap();
+    let e = encrypt(&dir, &["--resize"]);
+    assert!(e.contains("c.png: not a readable PNG / JPEG image"), "{e}");
+    // An empty directory.
+    std::fs::create_dir_all(j.path("empty")).unwrap();
+    let e = encrypt(&j.path("empty"), &[]);
+    assert!(e.contains("no .png, .jpg or .jpeg images"), "{e}");
+    // .npy of the wrong dtype, shape, range; truncated.
+    let x = ndarray::ArrayD::from_shape_vec(vec![4, 28, 28], images.concat()).unwrap();
+    write_npy(&j.path("i64.npy"), &x.mapv(|p| p as i64));
+    assert!(encrypt(&j.path("i64.npy"), &[]).contains("dtype <i8: images must be uint8"));
+    write_npy(
+        &j.path("hwc.npy"),
+        &x.clone().into_shape_with_order(vec![4, 28, 28, 1]).unwrap(),
+    );
+    assert!(encrypt(&j.path("hwc.npy"), &[]).contains("channels-last"));
+    write_npy(
+        &j.path("small.npy"),
+        &ndarray::ArrayD::<u8>::zeros(vec![4, 14, 14]),
+    );
+    assert!(encrypt(&j.path("small.npy"), &[]).contains("the model reads N x 1 x 28 x 28"));
+    write_npy(&j.path("f255.npy"), &x.mapv(|p| p as f32));
+    assert!(encrypt(&j.path("f255.npy"), &[]).contains("divide by 255"));
+    write_npy(&j.path("ok.npy"), &x);
+    let bytes = std::fs::read(j.path("ok.npy")).unwrap();
+    std::fs::write(j.path("cut.npy"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = encrypt(&j.path("cut.npy"), &[]);
+    assert!(e.contains("cut.npy") && e.contains("truncated"), "{e}");
+    // Labels that do not match the images.
+    write_npy(&j.path("y3.npy"), &ndarray::ArrayD::<i64>::zeros(vec![3]));
+    let e = encrypt(&j.path("ok.npy"), &["--labels", &j.p("y3.npy")]);
+    assert!(e.contains("3 labels for 4 images"), "{e}");
+}
+
+#[test]
+fn a_test_split_alone_is_enough() {
+    let j = job();
+    let dir = j.path("only-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        let src = Path::new("/usr/share/datasets/fashion-mnist").join(name);
+        if src.exists() {
+            std::fs::copy(&src, dir.join(name)).unwrap();
+        } else {
+            let gz = format!("{name}.gz");
+            std::fs::copy(src.with_file_name(&gz), dir.join(gz)).unwrap();
+        }
+    }
+    let (ok, out, e) = cryptodl(&[
+        "eval",
+        "--model",
+        &j.p("m.safetensors"),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--limit",
+        "20",
+        "--json",
+        "--no-candle",
+    ]);
+    assert!(ok, "{e}");
+    assert_eq!(json(&out)["samples"], 20);
+    let (ok, _, e) = cryptodl(&[
+        "demo",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--images",
+        "8",
+        "--json",
+    ]);
+    assert!(ok, "{e}");
+}
