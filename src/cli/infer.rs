@@ -75,6 +75,9 @@ pub(super) struct InferReport {
     encrypted_accuracy: f64,
     reference_accuracy: f64,
     argmax_agreement: f64,
+    /// Images whose encrypted argmax differs from the reference's beyond a near-tie
+    /// ([`reference::TIE`]).
+    disagreements_beyond_ties: usize,
     max_logit_error: f64,
     timings: Timings,
     predictions_per_hour_server: f64,
@@ -187,6 +190,7 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
     let decryptor = Decryptor::new(ctx.clone());
     let (mut encrypt_s, mut server_s, mut decrypt_s) = (0.0, 0.0, 0.0);
     let (mut correct, mut ref_correct, mut agree, mut worst) = (0usize, 0usize, 0usize, 0.0f64);
+    let mut beyond = 0usize;
     for batch in 0..batches {
         let range = batch * slots..((batch + 1) * slots).min(test.len());
         let samples: Vec<Vec<f64>> = range
@@ -259,6 +263,7 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
             correct += usize::from(g == label);
             ref_correct += usize::from(w == label);
             agree += usize::from(g == w);
+            beyond += usize::from(!reference::agrees(&want, got));
             for (a, b) in want.iter().zip(got) {
                 worst = worst.max((a - b).abs());
             }
@@ -279,6 +284,7 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
         encrypted_accuracy: correct as f64 / n,
         reference_accuracy: ref_correct as f64 / n,
         argmax_agreement: agree as f64 / n,
+        disagreements_beyond_ties: beyond,
         max_logit_error: worst,
         timings: Timings {
             keygen_s,
@@ -300,10 +306,11 @@ pub(super) fn print_report(report: &InferReport) {
         report.model, report.samples, report.dataset, report.preset, report.backend
     );
     println!(
-        "  accuracy {:.2}% encrypted vs {:.2}% plaintext reference; same prediction on {:.2}% of images; max |logit error| {:.2e}",
+        "  accuracy {:.2}% encrypted vs {:.2}% plaintext reference; same prediction on {:.2}% of images ({} differ beyond a near-tie); max |logit error| {:.2e}",
         100.0 * report.encrypted_accuracy,
         100.0 * report.reference_accuracy,
         100.0 * report.argmax_agreement,
+        report.disagreements_beyond_ties,
         report.max_logit_error
     );
     let t = &report.timings;

@@ -190,6 +190,16 @@ pub fn argmax(v: &[f64]) -> usize {
     best
 }
 
+/// Logits closer than this count as a tie: an encrypted argmax that picks either is right.
+pub const TIE: f64 = 1e-3;
+
+/// Whether `got` (decrypted logits) picks the class `want` (the reference's) picks, or one
+/// within [`TIE`] of it: CKKS noise may break a near-tie either way.
+pub fn agrees(want: &[f64], got: &[f64]) -> bool {
+    let (w, g) = (argmax(want), argmax(got));
+    w == g || want[g] >= want[w] - TIE
+}
+
 /// Result of running the reference on a dataset.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
