@@ -337,20 +337,26 @@ fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
             ));
         }
     }
+    let values = if float {
+        Values::Unit(values.iter().map(|&v| v as f32).collect())
+    } else {
+        Values::Pixels(values.iter().map(|&v| v as u8).collect())
+    };
+    Ok(indexed(path, shape, values, n))
+}
+
+/// `n` images from one file, named `file[i]`.
+fn indexed(path: &Path, shape: [usize; 3], values: Values, n: usize) -> Images {
     let name = path
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(Images {
+    Images {
         shape,
-        values: if float {
-            Values::Unit(values.iter().map(|&v| v as f32).collect())
-        } else {
-            Values::Pixels(values.iter().map(|&v| v as u8).collect())
-        },
+        values,
         names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
         labels: None,
-    })
+    }
 }
 
 fn load_idx(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
@@ -373,16 +379,7 @@ fn load_idx(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
             ))
         }
     };
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(Images {
-        shape,
-        values: Values::Pixels(data),
-        names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
-        labels: None,
-    })
+    Ok(indexed(path, shape, Values::Pixels(data), n))
 }
 
 fn load_dir(dir: &Path, shape: [usize; 3], resize: Resize) -> Result<Images, ImagesError> {
