@@ -318,6 +318,78 @@ fn check_every_operation<B: Backend>(f: &Fixture, dev: &DeviceEvaluator<B>) {
             .fold(0.0, f64::max);
         assert!(err < 1e-2, "linear output {j} (max error {err})");
     }
+
+    // Hoisted rotations (one decomposition for all steps), per-ciphertext plaintexts and the
+    // batch sum: equal to the CPU backend's word for word, and decrypting to the rotated slots.
+    let cpu = cpu_evaluator(f);
+    let ckeys = cpu.upload_keys(&f.keys).unwrap();
+    let steps = [0i64, 1, 3, -2];
+    let hoisted = dev.rotate_hoisted(&a, &steps, &keys).unwrap();
+    let cpu_hoisted = cpu
+        .rotate_hoisted(&cpu.upload(&f.a).unwrap(), &steps, &ckeys)
+        .unwrap();
+    let slots = f.enc.slots();
+    for ((&step, h), c) in steps.iter().zip(&hoisted).zip(&cpu_hoisted) {
+        let got = dev.download(h).unwrap();
+        assert_eq!(
+            got,
+            cpu.download(c).unwrap(),
+            "rotate_hoisted {step} on {name} == cpu"
+        );
+        for (k, ct) in got.iter().enumerate() {
+            let v = f.enc.decode(&dec.decrypt(ct, &f.sk).unwrap());
+            let err = (0..slots)
+                .map(|s| {
+                    (v[s] - f.va[k][(s as i64 + step).rem_euclid(slots as i64) as usize]).abs()
+                })
+                .fold(0.0, f64::max);
+            assert!(
+                err < 1e-3,
+                "rotate_hoisted {step}, ciphertext {k}: error {err}"
+            );
+        }
+    }
+    let pts: Vec<Plaintext> = (0..f.a.len())
+        .map(|k| {
+            let v: Vec<f64> = (0..slots).map(|s| ((s + 3 * k) % 5) as f64 - 2.0).collect();
+            f.enc
+                .encode(&v, a.level(), f.params.q()[a.level()] as f64)
+                .unwrap()
+        })
+        .collect();
+    let pb = dev.upload_plain_batch(&pts).unwrap();
+    let dot = dev
+        .rescale(&dev.sum(&dev.mul_plain_batch(&a, &pb).unwrap()).unwrap())
+        .unwrap();
+    let cdot = cpu
+        .rescale(
+            &cpu.sum(
+                &cpu.mul_plain_batch(
+                    &cpu.upload(&f.a).unwrap(),
+                    &cpu.upload_plain_batch(&pts).unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(dot.count(), 1);
+    let got = dev.download(&dot).unwrap();
+    assert_eq!(
+        got,
+        cpu.download(&cdot).unwrap(),
+        "mul_plain_batch + sum on {name} == cpu"
+    );
+    let v = f.enc.decode(&dec.decrypt(&got[0], &f.sk).unwrap());
+    let err = (0..slots)
+        .map(|s| {
+            let want: f64 = (0..f.a.len())
+                .map(|k| (((s + 3 * k) % 5) as f64 - 2.0) * f.va[k][s])
+                .sum();
+            (v[s] - want).abs()
+        })
+        .fold(0.0, f64::max);
+    assert!(err < 1e-2, "sum of plaintext products (max error {err})");
 }
 
 fn cpu_evaluator(f: &Fixture) -> DeviceEvaluator<CpuBackend> {

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::backend::{Backend, LinearWeights, Shape, SwitchKey};
+use crate::backend::{Backend, KeySwitchPlan, LinearWeights, Shape, SwitchKey};
 
 use super::{Ciphertext, CkksError, Context, EvaluationKeys, Plaintext, SwitchingKey};
 
@@ -94,6 +94,30 @@ impl<T> DevicePlaintext<T> {
     }
 }
 
+/// Plaintexts resident on a backend, one per ciphertext of a batch (each duplicated over the
+/// two components, so that [`DeviceEvaluator::mul_plain_batch`] is one element-wise product).
+pub struct DevicePlainBatch<T> {
+    data: T,
+    count: usize,
+    level: usize,
+    scale: f64,
+}
+
+impl<T> DevicePlainBatch<T> {
+    /// Number of plaintexts.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+    /// Level.
+    pub fn level(&self) -> usize {
+        self.level
+    }
+    /// Scale the messages were encoded at.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+}
+
 /// Evaluation keys resident on a backend (no secret: relinearization and Galois keys only).
 pub struct DeviceKeys<T> {
     relin: Option<SwitchKey<T>>,
@@ -117,6 +141,9 @@ pub struct DeviceEvaluator<B: Backend> {
     ctx: Arc<Context>,
     backend: B,
 }
+
+/// A rotation's Galois element and key, or `None` for a rotation by a multiple of the slots.
+type KeyedStep<'a, T> = Option<(usize, &'a SwitchKey<T>)>;
 
 impl<B: Backend> DeviceEvaluator<B> {
     /// An evaluator for `ctx` on `backend`, which must be built for the same primes (build it
@@ -291,6 +318,82 @@ impl<B: Backend> DeviceEvaluator<B> {
             level: pt.level,
             scale: pt.scale,
         })
+    }
+
+    /// Uploads plaintexts of one level and scale, one per ciphertext of the batches they will
+    /// multiply ([`Self::mul_plain_batch`]).
+    pub fn upload_plain_batch(
+        &self,
+        pts: &[Plaintext],
+    ) -> Result<DevicePlainBatch<B::Tensor>, CkksError> {
+        let first = pts.first().ok_or(CkksError::EmptyBatch)?;
+        let mut parts: Vec<&[u32]> = Vec::with_capacity(2 * pts.len());
+        for pt in pts {
+            pt.check(&self.ctx)?;
+            if pt.level != first.level || !same_scale(pt.scale, first.scale) {
+                return Err(CkksError::LevelMismatch {
+                    op: "upload_plain_batch",
+                    left: first.level,
+                    right: pt.level,
+                });
+            }
+            parts.push(&pt.data);
+            parts.push(&pt.data);
+        }
+        let data = self
+            .backend
+            .upload_parts(&parts, self.level_shape(2 * pts.len(), first.level))?;
+        Ok(DevicePlainBatch {
+            data,
+            count: pts.len(),
+            level: first.level,
+            scale: first.scale,
+        })
+    }
+
+    /// `a_i * pt_i` for every ciphertext `a_i` of the batch and its own plaintext (scales
+    /// multiply; rescale afterwards).
+    pub fn mul_plain_batch(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        pts: &DevicePlainBatch<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        if a.size != 2 {
+            return Err(CkksError::NotRelinearized { size: a.size });
+        }
+        if a.count != pts.count {
+            return Err(CkksError::CountMismatch {
+                op: "mul_plain_batch",
+                left: a.count,
+                right: pts.count,
+            });
+        }
+        if a.level != pts.level {
+            return Err(CkksError::LevelMismatch {
+                op: "mul_plain_batch",
+                left: a.level,
+                right: pts.level,
+            });
+        }
+        let data = self.backend.mul(&a.data, &pts.data)?;
+        Ok(self.with_data(a, data, a.size, a.level, a.scale * pts.scale))
+    }
+
+    /// The sum of the ciphertexts of the batch: one ciphertext (one launch).
+    pub fn sum(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        if a.count == 1 {
+            return self.drop_levels(a, 0);
+        }
+        let layer = LinearLayer {
+            inputs: a.count,
+            rows: vec![(0..a.count).map(|i| (i, 1.0)).collect()],
+            bias: Vec::new(),
+        };
+        self.linear(a, &layer, Some(1.0))
     }
 
     fn upload_switching_key(&self, key: &SwitchingKey) -> Result<SwitchKey<B::Tensor>, CkksError> {
@@ -827,6 +930,74 @@ impl<B: Backend> DeviceEvaluator<B> {
     ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
         let g = self.ctx.galois_element(step);
         self.apply_galois(a, g, keys, step)
+    }
+
+    /// Rotates every ciphertext of `a` left by each of `steps` (0 is the identity), sharing one
+    /// key-switching decomposition among them (hoisting, Halevi-Shoup): the mod-up of `c1` is
+    /// done once, and each rotation applies its automorphism to the extended digits before the
+    /// inner product with its key. Returns one batch per step. The results decrypt like
+    /// [`Self::rotate`]'s, with different (equally small) noise.
+    pub fn rotate_hoisted(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        steps: &[i64],
+        keys: &DeviceKeys<B::Tensor>,
+    ) -> Result<Vec<DeviceCiphertext<B::Tensor>>, CkksError> {
+        self.check(a)?;
+        if a.size != 2 {
+            return Err(CkksError::NotRelinearized { size: a.size });
+        }
+        let slots = self.ctx.params().slots() as i64;
+        let keyed: Vec<KeyedStep<'_, B::Tensor>> = steps
+            .iter()
+            .map(|&step| {
+                if step.rem_euclid(slots) == 0 {
+                    return Ok(None);
+                }
+                let g = self.ctx.galois_element(step);
+                let key = keys
+                    .galois
+                    .get(&g)
+                    .ok_or(CkksError::MissingGaloisKey { step, galois: g })?;
+                Ok(Some((g, key)))
+            })
+            .collect::<Result<_, CkksError>>()?;
+        let be = &self.backend;
+        let c0 = self.components(a, 0..1)?;
+        let c1 = self.components(a, 1..2)?;
+        let ext = match keyed.iter().flatten().next() {
+            None => None,
+            Some((_, key)) => {
+                let plan =
+                    KeySwitchPlan::new(be.context(), be.shape(&c1), key, be.shape(&key.key))?;
+                let mut coeff = be.duplicate(&c1)?;
+                be.ntt_inverse(&mut coeff)?;
+                let mut ext = be.basis_convert(&coeff, &plan.digits, &plan.targets)?;
+                drop(coeff);
+                be.ntt_forward(&mut ext)?;
+                Some((ext, plan))
+            }
+        };
+        keyed
+            .into_iter()
+            .map(|k| match (k, &ext) {
+                (None, _) | (_, None) => self.drop_levels(a, 0),
+                (Some((g, key)), Some((ext, plan))) => {
+                    let rext = be.automorphism_ntt(ext, g)?;
+                    let acc =
+                        be.keyswitch_inner(&rext, plan.digits.len(), &key.key, &plan.key_map)?;
+                    drop(rext);
+                    let ks = be.divide_round(&acc, key.special.len())?;
+                    let r0 = be.add(
+                        &be.automorphism_ntt(&c0, g)?,
+                        &be.slice_components(&ks, 2, 0..1)?,
+                    )?;
+                    let r1 = be.slice_components(&ks, 2, 1..2)?;
+                    let data = be.join_components(a.count, &[&r0, &r1])?;
+                    Ok(self.with_data(a, data, 2, a.level, a.scale))
+                }
+            })
+            .collect()
     }
 
     /// Complex conjugation of every slot of every ciphertext.

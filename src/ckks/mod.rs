@@ -20,7 +20,9 @@ pub mod serialize;
 
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use context::Context;
-pub use device::{DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlaintext, LinearLayer};
+pub use device::{
+    DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlainBatch, DevicePlaintext, LinearLayer,
+};
 pub use encoder::Encoder;
 pub use encryptor::{Decryptor, Encryptor};
 pub use evaluator::{Evaluator, HostKeys};
