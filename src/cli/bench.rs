@@ -9,8 +9,9 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::infer::bar;
+use super::latency::{print_latency, run_latency, Images};
 use super::output::print_json;
-use super::server::{resolve, BackendKind};
+use super::server::{resolve, BackendKind, Packing};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{GpuBackend, GpuRuntime};
 use crate::backend::{Backend, Shape};
@@ -92,9 +93,14 @@ pub struct ModelArgs {
     /// Worker threads on the host (rayon). Default: all cores.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
-    /// Timed batches after the warm-up batch (the median is reported).
+    /// Timed batches after the warm-up batch (the median is reported); in latency packing, the
+    /// timed images.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     batches: u32,
+    /// Batch packing (a batch of N/2 random images: throughput) or latency packing (one image
+    /// across a few ciphertexts, moved by rotations: latency per image).
+    #[arg(long, value_enum, default_value = "batch")]
+    packing: Packing,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -158,7 +164,7 @@ struct OpsReport {
     precision_bits: Precision,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -203,6 +209,25 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 return print_json(&report);
             }
             print_ops(&report);
+            Ok(())
+        }
+        BenchCommand::Model(args) if args.packing == Packing::Latency => {
+            let (pool, threads) = thread_pool(args.threads)?;
+            let report = pool.install(|| -> anyhow::Result<_> {
+                let model = match &args.model {
+                    Some(p) => Model::load(p)?,
+                    None => Model::demo()?,
+                };
+                let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+                super::warn_insecure(&params, args.json);
+                let device = resolve(args.backend, args.adapter.as_deref())?;
+                let images = Images::random(&model, args.batches as usize);
+                run_latency(&model, &params, device, threads, &images, args.json)
+            })?;
+            if args.json {
+                return print_json(&report);
+            }
+            print_latency(&report);
             Ok(())
         }
         BenchCommand::Model(args) => {

@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use super::infer::{execute, print_report, Job};
+use super::latency;
 use super::output::print_json;
-use super::server::ServerArgs;
+use super::server::{Packing, ServerArgs};
 use crate::ckks::Preset;
 use crate::nn::dataset::DatasetKind;
 use crate::nn::model::Model;
@@ -37,6 +38,10 @@ pub struct DemoArgs {
     /// Directory holding the Fashion-MNIST files (default: the Debian package's location).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Batch packing (one run scores up to N/2 images) or latency packing (each image across a
+    /// few ciphertexts, scored on its own in milliseconds; default 16 images).
+    #[arg(long, value_enum, default_value = "batch")]
+    packing: Packing,
     #[command(flatten)]
     server: ServerArgs,
     /// Accept presets below 128-bit security (every output then says so).
@@ -51,6 +56,36 @@ pub struct DemoArgs {
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let model = Model::demo()?;
     let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+    if args.packing == Packing::Latency {
+        super::warn_insecure(&params, args.json);
+        let (_, test) = super::eval::test_set(
+            &model,
+            Some(DatasetKind::FashionMnist),
+            args.data_dir.as_deref(),
+            Some(args.images.unwrap_or(16)),
+        )?;
+        if !args.json {
+            eprintln!(
+                "cryptodl demo: an encrypted CNN ({}) classifies {} encrypted Fashion-MNIST test images one at a time (latency packing).",
+                model.name,
+                test.len()
+            );
+        }
+        let images = latency::Images::dataset(&model, DatasetKind::FashionMnist.name(), &test);
+        let report = latency::run_latency(
+            &model,
+            &params,
+            args.server.device()?,
+            rayon::current_num_threads(),
+            &images,
+            args.json,
+        )?;
+        if args.json {
+            return print_json(&report);
+        }
+        latency::print_latency(&report);
+        return Ok(());
+    }
     let images = args.images.unwrap_or(params.slots());
     let (_, test) = super::eval::test_set(
         &model,

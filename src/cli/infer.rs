@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::latency;
 use super::output::print_json;
-use super::server::ServerArgs;
+use super::server::{Packing, ServerArgs};
 use crate::ckks::serialize::{
     load_ciphertexts, load_evaluation_keys, save_ciphertexts, save_evaluation_keys, Content, JobId,
 };
@@ -41,6 +42,10 @@ pub struct InferArgs {
     /// the whole Fashion-MNIST test set in 3 batches at n8192; at least 1).
     #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
+    /// Batch packing (up to N/2 images per run: throughput) or latency packing (each image
+    /// across a few ciphertexts, scored on its own: latency; default limit 100 images).
+    #[arg(long, value_enum, default_value = "batch")]
+    packing: Packing,
     #[command(flatten)]
     server: ServerArgs,
     /// Accept presets below 128-bit security (every output then says so).
@@ -329,6 +334,29 @@ pub(super) fn print_report(report: &InferReport) {
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+    if args.packing == Packing::Latency {
+        super::warn_insecure(&params, args.json);
+        let limit = args
+            .limit
+            .map_or(100, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let (kind, test) =
+            super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), Some(limit))?;
+        let images = latency::Images::dataset(&model, kind.name(), &test);
+        let threads = rayon::current_num_threads();
+        let report = latency::run_latency(
+            &model,
+            &params,
+            args.server.device()?,
+            threads,
+            &images,
+            args.json,
+        )?;
+        if args.json {
+            return print_json(&report);
+        }
+        latency::print_latency(&report);
+        return Ok(());
+    }
     let limit = args
         .limit
         .map_or(params.slots(), |l| usize::try_from(l).unwrap_or(usize::MAX));

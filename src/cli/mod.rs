@@ -10,6 +10,7 @@ mod devices;
 mod eval;
 mod import;
 mod infer;
+mod latency;
 mod output;
 mod params;
 mod pipeline;
@@ -35,6 +36,9 @@ pub struct Cli {
 enum Command {
     /// Run the main job end to end on an embedded default (see `cryptodl demo --help`).
     Demo(demo::DemoArgs),
+    /// What a model costs encrypted: levels, ciphertexts, and in latency packing every
+    /// operation's rotations and the evaluation keys they need.
+    Plan(latency::PlanArgs),
     /// List the CKKS parameter presets and their security level.
     Params(params::ParamsArgs),
     /// Benchmarks (CKKS primitives, ...).
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
+        Command::Plan(a) => latency::plan(a),
         Command::Params(a) => params::run(a),
         Command::Bench(b) => bench::run(b),
         Command::Approx(a) => approx::run(a),

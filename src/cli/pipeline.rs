@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::infer::bar;
 use super::output::print_json;
+use super::server::Packing;
 use super::warn_insecure;
 use crate::ckks::serialize::{
     load_ciphertexts, load_public_key, load_secret_key, read_header, save_ciphertexts,
@@ -33,7 +34,8 @@ use crate::nn::dataset::DatasetKind;
 use crate::nn::images::{self, Images, Resize};
 use crate::nn::model::Model;
 use crate::nn::reference;
-use crate::sched::job::{batch_file, logits_file, Manifest, MANIFEST};
+use crate::sched::job::{batch_file, logits_file, JobPacking, Manifest, MANIFEST};
+use crate::sched::latency::LatencyPlan;
 use crate::sched::{self, Plan};
 
 const SECRET_KEY: &str = "secret.key";
@@ -82,6 +84,13 @@ pub struct KeygenArgs {
     /// Parameter preset (see `cryptodl params`); it must be deep enough for the model.
     #[arg(long, default_value = "n8192")]
     preset: String,
+    /// Latency packing: also make the Galois keys of exactly the rotations the model needs
+    /// there (`cryptodl plan --packing latency` lists them).
+    #[arg(long, value_enum, default_value = "batch")]
+    packing: Packing,
+    /// With --packing latency: the model (default: the embedded demo model).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Output directory (created if missing; existing keys are not overwritten).
     #[arg(long)]
     out: PathBuf,
@@ -100,6 +109,9 @@ struct KeygenReport {
     key_set: String,
     out: String,
     files: [&'static str; 3],
+    /// Galois keys in the evaluation keys (latency packing).
+    rotations: usize,
+    eval_keys_bytes: u64,
 }
 
 /// Runs `cryptodl keygen`.
@@ -124,7 +136,17 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let mut kg = KeyGenerator::new(ctx.clone());
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let ek = kg.evaluation_keys(&sk, &[], false)?;
+    let rotations = match args.packing {
+        Packing::Batch => Vec::new(),
+        Packing::Latency => {
+            let model = match &args.model {
+                Some(p) => Model::load(p)?,
+                None => Model::demo()?,
+            };
+            LatencyPlan::compile(&Plan::compile(&model)?, &params)?.rotations()
+        }
+    };
+    let ek = kg.evaluation_keys(&sk, &rotations, false)?;
     // All three or none: a failure removes what was written.
     let written: Result<(), FileError> = (|| {
         save_evaluation_keys(args.out.join(EVAL_KEYS), &params, &ek)?;
@@ -143,17 +165,28 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         key_set: sk.key_set().to_string(),
         out: args.out.display().to_string(),
         files,
+        rotations: rotations.len(),
+        eval_keys_bytes: std::fs::metadata(args.out.join(EVAL_KEYS)).map_or(0, |m| m.len()),
     };
     if args.json {
         return print_json(&report);
     }
     println!(
-        "keys for {}{} (key set {}) written to {} (send only {} to the server)",
+        "keys for {}{} (key set {}) written to {} (send only {} to the server: {:.1} MB{})",
         report.preset,
         if report.insecure { ", INSECURE" } else { "" },
         report.key_set,
         report.out,
-        EVAL_KEYS
+        EVAL_KEYS,
+        report.eval_keys_bytes as f64 / (1 << 20) as f64,
+        if report.rotations > 0 {
+            format!(
+                ", with the {} rotations of latency packing",
+                report.rotations
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
@@ -204,6 +237,11 @@ pub struct EncryptArgs {
     /// Output directory for the server (created if missing; must not hold another job).
     #[arg(long)]
     out: PathBuf,
+    /// Batch packing (N/2 images per batch file) or latency packing (each image across a few
+    /// ciphertexts of its own, 16 images per file; the keys need its rotations: `keygen
+    /// --packing latency`).
+    #[arg(long, value_enum, default_value = "batch")]
+    packing: Packing,
     /// Accept key files made with presets below 128-bit security.
     #[arg(long)]
     insecure: bool,
@@ -211,6 +249,9 @@ pub struct EncryptArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// Images per batch file in latency packing.
+const LATENCY_IMAGES_PER_FILE: usize = 16;
 
 #[derive(Serialize)]
 struct EncryptReport {
@@ -221,6 +262,9 @@ struct EncryptReport {
     key_set: String,
     images: usize,
     batches: usize,
+    /// `batch` or `latency`.
+    packing: &'static str,
+    /// At most (latency packing: per image times images per batch).
     ciphertexts_per_batch: usize,
     input_level: usize,
     /// Where the images came from.
@@ -341,12 +385,19 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     }
     remove_stale_temps(&args.out, None)
         .with_context(|| format!("cannot clean {}", args.out.display()))?;
-    let slots = params.slots();
+    let latency = match args.packing {
+        Packing::Batch => None,
+        Packing::Latency => Some(LatencyPlan::compile(&plan, &params)?),
+    };
+    let per_file = match latency {
+        Some(_) => LATENCY_IMAGES_PER_FILE,
+        None => params.slots(),
+    };
     let batches: Vec<usize> = (0..test.len())
-        .step_by(slots)
-        .map(|s| slots.min(test.len() - s))
+        .step_by(per_file)
+        .map(|s| per_file.min(test.len() - s))
         .collect();
-    let manifest = Manifest::new(
+    let mut manifest = Manifest::new(
         JobId::random(),
         pk.key_set,
         &params,
@@ -354,20 +405,38 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
         &plan,
         batches.clone(),
     );
+    if let Some(lp) = &latency {
+        manifest = manifest.in_latency_packing(lp.input_ciphertexts());
+    }
     let enc = Encoder::new(ctx.clone());
-    let b = bar(batches.len() * plan.inputs, "encrypt", args.json);
+    let work = match latency {
+        Some(_) => test.len(),
+        None => batches.len() * plan.inputs,
+    };
+    let b = bar(work, "encrypt", args.json);
+    let mut encryptor = Encryptor::new(ctx.clone());
     for (i, &count) in batches.iter().enumerate() {
-        let samples: Vec<Vec<f64>> = (i * slots..i * slots + count)
+        let samples: Vec<Vec<f64>> = (i * per_file..i * per_file + count)
             .map(|k| test.normalized(&model, k))
             .collect();
-        let cts = sched::encrypt_batch(
-            &plan,
-            &enc,
-            |_| Encryptor::new(ctx.clone()),
-            &pk,
-            &samples,
-            || b.inc(1),
-        )?;
+        let cts = match &latency {
+            Some(lp) => {
+                let mut cts = Vec::with_capacity(count * lp.input_ciphertexts());
+                for x in &samples {
+                    cts.extend(lp.encrypt_image(&enc, &mut encryptor, &pk, x)?);
+                    b.inc(1);
+                }
+                cts
+            }
+            None => sched::encrypt_batch(
+                &plan,
+                &enc,
+                |_| Encryptor::new(ctx.clone()),
+                &pk,
+                &samples,
+                || b.inc(1),
+            )?,
+        };
         save_ciphertexts(
             args.out.join(batch_file(i)),
             &params,
@@ -394,7 +463,15 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
         key_set: manifest.key_set.clone(),
         images: test.len(),
         batches: batches.len(),
-        ciphertexts_per_batch: plan.inputs,
+        packing: if latency.is_some() {
+            "latency"
+        } else {
+            "batch"
+        },
+        ciphertexts_per_batch: match &latency {
+            Some(lp) => lp.input_ciphertexts() * per_file,
+            None => plan.inputs,
+        },
         input_level: plan.input_level(),
         input: source,
         sources: sources_path.display().to_string(),
@@ -403,12 +480,19 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&report);
     }
+    let layout = match &latency {
+        Some(lp) => format!(
+            "in latency packing: {} ciphertexts per image, up to {per_file} images per batch",
+            lp.input_ciphertexts()
+        ),
+        None => format!("of {} ciphertexts", report.ciphertexts_per_batch),
+    };
     println!(
-        "{} images ({}) encrypted in {} batch(es) of {} ciphertexts ({}{}, job {}) into {}",
+        "{} images ({}) encrypted in {} batch(es) {} ({}{}, job {}) into {}",
         report.images,
         report.input,
         report.batches,
-        report.ciphertexts_per_batch,
+        layout,
         report.preset,
         if report.insecure { ", INSECURE" } else { "" },
         report.job,
@@ -500,7 +584,18 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         }
         let (logits, label) = load_ciphertexts(&path, &ctx)?;
         manifest.check_batch(&params, &path, i, Content::Logits, &label, &logits)?;
-        for l in sched::decrypt_logits(&dec, &enc, &sk, &logits, count)? {
+        let decoded = match manifest.packing {
+            JobPacking::Batch => sched::decrypt_logits(&dec, &enc, &sk, &logits, count)?,
+            JobPacking::Latency => logits
+                .iter()
+                .map(|ct| {
+                    let mut v = enc.decode(&dec.decrypt(ct, &sk)?);
+                    v.truncate(manifest.model.outputs);
+                    Ok(v)
+                })
+                .collect::<Result<Vec<_>, crate::ckks::CkksError>>()?,
+        };
+        for l in decoded {
             predictions.push(reference::argmax(&l));
             if args.out.is_some() {
                 all_logits.push(l);

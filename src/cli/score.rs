@@ -19,8 +19,9 @@ use crate::backend::gpu::{list_adapters, AdapterChoice, GpuRuntime};
 use crate::ckks::serialize::load_evaluation_keys;
 use crate::ckks::{Context, EvaluationKeys};
 use crate::nn::model::Model;
-use crate::sched::job::Manifest;
-use crate::sched::scoring::{BatchState, JobFiles, JobScorer, Outcome};
+use crate::sched::job::{JobPacking, Manifest};
+use crate::sched::latency::LatencyPlan;
+use crate::sched::scoring::{BatchState, JobFiles, JobScorer, Outcome, Scoring};
 use crate::sched::shard::Shard;
 use crate::sched::worklog::{read_logs, summarize, Event, WorkerLog, WorkerSummary};
 use crate::sched::{Device, Plan, Session};
@@ -300,6 +301,19 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
     let ctx = Context::new(&params)?;
     let keys = load_evaluation_keys(&args.eval_keys, &ctx)?;
     manifest.check_key_set(&args.eval_keys, keys.key_set)?;
+    if manifest.packing == JobPacking::Latency {
+        let lp = LatencyPlan::compile(&plan, &params)?;
+        if let Some(r) = lp
+            .rotations()
+            .into_iter()
+            .find(|&r| !keys.galois.contains_key(&ctx.galois_element(r)))
+        {
+            bail!(
+                "{} hold no Galois key for rotation {r}, which this job's latency packing needs (`cryptodl plan --model M --packing latency` lists them); make the keys with `cryptodl keygen --model M --packing latency`",
+                args.eval_keys.display()
+            );
+        }
+    }
     let devices = match &args.devices {
         Some(list) => parse_devices(list)?,
         None => vec![args.server.device()?],
@@ -311,7 +325,27 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
         input: &args.input,
         out: &args.out,
     };
-    let scorer = JobScorer::new(files, &plan, args.rescore_corrupt)?;
+    let latency = match manifest.packing {
+        JobPacking::Batch => None,
+        JobPacking::Latency => {
+            let lp = LatencyPlan::compile(&plan, &params)?;
+            if manifest.model.inputs != lp.input_ciphertexts() {
+                bail!(
+                    "{}: the job packs {} ciphertexts per image, model `{}` needs {} in latency packing",
+                    args.input.join(crate::sched::job::MANIFEST).display(),
+                    manifest.model.inputs,
+                    model.name,
+                    lp.input_ciphertexts()
+                );
+            }
+            Some(lp)
+        }
+    };
+    let scoring = match &latency {
+        Some(lp) => Scoring::Latency(lp),
+        None => Scoring::Batch(&plan),
+    };
+    let scorer = JobScorer::new(files, scoring, args.rescore_corrupt)?;
     let batches: Vec<usize> = args.shard.batches(manifest.batches.len()).collect();
     let queue = Queue {
         batches: &batches,

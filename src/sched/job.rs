@@ -116,8 +116,32 @@ pub struct Manifest {
     pub input_level: usize,
     /// Images in each batch, in order.
     pub batches: Vec<usize>,
+    /// How images are packed (absent: batch packing).
+    #[serde(default, skip_serializing_if = "JobPacking::is_batch")]
+    pub packing: JobPacking,
     /// SHA-256 (hex) of this JSON with `checksum` empty.
     pub checksum: String,
+}
+
+/// How a job's images are packed into ciphertexts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPacking {
+    /// Image `s` in slot `s` of every ciphertext: a batch file holds one ciphertext per input
+    /// value ([`ModelRef::inputs`]), a logits file one per class ([`ModelRef::outputs`]).
+    #[default]
+    Batch,
+    /// Each image across [`ModelRef::inputs`] ciphertexts of its own
+    /// ([`crate::sched::latency`]): a batch file holds those of each of its images in turn, a
+    /// logits file one ciphertext per image.
+    Latency,
+}
+
+impl JobPacking {
+    /// Whether this is batch packing.
+    pub fn is_batch(&self) -> bool {
+        *self == JobPacking::Batch
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -151,10 +175,19 @@ impl Manifest {
             },
             input_level: plan.input_level(),
             batches,
+            packing: JobPacking::Batch,
             checksum: String::new(),
         };
         m.checksum = m.computed_checksum();
         m
+    }
+
+    /// The manifest of a job in latency packing: each image is `inputs` ciphertexts of its own.
+    pub fn in_latency_packing(mut self, inputs: usize) -> Self {
+        self.packing = JobPacking::Latency;
+        self.model.inputs = inputs;
+        self.checksum = self.computed_checksum();
+        self
     }
 
     /// The checksum of the other fields (what `checksum` must hold).
@@ -452,14 +485,19 @@ impl Manifest {
                 "",
             ));
         }
+        let images = self.batches.get(batch).copied().unwrap_or(0);
+        let (inputs, outputs) = match self.packing {
+            JobPacking::Batch => (self.model.inputs, self.model.outputs),
+            JobPacking::Latency => (self.model.inputs * images, images),
+        };
         let (count, level_ok, level_want) = match content {
             Content::Logits => (
-                self.model.outputs,
+                outputs,
                 cts.iter().all(|c| c.level() == logits_level),
                 format!("{logits_level}"),
             ),
             _ => (
-                self.model.inputs,
+                inputs,
                 cts.iter().all(|c| c.level() >= self.input_level),
                 format!("{} or above", self.input_level),
             ),

@@ -4,6 +4,7 @@
 //! `i` of every sample lives in ciphertext `i`).
 
 pub mod job;
+pub mod latency;
 pub mod plan;
 pub mod run;
 pub mod scoring;

@@ -51,6 +51,16 @@ pub enum PlanError {
         /// Safety margin, in bits.
         margin_bits: u32,
     },
+    /// A layer latency packing cannot lay out (too many values for the slots).
+    #[error("step {step} of model `{model}` in latency packing: {reason}")]
+    Packing {
+        /// Model name.
+        model: String,
+        /// Step index in the plan.
+        step: usize,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// More levels than the parameters have.
     #[error(
         "model `{model}` needs {depth} levels plus 1 of headroom for the logits, but preset {preset} has {available}; {advice}"

@@ -16,6 +16,7 @@ use crate::ckks::{CkksError, Context, Parameters};
 use crate::io::{list_temps, lock_is_held, try_lock, write_advice, FileLock};
 
 use super::job::{batch_file, logits_file, JobError, Manifest, MANIFEST};
+use super::latency::LatencyPlan;
 use super::plan::Plan;
 use super::session::Session;
 
@@ -212,11 +213,20 @@ impl JobFiles<'_> {
     }
 }
 
+/// What a scorer runs on each batch: the plan of the job's packing.
+#[derive(Clone, Copy)]
+pub enum Scoring<'a> {
+    /// Batch packing.
+    Batch(&'a Plan),
+    /// Latency packing: each image of a batch file on its own.
+    Latency(&'a LatencyPlan),
+}
+
 /// Scores batches of one job into its output directory; any number of scorers (threads,
 /// processes, machines sharing the directory) may work on one job at once.
 pub struct JobScorer<'a> {
     files: JobFiles<'a>,
-    plan: &'a Plan,
+    plan: Scoring<'a>,
     rescore_damaged: bool,
     /// Temporaries found when the scorer started, by the file they were for.
     stale: Mutex<HashMap<String, Vec<PathBuf>>>,
@@ -228,7 +238,7 @@ impl<'a> JobScorer<'a> {
     /// directory ([`JobFiles::prepare_out`]) and lists the temporaries killed runs left there.
     pub fn new(
         files: JobFiles<'a>,
-        plan: &'a Plan,
+        plan: Scoring<'a>,
         rescore_damaged: bool,
     ) -> Result<Self, ScoreError> {
         files.prepare_out()?;
@@ -292,7 +302,16 @@ impl<'a> JobScorer<'a> {
         f.manifest
             .check_batch(f.params, &path, i, Content::InputBatch, &label, &cts)?;
         let t = Instant::now();
-        let logits = session.score(self.plan, &cts)?.logits;
+        let logits = match self.plan {
+            Scoring::Batch(plan) => session.score(plan, &cts)?.logits,
+            Scoring::Latency(plan) => {
+                let mut out = Vec::with_capacity(f.manifest.batches[i]);
+                for image in cts.chunks(plan.input_ciphertexts()) {
+                    out.extend(session.score_latency(plan, image)?.logits);
+                }
+                out
+            }
+        };
         drop(cts);
         let seconds = t.elapsed().as_secs_f64();
         save_ciphertexts(

@@ -2,7 +2,7 @@
 //! scores any number of batches. Every command that scores (`demo`, `infer`, `score`,
 //! `bench model`) goes through it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -14,6 +14,8 @@ use crate::ckks::{
     Ciphertext, CkksError, Context, DeviceCiphertext, DeviceEvaluator, DeviceKeys, EvaluationKeys,
 };
 
+use super::latency::run::{prepare, run_op, PreparedPlan};
+use super::latency::LatencyPlan;
 use super::plan::Plan;
 use super::run::{chunk_size, download, run_step, upload};
 
@@ -82,6 +84,8 @@ struct Server<B: Backend> {
     keys: DeviceKeys<B::Tensor>,
     /// Ciphertexts per launch, when set by the caller (else from the plan's input level).
     chunk: Option<usize>,
+    /// The plaintexts of the last latency plan scored.
+    latency: Mutex<Option<Arc<PreparedPlan<B::Tensor>>>>,
 }
 
 /// The session's server, on the backend chosen at run time (boxed: built once, used by
@@ -140,6 +144,88 @@ impl<B: Backend> Server<B> {
             eval,
             keys,
             chunk: None,
+            latency: Mutex::new(None),
+        })
+    }
+
+    /// The prepared plaintexts of `plan` (encoded and uploaded on first use).
+    fn prepared(&self, plan: &LatencyPlan) -> Result<Arc<PreparedPlan<B::Tensor>>, CkksError> {
+        let mut slot = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = slot.as_ref().filter(|p| p.id == plan.id) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(prepare(&self.eval, plan)?);
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+
+    fn score_latency(
+        &self,
+        plan: &LatencyPlan,
+        image: &[Ciphertext],
+        mut progress: impl FnMut(&StepStats),
+    ) -> Result<Scored, CkksError> {
+        if image.len() != plan.input_ciphertexts() {
+            return Err(CkksError::CountMismatch {
+                op: "score_latency",
+                left: plan.input_ciphertexts(),
+                right: image.len(),
+            });
+        }
+        let needed = plan.input_level;
+        if let Some(low) = image.iter().find(|c| c.level < needed) {
+            return Err(CkksError::TooShallow {
+                level: low.level,
+                needed,
+            });
+        }
+        let prepared = self.prepared(plan)?;
+        let be = self.eval.backend();
+        let start = be.counters();
+        let fresh = be.memory().fresh_bytes;
+        let t0 = Instant::now();
+        let mut cur = self.eval.upload(image)?;
+        if cur.level() > needed {
+            cur = self.eval.drop_levels(&cur, cur.level() - needed)?;
+        }
+        be.synchronize()?;
+        let upload_seconds = t0.elapsed().as_secs_f64();
+        let mut steps = Vec::with_capacity(plan.ops.len());
+        for (i, op) in plan.ops.iter().enumerate() {
+            let before = be.counters();
+            let t = Instant::now();
+            let (ciphertexts_in, level_in) = (cur.count(), cur.level());
+            cur = run_op(&self.eval, &self.keys, plan, &prepared, i, cur)?;
+            be.synchronize()?;
+            let c = be.counters() - before;
+            let stats = StepStats {
+                step: i,
+                kind: op.kind(),
+                ciphertexts_in,
+                ciphertexts_out: cur.count(),
+                level_in,
+                seconds: t.elapsed().as_secs_f64(),
+                launches: c.launches,
+                bytes_uploaded: c.upload_bytes,
+                bytes_downloaded: c.download_bytes,
+            };
+            progress(&stats);
+            steps.push(stats);
+        }
+        let t = Instant::now();
+        let logits = self.eval.download(&cur)?;
+        drop(cur);
+        let download_seconds = t.elapsed().as_secs_f64();
+        Ok(Scored {
+            logits,
+            stats: BatchStats {
+                upload_seconds,
+                steps,
+                download_seconds,
+                seconds: t0.elapsed().as_secs_f64(),
+                counters: be.counters() - start,
+                fresh_bytes: be.memory().fresh_bytes - fresh,
+            },
         })
     }
 
@@ -307,6 +393,24 @@ impl Session {
         progress: impl FnMut(&StepStats),
     ) -> Result<Scored, CkksError> {
         on_engine!(self, |s| s.score(plan, batch, progress))
+    }
+
+    /// Encodes and uploads the plaintexts of a latency plan (done by the first
+    /// [`Self::score_latency`] otherwise; call it to keep that out of a timed image).
+    pub fn prepare_latency(&self, plan: &LatencyPlan) -> Result<(), CkksError> {
+        on_engine!(self, |s| s.prepared(plan).map(|_| ()))
+    }
+
+    /// Scores one image in latency packing: `image` holds its
+    /// [`LatencyPlan::input_ciphertexts`] ciphertexts (from [`super::latency::encrypt_image`]),
+    /// at the plan's input level or above. Returns one ciphertext of logits and the cost of
+    /// each operation. The evaluation keys must hold the plan's rotations.
+    pub fn score_latency(
+        &self,
+        plan: &LatencyPlan,
+        image: &[Ciphertext],
+    ) -> Result<Scored, CkksError> {
+        on_engine!(self, |s| s.score_latency(plan, image, |_| {}))
     }
 
     /// Launches and transfers since the session was built (key upload included).
