@@ -6,6 +6,10 @@
 // out:    [polys][2][limbs][n] view (component c, limb l of poly p at
 //         (o_off + p * o_stride + c * limbs + l) * n):
 //         out_c = sum_j digit_j * key_{j,c} mod q, canonical. Inputs canonical.
+//
+// One invocation per (limb, coefficient) loops over every polynomial of the batch with the key
+// words of up to KS_GROUP digits in registers, so each key word is read once per dispatch, not
+// once per polynomial. More digits go in groups (a later group adds to the earlier sums in out).
 
 struct KsParams {
     n: u32,
@@ -30,14 +34,14 @@ struct KsParams {
 @group(0) @binding(5) var<storage, read> key_map: array<u32>;
 @group(0) @binding(6) var<uniform> prm: KsParams;
 
+const KS_GROUP: u32 = 8u;
+
 @compute @workgroup_size(256)
 fn keyswitch_inner(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 256u;
     let c = idx & (prm.n - 1u);
-    let lp = idx >> prm.log_n;
-    let l = lp % prm.limbs;
-    let poly = lp / prm.limbs;
-    if (poly >= prm.polys) {
+    let l = idx >> prm.log_n;
+    if (l >= prm.limbs) {
         return;
     }
     let mi = limb_map[l];
@@ -45,16 +49,30 @@ fn keyswitch_inner(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let mu = moduli[mi * MOD_STRIDE + 1u];
     let k = moduli[mi * MOD_STRIDE + 2u];
     let kl = key_map[l];
-    var acc0 = 0u;
-    var acc1 = 0u;
-    for (var j = 0u; j < prm.dnum; j++) {
-        let d = digits[(prm.d_off + poly * prm.d_stride + j * prm.limbs + l) * prm.n + c];
-        let k0 = key[((2u * j) * prm.key_limbs + kl) * prm.n + c];
-        let k1 = key[((2u * j + 1u) * prm.key_limbs + kl) * prm.n + c];
-        acc0 = add_mod(acc0, mul_mod(d, k0, q, mu, k), q);
-        acc1 = add_mod(acc1, mul_mod(d, k1, q, mu, k), q);
+    let half = prm.limbs * prm.n;
+    var k0: array<u32, KS_GROUP>;
+    var k1: array<u32, KS_GROUP>;
+    for (var j0 = 0u; j0 < prm.dnum; j0 += KS_GROUP) {
+        let jn = min(prm.dnum - j0, KS_GROUP);
+        for (var j = 0u; j < jn; j++) {
+            k0[j] = key[((2u * (j0 + j)) * prm.key_limbs + kl) * prm.n + c];
+            k1[j] = key[((2u * (j0 + j) + 1u) * prm.key_limbs + kl) * prm.n + c];
+        }
+        for (var p = 0u; p < prm.polys; p++) {
+            let o = (prm.o_off + p * prm.o_stride + l) * prm.n + c;
+            var acc0 = 0u;
+            var acc1 = 0u;
+            if (j0 > 0u) {
+                acc0 = out[o];
+                acc1 = out[o + half];
+            }
+            for (var j = 0u; j < jn; j++) {
+                let d = digits[(prm.d_off + p * prm.d_stride + (j0 + j) * prm.limbs + l) * prm.n + c];
+                acc0 = add_mod(acc0, mul_mod(d, k0[j], q, mu, k), q);
+                acc1 = add_mod(acc1, mul_mod(d, k1[j], q, mu, k), q);
+            }
+            out[o] = acc0;
+            out[o + half] = acc1;
+        }
     }
-    let o = (prm.o_off + poly * prm.o_stride + l) * prm.n + c;
-    out[o] = acc0;
-    out[o + prm.limbs * prm.n] = acc1;
 }

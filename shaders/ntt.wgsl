@@ -16,10 +16,14 @@
 // when `last` = 1. Inverse (Gentleman-Sande): input bit-reversed in [0, 2q), intermediate values in
 // [0, 2q); output natural order, multiplied by n^-1, canonical [0, q) when `last` = 1.
 
+// TILE words of workgroup memory: 2048 (8 KiB) by default; the backend compiles a second copy of
+// this file with TILE = 8192 (32 KiB) for adapters that have the storage, making every transform
+// of n <= 8192 a single pass.
 const TILE: u32 = 2048u;
+const LOG_TILE: u32 = 11u;
 const WG: u32 = 256u;
-const PER_THREAD: u32 = 8u; // TILE / WG elements loaded per thread
-const BFLY_PER_THREAD: u32 = 4u; // TILE / 2 / WG butterflies per thread per stage
+const PER_THREAD: u32 = TILE / WG; // elements loaded per thread
+const BFLY_PER_THREAD: u32 = TILE / 2u / WG; // butterflies per thread per stage
 
 struct NttParams {
     n: u32,
@@ -253,7 +257,7 @@ fn ntt_forward_strided(
                 let i = row * cols + col;
                 let c = strided_coeff(t, i);
                 // Global span t_g = tr * TILE; twiddle index (n + c) / (2 t_g).
-                let tw = (prm.n + c) >> (log_tr + 12u);
+                let tw = (prm.n + c) >> (log_tr + LOG_TILE + 1u);
                 ct_butterfly(i, i + tr * cols, mi, tw);
             }
         }
@@ -287,7 +291,7 @@ fn ntt_inverse_strided(
                 let row = (b >> log_tr) * 2u * tr + (b & (tr - 1u));
                 let i = row * cols + col;
                 let c = strided_coeff(t, i);
-                let tw = (prm.n + c) >> (log_tr + 12u);
+                let tw = (prm.n + c) >> (log_tr + LOG_TILE + 1u);
                 gs_butterfly(i, i + tr * cols, mi, tw);
             }
         }

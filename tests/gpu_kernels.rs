@@ -1,9 +1,10 @@
 //! GPU == CPU, bit for bit, for every kernel on random inputs (runs on lavapipe in CI).
 
 use cryptodl::backend::cpu::CpuBackend;
+use cryptodl::backend::gpu::shaders::{NTT_TILE, NTT_TILE_WIDE};
 use cryptodl::backend::gpu::GpuBackend;
 use cryptodl::backend::verify::{mismatches, run_case, VerifyCase};
-use cryptodl::backend::{Backend, RnsContext, Shape};
+use cryptodl::backend::{Backend, LinearWeights, RnsContext, Shape};
 use cryptodl_kernels::primes::ntt_primes;
 
 mod common;
@@ -28,6 +29,7 @@ fn every_kernel_matches_cpu_n1024_odd_counts() {
             alpha: 2,
             count: 7,
             primes: None,
+            ntt_tile: Some(NTT_TILE),
         },
         1,
     );
@@ -44,6 +46,7 @@ fn every_kernel_matches_cpu_n2048_single() {
             alpha: 1,
             count: 1,
             primes: None,
+            ntt_tile: Some(NTT_TILE),
         },
         2,
     );
@@ -60,6 +63,7 @@ fn every_kernel_matches_cpu_n4096_strided() {
             alpha: 2,
             count: 5,
             primes: None,
+            ntt_tile: Some(NTT_TILE),
         },
         3,
     );
@@ -80,9 +84,40 @@ fn every_kernel_matches_cpu_on_the_real_toy4096_primes() {
             alpha: p.digit_size(),
             count: 2,
             primes: Some(p.q().iter().chain(p.p()).copied().collect()),
+            // the adapter's choice: the wide tile on lavapipe (two polynomials per tile)
+            ntt_tile: None,
         },
         5,
     );
+}
+
+#[test]
+fn every_kernel_matches_cpu_with_wide_ntt_tiles() {
+    // Tiles of 8192: eight polynomials per tile at n = 1024 with a ragged last tile, and a
+    // strided pass of 2 rows at n = 16384.
+    let Some(rt) = gpu() else { return };
+    let have = rt.limits().max_compute_workgroup_storage_size;
+    if have < 4 * NTT_TILE_WIDE {
+        eprintln!(
+            "SKIPPED: the adapter has {have} bytes of workgroup storage, wide NTT tiles need {}",
+            4 * NTT_TILE_WIDE
+        );
+        return;
+    }
+    for (n, q_limbs, count) in [(1024, 3, 7), (16384, 3, 1)] {
+        check(
+            VerifyCase {
+                n,
+                q_limbs,
+                p_limbs: 2,
+                alpha: 2,
+                count,
+                primes: None,
+                ntt_tile: Some(NTT_TILE_WIDE),
+            },
+            6,
+        );
+    }
 }
 
 #[test]
@@ -96,8 +131,29 @@ fn ntt_matches_cpu_at_n32768() {
     let n = 32768;
     let primes = ntt_primes(30, n, 2, &[]).unwrap();
     let ctx = RnsContext::new(n, &primes).unwrap();
+    let wide = rt.limits().max_compute_workgroup_storage_size >= 4 * NTT_TILE_WIDE;
+    let tiles = if wide {
+        vec![NTT_TILE, NTT_TILE_WIDE]
+    } else {
+        vec![NTT_TILE]
+    };
+    for tile in tiles {
+        ntt_matches_cpu_at_n32768_with(&rt, &ctx, &primes, tile);
+    }
+}
+
+fn ntt_matches_cpu_at_n32768_with(
+    rt: &std::sync::Arc<cryptodl::backend::gpu::GpuRuntime>,
+    ctx: &RnsContext,
+    primes: &[u32],
+    tile: u32,
+) {
+    let n = ctx.n();
     let cpu = CpuBackend::new(ctx.clone());
-    let gpu = GpuBackend::new(rt, ctx).unwrap();
+    let gpu = GpuBackend::new(rt.clone(), ctx.clone())
+        .unwrap()
+        .with_ntt_tile(tile)
+        .unwrap();
     let data: Vec<u32> = (0..3 * 2 * n)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761) % primes[(i / n) % 2])
         .collect();
@@ -118,7 +174,7 @@ fn ntt_matches_cpu_at_n32768() {
             gpu.ntt_inverse(&mut g).unwrap();
         }
         let (c, g) = (cpu.download(&c).unwrap(), gpu.download(&g).unwrap());
-        assert_eq!(mismatches(&c, &g), 0, "forward = {forward}");
+        assert_eq!(mismatches(&c, &g), 0, "forward = {forward}, tile {tile}");
     }
 }
 
@@ -178,10 +234,22 @@ fn mismatch_counter_detects_a_single_flipped_word() {
 #[test]
 fn batched_ntt_is_a_constant_number_of_dispatches() {
     let Some(rt) = gpu() else { return };
-    for n in [1024usize, 4096] {
+    for (n, tile) in [
+        (1024usize, NTT_TILE),
+        (4096, NTT_TILE),
+        (4096, 0),
+        (16384, 0),
+    ] {
         let primes = ntt_primes(30, n, 4, &[]).unwrap();
         let ctx = RnsContext::new(n, &primes).unwrap();
         let gpu = GpuBackend::new(rt.clone(), ctx).unwrap();
+        // 0: the adapter's choice
+        let gpu = if tile == 0 {
+            gpu
+        } else {
+            gpu.with_ntt_tile(tile).unwrap()
+        };
+        let tile = gpu.ntt_tile() as usize;
         let mut counts = Vec::new();
         for (cts, limbs) in [(1usize, 1usize), (7, 3), (64, 4)] {
             let shape = Shape::coeff(2 * cts, (0..limbs).collect());
@@ -196,12 +264,153 @@ fn batched_ntt_is_a_constant_number_of_dispatches() {
             // The round trip is exact, so the work really ran on every limb.
             assert_eq!(gpu.download(&t).unwrap(), data);
         }
-        let expected = if n <= 2048 { (1, 1) } else { (2, 2) };
+        let expected = if n <= tile { (1, 1) } else { (2, 2) };
         assert!(
             counts.iter().all(|&c| c == expected),
-            "n = {n}: dispatches (forward, inverse) for 1x1, 7x3, 64x4 ciphertexts x limbs: {counts:?}"
+            "n = {n}, tile {tile}: dispatches (forward, inverse) for 1x1, 7x3, 64x4 ciphertexts x limbs: {counts:?}"
         );
     }
+}
+
+#[test]
+fn counted_cost_follows_every_dispatch() {
+    let Some(rt) = gpu() else { return };
+    for n in [1024usize, 4096] {
+        let primes = ntt_primes(30, n, 3, &[]).unwrap();
+        let ctx = RnsContext::new(n, &primes).unwrap();
+        let gpu = GpuBackend::new(rt.clone(), ctx)
+            .unwrap()
+            .with_ntt_tile(NTT_TILE)
+            .unwrap();
+        let shape = Shape::coeff(2 * 5, (0..3).collect());
+        let data = vec![1u32; shape.words(n)];
+        let mut t = gpu.upload(&data, shape).unwrap();
+        let before = gpu.counters();
+        gpu.ntt_forward(&mut t).unwrap();
+        let sq = gpu.mul(&t, &t).unwrap();
+        let _copy = gpu.duplicate(&sq).unwrap();
+        let after = gpu.counters();
+        let k = after.kernels - before.kernels;
+        // Every dispatch is counted under its family; the copy is counted but is no dispatch.
+        assert_eq!(k.total().dispatches, after.launches - before.launches);
+        assert_eq!(k.elementwise.dispatches, 1);
+        assert_eq!(k.copy.bytes, 8 * 30 * n as u64);
+        // An element-wise product is at its floor; an NTT in one pass too, in two passes its
+        // data goes through memory twice.
+        assert_eq!(k.elementwise.bytes, k.elementwise.floor_bytes);
+        assert_eq!(k.elementwise.mults, 9 * 30 * n as u64);
+        let log_n = n.trailing_zeros() as u64;
+        assert_eq!(k.ntt.mults, 6 * 30 * (n as u64 / 2) * log_n);
+        let want = if n <= gpu.ntt_tile() as usize {
+            1.0
+        } else {
+            2.0
+        };
+        assert!(
+            (k.ntt.bytes_ratio() - want).abs() < 0.1,
+            "n = {n}: NTT bytes ratio {}",
+            k.ntt.bytes_ratio()
+        );
+    }
+}
+
+/// The tiled linear kernel on layers with several blocks of outputs and several chunks of
+/// inputs: a dense block, a convolution-like band, rows with repeated columns, empty rows.
+#[test]
+fn tiled_linear_matches_cpu_across_blocks_and_chunks() {
+    let Some(rt) = gpu() else { return };
+    let n = 1024;
+    let primes = ntt_primes(30, n, 2, &[]).unwrap();
+    let ctx = RnsContext::new(n, &primes).unwrap();
+    let cpu = CpuBackend::new(ctx.clone());
+    let gpu = GpuBackend::new(rt.clone(), ctx).unwrap();
+    let (inputs, outputs, comps) = (200usize, 300usize, 2usize);
+    let mut row_ptr = vec![0u32];
+    let mut cols = Vec::new();
+    for j in 0..outputs {
+        match j % 5 {
+            0 => cols.extend(0..inputs as u32),     // dense
+            1 => {}                                 // empty
+            2 => cols.extend([7u32, 7, 199, 0, 7]), // repeated columns
+            _ => cols.extend((0..9).map(|t| ((j / 2 + t * 3) % inputs) as u32)), // band
+        }
+        row_ptr.push(cols.len() as u32);
+    }
+    let nnz = cols.len();
+    let mix = |i: usize, q: u32| (i as u32).wrapping_mul(2_654_435_761).rotate_left(9) % q;
+    let w = LinearWeights {
+        inputs,
+        values: (0..2 * nnz).map(|i| mix(i, primes[i / nnz])).collect(),
+        bias: (0..outputs * 2)
+            .map(|i| mix(i + 7, primes[i % 2]))
+            .collect(),
+        row_ptr,
+        cols,
+    };
+    let shape = Shape::ntt(inputs * comps, vec![0, 1]);
+    let x: Vec<u32> = (0..shape.words(n))
+        .map(|i| mix(i + 99, primes[(i / n) % 2]))
+        .collect();
+    let want = cpu
+        .download(
+            &cpu.linear(&cpu.upload(&x, shape.clone()).unwrap(), comps, &w)
+                .unwrap(),
+        )
+        .unwrap();
+    let before = gpu.counters();
+    let got = gpu
+        .download(
+            &gpu.linear(&gpu.upload(&x, shape).unwrap(), comps, &w)
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(mismatches(&got, &want), 0);
+    let k = (gpu.counters().kernels - before.kernels).linear;
+    assert_eq!(k.dispatches, 1);
+    // Each of the 3 blocks reads its inputs once per coefficient: far below one read per entry.
+    assert!(
+        k.bytes_ratio() < 4.0,
+        "linear bytes / floor = {}",
+        k.bytes_ratio()
+    );
+}
+
+/// Key switching with more digits than the kernel keeps in registers (groups of 8).
+#[test]
+fn keyswitch_inner_matches_cpu_beyond_eight_digits() {
+    let Some(rt) = gpu() else { return };
+    let (n, limbs, dnum, polys) = (1024usize, 11usize, 10usize, 3usize);
+    let primes = ntt_primes(30, n, limbs, &[]).unwrap();
+    let ctx = RnsContext::new(n, &primes).unwrap();
+    let cpu = CpuBackend::new(ctx.clone());
+    let gpu = GpuBackend::new(rt.clone(), ctx).unwrap();
+    let map: Vec<usize> = (0..limbs).collect();
+    let digits = Shape::ntt(polys * dnum, map.clone());
+    let key = Shape::ntt(2 * dnum, map.clone());
+    let fill = |shape: &Shape, salt: u32| -> Vec<u32> {
+        (0..shape.words(n))
+            .map(|i| {
+                (i as u32 ^ salt).wrapping_mul(2_654_435_761).rotate_left(5)
+                    % primes[(i / n) % limbs]
+            })
+            .collect()
+    };
+    let (d, k) = (fill(&digits, 3), fill(&key, 4));
+    let (cd, ck) = (
+        cpu.upload(&d, digits.clone()).unwrap(),
+        cpu.upload(&k, key.clone()).unwrap(),
+    );
+    let want = cpu
+        .download(&cpu.keyswitch_inner(&cd, dnum, &ck, &map).unwrap())
+        .unwrap();
+    let (gd, gk) = (
+        gpu.upload(&d, digits).unwrap(),
+        gpu.upload(&k, key).unwrap(),
+    );
+    let got = gpu
+        .download(&gpu.keyswitch_inner(&gd, dnum, &gk, &map).unwrap())
+        .unwrap();
+    assert_eq!(mismatches(&got, &want), 0);
 }
 
 /// Uploads two ciphertext tensors and a switching key.
@@ -300,6 +509,11 @@ fn mul_relin_rescale_on_resident_tensors_moves_no_data_and_matches_cpu() {
         dispatches_one
     );
     assert_eq!(after.launches - before.launches, dispatches_one);
+    assert_eq!(
+        (after.kernels - before.kernels).total().dispatches,
+        dispatches_one,
+        "every dispatch of mul+relin+rescale is counted under a kernel family"
+    );
     assert_eq!(
         after.uploads, before.uploads,
         "no upload during mul+relin+rescale"

@@ -15,6 +15,7 @@
 //! The RNS constants every operation needs (base conversions, divide-and-round) are derived in
 //! one place, [`RnsContext`], and cached there per limb map for both backends.
 
+pub mod cost;
 pub mod cpu;
 pub mod gpu;
 pub mod verify;
@@ -503,6 +504,9 @@ pub struct Counters {
     pub launches: u64,
     /// Queue submissions (GPU only).
     pub submissions: u64,
+    /// Counted bytes and multiplies per kernel family, beside their floor (GPU only: the CPU
+    /// backend's kernels are not counted).
+    pub kernels: cost::KernelCounts,
 }
 
 impl std::ops::Sub for Counters {
@@ -515,6 +519,7 @@ impl std::ops::Sub for Counters {
             download_bytes: self.download_bytes - o.download_bytes,
             launches: self.launches - o.launches,
             submissions: self.submissions - o.submissions,
+            kernels: self.kernels - o.kernels,
         }
     }
 }
@@ -528,6 +533,7 @@ pub(crate) struct AtomicCounters {
     download_bytes: AtomicU64,
     launches: AtomicU64,
     submissions: AtomicU64,
+    kernels: Mutex<cost::KernelCounts>,
 }
 
 impl AtomicCounters {
@@ -542,6 +548,11 @@ impl AtomicCounters {
     pub(crate) fn launch(&self) {
         self.launches.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn kernel(&self, family: cost::CostFamily, c: cost::KernelCost) {
+        if let Ok(mut k) = self.kernels.lock() {
+            k.record(family, c);
+        }
+    }
     pub(crate) fn submit(&self) {
         self.submissions.fetch_add(1, Ordering::Relaxed);
     }
@@ -553,6 +564,7 @@ impl AtomicCounters {
             download_bytes: self.download_bytes.load(Ordering::Relaxed),
             launches: self.launches.load(Ordering::Relaxed),
             submissions: self.submissions.load(Ordering::Relaxed),
+            kernels: self.kernels.lock().map(|k| *k).unwrap_or_default(),
         }
     }
 }

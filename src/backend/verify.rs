@@ -27,6 +27,8 @@ pub struct VerifyCase {
     /// The primes (`Q` then `P`); `None` generates `q_limbs + p_limbs` primes of
     /// [`PRIME_BITS`] bits.
     pub primes: Option<Vec<u32>>,
+    /// Coefficients per GPU NTT tile; `None`: the backend's choice for the adapter.
+    pub ntt_tile: Option<u32>,
 }
 
 impl VerifyCase {
@@ -49,6 +51,7 @@ impl VerifyCase {
             alpha,
             count,
             primes: None,
+            ntt_tile: None,
         })
     }
 
@@ -97,6 +100,10 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
     let ctx = RnsContext::new(case.n, &primes)?;
     let cpu = CpuBackend::new(ctx.clone());
     let gpu = GpuBackend::new(rt, ctx.clone())?;
+    let gpu = match case.ntt_tile {
+        Some(tile) => gpu.with_ntt_tile(tile)?,
+        None => gpu,
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let q: Vec<usize> = (0..case.q_limbs).collect();
     let p: Vec<usize> = (case.q_limbs..case.q_limbs + case.p_limbs).collect();

@@ -12,6 +12,7 @@ use super::infer::bar;
 use super::latency::{print_latency, run_latency, Images};
 use super::output::print_json;
 use super::server::{resolve, BackendKind, Packing};
+use crate::backend::cost::{CostFamily, KernelCost, KernelCounts, Roofline};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{GpuBackend, GpuRuntime};
 use crate::backend::{Backend, Shape};
@@ -101,6 +102,11 @@ pub struct ModelArgs {
     /// across a few ciphertexts, moved by rotations: latency per image).
     #[arg(long, value_enum, default_value = "batch")]
     packing: Packing,
+    /// With `--backend gpu`: the device to predict the batch time for from the counted bytes
+    /// and multiplies, as `GBps,Gmulps` (memory bandwidth in GB/s, u32 multiplies in G/s) or a
+    /// GPU class (`rtx4090`: 1000 GB/s, 20,000 G multiplies/s).
+    #[arg(long, default_value = "rtx4090", value_parser = Roofline::parse)]
+    roofline: Roofline,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -557,6 +563,10 @@ struct ModelReport {
     bytes_uploaded: u64,
     bytes_downloaded: u64,
     layers: Vec<LayerReport>,
+    /// GPU backend: counted cost of the last batch per kernel family, and the roofline
+    /// prediction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counted: Option<CountedReport>,
     /// The decrypted logits against the plaintext reference on the first samples.
     checked_samples: usize,
     argmax_agreement: f64,
@@ -564,6 +574,87 @@ struct ModelReport {
     /// ([`reference::TIE`]): random inputs make near-ties common.
     disagreements_beyond_ties: usize,
     max_logit_error: f64,
+}
+
+/// One kernel family's counted cost in a report.
+#[derive(Serialize)]
+struct FamilyReport {
+    family: &'static str,
+    #[serde(flatten)]
+    cost: KernelCost,
+    bytes_ratio: f64,
+    mults_ratio: f64,
+}
+
+impl FamilyReport {
+    fn new(family: &'static str, cost: KernelCost) -> Self {
+        FamilyReport {
+            family,
+            cost,
+            bytes_ratio: cost.bytes_ratio(),
+            mults_ratio: cost.mults_ratio(),
+        }
+    }
+}
+
+/// The counted cost of a batch (GPU backend) and what it predicts on a roofline.
+#[derive(Serialize)]
+struct CountedReport {
+    /// Per kernel family, then `total`.
+    families: Vec<FamilyReport>,
+    total: FamilyReport,
+    roofline: Roofline,
+    /// Predicted batch time from the counted bytes and multiplies, and at the floor.
+    predicted_batch_seconds: f64,
+    predicted_floor_batch_seconds: f64,
+    predicted_predictions_per_hour: f64,
+    predicted_floor_predictions_per_hour: f64,
+    /// Host <-> device bytes of the batch: the input ciphertexts up, the logits down.
+    host_bytes: u64,
+}
+
+impl CountedReport {
+    fn new(k: &KernelCounts, roof: &Roofline, images: usize, host_bytes: u64) -> Option<Self> {
+        if k.is_empty() {
+            return None;
+        }
+        let (counted, floor) = k.roofline_seconds(roof);
+        let per_hour = |s: f64| images as f64 / s.max(f64::MIN_POSITIVE) * 3600.0;
+        Some(CountedReport {
+            families: CostFamily::ALL
+                .iter()
+                .map(|&f| FamilyReport::new(f.name(), k.get(f)))
+                .collect(),
+            total: FamilyReport::new("total", k.total()),
+            roofline: roof.clone(),
+            predicted_batch_seconds: counted,
+            predicted_floor_batch_seconds: floor,
+            predicted_predictions_per_hour: per_hour(counted),
+            predicted_floor_predictions_per_hour: per_hour(floor),
+            host_bytes,
+        })
+    }
+}
+
+/// Prints a counted-cost table: one row per `(name, cost)`.
+fn print_counted(rows: &[(String, KernelCost)]) {
+    println!(
+        "{:<14} {:>10} {:>12} {:>12} {:>12} {:>12} {:>8} {:>8}",
+        "counted", "dispatches", "GB", "G mults", "floor GB", "floor Gmul", "bytes x", "mults x"
+    );
+    for (name, c) in rows {
+        println!(
+            "{:<14} {:>10} {:>12.3} {:>12.3} {:>12.3} {:>12.3} {:>8.2} {:>8.2}",
+            name,
+            c.dispatches,
+            c.bytes as f64 / 1e9,
+            c.mults as f64 / 1e9,
+            c.floor_bytes as f64 / 1e9,
+            c.floor_mults as f64 / 1e9,
+            c.bytes_ratio(),
+            c.mults_ratio()
+        );
+    }
 }
 
 /// Peak resident set of this process, from `/proc/self/status` (Linux).
@@ -704,6 +795,12 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
         launches: last.counters.launches,
         bytes_uploaded: last.counters.upload_bytes,
         bytes_downloaded: last.counters.download_bytes,
+        counted: CountedReport::new(
+            &last.counters.kernels,
+            &args.roofline,
+            slots,
+            last.counters.upload_bytes + last.counters.download_bytes,
+        ),
         layers,
         checked_samples: checked,
         argmax_agreement: agree as f64 / checked.max(1) as f64,
@@ -769,6 +866,37 @@ fn print_model(r: &ModelReport) {
             s.launches,
             s.bytes_uploaded,
             s.bytes_downloaded
+        );
+    }
+    if let Some(c) = &r.counted {
+        let mut rows: Vec<(String, KernelCost)> = r
+            .layers
+            .iter()
+            .map(|l| {
+                (
+                    format!("step {} {}", l.stats.step, l.stats.kind),
+                    l.stats.kernels.total(),
+                )
+            })
+            .collect();
+        rows.extend(
+            c.families
+                .iter()
+                .filter(|f| f.cost != KernelCost::default())
+                .map(|f| (f.family.to_string(), f.cost)),
+        );
+        rows.push(("batch".into(), c.total.cost));
+        print_counted(&rows);
+        println!(
+            "  predicted on {} ({:.0} GB/s, {:.0} G u32 multiplies/s): {:.4} s per batch counted ({:.3e} predictions/hour), {:.4} s at the floor ({:.3e}/hour); host <-> device {:.3} GB",
+            c.roofline.name,
+            c.roofline.bytes_per_second / 1e9,
+            c.roofline.mults_per_second / 1e9,
+            c.predicted_batch_seconds,
+            c.predicted_predictions_per_hour,
+            c.predicted_floor_batch_seconds,
+            c.predicted_floor_predictions_per_hour,
+            c.host_bytes as f64 / 1e9
         );
     }
     println!(

@@ -72,6 +72,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
                 _ => 1,
             },
             primes: Some(p.q().iter().chain(p.p()).copied().collect()),
+            ntt_tile: None,
         });
         let case = case.or_else(|| VerifyCase::preset(name)).with_context(|| {
             format!(

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::backend::cost::KernelCounts;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{GpuBackend, GpuRuntime};
 use crate::backend::{Backend, Counters, MemoryUse};
@@ -50,6 +51,9 @@ pub struct StepStats {
     pub bytes_uploaded: u64,
     /// Bytes moved backend -> host.
     pub bytes_downloaded: u64,
+    /// Counted bytes and multiplies per kernel family, beside their floor (GPU backend).
+    #[serde(skip_serializing_if = "KernelCounts::is_empty")]
+    pub kernels: KernelCounts,
 }
 
 /// What a scored batch cost.
@@ -208,6 +212,7 @@ impl<B: Backend> Server<B> {
                 launches: c.launches,
                 bytes_uploaded: c.upload_bytes,
                 bytes_downloaded: c.download_bytes,
+                kernels: c.kernels,
             };
             progress(&stats);
             steps.push(stats);
@@ -295,6 +300,7 @@ impl<B: Backend> Server<B> {
                 launches: c.launches,
                 bytes_uploaded: c.upload_bytes,
                 bytes_downloaded: c.download_bytes,
+                kernels: c.kernels,
             };
             progress(&stats);
             steps.push(stats);

@@ -1,5 +1,7 @@
 //! The wgpu backend: tensors resident in device buffers, WGSL kernels from `shaders/`.
 
+mod cost;
+mod linear;
 mod runtime;
 pub mod shaders;
 
@@ -8,11 +10,13 @@ pub use runtime::{
 };
 use shaders::Family;
 
+use super::cost::KernelCost;
 use super::{
     check_binary, check_groups, check_join, check_keyswitch_inner, check_linear, check_scalars,
     check_scaled_prefix, check_slice, check_truncate, expect_form, AtomicCounters, Backend,
     BackendError, Counters, Form, LinearWeights, MemoryUse, Result, RnsContext, Shape,
 };
+use linear::LinearTiles;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -141,6 +145,9 @@ pub struct GpuBackend {
     conv: Mutex<HashMap<ConvKey, Arc<ConvBuffers>>>,
     divround: Mutex<HashMap<DivRoundKey, Arc<DivRoundBuffers>>>,
     counters: AtomicCounters,
+    /// Coefficients per NTT tile: [`shaders::NTT_TILE_WIDE`] where the adapter has the
+    /// workgroup storage, else [`shaders::NTT_TILE`].
+    ntt_tile: u32,
 }
 
 struct ConvBuffers {
@@ -150,6 +157,8 @@ struct ConvBuffers {
     mat_shoup: wgpu::Buffer,
     exact: wgpu::Buffer,
     sources: u32,
+    /// Source limbs per group (for the counted cost).
+    group_sizes: Vec<u64>,
 }
 
 /// Per-limb scalars of a divide-and-round (from [`RnsContext::divide_round`]).
@@ -161,6 +170,11 @@ struct DivRoundBuffers {
     /// `D^-1 mod k_i` per kept limb.
     d_inv: Vec<u32>,
     conv: Arc<ConvBuffers>,
+}
+
+/// Distinct moduli of a limb map.
+fn distinct(map: &[usize]) -> u64 {
+    map.iter().collect::<std::collections::BTreeSet<_>>().len() as u64
 }
 
 fn log2(n: usize) -> u32 {
@@ -193,7 +207,6 @@ impl GpuBackend {
         let moduli = rt.upload_constant(&moduli);
         let tables = rt.upload_constant(&tables);
         Ok(Self {
-            rt,
             ctx,
             moduli,
             tables,
@@ -201,9 +214,51 @@ impl GpuBackend {
             conv: Mutex::new(HashMap::new()),
             divround: Mutex::new(HashMap::new()),
             counters: AtomicCounters::default(),
+            ntt_tile: if rt.limits().max_compute_workgroup_storage_size
+                >= 4 * shaders::NTT_TILE_WIDE
+            {
+                shaders::NTT_TILE_WIDE
+            } else {
+                shaders::NTT_TILE
+            },
+            rt,
         })
     }
 
+    /// Coefficients per NTT workgroup tile: a transform of `n <= tile` is one dispatch, larger
+    /// ones two.
+    pub fn ntt_tile(&self) -> u32 {
+        self.ntt_tile
+    }
+
+    /// The same backend with NTT tiles of `tile` coefficients ([`shaders::NTT_TILE`], or
+    /// [`shaders::NTT_TILE_WIDE`] where the adapter has 32 KiB of workgroup storage): tests run
+    /// both.
+    pub fn with_ntt_tile(mut self, tile: u32) -> Result<Self> {
+        let have = self.rt.limits().max_compute_workgroup_storage_size;
+        if tile != shaders::NTT_TILE && tile != shaders::NTT_TILE_WIDE {
+            return Err(BackendError::Shape {
+                op: "ntt",
+                reason: format!(
+                    "NTT tiles are {} or {} coefficients, not {tile}",
+                    shaders::NTT_TILE,
+                    shaders::NTT_TILE_WIDE
+                ),
+            });
+        }
+        if 4 * tile > have {
+            return Err(GpuError::Internal(format!(
+                "an NTT tile of {tile} coefficients needs {} bytes of workgroup storage; the adapter has {have}",
+                4 * tile
+            ))
+            .into());
+        }
+        self.ntt_tile = tile;
+        Ok(self)
+    }
+
+    /// Records one dispatch and counts it, with its counted cost `cost` (from `gpu::cost`).
+    #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &self,
         family: Family,
@@ -211,11 +266,13 @@ impl GpuBackend {
         bindings: &[&wgpu::Buffer],
         params: &[u32],
         workgroups: u64,
+        cost: KernelCost,
     ) -> std::result::Result<(), GpuError> {
         self.rt
             .dispatch(family, entry, bindings, params, workgroups)?;
         if workgroups > 0 {
             self.counters.launch();
+            self.counters.kernel(family.cost_family(), cost);
         }
         Ok(())
     }
@@ -261,7 +318,12 @@ impl GpuBackend {
         }
         self.check_word_range(polys, map.len())?;
         let n = self.ctx.n();
-        let tile = shaders::NTT_TILE as usize;
+        let tile = self.ntt_tile as usize;
+        let family = if self.ntt_tile == shaders::NTT_TILE {
+            Family::Ntt
+        } else {
+            Family::NttWide
+        };
         let lmap = self.map_buffer(map)?;
         let total = (polys * map.len() * n) as u64;
         let tiles = total.div_ceil(tile as u64);
@@ -283,16 +345,30 @@ impl GpuBackend {
         } else {
             ("ntt_inverse_block", "ntt_inverse_strided")
         };
+        let pl = (polys * map.len()) as u64;
+        let limbs = distinct(map);
+        let log_n = u64::from(log2(n));
+        let inverse = !forward;
         if n <= tile {
             let entry = if forward {
                 "ntt_forward_block"
             } else {
                 "ntt_inverse_block"
             };
-            self.dispatch(Family::Ntt, entry, &bindings, &params(1), tiles)?;
+            let c = cost::ntt_pass(pl, limbs, n as u64, log_n, 1, inverse, true);
+            self.dispatch(family, entry, &bindings, &params(1), tiles, c)?;
         } else {
-            self.dispatch(Family::Ntt, first, &bindings, &params(0), tiles)?;
-            self.dispatch(Family::Ntt, second, &bindings, &params(1), tiles)?;
+            // The block pass does the log2(tile) stages local to a tile, the strided pass the rest.
+            let block = u64::from(log2(tile));
+            let (s1, s2) = if forward {
+                (log_n - block, block)
+            } else {
+                (block, log_n - block)
+            };
+            let c1 = cost::ntt_pass(pl, limbs, n as u64, s1, 2, inverse, false);
+            let c2 = cost::ntt_pass(pl, limbs, n as u64, s2, 2, inverse, true);
+            self.dispatch(family, first, &bindings, &params(0), tiles, c1)?;
+            self.dispatch(family, second, &bindings, &params(1), tiles, c2)?;
         }
         Ok(())
     }
@@ -349,6 +425,13 @@ impl GpuBackend {
             &[out.buf, a.buf, b.buf, &self.moduli, &*lmap, &sc],
             &params,
             total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+            cost::elementwise(
+                entry,
+                total,
+                polys as u64,
+                b_polys.max(1) as u64,
+                map.len() as u64,
+            ),
         )?;
         Ok(())
     }
@@ -420,6 +503,7 @@ impl GpuBackend {
             mat_shoup: self.rt.upload_constant(&mat_shoup),
             exact: self.rt.upload_constant(&exact),
             sources: src.len() as u32,
+            group_sizes: groups.iter().map(|g| g.len() as u64).collect(),
         });
         cache.insert(key, bufs.clone());
         Ok(bufs)
@@ -475,6 +559,13 @@ impl GpuBackend {
             ],
             &params,
             total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+            cost::basis_convert(
+                polys as u64,
+                &conv.group_sizes,
+                targets.len() as u64,
+                n as u64,
+                exact,
+            ),
         )?)
     }
 }
@@ -561,13 +652,10 @@ impl Backend for GpuBackend {
 
     fn duplicate(&self, t: &GpuTensor) -> Result<GpuTensor> {
         let out = self.alloc(t.shape.clone())?;
-        self.rt.copy(
-            t.buffer(),
-            0,
-            out.buffer(),
-            0,
-            t.shape.words(self.ctx.n()) as u64,
-        )?;
+        let words = t.shape.words(self.ctx.n()) as u64;
+        self.rt.copy(t.buffer(), 0, out.buffer(), 0, words)?;
+        self.counters
+            .kernel(super::cost::CostFamily::Copy, cost::copy(words));
         Ok(out)
     }
 
@@ -638,34 +726,39 @@ impl Backend for GpuBackend {
         let out = self.alloc(x.shape.with_polys(shape.outputs * comps))?;
         self.check_word_range(shape.outputs * comps, shape.limbs)?;
         let nnz = w.cols.len();
-        let rows: Vec<u32> = w.row_ptr.iter().chain(&w.cols).copied().collect();
-        let pairs: Vec<u32> = w
-            .values
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &v)| {
-                let m = &self.ctx.moduli()[x.shape.moduli[i / nnz.max(1)]];
-                [v, m.shoup(v)]
-            })
-            .collect();
+        let tiles = LinearTiles::new(w);
+        let mut pairs = Vec::with_capacity(2 * nnz * shape.limbs);
+        for l in 0..shape.limbs {
+            let m = &self.ctx.moduli()[x.shape.moduli[l]];
+            for &e in &tiles.order {
+                let v = w.values[l * nnz + e];
+                pairs.extend_from_slice(&[v, m.shoup(v)]);
+            }
+        }
         let (rows, pairs, bias) = (
-            self.rt.upload_constant(&rows),
+            self.rt.upload_constant(&tiles.rows),
             self.rt.upload_constant(&pairs),
             self.rt.upload_constant(&w.bias),
         );
         let lmap = self.map_buffer(&x.shape.moduli)?;
         let n = self.ctx.n();
+        let coeff_tiles = n / shaders::LINEAR_TC;
         let params = [
             n as u32,
-            log2(n),
             shape.limbs as u32,
             comps as u32,
-            shape.outputs as u32,
             nnz as u32,
+            tiles.blocks as u32,
+            coeff_tiles as u32,
+            tiles.u_off,
+            tiles.perm_off,
+            tiles.seg_off,
+            tiles.upos_off,
             0,
             0,
         ];
-        let total = (shape.outputs * comps * shape.limbs * n) as u64;
+        let workgroups = (tiles.blocks * comps * shape.limbs * coeff_tiles) as u64;
+        let table_bytes = 4 * (tiles.rows.len() + 2 * nnz * shape.limbs + w.bias.len()) as u64;
         self.dispatch(
             Family::Linear,
             "linear",
@@ -679,7 +772,17 @@ impl Backend for GpuBackend {
                 &*lmap,
             ],
             &params,
-            total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+            workgroups,
+            cost::linear(
+                cost::LinearShape {
+                    inputs: shape.inputs as u64,
+                    block_inputs: tiles.block_inputs as u64,
+                    outputs: shape.outputs as u64,
+                    nnz: nnz as u64,
+                    plane: (comps * shape.limbs * n) as u64,
+                },
+                table_bytes,
+            ),
         )?;
         Ok(out)
     }
@@ -898,7 +1001,7 @@ impl Backend for GpuBackend {
             0,
             0,
         ];
-        let total = (polys * limbs * n) as u64;
+        let total = (limbs * n) as u64;
         self.dispatch(
             Family::Keyswitch,
             "keyswitch_inner",
@@ -912,6 +1015,7 @@ impl Backend for GpuBackend {
             ],
             &params,
             total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+            cost::keyswitch_inner(polys as u64, limbs as u64, dnum as u64, n as u64),
         )?;
         Ok(out)
     }
@@ -1063,6 +1167,7 @@ impl GpuBackend {
             &[out.buffer(), a.buffer(), &self.moduli, &lmap],
             &params,
             total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
+            cost::automorphism(total),
         )?;
         Ok(out)
     }

@@ -5,6 +5,14 @@ pub const PRELUDE: &str = include_str!("../../../shaders/prelude.wgsl");
 
 /// Coefficients per NTT workgroup tile (`TILE` in `shaders/ntt.wgsl`): 8 KiB of workgroup memory.
 pub const NTT_TILE: u32 = 2048;
+/// The NTT tile of [`Family::NttWide`]: 32 KiB of workgroup memory, one pass for n <= 8192.
+pub const NTT_TILE_WIDE: u32 = 8192;
+/// Coefficients per workgroup of the linear kernel (`TC` in `shaders/linear.wgsl`).
+pub const LINEAR_TC: usize = 32;
+/// Output slots per block of the linear kernel (`TM`).
+pub const LINEAR_TM: usize = 128;
+/// Inputs per chunk of a block's input list (`TK`): TK x TC words of workgroup memory.
+pub const LINEAR_TK: usize = 64;
 /// Invocations per workgroup of every kernel.
 pub const WORKGROUP_SIZE: u32 = 256;
 
@@ -25,6 +33,9 @@ pub enum Binding {
 pub enum Family {
     /// `shaders/ntt.wgsl`: batched forward / inverse negacyclic NTT.
     Ntt,
+    /// `shaders/ntt.wgsl` with tiles of [`NTT_TILE_WIDE`] coefficients (adapters with 32 KiB of
+    /// workgroup storage).
+    NttWide,
     /// `shaders/elementwise.wgsl`: add, sub, negate, products, tensor product.
     Elementwise,
     /// `shaders/rns.wgsl`: fast base conversion (mod-up / mod-down / rescale).
@@ -39,8 +50,9 @@ pub enum Family {
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Ntt,
+        Family::NttWide,
         Family::Elementwise,
         Family::Rns,
         Family::Keyswitch,
@@ -51,7 +63,7 @@ impl Family {
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
         match self {
-            Family::Ntt => "ntt.wgsl",
+            Family::Ntt | Family::NttWide => "ntt.wgsl",
             Family::Elementwise => "elementwise.wgsl",
             Family::Rns => "rns.wgsl",
             Family::Keyswitch => "keyswitch.wgsl",
@@ -60,11 +72,24 @@ impl Family {
         }
     }
 
+    /// The family its dispatches are counted under.
+    pub fn cost_family(self) -> crate::backend::cost::CostFamily {
+        use crate::backend::cost::CostFamily as C;
+        match self {
+            Family::Ntt | Family::NttWide => C::Ntt,
+            Family::Elementwise => C::Elementwise,
+            Family::Rns => C::Rns,
+            Family::Keyswitch => C::Keyswitch,
+            Family::Automorphism => C::Automorphism,
+            Family::Linear => C::Linear,
+        }
+    }
+
     /// The family's bindings in group 0, in binding order (the last one is the uniform block).
     pub fn bindings(self) -> &'static [Binding] {
         use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
         match self {
-            Family::Ntt => &[W, R, R, R, U],
+            Family::Ntt | Family::NttWide => &[W, R, R, R, U],
             Family::Elementwise => &[W, R, R, R, R, R, U],
             Family::Rns => &[W, R, R, R, R, R, R, R, U],
             Family::Keyswitch => &[W, R, R, R, R, R, U],
@@ -75,7 +100,7 @@ impl Family {
 
     fn body(self) -> &'static str {
         match self {
-            Family::Ntt => include_str!("../../../shaders/ntt.wgsl"),
+            Family::Ntt | Family::NttWide => include_str!("../../../shaders/ntt.wgsl"),
             Family::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             Family::Rns => include_str!("../../../shaders/rns.wgsl"),
             Family::Keyswitch => include_str!("../../../shaders/keyswitch.wgsl"),
@@ -85,9 +110,23 @@ impl Family {
     }
 }
 
-/// Full source of a family: the prelude followed by the family's file.
+/// Full source of a family: the prelude followed by the family's file (for
+/// [`Family::NttWide`], with the wide tile).
 pub fn source(family: Family) -> String {
-    format!("{PRELUDE}\n{}", family.body())
+    let body = match family {
+        Family::NttWide => family
+            .body()
+            .replace(
+                &format!("const TILE: u32 = {NTT_TILE}u;"),
+                &format!("const TILE: u32 = {NTT_TILE_WIDE}u;"),
+            )
+            .replace(
+                &format!("const LOG_TILE: u32 = {}u;", NTT_TILE.trailing_zeros()),
+                &format!("const LOG_TILE: u32 = {}u;", NTT_TILE_WIDE.trailing_zeros()),
+            ),
+        _ => family.body().to_string(),
+    };
+    format!("{PRELUDE}\n{body}")
 }
 
 #[cfg(test)]
@@ -145,9 +184,21 @@ mod tests {
 
     #[test]
     fn tile_constant_matches_the_shader() {
-        assert!(Family::Ntt
-            .body()
-            .contains(&format!("const TILE: u32 = {NTT_TILE}u;")));
+        for (family, tile) in [(Family::Ntt, NTT_TILE), (Family::NttWide, NTT_TILE_WIDE)] {
+            let src = source(family);
+            assert!(src.contains(&format!("const TILE: u32 = {tile}u;")));
+            assert!(src.contains(&format!(
+                "const LOG_TILE: u32 = {}u;",
+                tile.trailing_zeros()
+            )));
+        }
+        let linear = Family::Linear.body();
+        for (name, v) in [("TC", LINEAR_TC), ("TM", LINEAR_TM), ("TK", LINEAR_TK)] {
+            assert!(
+                linear.contains(&format!("const {name}: u32 = {v}u;")),
+                "{name}"
+            );
+        }
         for family in Family::ALL {
             assert!(
                 family.body().contains("@workgroup_size(256)"),

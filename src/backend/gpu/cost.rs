@@ -1,0 +1,227 @@
+//! The counted cost of one dispatch of each WGSL kernel, from its shape (see `backend::cost`).
+//!
+//! Data words (tensors: inputs, outputs, digits, keys) count 4 bytes per access per invocation,
+//! read off the shader. Constant tables (twiddles, weights with their column indices and row
+//! pointers, biases, conversion matrices, per-limb scalars) are small, shared by every
+//! invocation and stay in the cache, so they count once per dispatch, in the counted bytes and in
+//! the floor alike. The floor reads each data input once and writes each output once.
+
+use crate::backend::cost::KernelCost;
+
+const WORD: u64 = 4;
+
+fn cost(bytes: u64, mults: u64, floor_bytes: u64, floor_mults: u64) -> KernelCost {
+    KernelCost {
+        dispatches: 1,
+        bytes,
+        mults,
+        floor_bytes,
+        floor_mults,
+    }
+}
+
+/// One pass of a negacyclic NTT (`ntt.wgsl`) over `pl` (polys x limbs) polynomials of `n`
+/// coefficients with `limbs` distinct moduli, doing `stages` of the `log2 n` stages; the whole
+/// transform takes `passes` passes (its floor is split evenly between them). A butterfly is one
+/// Shoup product (6); the inverse's last pass multiplies every coefficient by `n^-1` (6 more,
+/// 3 in the floor, where it folds into the last stage as the CPU twin does).
+pub fn ntt_pass(
+    pl: u64,
+    limbs: u64,
+    n: u64,
+    stages: u64,
+    passes: u64,
+    inverse: bool,
+    last: bool,
+) -> KernelCost {
+    let words = pl * n;
+    let log_n = u64::from(n.trailing_zeros());
+    let twiddles = 2 * WORD * n * limbs; // w and its Shoup companion, per limb
+    let scale = if inverse && last { 6 * words } else { 0 };
+    let floor_scale = if inverse { 3 * words } else { 0 };
+    cost(
+        2 * WORD * words + twiddles,
+        6 * (words / 2) * stages + scale,
+        (2 * WORD * words + twiddles) / passes,
+        (6 * (words / 2) * log_n + floor_scale) / passes,
+    )
+}
+
+/// One element-wise kernel (`elementwise.wgsl`) over `words` = polys x limbs x n invocations,
+/// where `b` repeats with period `b_polys` of `polys` polynomials (`scalars` per-limb pairs).
+pub fn elementwise(entry: &str, words: u64, polys: u64, b_polys: u64, limbs: u64) -> KernelCost {
+    // (data words per invocation, of which from b, u32 multiplies per invocation)
+    let (access, from_b, mults) = match entry {
+        "ew_copy" | "ew_add_scalar" | "ew_negate" => (2, 0, 0),
+        "ew_add" | "ew_sub" => (3, 1, 0),
+        "ew_mul" => (3, 1, 9),
+        "ew_mul_scalar" => (2, 0, 6),
+        "ew_mac" => (4, 1, 9),
+        "ew_mul_scalar_acc" => (3, 0, 6),
+        "ew_sub_mul_scalar" => (3, 1, 6),
+        // one coefficient: a0 a1 b0 b1 in, three products out (Karatsuba, 3 Barrett products)
+        "ew_tensor" => (7, 2, 27),
+        _ => (3, 1, 9),
+    };
+    let scalars = 2 * WORD * limbs;
+    let bytes = WORD * access * words + scalars;
+    // b is read once per polynomial of b, not once per polynomial of a.
+    let b_once = if polys > 0 && b_polys < polys {
+        WORD * from_b * words / polys * (polys - b_polys)
+    } else {
+        0
+    };
+    cost(bytes, mults * words, bytes - b_once, mults * words)
+}
+
+/// One grouped base conversion (`rns.wgsl`): `polys` polynomials whose `group_sizes` source limbs
+/// (summing to `sources`) each convert to `targets` limbs of `n` coefficients. An output word
+/// loops over its group's sources: one Shoup product each (6); the exact variant also sums a
+/// 96-bit fixed-point overflow count per group of several limbs (2 wide products, 8, per source)
+/// and corrects it (one Barrett product, 9), recomputed for every target where the floor does it
+/// once per coefficient.
+pub fn basis_convert(
+    polys: u64,
+    group_sizes: &[u64],
+    targets: u64,
+    n: u64,
+    exact: bool,
+) -> KernelCost {
+    let sources: u64 = group_sizes.iter().sum();
+    let groups = group_sizes.len() as u64;
+    let multi: u64 = group_sizes.iter().filter(|&&s| s > 1).sum();
+    let multi_groups = group_sizes.iter().filter(|&&s| s > 1).count() as u64;
+    let coeffs = polys * n;
+    let tables = 2 * WORD * sources * targets + if exact { 2 * WORD * sources } else { 0 };
+    let reads = WORD * coeffs * targets * (sources + if exact { multi } else { 0 });
+    let out = WORD * coeffs * groups * targets;
+    let mut mults = 6 * coeffs * targets * sources;
+    let mut floor_mults = mults;
+    if exact {
+        mults += coeffs * targets * (8 * multi + 9 * multi_groups);
+        floor_mults += coeffs * (8 * multi + 9 * multi_groups * targets);
+    }
+    cost(
+        reads + out + tables,
+        mults,
+        WORD * coeffs * sources + out + tables,
+        floor_mults,
+    )
+}
+
+/// The key-switching inner product (`keyswitch.wgsl`) of `polys` decomposed polynomials of
+/// `limbs` limbs and `dnum` digits: one invocation per (limb, coefficient) holds the key words
+/// of up to 8 digits and loops over the polynomials, two Barrett products per digit (18). The
+/// key is read once per dispatch; beyond 8 digits a group adds to the sums the previous one
+/// wrote (read back: above the floor).
+pub fn keyswitch_inner(polys: u64, limbs: u64, dnum: u64, n: u64) -> KernelCost {
+    let words = polys * limbs * n;
+    let digits = WORD * dnum * words;
+    let out = 2 * WORD * words;
+    let key = 2 * WORD * dnum * limbs * n;
+    let regroups = dnum.div_ceil(8).saturating_sub(1);
+    cost(
+        digits + out * (1 + 2 * regroups) + key,
+        18 * dnum * words,
+        digits + out + key,
+        18 * dnum * words,
+    )
+}
+
+/// A Galois automorphism (`automorphism.wgsl`) of `words` words: one read and one write each,
+/// one multiply for the index.
+pub fn automorphism(words: u64) -> KernelCost {
+    cost(2 * WORD * words, words, 2 * WORD * words, words)
+}
+
+/// The shape of a linear layer's dispatch.
+pub struct LinearShape {
+    /// Input groups (ciphertexts).
+    pub inputs: u64,
+    /// Inputs the blocks read, summed over blocks (an input used by two blocks counts twice).
+    pub block_inputs: u64,
+    /// Output groups.
+    pub outputs: u64,
+    /// Entries of the sparse weights.
+    pub nnz: u64,
+    /// Words per group: components x limbs x n.
+    pub plane: u64,
+}
+
+/// The tiled linear layer (`linear.wgsl`): each block of outputs reads each of its inputs once
+/// per coefficient (into workgroup memory) and writes its outputs; one Shoup product per entry
+/// and coefficient (6). `tables` is the bytes of the index tables, weights and bias (once).
+pub fn linear(s: LinearShape, tables: u64) -> KernelCost {
+    let out = WORD * s.outputs * s.plane;
+    cost(
+        WORD * s.block_inputs * s.plane + out + tables,
+        6 * s.nnz * s.plane,
+        WORD * s.inputs * s.plane + out + tables,
+        6 * s.nnz * s.plane,
+    )
+}
+
+/// A buffer-to-buffer copy of `words` words (a copy command, not a dispatch).
+pub fn copy(words: u64) -> KernelCost {
+    KernelCost {
+        dispatches: 0,
+        ..cost(2 * WORD * words, 0, 2 * WORD * words, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_two_pass_ntt_moves_its_data_twice() {
+        let (pl, n) = (14, 8192);
+        let one = ntt_pass(pl, 7, n, 13, 1, false, true);
+        assert_eq!(one.bytes, one.floor_bytes);
+        assert_eq!(one.mults, one.floor_mults);
+        let a = ntt_pass(pl, 7, n, 2, 2, false, false);
+        let b = ntt_pass(pl, 7, n, 11, 2, false, true);
+        let both = a + b;
+        assert_eq!(both.mults, one.mults);
+        assert!((both.bytes_ratio() - 2.0).abs() < 0.01);
+        // the inverse pays 6 per coefficient for n^-1 where the floor pays 3
+        let inv = ntt_pass(pl, 7, n, 13, 1, true, true);
+        assert_eq!(inv.mults - one.mults, 6 * pl * n);
+        assert_eq!(inv.floor_mults - one.floor_mults, 3 * pl * n);
+    }
+
+    #[test]
+    fn tiles_read_each_input_once_per_block() {
+        // 845 -> 100, dense, 2 components, 7 limbs, in one block: at the floor
+        let dense = |block_inputs| LinearShape {
+            inputs: 845,
+            block_inputs,
+            outputs: 100,
+            nnz: 84_500,
+            plane: 2 * 7 * 8192,
+        };
+        let c = linear(dense(845), 1000);
+        assert_eq!((c.bytes, c.mults), (c.floor_bytes, c.floor_mults));
+        // one read per entry (the untiled kernel) is 89x the floor
+        let c = linear(dense(84_500), 1000);
+        assert!(
+            c.bytes_ratio() > 80.0 && c.bytes_ratio() < 95.0,
+            "{}",
+            c.bytes_ratio()
+        );
+        // element-wise kernels are at their floor, except a broadcast operand
+        let e = elementwise("ew_mul", 3 * 7 * 8192, 3, 3, 7);
+        assert_eq!(e.bytes, e.floor_bytes);
+        let e = elementwise("ew_mul", 3 * 7 * 8192, 3, 1, 7);
+        assert_eq!(e.bytes - e.floor_bytes, 4 * 2 * 7 * 8192);
+        // the key is read once per dispatch; beyond 8 digits, partial sums go through memory
+        let k = keyswitch_inner(100, 7, 7, 8192);
+        assert_eq!(k.bytes, k.floor_bytes);
+        assert!(keyswitch_inner(100, 9, 9, 8192).bytes_ratio() > 1.0);
+        // the exact conversion recomputes its overflow count per target
+        let x = basis_convert(2, &[7], 3, 8192, true);
+        assert!(x.mults > x.floor_mults);
+        let f = basis_convert(2, &[1, 1], 3, 8192, false);
+        assert_eq!(f.mults, f.floor_mults);
+    }
+}
