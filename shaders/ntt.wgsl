@@ -1,7 +1,7 @@
 // Negacyclic NTT over every limb of every polynomial of a tensor, in workgroup-memory tiles.
 //
 // Data: `data` holds `polys` polynomials of `limbs` limbs of `n` coefficients; limb l of poly p
-// starts at ((off + p * stride + l) * n). Limb l uses modulus index limb_map[l]: its tables start
+// starts at ((off + p * stride + l) * n). In place, or out of place from a view of `src`. Limb l uses modulus index limb_map[l]: its tables start
 // at tables[mi * 4n] as [psi_rev | psi_rev_shoup | psi_inv_rev | psi_inv_rev_shoup], n each.
 //
 // A transform is one or two dispatches whatever `polys` and `limbs`:
@@ -33,14 +33,21 @@ struct NttParams {
     off: u32,
     stride: u32,
     last: u32,
-    _pad: u32,
+    // 1: this pass loads from `src` (view src_off, src_stride) instead of `data`: an
+    // out-of-place transform (the first pass of one; later passes work in `data`).
+    from_src: u32,
+    src_off: u32,
+    src_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> data: array<u32>;
-@group(0) @binding(1) var<storage, read> tables: array<u32>;
-@group(0) @binding(2) var<storage, read> moduli: array<u32>;
-@group(0) @binding(3) var<storage, read> limb_map: array<u32>;
-@group(0) @binding(4) var<uniform> prm: NttParams;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read> tables: array<u32>;
+@group(0) @binding(3) var<storage, read> moduli: array<u32>;
+@group(0) @binding(4) var<storage, read> limb_map: array<u32>;
+@group(0) @binding(5) var<uniform> prm: NttParams;
 
 var<workgroup> sh: array<u32, TILE>;
 
@@ -49,6 +56,17 @@ fn coeff_addr(lp: u32, c: u32) -> u32 {
     let poly = lp / prm.limbs;
     let limb = lp % prm.limbs;
     return (prm.off + poly * prm.stride + limb) * prm.n + c;
+}
+
+// Coefficient c of limb-poly lp as this pass loads it: from `src` on the first pass of an
+// out-of-place transform, else from `data`.
+fn load(lp: u32, c: u32) -> u32 {
+    if (prm.from_src == 1u) {
+        let poly = lp / prm.limbs;
+        let limb = lp % prm.limbs;
+        return src[(prm.src_off + poly * prm.src_stride + limb) * prm.n + c];
+    }
+    return data[coeff_addr(lp, c)];
 }
 
 fn tile_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -72,7 +90,7 @@ fn block_load(t: u32, lid: u32) {
         let e = lid + r * WG;
         let lp = block_lp(t, e);
         if (lp < total) {
-            sh[e] = data[coeff_addr(lp, block_c(t, e))];
+            sh[e] = load(lp, block_c(t, e));
         }
     }
 }
@@ -204,7 +222,7 @@ fn strided_load(t: u32, lid: u32) {
     if (lp < prm.polys * prm.limbs) {
         for (var r = 0u; r < PER_THREAD; r++) {
             let e = lid + r * WG;
-            sh[e] = data[coeff_addr(lp, strided_coeff(t, e))];
+            sh[e] = load(lp, strided_coeff(t, e));
         }
     }
 }

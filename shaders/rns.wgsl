@@ -1,18 +1,19 @@
-// Fast base conversion between RNS bases, grouped: one dispatch converts every group (digit) of
-// every polynomial of a tensor. CPU twin: cryptodl_kernels::rns::BaseConverter::convert, applied
-// to y = x * (B_g/q_s)^-1 mod q_s (that product is an `ew_mul_scalar` pass before this one).
+// Base conversion between RNS bases, grouped: one dispatch converts every group (digit) of every
+// polynomial of a tensor.
 //
-// Input y: [polys][S][n] view (limb s of poly p at (in_off + p * in_stride + s) * n), coefficient
-// form, any u32 values (canonical in practice). Group g owns source limbs
-// [groups[2g], groups[2g] + groups[2g+1]). Output: [polys][G][T][n] view
-// (limb t of group g of poly p at (o_off + p * o_stride + g * T + t) * n), target t uses modulus
-// index tgt_map[t]:
+// Input x: [polys][S][n] view (limb s of poly p at (in_off + p * in_stride + s) * n), coefficient
+// form, canonical. Group g owns source limbs [groups[2g], groups[2g] + groups[2g+1]). Output:
+// [polys][G][T][n] view (limb t of group g of poly p at (o_off + p * o_stride + g * T + t) * n),
+// target t uses modulus index tgt_map[t]. With y_s = (x_s + h_s) * (B_g/q_s)^-1 mod q_s:
+//   basis_convert (CPU twin: cryptodl_kernels::rns::BaseConverter::convert; h_s = 0):
 //     out[p][g][t] = sum_{s in g} y_s * mat[s * T + t] mod p_t,   mat[s*T+t] = (B_g / q_s) mod p_t
-// with Shoup companions mat_shoup. Output canonical [0, p_t).
-// basis_convert_exact (CPU twin BaseConverter::convert_exact) then subtracts u * (B_g mod p_t)
-// with u = floor(sum_s y_s * floor(2^64 / q_s) / 2^64) computed in 96-bit fixed point, which
-// removes the u * B_g overflow of the fast conversion (except with probability ~ S * 2^-34). When p_t is itself in B_g the result
-// is exactly x_t (the other terms vanish mod p_t), so mod-up needs no separate copy.
+//   with Shoup companions mat_shoup. Output canonical [0, p_t). When p_t is itself in B_g the
+//   result is exactly x_t (the other terms vanish mod p_t), so mod-up needs no separate copy.
+//   divide_round_convert (CPU twin: cryptodl_kernels::rescale::DivideRound::divide_round_convert;
+//   one group, h_s = floor(D/2) mod q_s): the same sum minus u * (B mod p_t) with
+//   u = floor(sum_s y_s * floor(2^64 / q_s) / 2^64) in 96-bit fixed point (the exact conversion
+//   of BaseConverter::convert_exact: it removes the u * B overflow of the fast sum, except with
+//   probability ~ S * 2^-34), plus post_t = -floor(D/2) mod p_t.
 
 struct RnsParams {
     n: u32,
@@ -36,8 +37,9 @@ struct RnsParams {
 @group(0) @binding(4) var<storage, read> groups: array<u32>;
 @group(0) @binding(5) var<storage, read> mat: array<u32>;
 @group(0) @binding(6) var<storage, read> mat_shoup: array<u32>;
-// basis_convert_exact only: [2S words: floor(2^64 / q_s) as (lo, hi) per source limb]
-// ++ [G * T words: (B_g mod p_t) at 2S + g * T + t].
+// [2S words: floor(2^64 / q_s) as (lo, hi) per source limb] ++ [G * T words: (B_g mod p_t) at
+// 2S + g * T + t] ++ [4S words: (h_s, (B_g/q_s)^-1 mod q_s, its Shoup companion, q_s) at
+// 2S + G*T + 4s] ++ [T words: post_t at 6S + G*T + t].
 @group(0) @binding(7) var<storage, read> exact: array<u32>;
 @group(0) @binding(8) var<uniform> prm: RnsParams;
 
@@ -67,13 +69,22 @@ fn y_at(poly: u32, s: u32, c: u32) -> u32 {
 }
 
 // sum_{s in g} y_s * mat[s][t] mod p_t.
+// Source word s of the conversion: y_s = (x_s + h_s) * (B_g/q_s)^-1 mod q_s, from the per-source
+// table after the exact constants (h_s = 0 except in divide_round_convert).
+fn src_y(r: ConvIdx, s: u32) -> u32 {
+    let base = 2u * prm.sources + prm.groups * prm.targets + 4u * s;
+    let q = exact[base + 3u];
+    let v = add_mod(y_at(r.poly, s, r.c), exact[base], q);
+    return mul_shoup(v, exact[base + 1u], exact[base + 2u], q);
+}
+
 fn fast_sum(r: ConvIdx, p: u32) -> u32 {
     let s0 = groups[2u * r.g];
     let s1 = s0 + groups[2u * r.g + 1u];
     var acc = 0u;
     for (var s = s0; s < s1; s++) {
         let m = s * prm.targets + r.t;
-        acc = add_mod(acc, reduce_2q(mul_shoup_lazy(y_at(r.poly, s, r.c), mat[m], mat_shoup[m], p), p), p);
+        acc = add_mod(acc, reduce_2q(mul_shoup_lazy(src_y(r, s), mat[m], mat_shoup[m], p), p), p);
     }
     return acc;
 }
@@ -92,12 +103,8 @@ fn basis_convert(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     out[out_at(r)] = fast_sum(r, p);
 }
 
-@compute @workgroup_size(256)
-fn basis_convert_exact(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = conv_idx(gid, nwg);
-    if (!r.valid) {
-        return;
-    }
+// The exact conversion of target t of group g (see the header).
+fn exact_sum(r: ConvIdx) -> u32 {
     let mi = tgt_map[r.t];
     let p = moduli[mi * MOD_STRIDE];
     let mu = moduli[mi * MOD_STRIDE + 1u];
@@ -111,7 +118,7 @@ fn basis_convert_exact(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
         var w1 = 0u;
         var w2 = 0u;
         for (var s = s0; s < s1; s++) {
-            let v = y_at(r.poly, s, r.c);
+            let v = src_y(r, s);
             let lo = mul_wide(v, exact[2u * s]);
             let hi = mul_wide(v, exact[2u * s + 1u]);
             // term = lo + (hi << 32)
@@ -131,5 +138,19 @@ fn basis_convert_exact(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
         let qmod = exact[2u * prm.sources + r.g * prm.targets + r.t];
         acc = sub_mod(acc, mul_mod(w2, qmod, p, mu, k), p);
     }
-    out[out_at(r)] = acc;
+    return acc;
+}
+
+// The middle of divide-and-round (CPU twin: DivideRound::divide_round_convert): the input is the
+// dropped limbs x_s in coefficient form (one group), h_s = floor(D/2) mod d_s, post_t =
+// -floor(D/2) mod p_t: out_t = exact conversion of x + floor(D/2), minus floor(D/2).
+@compute @workgroup_size(256)
+fn divide_round_convert(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = conv_idx(gid, nwg);
+    if (!r.valid) {
+        return;
+    }
+    let p = moduli[tgt_map[r.t] * MOD_STRIDE];
+    let post = exact[6u * prm.sources + prm.groups * prm.targets + r.t];
+    out[out_at(r)] = add_mod(exact_sum(r), post, p);
 }

@@ -413,6 +413,50 @@ fn keyswitch_inner_matches_cpu_beyond_eight_digits() {
     assert_eq!(mismatches(&got, &want), 0);
 }
 
+/// Divide-and-round (rescale, mod-down) is an out-of-place inverse NTT, one conversion kernel, a
+/// forward NTT and one element-wise pass: 4 dispatches when an NTT is one pass.
+#[test]
+fn divide_round_takes_four_dispatches_with_one_pass_ntts() {
+    let Some(rt) = gpu() else { return };
+    let n = 8192;
+    let primes = ntt_primes(30, n, 4, &[]).unwrap();
+    let ctx = RnsContext::new(n, &primes).unwrap();
+    let cpu = CpuBackend::new(ctx.clone());
+    let shape = Shape::ntt(2 * 3, (0..4).collect());
+    let data: Vec<u32> = (0..shape.words(n))
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761) % primes[(i / n) % 4])
+        .collect();
+    let want = cpu
+        .download(
+            &cpu.divide_round(&cpu.upload(&data, shape.clone()).unwrap(), 2)
+                .unwrap(),
+        )
+        .unwrap();
+    let wide = rt.limits().max_compute_workgroup_storage_size >= 4 * NTT_TILE_WIDE;
+    for tile in [NTT_TILE, NTT_TILE_WIDE] {
+        if tile == NTT_TILE_WIDE && !wide {
+            eprintln!("SKIPPED: wide NTT tiles (the adapter lacks 32 KiB of workgroup storage)");
+            continue;
+        }
+        let gpu = GpuBackend::new(rt.clone(), ctx.clone())
+            .unwrap()
+            .with_ntt_tile(tile)
+            .unwrap();
+        let x = gpu.upload(&data, shape.clone()).unwrap();
+        let before = gpu.counters().launches;
+        let out = gpu.divide_round(&x, 2).unwrap();
+        let dispatches = gpu.counters().launches - before;
+        assert_eq!(
+            dispatches,
+            if tile == NTT_TILE { 6 } else { 4 },
+            "tile {tile}"
+        );
+        assert_eq!(mismatches(&gpu.download(&out).unwrap(), &want), 0);
+        // the input is left as it was
+        assert_eq!(gpu.download(&x).unwrap(), data);
+    }
+}
+
 /// Uploads two ciphertext tensors and a switching key.
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn upload_inputs<B: Backend>(

@@ -1,5 +1,5 @@
-//! Exact divide-and-round by a product of primes, in NTT form (CPU twin of `divide_round` in
-//! `shaders/rescale.wgsl`): CKKS rescaling (drop the last prime) and the key-switching mod-down
+//! Exact divide-and-round by a product of primes, in NTT form (the GPU composes it from NTTs,
+//! `divide_round_convert` in `shaders/rns.wgsl` and an element-wise pass): CKKS rescaling (drop the last prime) and the key-switching mod-down
 //! (drop the special primes `P`) are the same operation.
 //!
 //! Given `x` over `K ∪ D` in NTT form, returns `round(x / D)` over `K` in NTT form (SEAL's
@@ -97,6 +97,38 @@ impl DivideRound {
         (self.keep.len() + self.drop.len()) * n
     }
 
+    /// The middle of [`Self::apply`], in coefficient form: `drop_coeffs` (`[drop][n]`, the
+    /// dropped limbs of `x`) plus `floor(D/2)`, converted exactly to the kept limbs, minus
+    /// `floor(D/2)`, into `out` (`[keep][n]`); `drop_coeffs` is consumed. `scratch` holds
+    /// `drop * n` words. CPU twin of the `divide_round_convert` WGSL kernel.
+    pub fn divide_round_convert(
+        &self,
+        drop_coeffs: &mut [u32],
+        out: &mut [u32],
+        n: usize,
+        scratch: &mut [u32],
+    ) {
+        for ((limb, &h), m) in drop_coeffs
+            .chunks_exact_mut(n)
+            .zip(&self.half_mod_drop)
+            .zip(self.drop.moduli())
+        {
+            for v in limb.iter_mut() {
+                *v = m.add(*v, h);
+            }
+        }
+        self.conv.convert_exact(drop_coeffs, out, n, scratch);
+        for ((limb, &h), m) in out
+            .chunks_exact_mut(n)
+            .zip(&self.half_mod_keep)
+            .zip(&self.keep)
+        {
+            for v in limb.iter_mut() {
+                *v = m.sub(*v, h);
+            }
+        }
+    }
+
     /// `keep_part` (`[keep][n]`, NTT form) becomes `round(x / D)` (NTT form); `drop_part`
     /// (`[drop][n]`, NTT form) is consumed. `scratch` holds [`Self::scratch_len`] words.
     pub fn apply(
@@ -110,31 +142,17 @@ impl DivideRound {
     ) {
         assert_eq!(keep_part.len(), self.keep.len() * n);
         assert_eq!(drop_part.len(), self.drop.len() * n);
-        for ((limb, t), &h) in drop_part
-            .chunks_exact_mut(n)
-            .zip(drop_tables)
-            .zip(&self.half_mod_drop)
-        {
+        for (limb, t) in drop_part.chunks_exact_mut(n).zip(drop_tables) {
             t.inverse(limb);
-            let m = t.modulus();
-            for v in limb.iter_mut() {
-                *v = m.add(*v, h);
-            }
         }
         let (conv_out, conv_scratch) = scratch.split_at_mut(self.keep.len() * n);
-        self.conv
-            .convert_exact(drop_part, conv_out, n, conv_scratch);
+        self.divide_round_convert(drop_part, conv_out, n, conv_scratch);
         for (i, (tmp, x)) in conv_out
             .chunks_exact_mut(n)
             .zip(keep_part.chunks_exact_mut(n))
             .enumerate()
         {
-            let m = &self.keep[i];
-            let q = m.value();
-            let h = self.half_mod_keep[i];
-            for v in tmp.iter_mut() {
-                *v = m.sub(*v, h);
-            }
+            let q = self.keep[i].value();
             keep_tables[i].forward(tmp);
             let (w, ws) = (self.d_inv_mod_keep[i], self.d_inv_mod_keep_shoup[i]);
             for (x, &t) in x.iter_mut().zip(tmp.iter()) {

@@ -383,7 +383,8 @@ impl BaseConverter {
     /// `u = floor(sum_i y_i * floor(2^64 / q_i) / 2^64)` (fixed point, no floating point, so GPU
     /// twins reproduce it bit for bit). The result is `x mod p_j` for `x` in `[0, Q)`, except with
     /// probability about `len(Q) * 2^-34` per coefficient, where it is off by exactly `Q`.
-    /// CPU twin of the `basis_convert_exact` WGSL kernel.
+    /// The conversion inside `DivideRound::divide_round_convert` (twin of the
+    /// `divide_round_convert` WGSL kernel).
     pub fn convert_exact(&self, input: &[u32], output: &mut [u32], n: usize, scratch: &mut [u32]) {
         self.convert(input, output, n, scratch);
         let k = self.from.len();

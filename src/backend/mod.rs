@@ -677,6 +677,13 @@ pub trait Backend {
     /// In-place inverse NTT of every limb of every polynomial (bit-reversed evaluations ->
     /// coefficients in natural order); the tensor must be in NTT form.
     fn ntt_inverse(&self, t: &mut Self::Tensor) -> Result<()>;
+    /// The inverse NTT of `t` as a new tensor, `t` unchanged (on the GPU the transform reads `t`
+    /// directly instead of copying it first).
+    fn ntt_inverse_out_of_place(&self, t: &Self::Tensor) -> Result<Self::Tensor> {
+        let mut out = self.duplicate(t)?;
+        self.ntt_inverse(&mut out)?;
+        Ok(out)
+    }
 
     /// `a + b`.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
@@ -801,8 +808,7 @@ pub mod composed {
         key: &SwitchKey<B::Tensor>,
     ) -> Result<B::Tensor> {
         let plan = KeySwitchPlan::new(be.context(), be.shape(d), key, be.shape(&key.key))?;
-        let mut coeff = be.duplicate(d)?;
-        be.ntt_inverse(&mut coeff)?;
+        let coeff = be.ntt_inverse_out_of_place(d)?;
         let mut ext = be.basis_convert(&coeff, &plan.digits, &plan.targets)?;
         drop(coeff);
         be.ntt_forward(&mut ext)?;

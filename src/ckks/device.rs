@@ -970,8 +970,7 @@ impl<B: Backend> DeviceEvaluator<B> {
             Some((_, key)) => {
                 let plan =
                     KeySwitchPlan::new(be.context(), be.shape(&c1), key, be.shape(&key.key))?;
-                let mut coeff = be.duplicate(&c1)?;
-                be.ntt_inverse(&mut coeff)?;
+                let coeff = be.ntt_inverse_out_of_place(&c1)?;
                 let mut ext = be.basis_convert(&coeff, &plan.digits, &plan.targets)?;
                 drop(coeff);
                 be.ntt_forward(&mut ext)?;

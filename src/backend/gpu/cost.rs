@@ -75,30 +75,33 @@ pub fn elementwise(entry: &str, words: u64, polys: u64, b_polys: u64, limbs: u64
 }
 
 /// One grouped base conversion (`rns.wgsl`): `polys` polynomials whose `group_sizes` source limbs
-/// (summing to `sources`) each convert to `targets` limbs of `n` coefficients. An output word
-/// loops over its group's sources: one Shoup product each (6); the exact variant also sums a
-/// 96-bit fixed-point overflow count per group of several limbs (2 wide products, 8, per source)
-/// and corrects it (one Barrett product, 9), recomputed for every target where the floor does it
-/// once per coefficient.
+/// each convert to `targets` limbs of `n` coefficients. An output word loops over its group's
+/// sources: `y_s = x_s (B/q_s)^-1` (one Shoup product, 6, recomputed for every target where the
+/// floor does it once per coefficient) and `y_s * mat` (6). `divide_round_convert` (`rounding`)
+/// also sums a 96-bit fixed-point overflow count over the sources (y again and 2 wide
+/// products: 6 + 8 per source, once per coefficient in the floor) and corrects it (one Barrett
+/// product, 9).
 pub fn basis_convert(
     polys: u64,
     group_sizes: &[u64],
     targets: u64,
     n: u64,
-    exact: bool,
+    rounding: bool,
 ) -> KernelCost {
     let sources: u64 = group_sizes.iter().sum();
     let groups = group_sizes.len() as u64;
     let multi: u64 = group_sizes.iter().filter(|&&s| s > 1).sum();
     let multi_groups = group_sizes.iter().filter(|&&s| s > 1).count() as u64;
     let coeffs = polys * n;
-    let tables = 2 * WORD * sources * targets + if exact { 2 * WORD * sources } else { 0 };
-    let reads = WORD * coeffs * targets * (sources + if exact { multi } else { 0 });
+    // mat and its companions, then the exact table (2S + G T + 4S + T words)
+    let tables = WORD * (2 * sources * targets + 6 * sources + groups * targets + targets);
+    let rereads = if rounding { multi } else { 0 };
+    let reads = WORD * coeffs * targets * (sources + rereads);
     let out = WORD * coeffs * groups * targets;
-    let mut mults = 6 * coeffs * targets * sources;
-    let mut floor_mults = mults;
-    if exact {
-        mults += coeffs * targets * (8 * multi + 9 * multi_groups);
+    let mut mults = 12 * coeffs * targets * sources;
+    let mut floor_mults = 6 * coeffs * sources + 6 * coeffs * targets * sources;
+    if rounding {
+        mults += coeffs * targets * (14 * multi + 9 * multi_groups);
         floor_mults += coeffs * (8 * multi + 9 * multi_groups * targets);
     }
     cost(
@@ -218,10 +221,11 @@ mod tests {
         let k = keyswitch_inner(100, 7, 7, 8192);
         assert_eq!(k.bytes, k.floor_bytes);
         assert!(keyswitch_inner(100, 9, 9, 8192).bytes_ratio() > 1.0);
-        // the exact conversion recomputes its overflow count per target
+        // the exact conversion recomputes its overflow count per target; one target is at the
+        // floor
         let x = basis_convert(2, &[7], 3, 8192, true);
         assert!(x.mults > x.floor_mults);
-        let f = basis_convert(2, &[1, 1], 3, 8192, false);
-        assert_eq!(f.mults, f.floor_mults);
+        let f = basis_convert(2, &[1, 1], 1, 8192, false);
+        assert_eq!((f.mults, f.bytes), (f.floor_mults, f.floor_bytes));
     }
 }

@@ -151,7 +151,6 @@ pub struct GpuBackend {
 }
 
 struct ConvBuffers {
-    q_hat_inv: Vec<u32>,
     groups: wgpu::Buffer,
     mat: wgpu::Buffer,
     mat_shoup: wgpu::Buffer,
@@ -163,10 +162,6 @@ struct ConvBuffers {
 
 /// Per-limb scalars of a divide-and-round (from [`RnsContext::divide_round`]).
 struct DivRoundBuffers {
-    /// `floor(D/2) mod d_i` per dropped limb.
-    half_drop: Vec<u32>,
-    /// `-floor(D/2) mod k_i` per kept limb (adding it subtracts the half).
-    neg_half_keep: Vec<u32>,
     /// `D^-1 mod k_i` per kept limb.
     d_inv: Vec<u32>,
     conv: Arc<ConvBuffers>,
@@ -312,7 +307,16 @@ impl GpuBackend {
     }
 
     /// Records the NTT passes over `polys` x `map` limbs of a view.
-    fn ntt_view(&self, v: View, polys: usize, map: &[usize], forward: bool) -> Result<()> {
+    /// `src`: an out-of-place transform reads its input from that view (the first pass loads
+    /// it), leaving `src` unchanged.
+    fn ntt_view(
+        &self,
+        v: View,
+        src: Option<View>,
+        polys: usize,
+        map: &[usize],
+        forward: bool,
+    ) -> Result<()> {
         if polys == 0 || map.is_empty() {
             return Ok(());
         }
@@ -327,7 +331,10 @@ impl GpuBackend {
         let lmap = self.map_buffer(map)?;
         let total = (polys * map.len() * n) as u64;
         let tiles = total.div_ceil(tile as u64);
-        let params = |last: u32| {
+        // In place, `src` is bound to a read-only buffer the kernel does not read.
+        let (src_buf, src_off, src_stride) =
+            src.map_or((&self.moduli, 0, 0), |s| (s.buf, s.off, s.stride));
+        let params = |last: u32, first: bool| {
             [
                 n as u32,
                 log2(n),
@@ -336,10 +343,14 @@ impl GpuBackend {
                 v.off,
                 v.stride,
                 last,
+                u32::from(first && src.is_some()),
+                src_off,
+                src_stride,
+                0,
                 0,
             ]
         };
-        let bindings = [v.buf, &self.tables, &self.moduli, &*lmap];
+        let bindings = [v.buf, src_buf, &self.tables, &self.moduli, &*lmap];
         let (first, second) = if forward {
             ("ntt_forward_strided", "ntt_forward_block")
         } else {
@@ -356,7 +367,7 @@ impl GpuBackend {
                 "ntt_inverse_block"
             };
             let c = cost::ntt_pass(pl, limbs, n as u64, log_n, 1, inverse, true);
-            self.dispatch(family, entry, &bindings, &params(1), tiles, c)?;
+            self.dispatch(family, entry, &bindings, &params(1, true), tiles, c)?;
         } else {
             // The block pass does the log2(tile) stages local to a tile, the strided pass the rest.
             let block = u64::from(log2(tile));
@@ -367,8 +378,8 @@ impl GpuBackend {
             };
             let c1 = cost::ntt_pass(pl, limbs, n as u64, s1, 2, inverse, false);
             let c2 = cost::ntt_pass(pl, limbs, n as u64, s2, 2, inverse, true);
-            self.dispatch(family, first, &bindings, &params(0), tiles, c1)?;
-            self.dispatch(family, second, &bindings, &params(1), tiles, c2)?;
+            self.dispatch(family, first, &bindings, &params(0, true), tiles, c1)?;
+            self.dispatch(family, second, &bindings, &params(1, false), tiles, c2)?;
         }
         Ok(())
     }
@@ -458,6 +469,7 @@ impl GpuBackend {
         Ok(out)
     }
 
+    /// The conversion tables of `groups` of `src` to `targets`, cached.
     fn conv_buffers(
         &self,
         src: &[usize],
@@ -469,20 +481,38 @@ impl GpuBackend {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        // Per group, the shared converter from its limbs to the targets: y_s = x_s (B/b_s)^-1,
-        // mat[s][t] = (B/b_s) mod p_t, and for the exact variant floor(2^64 / b_s), B mod p_t.
+        let bufs = Arc::new(self.build_conv(src, groups, targets, None)?);
+        cache.insert(key, bufs.clone());
+        Ok(bufs)
+    }
+
+    /// The tables of a grouped conversion (layouts in `shaders/rns.wgsl`): per group, the shared
+    /// converter from its limbs to the targets, `mat[s][t] = (B/b_s) mod p_t` with Shoup
+    /// companions, and in `exact`: `floor(2^64 / b_s)`, `B mod p_t`, then per source
+    /// `(h_s, (B/b_s)^-1 mod b_s, its Shoup companion, b_s)` and per target `post_t`. `rounding`
+    /// gives `(h_s, post_t)` for divide-and-round; plain conversions add 0.
+    fn build_conv(
+        &self,
+        src: &[usize],
+        groups: &[Range<usize>],
+        targets: &[usize],
+        rounding: Option<(&[u32], &[u32])>,
+    ) -> Result<ConvBuffers> {
         let tmods = self.ctx.moduli_of(targets);
-        let (mut q_hat_inv, mut mat, mut mat_shoup) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut exact, mut b_mod_p) = (Vec::new(), Vec::new());
+        let smods = self.ctx.moduli_of(src);
+        let (mut mat, mut mat_shoup) = (Vec::new(), Vec::new());
+        let (mut exact, mut b_mod_p, mut pre) = (Vec::new(), Vec::new(), Vec::new());
         for g in groups {
             let conv = self.ctx.base_converter(&src[g.clone()], targets)?;
-            q_hat_inv.extend_from_slice(conv.from().q_hat_inv());
-            for s in 0..g.len() {
+            for (s, &qhi) in conv.from().q_hat_inv().iter().enumerate() {
                 for (t, m) in tmods.iter().enumerate() {
                     let v = conv.q_hat_mod_p()[t][s];
                     mat.push(v);
                     mat_shoup.push(m.shoup(v));
                 }
+                let (i, m) = (g.start + s, &smods[g.start + s]);
+                let h = rounding.map_or(0, |(h, _)| h[i]);
+                pre.extend_from_slice(&[h, qhi, m.shoup(qhi), m.value()]);
             }
             exact.extend(
                 conv.inv_q_fixed()
@@ -492,25 +522,28 @@ impl GpuBackend {
             b_mod_p.extend_from_slice(conv.q_mod_p());
         }
         exact.extend_from_slice(&b_mod_p);
+        exact.extend_from_slice(&pre);
+        match rounding {
+            Some((_, post)) => exact.extend_from_slice(post),
+            None => exact.extend(std::iter::repeat_n(0, targets.len())),
+        }
         let gw: Vec<u32> = groups
             .iter()
             .flat_map(|g| [g.start as u32, g.len() as u32])
             .collect();
-        let bufs = Arc::new(ConvBuffers {
-            q_hat_inv,
+        Ok(ConvBuffers {
             groups: self.rt.upload_constant(&gw),
             mat: self.rt.upload_constant(&mat),
             mat_shoup: self.rt.upload_constant(&mat_shoup),
             exact: self.rt.upload_constant(&exact),
             sources: src.len() as u32,
             group_sizes: groups.iter().map(|g| g.len() as u64).collect(),
-        });
-        cache.insert(key, bufs.clone());
-        Ok(bufs)
+        })
     }
 
-    /// Records a grouped base conversion: `y` (already multiplied by `q_hat_inv`) viewed as
-    /// `polys` x `src`, into `out` viewed as `polys` x (`groups` x `targets`).
+    /// Records a grouped base conversion (`basis_convert`) or the middle of a divide-and-round
+    /// (`divide_round_convert`, one group): `x` viewed as `polys` x `src` in coefficient form,
+    /// into `out` viewed as `polys` x (`groups` x `targets`).
     #[allow(clippy::too_many_arguments)]
     fn convert_view(
         &self,
@@ -520,7 +553,7 @@ impl GpuBackend {
         conv: &ConvBuffers,
         groups: usize,
         targets: &[usize],
-        exact: bool,
+        rounding: bool,
     ) -> Result<()> {
         let n = self.ctx.n();
         self.check_word_range(polys * groups, targets.len())?;
@@ -542,8 +575,8 @@ impl GpuBackend {
         let total = (polys * groups * targets.len() * n) as u64;
         Ok(self.dispatch(
             Family::Rns,
-            if exact {
-                "basis_convert_exact"
+            if rounding {
+                "divide_round_convert"
             } else {
                 "basis_convert"
             },
@@ -564,7 +597,7 @@ impl GpuBackend {
                 &conv.group_sizes,
                 targets.len() as u64,
                 n as u64,
-                exact,
+                rounding,
             ),
         )?)
     }
@@ -809,16 +842,31 @@ impl Backend for GpuBackend {
 
     fn ntt_forward(&self, t: &mut GpuTensor) -> Result<()> {
         expect_form("ntt_forward", &t.shape, Form::Coeff)?;
-        self.ntt_view(View::whole(t), t.shape.polys, &t.shape.moduli, true)?;
+        self.ntt_view(View::whole(t), None, t.shape.polys, &t.shape.moduli, true)?;
         t.shape.form = Form::Ntt;
         Ok(())
     }
 
     fn ntt_inverse(&self, t: &mut GpuTensor) -> Result<()> {
         expect_form("ntt_inverse", &t.shape, Form::Ntt)?;
-        self.ntt_view(View::whole(t), t.shape.polys, &t.shape.moduli, false)?;
+        self.ntt_view(View::whole(t), None, t.shape.polys, &t.shape.moduli, false)?;
         t.shape.form = Form::Coeff;
         Ok(())
+    }
+
+    fn ntt_inverse_out_of_place(&self, t: &GpuTensor) -> Result<GpuTensor> {
+        expect_form("ntt_inverse", &t.shape, Form::Ntt)?;
+        let mut shape = t.shape.clone();
+        shape.form = Form::Coeff;
+        let out = self.alloc(shape)?;
+        self.ntt_view(
+            View::whole(&out),
+            Some(View::whole(t)),
+            t.shape.polys,
+            &t.shape.moduli,
+            false,
+        )?;
+        Ok(out)
     }
 
     fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
@@ -949,7 +997,6 @@ impl Backend for GpuBackend {
         check_groups("basis_convert", a.shape.limbs(), groups)?;
         self.ctx.check_map(targets)?;
         let conv = self.conv_buffers(&a.shape.moduli, groups, targets)?;
-        let y = self.mul_scalar(a, &conv.q_hat_inv)?;
         let out = self.alloc(Shape::coeff(a.shape.polys * groups.len(), targets.to_vec()))?;
         let gstride = (groups.len() * targets.len()) as u32;
         self.convert_view(
@@ -958,7 +1005,7 @@ impl Backend for GpuBackend {
                 off: 0,
                 stride: gstride,
             },
-            View::whole(&y),
+            View::whole(a),
             a.shape.polys,
             &conv,
             groups.len(),
@@ -1041,16 +1088,20 @@ impl Backend for GpuBackend {
                 None => {
                     let dr = self.ctx.divide_round(&keep, &dropm)?;
                     let all = 0..drop;
-                    let conv = self.conv_buffers(&dropm, std::slice::from_ref(&all), &keep)?;
                     let kmods = self.ctx.moduli_of(&keep);
+                    let neg_half_keep: Vec<u32> = dr
+                        .half_mod_keep()
+                        .iter()
+                        .zip(&kmods)
+                        .map(|(&h, m)| m.neg(h))
+                        .collect();
+                    let conv = Arc::new(self.build_conv(
+                        &dropm,
+                        std::slice::from_ref(&all),
+                        &keep,
+                        Some((dr.half_mod_drop(), &neg_half_keep)),
+                    )?);
                     let entry = Arc::new(DivRoundBuffers {
-                        half_drop: dr.half_mod_drop().to_vec(),
-                        neg_half_keep: dr
-                            .half_mod_keep()
-                            .iter()
-                            .zip(&kmods)
-                            .map(|(&h, m)| m.neg(h))
-                            .collect(),
                         d_inv: dr.d_inv_mod_keep().to_vec(),
                         conv,
                     });
@@ -1070,47 +1121,32 @@ impl Backend for GpuBackend {
             off: 0,
             stride,
         };
-        // 1. dropped limbs -> coefficient form, + floor(D/2), * (D/d_i)^-1.
+        // 1. dropped limbs -> coefficient form (out of place: `a` is left as it is).
         let drop_shape = Shape::coeff(polys, dropm.clone());
         let keep_shape = Shape::coeff(polys, keep.clone());
-        let t = self.alloc(drop_shape.clone())?;
-        self.ew(
-            "ew_copy",
-            View::whole(&t),
-            a_drop,
-            a_drop,
-            polys,
-            polys,
-            &dropm,
-            None,
-        )?;
-        self.ntt_view(View::whole(&t), polys, &dropm, false)?;
-        let t2 = self.add_scalar(&t, &consts.half_drop)?;
-        std::mem::drop(t);
-        let y = self.mul_scalar(&t2, &consts.conv.q_hat_inv)?;
-        std::mem::drop(t2);
-        // 2. exact base conversion to the kept limbs (as the CPU twin), - floor(D/2), forward NTT.
+        let t = self.alloc(drop_shape)?;
+        self.ntt_view(View::whole(&t), Some(a_drop), polys, &dropm, false)?;
+        // 2. + floor(D/2), exact conversion to the kept limbs, - floor(D/2) (one kernel, as the
+        //    CPU twin DivideRound::divide_round_convert), forward NTT.
         let conv = self.alloc(keep_shape.clone())?;
         self.convert_view(
             View::whole(&conv),
-            View::whole(&y),
+            View::whole(&t),
             polys,
             &consts.conv,
             1,
             &keep,
             true,
         )?;
-        std::mem::drop(y);
-        let conv2 = self.add_scalar(&conv, &consts.neg_half_keep)?;
-        std::mem::drop(conv);
-        self.ntt_view(View::whole(&conv2), polys, &keep, true)?;
+        std::mem::drop(t);
+        self.ntt_view(View::whole(&conv), None, polys, &keep, true)?;
         // 3. out = (x - t) * D^-1.
         let out = self.alloc(Shape::ntt(polys, keep.clone()))?;
         self.ew(
             "ew_sub_mul_scalar",
             View::whole(&out),
             a_keep,
-            View::whole(&conv2),
+            View::whole(&conv),
             polys,
             polys,
             &keep,
