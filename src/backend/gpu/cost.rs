@@ -139,7 +139,7 @@ pub fn automorphism(words: u64) -> KernelCost {
 
 /// The shape of a linear layer's dispatch.
 pub struct LinearShape {
-    /// Input groups (ciphertexts).
+    /// Input groups (ciphertexts) some entry reads.
     pub inputs: u64,
     /// Inputs the blocks read, summed over blocks (an input used by two blocks counts twice).
     pub block_inputs: u64,

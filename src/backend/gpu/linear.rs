@@ -22,6 +22,8 @@ pub(super) struct LinearTiles {
     pub order: Vec<usize>,
     /// Sum over blocks of the inputs each reads (the input words loaded per coefficient).
     pub block_inputs: usize,
+    /// Inputs some entry reads (the floor reads each once).
+    pub used_inputs: usize,
 }
 
 impl LinearTiles {
@@ -81,6 +83,9 @@ impl LinearTiles {
             u_ptr.push(u.len() as u32);
         }
         let block_inputs = u.len();
+        let mut used = w.cols.clone();
+        used.sort_unstable();
+        used.dedup();
         let u_off = u_ptr.len();
         let perm_off = u_off + u.len();
         let seg_off = perm_off + perm.len();
@@ -101,6 +106,7 @@ impl LinearTiles {
             blocks,
             order,
             block_inputs,
+            used_inputs: used.len(),
         }
     }
 }

@@ -808,7 +808,7 @@ impl Backend for GpuBackend {
             workgroups,
             cost::linear(
                 cost::LinearShape {
-                    inputs: shape.inputs as u64,
+                    inputs: tiles.used_inputs as u64,
                     block_inputs: tiles.block_inputs as u64,
                     outputs: shape.outputs as u64,
                     nnz: nnz as u64,
