@@ -12,9 +12,10 @@ use shaders::Family;
 
 use super::cost::KernelCost;
 use super::{
-    check_binary, check_groups, check_join, check_keyswitch_inner, check_linear, check_scalars,
-    check_scaled_prefix, check_slice, check_truncate, expect_form, AtomicCounters, Backend,
-    BackendError, Counters, Form, LinearWeights, MemoryUse, Result, RnsContext, Shape,
+    check_binary, check_groups, check_join, check_keyswitch_inner, check_linear,
+    check_relin_rescale, check_scalars, check_scaled_prefix, check_slice, check_truncate,
+    expect_form, AtomicCounters, Backend, BackendError, Counters, Form, KeySwitchPlan,
+    LinearWeights, MemoryUse, Result, RnsContext, Shape, SwitchKey,
 };
 use linear::LinearTiles;
 use std::collections::HashMap;
@@ -1065,6 +1066,67 @@ impl Backend for GpuBackend {
             cost::keyswitch_inner(polys as u64, limbs as u64, dnum as u64, n as u64),
         )?;
         Ok(out)
+    }
+
+    /// Relinearize and rescale without copying components out of `prod`: the inverse NTT of
+    /// c2 reads it in place, and P * (c0, c1) is added from views of `prod`.
+    fn relin_rescale(&self, prod: &GpuTensor, key: &SwitchKey<GpuTensor>) -> Result<GpuTensor> {
+        check_relin_rescale(&prod.shape)?;
+        let count = prod.shape.polys / 3;
+        let limbs = prod.shape.limbs();
+        let moduli = prod.shape.moduli.clone();
+        let c2_shape = Shape::ntt(count, moduli.clone());
+        let plan = KeySwitchPlan::new(&self.ctx, &c2_shape, key, &key.key.shape)?;
+        let l = limbs as u32;
+        let component = |c: u32| View {
+            buf: prod.buffer(),
+            off: c * l,
+            stride: 3 * l,
+        };
+        let coeff = self.alloc(Shape::coeff(count, moduli.clone()))?;
+        self.ntt_view(
+            View::whole(&coeff),
+            Some(component(2)),
+            count,
+            &moduli,
+            false,
+        )?;
+        let mut ext = self.basis_convert(&coeff, &plan.digits, &plan.targets)?;
+        drop(coeff);
+        self.ntt_forward(&mut ext)?;
+        let acc = self.keyswitch_inner(&ext, plan.digits.len(), &key.key, &plan.key_map)?;
+        drop(ext);
+        let p_mod = self.ctx.product_mod(&key.special, &moduli);
+        let ext_limbs = acc.shape.limbs() as u32;
+        for c in 0..2u32 {
+            let out = View {
+                buf: acc.buffer(),
+                off: c * ext_limbs,
+                stride: 2 * ext_limbs,
+            };
+            let a = component(c);
+            self.ew(
+                "ew_mul_scalar_acc",
+                out,
+                a,
+                a,
+                count,
+                count,
+                &moduli,
+                Some(&p_mod),
+            )?;
+        }
+        self.divide_round(&acc, key.special.len() + 1)
+    }
+
+    fn mul_relin_rescale(
+        &self,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        key: &SwitchKey<GpuTensor>,
+    ) -> Result<GpuTensor> {
+        let prod = self.tensor(a, b)?;
+        self.relin_rescale(&prod, key)
     }
 
     fn divide_round(&self, a: &GpuTensor, drop: usize) -> Result<GpuTensor> {
