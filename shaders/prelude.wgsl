@@ -8,6 +8,7 @@
 //   [3] N^-1 mod q   [4] Shoup companion of N^-1   [5..8) reserved (zero)
 const MOD_STRIDE: u32 = 8u;
 
+// <wide-products>: replaced by shaders/prelude_int64.wgsl where the device has SHADER_INT64.
 // Full 64-bit product of two u32 as (lo, hi). 4 u32 multiplies.
 fn mul_wide(a: u32, b: u32) -> vec2<u32> {
     let a0 = a & 0xffffu;
@@ -29,6 +30,7 @@ fn mul_wide(a: u32, b: u32) -> vec2<u32> {
 fn mul_hi(a: u32, b: u32) -> u32 {
     return mul_wide(a, b).y;
 }
+// </wide-products>
 
 // x in [0, 2q) -> [0, q).
 fn reduce_2q(x: u32, q: u32) -> u32 {

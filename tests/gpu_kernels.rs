@@ -1,8 +1,9 @@
 //! GPU == CPU, bit for bit, for every kernel on random inputs (runs on lavapipe in CI).
 
 use cryptodl::backend::cpu::CpuBackend;
+use cryptodl::backend::gpu::shaders::Arith;
 use cryptodl::backend::gpu::shaders::{NTT_TILE, NTT_TILE_WIDE};
-use cryptodl::backend::gpu::GpuBackend;
+use cryptodl::backend::gpu::{AdapterChoice, GpuBackend, GpuRuntime};
 use cryptodl::backend::verify::{mismatches, run_case, VerifyCase};
 use cryptodl::backend::{Backend, LinearWeights, RnsContext, Shape};
 use cryptodl_kernels::primes::ntt_primes;
@@ -89,6 +90,46 @@ fn every_kernel_matches_cpu_on_the_real_toy4096_primes() {
         },
         5,
     );
+}
+
+/// The same kernels with the other wide-product arithmetic than the shared runtime's: portable
+/// 16-bit halves where the adapter has SHADER_INT64 (then the other tests ran native products),
+/// else nothing to compare.
+#[test]
+fn every_kernel_matches_cpu_with_the_other_arithmetic() {
+    let Some(shared) = gpu() else { return };
+    let other = match shared.arith() {
+        Arith::Int64 => Arith::Portable,
+        _ if shared.adapter().shader_int64 => Arith::Int64,
+        _ => {
+            eprintln!(
+                "SKIPPED: the adapter has no SHADER_INT64; only the portable arithmetic runs"
+            );
+            return;
+        }
+    };
+    let rt = std::sync::Arc::new(
+        GpuRuntime::with_arith(&AdapterChoice::from_env(), Some(other)).expect("second runtime"),
+    );
+    assert_eq!(rt.arith(), other);
+    for (case, seed) in [
+        (VerifyCase::preset("n1024").unwrap(), 11),
+        (VerifyCase::preset("n8192").unwrap(), 12),
+        (
+            VerifyCase {
+                ntt_tile: Some(NTT_TILE),
+                ..VerifyCase::preset("n4096").unwrap()
+            },
+            13,
+        ),
+    ] {
+        let reports = run_case(rt.clone(), &case, seed).expect("verify case runs");
+        let bad: Vec<_> = reports.iter().filter(|r| r.mismatches > 0).collect();
+        assert!(
+            bad.is_empty(),
+            "GPU ({other:?}) != CPU for {case:?}: {bad:#?}"
+        );
+    }
 }
 
 #[test]
@@ -298,9 +339,10 @@ fn counted_cost_follows_every_dispatch() {
         // An element-wise product is at its floor; an NTT in one pass too, in two passes its
         // data goes through memory twice.
         assert_eq!(k.elementwise.bytes, k.elementwise.floor_bytes);
-        assert_eq!(k.elementwise.mults, 9 * 30 * n as u64);
+        let arith = rt.arith();
+        assert_eq!(k.elementwise.mults, arith.barrett() * 30 * n as u64);
         let log_n = n.trailing_zeros() as u64;
-        assert_eq!(k.ntt.mults, 6 * 30 * (n as u64 / 2) * log_n);
+        assert_eq!(k.ntt.mults, arith.shoup() * 30 * (n as u64 / 2) * log_n);
         let want = if n <= gpu.ntt_tile() as usize {
             1.0
         } else {

@@ -22,12 +22,21 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:>3}  {:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10}  driver",
-        "#", "name", "backend", "type", "storage bind", "wg storage", "invocations", "timestamps"
+        "{:>3}  {:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10} {:>6} {:>8}  driver",
+        "#",
+        "name",
+        "backend",
+        "type",
+        "storage bind",
+        "wg storage",
+        "invocations",
+        "timestamps",
+        "int64",
+        "ntt tile"
     );
     for (i, a) in adapters.iter().enumerate() {
         println!(
-            "{i:>3}  {:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10}  {}",
+            "{i:>3}  {:<40} {:<8} {:<14} {:>14} {:>12} {:>11} {:>10} {:>6} {:>8}  {}",
             a.name,
             a.backend,
             a.device_type,
@@ -35,6 +44,8 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
             a.max_workgroup_storage,
             a.max_invocations,
             if a.timestamp_queries { "yes" } else { "no" },
+            if a.shader_int64 { "yes" } else { "no" },
+            a.ntt_tile(),
             a.driver
         );
     }

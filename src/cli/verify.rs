@@ -1,6 +1,7 @@
 //! `cryptodl verify`: every kernel on random inputs on the CPU and the GPU, compared word by word.
 
 use super::server::{resolve, BackendKind};
+use crate::backend::gpu::shaders::Arith;
 use crate::backend::verify::{run_case, KernelReport, VerifyCase};
 use crate::sched::Device;
 use anyhow::{bail, Context};
@@ -31,6 +32,10 @@ pub struct VerifyArgs {
 #[derive(serde::Serialize)]
 struct VerifyOutput {
     adapter: String,
+    /// How the shaders build wide products: `int64` (native) or `portable` (16-bit halves).
+    arith: Arith,
+    /// Coefficients per NTT tile (one pass up to this degree).
+    ntt_tile: u32,
     kernels: Vec<KernelReport>,
     total_mismatches: usize,
 }
@@ -84,13 +89,22 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     }
     let out = VerifyOutput {
         adapter: rt.adapter().name.clone(),
+        arith: rt.arith(),
+        ntt_tile: rt.adapter().ntt_tile(),
         total_mismatches: kernels.iter().map(|k| k.mismatches).sum(),
         kernels,
     };
     if args.json {
         super::output::print_json(&out)?;
     } else {
-        println!("adapter: {} ({})", out.adapter, rt.adapter().backend);
+        println!(
+            "adapter: {} ({}); wide products: {}, NTT tile {} (set {}=portable for the 16-bit-halves arithmetic)",
+            out.adapter,
+            rt.adapter().backend,
+            out.arith.name(),
+            out.ntt_tile,
+            crate::backend::gpu::ARITH_ENV
+        );
         let w = out
             .kernels
             .iter()

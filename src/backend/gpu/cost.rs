@@ -5,7 +5,12 @@
 //! pointers, biases, conversion matrices, per-limb scalars) are small, shared by every
 //! invocation and stay in the cache, so they count once per dispatch, in the counted bytes and in
 //! the floor alike. The floor reads each data input once and writes each output once.
+//!
+//! Multiplies follow the shaders' arithmetic ([`Arith`]): a Shoup product is 6 u32 multiplies
+//! with portable wide products, 3 with native 64-bit ones; a Barrett product 9 or 3; a wide
+//! product 4 or 1. The numbers in the docs below are the portable ones.
 
+use super::shaders::Arith;
 use crate::backend::cost::KernelCost;
 
 const WORD: u64 = 4;
@@ -26,6 +31,7 @@ fn cost(bytes: u64, mults: u64, floor_bytes: u64, floor_mults: u64) -> KernelCos
 /// Shoup product (6); the inverse's last pass multiplies every coefficient by `n^-1` (6 more,
 /// 3 in the floor, where it folds into the last stage as the CPU twin does).
 pub fn ntt_pass(
+    a: Arith,
     pl: u64,
     limbs: u64,
     n: u64,
@@ -37,31 +43,42 @@ pub fn ntt_pass(
     let words = pl * n;
     let log_n = u64::from(n.trailing_zeros());
     let twiddles = 2 * WORD * n * limbs; // w and its Shoup companion, per limb
-    let scale = if inverse && last { 6 * words } else { 0 };
-    let floor_scale = if inverse { 3 * words } else { 0 };
+    let scale = if inverse && last {
+        a.shoup() * words
+    } else {
+        0
+    };
+    let floor_scale = if inverse { a.shoup() * words / 2 } else { 0 };
     cost(
         2 * WORD * words + twiddles,
-        6 * (words / 2) * stages + scale,
+        a.shoup() * (words / 2) * stages + scale,
         (2 * WORD * words + twiddles) / passes,
-        (6 * (words / 2) * log_n + floor_scale) / passes,
+        (a.shoup() * (words / 2) * log_n + floor_scale) / passes,
     )
 }
 
 /// One element-wise kernel (`elementwise.wgsl`) over `words` = polys x limbs x n invocations,
 /// where `b` repeats with period `b_polys` of `polys` polynomials (`scalars` per-limb pairs).
-pub fn elementwise(entry: &str, words: u64, polys: u64, b_polys: u64, limbs: u64) -> KernelCost {
+pub fn elementwise(
+    a: Arith,
+    entry: &str,
+    words: u64,
+    polys: u64,
+    b_polys: u64,
+    limbs: u64,
+) -> KernelCost {
     // (data words per invocation, of which from b, u32 multiplies per invocation)
     let (access, from_b, mults) = match entry {
         "ew_copy" | "ew_add_scalar" | "ew_negate" => (2, 0, 0),
         "ew_add" | "ew_sub" => (3, 1, 0),
-        "ew_mul" => (3, 1, 9),
-        "ew_mul_scalar" => (2, 0, 6),
-        "ew_mac" => (4, 1, 9),
-        "ew_mul_scalar_acc" => (3, 0, 6),
-        "ew_sub_mul_scalar" => (3, 1, 6),
+        "ew_mul" => (3, 1, a.barrett()),
+        "ew_mul_scalar" => (2, 0, a.shoup()),
+        "ew_mac" => (4, 1, a.barrett()),
+        "ew_mul_scalar_acc" => (3, 0, a.shoup()),
+        "ew_sub_mul_scalar" => (3, 1, a.shoup()),
         // one coefficient: a0 a1 b0 b1 in, three products out (Karatsuba, 3 Barrett products)
-        "ew_tensor" => (7, 2, 27),
-        _ => (3, 1, 9),
+        "ew_tensor" => (7, 2, 3 * a.barrett()),
+        _ => (3, 1, a.barrett()),
     };
     let scalars = 2 * WORD * limbs;
     let bytes = WORD * access * words + scalars;
@@ -82,6 +99,7 @@ pub fn elementwise(entry: &str, words: u64, polys: u64, b_polys: u64, limbs: u64
 /// products: 6 + 8 per source, once per coefficient in the floor) and corrects it (one Barrett
 /// product, 9).
 pub fn basis_convert(
+    a: Arith,
     polys: u64,
     group_sizes: &[u64],
     targets: u64,
@@ -98,11 +116,12 @@ pub fn basis_convert(
     let rereads = if rounding { multi } else { 0 };
     let reads = WORD * coeffs * targets * (sources + rereads);
     let out = WORD * coeffs * groups * targets;
-    let mut mults = 12 * coeffs * targets * sources;
-    let mut floor_mults = 6 * coeffs * sources + 6 * coeffs * targets * sources;
+    let (shoup, wide2, barrett) = (a.shoup(), 2 * a.wide(), a.barrett());
+    let mut mults = 2 * shoup * coeffs * targets * sources;
+    let mut floor_mults = shoup * coeffs * sources + shoup * coeffs * targets * sources;
     if rounding {
-        mults += coeffs * targets * (14 * multi + 9 * multi_groups);
-        floor_mults += coeffs * (8 * multi + 9 * multi_groups * targets);
+        mults += coeffs * targets * ((shoup + wide2) * multi + barrett * multi_groups);
+        floor_mults += coeffs * (wide2 * multi + barrett * multi_groups * targets);
     }
     cost(
         reads + out + tables,
@@ -117,7 +136,7 @@ pub fn basis_convert(
 /// of up to 8 digits and loops over the polynomials, two Barrett products per digit (18). The
 /// key is read once per dispatch; beyond 8 digits a group adds to the sums the previous one
 /// wrote (read back: above the floor).
-pub fn keyswitch_inner(polys: u64, limbs: u64, dnum: u64, n: u64) -> KernelCost {
+pub fn keyswitch_inner(a: Arith, polys: u64, limbs: u64, dnum: u64, n: u64) -> KernelCost {
     let words = polys * limbs * n;
     let digits = WORD * dnum * words;
     let out = 2 * WORD * words;
@@ -125,9 +144,9 @@ pub fn keyswitch_inner(polys: u64, limbs: u64, dnum: u64, n: u64) -> KernelCost 
     let regroups = dnum.div_ceil(8).saturating_sub(1);
     cost(
         digits + out * (1 + 2 * regroups) + key,
-        18 * dnum * words,
+        2 * a.barrett() * dnum * words,
         digits + out + key,
-        18 * dnum * words,
+        2 * a.barrett() * dnum * words,
     )
 }
 
@@ -154,13 +173,13 @@ pub struct LinearShape {
 /// The tiled linear layer (`linear.wgsl`): each block of outputs reads each of its inputs once
 /// per coefficient (into workgroup memory) and writes its outputs; one Shoup product per entry
 /// and coefficient (6). `tables` is the bytes of the index tables, weights and bias (once).
-pub fn linear(s: LinearShape, tables: u64) -> KernelCost {
+pub fn linear(a: Arith, s: LinearShape, tables: u64) -> KernelCost {
     let out = WORD * s.outputs * s.plane;
     cost(
         WORD * s.block_inputs * s.plane + out + tables,
-        6 * s.nnz * s.plane,
+        a.shoup() * s.nnz * s.plane,
         WORD * s.inputs * s.plane + out + tables,
-        6 * s.nnz * s.plane,
+        a.shoup() * s.nnz * s.plane,
     )
 }
 
@@ -176,19 +195,39 @@ pub fn copy(words: u64) -> KernelCost {
 mod tests {
     use super::*;
 
+    const P: Arith = Arith::Portable;
+
+    #[test]
+    fn native_products_halve_the_multiplies() {
+        let (p, w) = (
+            keyswitch_inner(Arith::Portable, 10, 7, 7, 8192),
+            keyswitch_inner(Arith::Int64, 10, 7, 7, 8192),
+        );
+        assert_eq!(
+            (p.mults, w.mults),
+            (18 * 7 * 10 * 7 * 8192, 6 * 7 * 10 * 7 * 8192)
+        );
+        assert_eq!(p.bytes, w.bytes);
+        let (p, w) = (
+            ntt_pass(Arith::Portable, 4, 2, 4096, 12, 1, false, true),
+            ntt_pass(Arith::Int64, 4, 2, 4096, 12, 1, false, true),
+        );
+        assert_eq!(p.mults, 2 * w.mults);
+    }
+
     #[test]
     fn a_two_pass_ntt_moves_its_data_twice() {
         let (pl, n) = (14, 8192);
-        let one = ntt_pass(pl, 7, n, 13, 1, false, true);
+        let one = ntt_pass(P, pl, 7, n, 13, 1, false, true);
         assert_eq!(one.bytes, one.floor_bytes);
         assert_eq!(one.mults, one.floor_mults);
-        let a = ntt_pass(pl, 7, n, 2, 2, false, false);
-        let b = ntt_pass(pl, 7, n, 11, 2, false, true);
+        let a = ntt_pass(P, pl, 7, n, 2, 2, false, false);
+        let b = ntt_pass(P, pl, 7, n, 11, 2, false, true);
         let both = a + b;
         assert_eq!(both.mults, one.mults);
         assert!((both.bytes_ratio() - 2.0).abs() < 0.01);
         // the inverse pays 6 per coefficient for n^-1 where the floor pays 3
-        let inv = ntt_pass(pl, 7, n, 13, 1, true, true);
+        let inv = ntt_pass(P, pl, 7, n, 13, 1, true, true);
         assert_eq!(inv.mults - one.mults, 6 * pl * n);
         assert_eq!(inv.floor_mults - one.floor_mults, 3 * pl * n);
     }
@@ -203,29 +242,29 @@ mod tests {
             nnz: 84_500,
             plane: 2 * 7 * 8192,
         };
-        let c = linear(dense(845), 1000);
+        let c = linear(P, dense(845), 1000);
         assert_eq!((c.bytes, c.mults), (c.floor_bytes, c.floor_mults));
         // one read per entry (the untiled kernel) is 89x the floor
-        let c = linear(dense(84_500), 1000);
+        let c = linear(P, dense(84_500), 1000);
         assert!(
             c.bytes_ratio() > 80.0 && c.bytes_ratio() < 95.0,
             "{}",
             c.bytes_ratio()
         );
         // element-wise kernels are at their floor, except a broadcast operand
-        let e = elementwise("ew_mul", 3 * 7 * 8192, 3, 3, 7);
+        let e = elementwise(P, "ew_mul", 3 * 7 * 8192, 3, 3, 7);
         assert_eq!(e.bytes, e.floor_bytes);
-        let e = elementwise("ew_mul", 3 * 7 * 8192, 3, 1, 7);
+        let e = elementwise(P, "ew_mul", 3 * 7 * 8192, 3, 1, 7);
         assert_eq!(e.bytes - e.floor_bytes, 4 * 2 * 7 * 8192);
         // the key is read once per dispatch; beyond 8 digits, partial sums go through memory
-        let k = keyswitch_inner(100, 7, 7, 8192);
+        let k = keyswitch_inner(P, 100, 7, 7, 8192);
         assert_eq!(k.bytes, k.floor_bytes);
-        assert!(keyswitch_inner(100, 9, 9, 8192).bytes_ratio() > 1.0);
+        assert!(keyswitch_inner(P, 100, 9, 9, 8192).bytes_ratio() > 1.0);
         // the exact conversion recomputes its overflow count per target; one target is at the
         // floor
-        let x = basis_convert(2, &[7], 3, 8192, true);
+        let x = basis_convert(P, 2, &[7], 3, 8192, true);
         assert!(x.mults > x.floor_mults);
-        let f = basis_convert(2, &[1, 1], 1, 8192, false);
+        let f = basis_convert(P, 2, &[1, 1], 1, 8192, false);
         assert_eq!((f.mults, f.bytes), (f.floor_mults, f.floor_bytes));
     }
 }

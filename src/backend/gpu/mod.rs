@@ -6,7 +6,7 @@ mod runtime;
 pub mod shaders;
 
 pub use runtime::{
-    list_adapters, AdapterChoice, AdapterSummary, GpuRuntime, PooledBuffer, ADAPTER_ENV,
+    list_adapters, AdapterChoice, AdapterSummary, GpuRuntime, PooledBuffer, ADAPTER_ENV, ARITH_ENV,
 };
 use shaders::Family;
 
@@ -210,13 +210,7 @@ impl GpuBackend {
             conv: Mutex::new(HashMap::new()),
             divround: Mutex::new(HashMap::new()),
             counters: AtomicCounters::default(),
-            ntt_tile: if rt.limits().max_compute_workgroup_storage_size
-                >= 4 * shaders::NTT_TILE_WIDE
-            {
-                shaders::NTT_TILE_WIDE
-            } else {
-                shaders::NTT_TILE
-            },
+            ntt_tile: rt.adapter().ntt_tile(),
             rt,
         })
     }
@@ -367,7 +361,16 @@ impl GpuBackend {
             } else {
                 "ntt_inverse_block"
             };
-            let c = cost::ntt_pass(pl, limbs, n as u64, log_n, 1, inverse, true);
+            let c = cost::ntt_pass(
+                self.rt.arith(),
+                pl,
+                limbs,
+                n as u64,
+                log_n,
+                1,
+                inverse,
+                true,
+            );
             self.dispatch(family, entry, &bindings, &params(1, true), tiles, c)?;
         } else {
             // The block pass does the log2(tile) stages local to a tile, the strided pass the rest.
@@ -377,8 +380,8 @@ impl GpuBackend {
             } else {
                 (block, log_n - block)
             };
-            let c1 = cost::ntt_pass(pl, limbs, n as u64, s1, 2, inverse, false);
-            let c2 = cost::ntt_pass(pl, limbs, n as u64, s2, 2, inverse, true);
+            let c1 = cost::ntt_pass(self.rt.arith(), pl, limbs, n as u64, s1, 2, inverse, false);
+            let c2 = cost::ntt_pass(self.rt.arith(), pl, limbs, n as u64, s2, 2, inverse, true);
             self.dispatch(family, first, &bindings, &params(0, true), tiles, c1)?;
             self.dispatch(family, second, &bindings, &params(1, false), tiles, c2)?;
         }
@@ -438,6 +441,7 @@ impl GpuBackend {
             &params,
             total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
             cost::elementwise(
+                self.rt.arith(),
                 entry,
                 total,
                 polys as u64,
@@ -594,6 +598,7 @@ impl GpuBackend {
             &params,
             total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
             cost::basis_convert(
+                self.rt.arith(),
                 polys as u64,
                 &conv.group_sizes,
                 targets.len() as u64,
@@ -808,6 +813,7 @@ impl Backend for GpuBackend {
             &params,
             workgroups,
             cost::linear(
+                self.rt.arith(),
                 cost::LinearShape {
                     inputs: tiles.used_inputs as u64,
                     block_inputs: tiles.block_inputs as u64,
@@ -1063,7 +1069,13 @@ impl Backend for GpuBackend {
             ],
             &params,
             total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
-            cost::keyswitch_inner(polys as u64, limbs as u64, dnum as u64, n as u64),
+            cost::keyswitch_inner(
+                self.rt.arith(),
+                polys as u64,
+                limbs as u64,
+                dnum as u64,
+                n as u64,
+            ),
         )?;
         Ok(out)
     }

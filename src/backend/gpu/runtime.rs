@@ -1,6 +1,6 @@
 //! wgpu runtime: adapter choice, device and limits, buffer pool, pipeline cache, batched encoding.
 
-use super::shaders::{self, Binding, Family};
+use super::shaders::{self, Arith, Binding, Family};
 use super::GpuError;
 use crate::backend::{AtomicCounters, Counters, MemoryUse};
 use std::collections::HashMap;
@@ -10,6 +10,8 @@ use wgpu::util::DeviceExt;
 
 /// Environment variable naming the adapter to use (case-insensitive substring of its name).
 pub const ADAPTER_ENV: &str = "CRYPTODL_ADAPTER";
+/// Environment variable forcing the shaders' wide products: `portable` or `int64`.
+pub const ARITH_ENV: &str = "CRYPTODL_GPU_ARITH";
 
 /// Submit the pending encoder once it holds this many dispatches (keeps command buffers bounded).
 const MAX_PENDING_DISPATCHES: u64 = 1024;
@@ -74,6 +76,20 @@ pub struct AdapterSummary {
     pub max_buffer_size: u64,
     /// Whether the adapter has timestamp queries (GPU-side kernel timing).
     pub timestamp_queries: bool,
+    /// Whether the adapter has 64-bit integers in shaders (`SHADER_INT64`): the kernels then
+    /// build wide products natively ([`Arith::Int64`]).
+    pub shader_int64: bool,
+}
+
+impl AdapterSummary {
+    /// Coefficients per NTT tile the backend uses on this adapter (one pass up to this degree).
+    pub fn ntt_tile(&self) -> u32 {
+        if self.max_workgroup_storage >= 4 * shaders::NTT_TILE_WIDE {
+            shaders::NTT_TILE_WIDE
+        } else {
+            shaders::NTT_TILE
+        }
+    }
 }
 
 fn instance() -> wgpu::Instance {
@@ -102,6 +118,7 @@ fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
         max_invocations: limits.max_compute_invocations_per_workgroup,
         max_buffer_size: limits.max_buffer_size,
         timestamp_queries: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+        shader_int64: adapter.features().contains(wgpu::Features::SHADER_INT64),
     }
 }
 
@@ -184,6 +201,7 @@ pub struct GpuRuntime {
     queue: wgpu::Queue,
     summary: AdapterSummary,
     limits: wgpu::Limits,
+    arith: Arith,
     modules: Mutex<
         HashMap<
             Family,
@@ -214,8 +232,21 @@ static SHARED: OnceLock<Result<Arc<GpuRuntime>, GpuError>> = OnceLock::new();
 
 impl GpuRuntime {
     /// Opens the adapter picked by `choice` and creates a device with the adapter's own limits
-    /// (so large tensors fit), after checking the limits the kernels need.
+    /// (so large tensors fit), after checking the limits the kernels need. The kernels use
+    /// native 64-bit products where the adapter has them, unless `CRYPTODL_GPU_ARITH=portable`.
     pub fn new(choice: &AdapterChoice) -> Result<Self, GpuError> {
+        let arith = match std::env::var(ARITH_ENV).as_deref() {
+            Ok("portable") => Some(Arith::Portable),
+            Ok("int64") => Some(Arith::Int64),
+            _ => None,
+        };
+        Self::with_arith(choice, arith)
+    }
+
+    /// [`Self::new`] with the products' arithmetic chosen: `None` picks
+    /// [`Arith::Int64`] where the adapter has `SHADER_INT64`; asking for it where the adapter
+    /// lacks it is an error.
+    pub fn with_arith(choice: &AdapterChoice, arith: Option<Arith>) -> Result<Self, GpuError> {
         let inst = instance();
         let adapters = sorted_adapters(&inst);
         if adapters.is_empty() {
@@ -263,11 +294,24 @@ impl GpuRuntime {
         // Request the adapter's own limits (storage binding size, workgroup storage, invocations,
         // ...): large tensors fit, and every binding is checked against them before use.
         let required_limits = alimits.clone();
-        let required_features = if summary.timestamp_queries {
-            wgpu::Features::TIMESTAMP_QUERY
-        } else {
-            wgpu::Features::empty()
+        let arith = match arith {
+            Some(Arith::Int64) if !summary.shader_int64 => {
+                return Err(GpuError::Internal(format!(
+                    "{} has no 64-bit integers in shaders (SHADER_INT64); use {ARITH_ENV}=portable",
+                    summary.name
+                )))
+            }
+            Some(a) => a,
+            None if summary.shader_int64 => Arith::Int64,
+            None => Arith::Portable,
         };
+        let mut required_features = wgpu::Features::empty();
+        if summary.timestamp_queries {
+            required_features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if arith == Arith::Int64 {
+            required_features |= wgpu::Features::SHADER_INT64;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cryptodl"),
             required_features,
@@ -284,6 +328,7 @@ impl GpuRuntime {
             queue,
             summary,
             limits,
+            arith,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             pool: Arc::new(BufferPool::default()),
@@ -314,6 +359,11 @@ impl GpuRuntime {
     /// The adapter in use.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.summary
+    }
+
+    /// How the kernels build wide products on this device.
+    pub fn arith(&self) -> Arith {
+        self.arith
     }
 
     /// The device limits in force.
@@ -452,7 +502,7 @@ impl GpuRuntime {
         if let Some(m) = modules.get(&family) {
             return Ok(m.clone());
         }
-        let source = shaders::source(family);
+        let source = shaders::source(family, self.arith);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device

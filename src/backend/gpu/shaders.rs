@@ -2,6 +2,48 @@
 
 /// Modular-arithmetic prelude prepended to every family.
 pub const PRELUDE: &str = include_str!("../../../shaders/prelude.wgsl");
+/// The prelude's wide products with native 64-bit integers ([`Arith::Int64`]).
+pub const PRELUDE_INT64: &str = include_str!("../../../shaders/prelude_int64.wgsl");
+
+/// How the shaders build 32x32->64-bit products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Arith {
+    /// From 16-bit halves: 4 u32 multiplies per wide product, any adapter.
+    Portable,
+    /// Native `u64` (`wgpu::Features::SHADER_INT64`): one multiply per wide product.
+    Int64,
+}
+
+impl Arith {
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arith::Portable => "portable",
+            Arith::Int64 => "int64",
+        }
+    }
+
+    /// u32 multiplies of a full 32x32->64 product.
+    pub fn wide(self) -> u64 {
+        match self {
+            Arith::Portable => 4,
+            Arith::Int64 => 1,
+        }
+    }
+
+    /// u32 multiplies of a Shoup product `x*w mod q` (low product, high product, quotient).
+    pub fn shoup(self) -> u64 {
+        2 + self.wide()
+    }
+
+    /// u32 multiplies of a Barrett product `a*b mod q` (wide product, wide quotient estimate,
+    /// quotient times q).
+    pub fn barrett(self) -> u64 {
+        2 * self.wide() + 1
+    }
+}
 
 /// Coefficients per NTT workgroup tile (`TILE` in `shaders/ntt.wgsl`): 8 KiB of workgroup memory.
 pub const NTT_TILE: u32 = 2048;
@@ -110,9 +152,26 @@ impl Family {
     }
 }
 
-/// Full source of a family: the prelude followed by the family's file (for
+/// The prelude for `arith`.
+pub fn prelude(arith: Arith) -> String {
+    match arith {
+        Arith::Portable => PRELUDE.to_string(),
+        Arith::Int64 => {
+            let (start, end) = ("// <wide-products>", "// </wide-products>");
+            let (a, b) = (
+                PRELUDE
+                    .find(start)
+                    .expect("prelude marks its wide products"),
+                PRELUDE.find(end).expect("prelude marks its wide products") + end.len(),
+            );
+            format!("{}{}{}", &PRELUDE[..a], PRELUDE_INT64, &PRELUDE[b..])
+        }
+    }
+}
+
+/// Full source of a family: the prelude for `arith` followed by the family's file (for
 /// [`Family::NttWide`], with the wide tile).
-pub fn source(family: Family) -> String {
+pub fn source(family: Family, arith: Arith) -> String {
     let body = match family {
         Family::NttWide => family
             .body()
@@ -126,7 +185,7 @@ pub fn source(family: Family) -> String {
             ),
         _ => family.body().to_string(),
     };
-    format!("{PRELUDE}\n{body}")
+    format!("{}\n{body}", prelude(arith))
 }
 
 #[cfg(test)]
@@ -135,14 +194,19 @@ mod tests {
 
     #[test]
     fn every_shader_parses_and_validates_with_naga() {
-        for family in Family::ALL {
-            let src = source(family);
+        for (family, arith) in Family::ALL
+            .iter()
+            .flat_map(|&f| [(f, Arith::Portable), (f, Arith::Int64)])
+        {
+            let src = source(family, arith);
             let module = naga::front::wgsl::parse_str(&src)
                 .unwrap_or_else(|e| panic!("{}: {}", family.file_name(), e.emit_to_string(&src)));
-            let mut validator = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::empty(),
-            );
+            let caps = match arith {
+                Arith::Portable => naga::valid::Capabilities::empty(),
+                Arith::Int64 => naga::valid::Capabilities::SHADER_INT64,
+            };
+            let mut validator =
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
             validator
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{}: {}", family.file_name(), e.emit_to_string(&src)));
@@ -183,9 +247,22 @@ mod tests {
     }
 
     #[test]
+    fn the_int64_prelude_replaces_only_the_wide_products() {
+        let (p, w) = (prelude(Arith::Portable), prelude(Arith::Int64));
+        for src in [&p, &w] {
+            assert_eq!(src.matches("fn mul_wide(").count(), 1);
+            assert_eq!(src.matches("fn mul_hi(").count(), 1);
+            assert!(src.contains("fn barrett_reduce_wide("));
+        }
+        assert!(w.contains("u64(a) * u64(b)") && !p.contains("u64"));
+        assert_eq!((Arith::Portable.shoup(), Arith::Portable.barrett()), (6, 9));
+        assert_eq!((Arith::Int64.shoup(), Arith::Int64.barrett()), (3, 3));
+    }
+
+    #[test]
     fn tile_constant_matches_the_shader() {
         for (family, tile) in [(Family::Ntt, NTT_TILE), (Family::NttWide, NTT_TILE_WIDE)] {
-            let src = source(family);
+            let src = source(family, Arith::Portable);
             assert!(src.contains(&format!("const TILE: u32 = {tile}u;")));
             assert!(src.contains(&format!(
                 "const LOG_TILE: u32 = {}u;",
