@@ -30,6 +30,7 @@ fn cost(bytes: u64, mults: u64, floor_bytes: u64, floor_mults: u64) -> KernelCos
 /// transform takes `passes` passes (its floor is split evenly between them). A butterfly is one
 /// Shoup product (6); the inverse's last pass multiplies every coefficient by `n^-1` (6 more,
 /// 3 in the floor, where it folds into the last stage as the CPU twin does).
+#[allow(clippy::too_many_arguments)]
 pub fn ntt_pass(
     a: Arith,
     pl: u64,
