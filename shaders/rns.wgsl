@@ -14,6 +14,10 @@
 //   u = floor(sum_s y_s * floor(2^64 / q_s) / 2^64) in 96-bit fixed point (the exact conversion
 //   of BaseConverter::convert_exact: it removes the u * B overflow of the fast sum, except with
 //   probability ~ S * 2^-34), plus post_t = -floor(D/2) mod p_t.
+//
+// One invocation per (poly, group, coefficient): it reads its group's sources once, keeps y in
+// registers (at most MAX_GROUP limbs per group) and writes every target, so each input word is
+// read once and y_s (and the overflow count u) is computed once per coefficient.
 
 struct RnsParams {
     n: u32,
@@ -43,11 +47,12 @@ struct RnsParams {
 @group(0) @binding(7) var<storage, read> exact: array<u32>;
 @group(0) @binding(8) var<uniform> prm: RnsParams;
 
+const MAX_GROUP: u32 = 32u;
+
 struct ConvIdx {
     valid: bool,
     poly: u32,
     g: u32,
-    t: u32,
     c: u32,
 }
 
@@ -56,10 +61,8 @@ fn conv_idx(gid: vec3<u32>, nwg: vec3<u32>) -> ConvIdx {
     var r: ConvIdx;
     r.c = idx & (prm.n - 1u);
     let rest = idx >> prm.log_n;
-    r.t = rest % prm.targets;
-    let rest2 = rest / prm.targets;
-    r.g = rest2 % prm.groups;
-    r.poly = rest2 / prm.groups;
+    r.g = rest % prm.groups;
+    r.poly = rest / prm.groups;
     r.valid = r.poly < prm.polys;
     return r;
 }
@@ -68,7 +71,6 @@ fn y_at(poly: u32, s: u32, c: u32) -> u32 {
     return y[(prm.in_off + poly * prm.in_stride + s) * prm.n + c];
 }
 
-// sum_{s in g} y_s * mat[s][t] mod p_t.
 // Source word s of the conversion: y_s = (x_s + h_s) * (B_g/q_s)^-1 mod q_s, from the per-source
 // table after the exact constants (h_s = 0 except in divide_round_convert).
 fn src_y(r: ConvIdx, s: u32) -> u32 {
@@ -78,19 +80,18 @@ fn src_y(r: ConvIdx, s: u32) -> u32 {
     return mul_shoup(v, exact[base + 1u], exact[base + 2u], q);
 }
 
-fn fast_sum(r: ConvIdx, p: u32) -> u32 {
-    let s0 = groups[2u * r.g];
-    let s1 = s0 + groups[2u * r.g + 1u];
-    var acc = 0u;
-    for (var s = s0; s < s1; s++) {
-        let m = s * prm.targets + r.t;
-        acc = add_mod(acc, reduce_2q(mul_shoup_lazy(src_y(r, s), mat[m], mat_shoup[m], p), p), p);
-    }
-    return acc;
+fn out_at(r: ConvIdx, t: u32) -> u32 {
+    return (prm.o_off + r.poly * prm.o_stride + r.g * prm.targets + t) * prm.n + r.c;
 }
 
-fn out_at(r: ConvIdx) -> u32 {
-    return (prm.o_off + r.poly * prm.o_stride + r.g * prm.targets + r.t) * prm.n + r.c;
+// sum_{s in g} y_s * mat[s][t] mod p_t, with the group's y in ys.
+fn fast_sum(ys: ptr<function, array<u32, MAX_GROUP>>, s0: u32, len: u32, t: u32, p: u32) -> u32 {
+    var acc = 0u;
+    for (var i = 0u; i < len; i++) {
+        let m = (s0 + i) * prm.targets + t;
+        acc = add_mod(acc, reduce_2q(mul_shoup_lazy((*ys)[i], mat[m], mat_shoup[m], p), p), p);
+    }
+    return acc;
 }
 
 @compute @workgroup_size(256)
@@ -99,26 +100,40 @@ fn basis_convert(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (!r.valid) {
         return;
     }
-    let p = moduli[tgt_map[r.t] * MOD_STRIDE];
-    out[out_at(r)] = fast_sum(r, p);
+    let s0 = groups[2u * r.g];
+    let len = groups[2u * r.g + 1u];
+    var ys: array<u32, MAX_GROUP>;
+    for (var i = 0u; i < len; i++) {
+        ys[i] = src_y(r, s0 + i);
+    }
+    for (var t = 0u; t < prm.targets; t++) {
+        let p = moduli[tgt_map[t] * MOD_STRIDE];
+        out[out_at(r, t)] = fast_sum(&ys, s0, len, t, p);
+    }
 }
 
-// The exact conversion of target t of group g (see the header).
-fn exact_sum(r: ConvIdx) -> u32 {
-    let mi = tgt_map[r.t];
-    let p = moduli[mi * MOD_STRIDE];
-    let mu = moduli[mi * MOD_STRIDE + 1u];
-    let k = moduli[mi * MOD_STRIDE + 2u];
-    var acc = fast_sum(r, p);
+// The middle of divide-and-round (CPU twin: DivideRound::divide_round_convert): the input is the
+// dropped limbs x_s in coefficient form (one group), h_s = floor(D/2) mod d_s, post_t =
+// -floor(D/2) mod p_t: out_t = exact conversion of x + floor(D/2), minus floor(D/2).
+@compute @workgroup_size(256)
+fn divide_round_convert(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = conv_idx(gid, nwg);
+    if (!r.valid) {
+        return;
+    }
     let s0 = groups[2u * r.g];
-    let s1 = s0 + groups[2u * r.g + 1u];
-    if (s1 - s0 > 1u) {
-        // 96-bit accumulator (w0, w1, w2) of y_s * f_s, f_s = floor(2^64 / q_s) = (f_lo, f_hi).
-        var w0 = 0u;
-        var w1 = 0u;
-        var w2 = 0u;
-        for (var s = s0; s < s1; s++) {
-            let v = src_y(r, s);
+    let len = groups[2u * r.g + 1u];
+    var ys: array<u32, MAX_GROUP>;
+    // 96-bit accumulator (w0, w1, w2) of y_s * f_s, f_s = floor(2^64 / q_s) = (f_lo, f_hi):
+    // u = w2 < S.
+    var w0 = 0u;
+    var w1 = 0u;
+    var w2 = 0u;
+    for (var i = 0u; i < len; i++) {
+        let s = s0 + i;
+        let v = src_y(r, s);
+        ys[i] = v;
+        if (len > 1u) {
             let lo = mul_wide(v, exact[2u * s]);
             let hi = mul_wide(v, exact[2u * s + 1u]);
             // term = lo + (hi << 32)
@@ -134,23 +149,17 @@ fn exact_sum(r: ConvIdx) -> u32 {
             w1 = n1;
             w2 = w2 + hi.y + c1a + c1b + c1c;
         }
-        // u = w2 < S < p: subtract u * (B_g mod p_t).
-        let qmod = exact[2u * prm.sources + r.g * prm.targets + r.t];
-        acc = sub_mod(acc, mul_mod(w2, qmod, p, mu, k), p);
     }
-    return acc;
-}
-
-// The middle of divide-and-round (CPU twin: DivideRound::divide_round_convert): the input is the
-// dropped limbs x_s in coefficient form (one group), h_s = floor(D/2) mod d_s, post_t =
-// -floor(D/2) mod p_t: out_t = exact conversion of x + floor(D/2), minus floor(D/2).
-@compute @workgroup_size(256)
-fn divide_round_convert(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = conv_idx(gid, nwg);
-    if (!r.valid) {
-        return;
+    let post_off = 6u * prm.sources + prm.groups * prm.targets;
+    for (var t = 0u; t < prm.targets; t++) {
+        let mi = tgt_map[t];
+        let p = moduli[mi * MOD_STRIDE];
+        var acc = fast_sum(&ys, s0, len, t, p);
+        if (len > 1u) {
+            // subtract u * (B_g mod p_t)
+            let qmod = exact[2u * prm.sources + r.g * prm.targets + t];
+            acc = sub_mod(acc, mul_mod(w2, qmod, p, moduli[mi * MOD_STRIDE + 1u], moduli[mi * MOD_STRIDE + 2u]), p);
+        }
+        out[out_at(r, t)] = add_mod(acc, exact[post_off + t], p);
     }
-    let p = moduli[tgt_map[r.t] * MOD_STRIDE];
-    let post = exact[6u * prm.sources + prm.groups * prm.targets + r.t];
-    out[out_at(r)] = add_mod(exact_sum(r), post, p);
 }

@@ -503,6 +503,16 @@ impl GpuBackend {
         targets: &[usize],
         rounding: Option<(&[u32], &[u32])>,
     ) -> Result<ConvBuffers> {
+        if let Some(g) = groups.iter().find(|g| g.len() > shaders::RNS_MAX_GROUP) {
+            return Err(BackendError::Shape {
+                op: "basis_convert",
+                reason: format!(
+                    "a group of {} limbs; the GPU conversion holds at most {} limbs per group (digit)",
+                    g.len(),
+                    shaders::RNS_MAX_GROUP
+                ),
+            });
+        }
         let tmods = self.ctx.moduli_of(targets);
         let smods = self.ctx.moduli_of(src);
         let (mut mat, mut mat_shoup) = (Vec::new(), Vec::new());
@@ -577,7 +587,7 @@ impl GpuBackend {
             0,
             0,
         ];
-        let total = (polys * groups * targets.len() * n) as u64;
+        let total = (polys * groups * n) as u64;
         Ok(self.dispatch(
             Family::Rns,
             if rounding {

@@ -55,6 +55,9 @@ pub const LINEAR_TC: usize = 32;
 pub const LINEAR_TM: usize = 128;
 /// Inputs per chunk of a block's input list (`TK`): TK x TC words of workgroup memory.
 pub const LINEAR_TK: usize = 64;
+/// Source limbs per group a base conversion holds in registers (`MAX_GROUP` in
+/// `shaders/rns.wgsl`).
+pub const RNS_MAX_GROUP: usize = 32;
 /// Invocations per workgroup of every kernel.
 pub const WORKGROUP_SIZE: u32 = 256;
 
@@ -269,6 +272,9 @@ mod tests {
                 tile.trailing_zeros()
             )));
         }
+        assert!(Family::Rns
+            .body()
+            .contains(&format!("const MAX_GROUP: u32 = {RNS_MAX_GROUP}u;")));
         let linear = Family::Linear.body();
         for (name, v) in [("TC", LINEAR_TC), ("TM", LINEAR_TM), ("TK", LINEAR_TK)] {
             assert!(
