@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::infer::bar;
-use super::latency::{print_latency, run_latency, Images};
+use super::latency::{report_latency, run_latency, Images};
 use super::output::print_json;
 use super::server::{resolve, BackendKind, Packing};
 use crate::backend::cost::{CostFamily, KernelCost, KernelCounts, Roofline};
@@ -230,11 +230,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 let images = Images::random(&model, args.batches as usize);
                 run_latency(&model, &params, device, threads, &images, args.json)
             })?;
-            if args.json {
-                return print_json(&report);
-            }
-            print_latency(&report);
-            Ok(())
+            report_latency(&report, args.json)
         }
         BenchCommand::Model(args) => {
             let (pool, threads) = thread_pool(args.threads)?;

@@ -80,11 +80,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             &images,
             args.json,
         )?;
-        if args.json {
-            return print_json(&report);
-        }
-        latency::print_latency(&report);
-        return Ok(());
+        return latency::report_latency(&report, args.json);
     }
     let images = args.images.unwrap_or(params.slots());
     let (_, test) = super::eval::test_set(

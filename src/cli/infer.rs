@@ -342,20 +342,15 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         let (kind, test) =
             super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), Some(limit))?;
         let images = latency::Images::dataset(&model, kind.name(), &test);
-        let threads = rayon::current_num_threads();
         let report = latency::run_latency(
             &model,
             &params,
             args.server.device()?,
-            threads,
+            rayon::current_num_threads(),
             &images,
             args.json,
         )?;
-        if args.json {
-            return print_json(&report);
-        }
-        latency::print_latency(&report);
-        return Ok(());
+        return latency::report_latency(&report, args.json);
     }
     let limit = args
         .limit

@@ -400,7 +400,16 @@ pub(super) fn run_latency(
 }
 
 /// The human-readable latency report.
-pub(super) fn print_latency(r: &LatencyReport) {
+/// Prints `report` as JSON or as a table.
+pub(super) fn report_latency(report: &LatencyReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return super::output::print_json(report);
+    }
+    print_latency(report);
+    Ok(())
+}
+
+fn print_latency(r: &LatencyReport) {
     println!(
         "{} in latency packing at {}{} on {}{} ({} thread(s)): {} image(s) of {}",
         r.model,

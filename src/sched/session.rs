@@ -56,6 +56,31 @@ pub struct StepStats {
     pub kernels: KernelCounts,
 }
 
+impl StepStats {
+    /// The stats of step `(index, kind)` from `(ciphertexts in, out)`, the input level, its
+    /// start and the backend's counters over it.
+    fn new(
+        (step, kind): (usize, &'static str),
+        (ciphertexts_in, ciphertexts_out): (usize, usize),
+        level_in: usize,
+        start: Instant,
+        c: Counters,
+    ) -> Self {
+        StepStats {
+            step,
+            kind,
+            ciphertexts_in,
+            ciphertexts_out,
+            level_in,
+            seconds: start.elapsed().as_secs_f64(),
+            launches: c.launches,
+            bytes_uploaded: c.upload_bytes,
+            bytes_downloaded: c.download_bytes,
+            kernels: c.kernels,
+        }
+    }
+}
+
 /// What a scored batch cost.
 #[derive(Clone, Debug, Serialize)]
 pub struct BatchStats {
@@ -201,19 +226,13 @@ impl<B: Backend> Server<B> {
             let (ciphertexts_in, level_in) = (cur.count(), cur.level());
             cur = run_op(&self.eval, &self.keys, plan, &prepared, i, cur)?;
             be.synchronize()?;
-            let c = be.counters() - before;
-            let stats = StepStats {
-                step: i,
-                kind: op.kind(),
-                ciphertexts_in,
-                ciphertexts_out: cur.count(),
+            let stats = StepStats::new(
+                (i, op.kind()),
+                (ciphertexts_in, cur.count()),
                 level_in,
-                seconds: t.elapsed().as_secs_f64(),
-                launches: c.launches,
-                bytes_uploaded: c.upload_bytes,
-                bytes_downloaded: c.download_bytes,
-                kernels: c.kernels,
-            };
+                t,
+                be.counters() - before,
+            );
             progress(&stats);
             steps.push(stats);
         }
@@ -289,19 +308,16 @@ impl<B: Backend> Server<B> {
             let level_in = cur.first().map_or(0, DeviceCiphertext::level);
             cur = run_step(&self.eval, &self.keys, step, cur, chunk)?;
             be.synchronize()?;
-            let c = be.counters() - before;
-            let stats = StepStats {
-                step: i,
-                kind: step.kind(),
-                ciphertexts_in,
-                ciphertexts_out: cur.iter().map(DeviceCiphertext::count).sum(),
+            let stats = StepStats::new(
+                (i, step.kind()),
+                (
+                    ciphertexts_in,
+                    cur.iter().map(DeviceCiphertext::count).sum(),
+                ),
                 level_in,
-                seconds: t.elapsed().as_secs_f64(),
-                launches: c.launches,
-                bytes_uploaded: c.upload_bytes,
-                bytes_downloaded: c.download_bytes,
-                kernels: c.kernels,
-            };
+                t,
+                be.counters() - before,
+            );
             progress(&stats);
             steps.push(stats);
         }
