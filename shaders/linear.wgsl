@@ -24,6 +24,7 @@
 //                       chunk ch holding the slot's entries [bound[ch], bound[ch + 1])
 //   upos_off + e        the position in U_b of entry e's input (entries in slot order, each
 //                       slot's entries by ascending position)
+// With `accumulate` = 1 the sums are added to the words already in `out` (linear_acc).
 // `w` holds [limbs][nnz] pairs (weight residue, its Shoup companion) in that entry order; `bias`
 // is [outputs][limbs], added to component 0 only.
 
@@ -45,7 +46,8 @@ struct LinParams {
     perm_off: u32,
     seg_off: u32,
     upos_off: u32,
-    _pad0: u32,
+    // 1: add to the words already in `out` (linear_acc)
+    accumulate: u32,
     _pad1: u32,
 }
 
@@ -83,8 +85,13 @@ fn linear(
     for (var m = 0u; m < PER; m++) {
         let j = rows[prm.perm_off + b * TM + r + m * RPASS];
         acc[m] = 0u;
-        if (j != EMPTY && k == 0u) {
-            acc[m] = bias[j * prm.limbs + l];
+        if (j != EMPTY) {
+            if (prm.accumulate == 1u) {
+                acc[m] = out[((j * prm.comps + k) * prm.limbs + l) * prm.n + ct * TC + lc];
+            }
+            if (k == 0u) {
+                acc[m] = add_mod(acc[m], bias[j * prm.limbs + l], q);
+            }
         }
     }
     let u0 = rows[b];

@@ -409,6 +409,27 @@ fn tiled_linear_matches_cpu_across_blocks_and_chunks() {
     assert_eq!(mismatches(&got, &want), 0);
     let k = (gpu.counters().kernels - before.kernels).linear;
     assert_eq!(k.dispatches, 1);
+    // linear_acc adds to the outputs in the same kernel: equal to the CPU's linear + add
+    let want_acc = {
+        let x = cpu
+            .upload(&x, Shape::ntt(inputs * comps, vec![0, 1]))
+            .unwrap();
+        let mut acc = cpu.linear(&x, comps, &w).unwrap();
+        cpu.linear_acc(&mut acc, &x, comps, &w).unwrap();
+        cpu.download(&acc).unwrap()
+    };
+    let got_acc = {
+        let x = gpu
+            .upload(&x, Shape::ntt(inputs * comps, vec![0, 1]))
+            .unwrap();
+        let mut acc = gpu.linear(&x, comps, &w).unwrap();
+        let launches = gpu.counters().launches;
+        gpu.linear_acc(&mut acc, &x, comps, &w).unwrap();
+        assert_eq!(gpu.counters().launches, launches + 1);
+        gpu.download(&acc).unwrap()
+    };
+    assert_eq!(mismatches(&got_acc, &want_acc), 0);
+    assert_ne!(got_acc, got);
     // Each of the 3 blocks reads its inputs once per coefficient: far below one read per entry.
     assert!(
         k.bytes_ratio() < 4.0,

@@ -671,6 +671,20 @@ pub trait Backend {
         self.divide_round(&y, 1)
     }
 
+    /// `acc += linear(x)` (bias included): `acc` is shaped like [`Self::linear`]'s output. The
+    /// partial sums of a layer whose inputs come in chunks accumulate without a separate add.
+    fn linear_acc(
+        &self,
+        acc: &mut Self::Tensor,
+        x: &Self::Tensor,
+        comps: usize,
+        w: &LinearWeights,
+    ) -> Result<()> {
+        let part = self.linear(x, comps, w)?;
+        *acc = self.add(acc, &part)?;
+        Ok(())
+    }
+
     /// In-place forward NTT of every limb of every polynomial (coefficients in natural order ->
     /// evaluations in bit-reversed order); the tensor must be in coefficient form.
     fn ntt_forward(&self, t: &mut Self::Tensor) -> Result<()>;

@@ -666,6 +666,50 @@ impl<B: Backend> DeviceEvaluator<B> {
         })
     }
 
+    /// `acc += linear(x)` ([`Backend::linear_acc`]): the partial sums of a layer whose inputs
+    /// come in chunks, accumulated in place. `acc` must hold the layer's outputs at `x`'s level
+    /// and size, at the scale the layer gives.
+    pub fn linear_acc(
+        &self,
+        acc: &mut DeviceCiphertext<B::Tensor>,
+        x: &DeviceCiphertext<B::Tensor>,
+        layer: &LinearLayer,
+    ) -> Result<(), CkksError> {
+        let (weights, scale) = self.linear_weights(x, layer, None)?;
+        self.check(acc)?;
+        if acc.count != weights.outputs() {
+            return Err(CkksError::CountMismatch {
+                op: "linear_acc",
+                left: acc.count,
+                right: weights.outputs(),
+            });
+        }
+        if acc.level != x.level {
+            return Err(CkksError::LevelMismatch {
+                op: "linear_acc",
+                left: acc.level,
+                right: x.level,
+            });
+        }
+        if acc.size != x.size {
+            return Err(CkksError::SizeMismatch {
+                op: "linear_acc",
+                left: acc.size,
+                right: x.size,
+            });
+        }
+        if !same_scale(acc.scale, scale) {
+            return Err(CkksError::ScaleMismatch {
+                op: "linear_acc",
+                left: acc.scale,
+                right: scale,
+            });
+        }
+        self.backend
+            .linear_acc(&mut acc.data, &x.data, x.size, &weights)?;
+        Ok(())
+    }
+
     /// [`Self::linear`] with the constant scale `q_l`, then [`Self::rescale`], in one backend
     /// operation ([`Backend::linear_rescale`]; fused on the CPU): level - 1, scale unchanged up
     /// to the rounding of `q_l / q_l`.

@@ -43,7 +43,7 @@ pub fn download<B: Backend>(
 }
 
 /// A linear step over a chunked layer: per chunk of at most `chunk` outputs, the partial sums
-/// over the input chunks (bias with the first), added, then rescaled. The sum modulo each prime
+/// over the input chunks (bias with the first), accumulated in place, then rescaled. The sum modulo each prime
 /// is the same as in one launch, so the result does not depend on the chunking.
 fn linear_chunked<B: Backend>(
     eval: &DeviceEvaluator<B>,
@@ -92,19 +92,15 @@ fn linear_chunked<B: Backend>(
             } else {
                 Vec::new()
             };
-            let part = eval.linear(
-                c,
-                &LinearLayer {
-                    inputs: c.count(),
-                    rows: sub,
-                    bias,
-                },
-                None,
-            )?;
-            acc = Some(match acc {
-                None => part,
-                Some(s) => eval.add(&s, &part)?,
-            });
+            let part = LinearLayer {
+                inputs: c.count(),
+                rows: sub,
+                bias,
+            };
+            match acc.as_mut() {
+                None => acc = Some(eval.linear(c, &part, None)?),
+                Some(s) => eval.linear_acc(s, c, &part)?,
+            }
         }
         let sum = acc.ok_or(CkksError::EmptyBatch)?;
         out.push(eval.rescale(&sum)?);

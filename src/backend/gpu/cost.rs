@@ -155,6 +155,8 @@ pub struct LinearShape {
     pub block_inputs: u64,
     /// Output groups.
     pub outputs: u64,
+    /// Whether the sums are added to the outputs' words (which are then read too).
+    pub accumulate: bool,
     /// Entries of the sparse weights.
     pub nnz: u64,
     /// Words per group: components x limbs x n.
@@ -165,7 +167,7 @@ pub struct LinearShape {
 /// per coefficient (into workgroup memory) and writes its outputs; one Shoup product per entry
 /// and coefficient (6). `tables` is the bytes of the index tables, weights and bias (once).
 pub fn linear(a: Arith, s: LinearShape, tables: u64) -> KernelCost {
-    let out = WORD * s.outputs * s.plane;
+    let out = WORD * s.outputs * s.plane * if s.accumulate { 2 } else { 1 };
     cost(
         WORD * s.block_inputs * s.plane + out + tables,
         a.shoup() * s.nnz * s.plane,
@@ -230,6 +232,7 @@ mod tests {
             inputs: 845,
             block_inputs,
             outputs: 100,
+            accumulate: false,
             nnz: 84_500,
             plane: 2 * 7 * 8192,
         };

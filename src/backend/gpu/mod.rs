@@ -267,6 +267,82 @@ impl GpuBackend {
         Ok(())
     }
 
+    /// Records the tiled linear kernel into `out` (checked by the caller), adding to its words
+    /// when `accumulate`.
+    fn linear_dispatch(
+        &self,
+        out: &GpuTensor,
+        x: &GpuTensor,
+        comps: usize,
+        w: &LinearWeights,
+        accumulate: bool,
+    ) -> Result<()> {
+        let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
+        self.check_word_range(shape.outputs * comps, shape.limbs)?;
+        let nnz = w.cols.len();
+        let tiles = LinearTiles::new(w);
+        let mut pairs = Vec::with_capacity(2 * nnz * shape.limbs);
+        for l in 0..shape.limbs {
+            let m = &self.ctx.moduli()[x.shape.moduli[l]];
+            for &e in &tiles.order {
+                let v = w.values[l * nnz + e];
+                pairs.extend_from_slice(&[v, m.shoup(v)]);
+            }
+        }
+        let (rows, pairs, bias) = (
+            self.rt.upload_constant(&tiles.rows),
+            self.rt.upload_constant(&pairs),
+            self.rt.upload_constant(&w.bias),
+        );
+        let lmap = self.map_buffer(&x.shape.moduli)?;
+        let n = self.ctx.n();
+        let coeff_tiles = n / shaders::LINEAR_TC;
+        let params = [
+            n as u32,
+            shape.limbs as u32,
+            comps as u32,
+            nnz as u32,
+            tiles.blocks as u32,
+            coeff_tiles as u32,
+            tiles.u_off,
+            tiles.perm_off,
+            tiles.seg_off,
+            tiles.upos_off,
+            u32::from(accumulate),
+            0,
+        ];
+        let workgroups = (tiles.blocks * comps * shape.limbs * coeff_tiles) as u64;
+        let table_bytes = 4 * (tiles.rows.len() + 2 * nnz * shape.limbs + w.bias.len()) as u64;
+        self.dispatch(
+            Family::Linear,
+            "linear",
+            &[
+                out.buffer(),
+                x.buffer(),
+                &rows,
+                &pairs,
+                &bias,
+                &self.moduli,
+                &*lmap,
+            ],
+            &params,
+            workgroups,
+            cost::linear(
+                self.rt.arith(),
+                cost::LinearShape {
+                    inputs: tiles.used_inputs as u64,
+                    block_inputs: tiles.block_inputs as u64,
+                    outputs: shape.outputs as u64,
+                    accumulate,
+                    nnz: nnz as u64,
+                    plane: (comps * shape.limbs * n) as u64,
+                },
+                table_bytes,
+            ),
+        )?;
+        Ok(())
+    }
+
     /// The runtime (adapter, limits, counters).
     pub fn runtime(&self) -> &Arc<GpuRuntime> {
         &self.rt
@@ -773,68 +849,26 @@ impl Backend for GpuBackend {
     fn linear(&self, x: &GpuTensor, comps: usize, w: &LinearWeights) -> Result<GpuTensor> {
         let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
         let out = self.alloc(x.shape.with_polys(shape.outputs * comps))?;
-        self.check_word_range(shape.outputs * comps, shape.limbs)?;
-        let nnz = w.cols.len();
-        let tiles = LinearTiles::new(w);
-        let mut pairs = Vec::with_capacity(2 * nnz * shape.limbs);
-        for l in 0..shape.limbs {
-            let m = &self.ctx.moduli()[x.shape.moduli[l]];
-            for &e in &tiles.order {
-                let v = w.values[l * nnz + e];
-                pairs.extend_from_slice(&[v, m.shoup(v)]);
-            }
-        }
-        let (rows, pairs, bias) = (
-            self.rt.upload_constant(&tiles.rows),
-            self.rt.upload_constant(&pairs),
-            self.rt.upload_constant(&w.bias),
-        );
-        let lmap = self.map_buffer(&x.shape.moduli)?;
-        let n = self.ctx.n();
-        let coeff_tiles = n / shaders::LINEAR_TC;
-        let params = [
-            n as u32,
-            shape.limbs as u32,
-            comps as u32,
-            nnz as u32,
-            tiles.blocks as u32,
-            coeff_tiles as u32,
-            tiles.u_off,
-            tiles.perm_off,
-            tiles.seg_off,
-            tiles.upos_off,
-            0,
-            0,
-        ];
-        let workgroups = (tiles.blocks * comps * shape.limbs * coeff_tiles) as u64;
-        let table_bytes = 4 * (tiles.rows.len() + 2 * nnz * shape.limbs + w.bias.len()) as u64;
-        self.dispatch(
-            Family::Linear,
-            "linear",
-            &[
-                out.buffer(),
-                x.buffer(),
-                &rows,
-                &pairs,
-                &bias,
-                &self.moduli,
-                &*lmap,
-            ],
-            &params,
-            workgroups,
-            cost::linear(
-                self.rt.arith(),
-                cost::LinearShape {
-                    inputs: tiles.used_inputs as u64,
-                    block_inputs: tiles.block_inputs as u64,
-                    outputs: shape.outputs as u64,
-                    nnz: nnz as u64,
-                    plane: (comps * shape.limbs * n) as u64,
-                },
-                table_bytes,
-            ),
-        )?;
+        self.linear_dispatch(&out, x, comps, w, false)?;
         Ok(out)
+    }
+
+    fn linear_acc(
+        &self,
+        acc: &mut GpuTensor,
+        x: &GpuTensor,
+        comps: usize,
+        w: &LinearWeights,
+    ) -> Result<()> {
+        let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
+        let want = x.shape.with_polys(shape.outputs * comps);
+        if acc.shape != want {
+            return Err(BackendError::Shape {
+                op: "linear_acc",
+                reason: format!("accumulator {:?}, the layer gives {want:?}", acc.shape),
+            });
+        }
+        self.linear_dispatch(acc, x, comps, w, true)
     }
 
     fn truncate_limbs(&self, t: &GpuTensor, limbs: usize) -> Result<GpuTensor> {
