@@ -779,6 +779,21 @@ pub trait Backend {
         composed::keyswitch(self, d, key)
     }
 
+    /// Applies the Galois automorphism `g` to a batch of ciphertexts `[count][2][limbs]` (NTT
+    /// form) and switches `sigma(c1)` back to the secret with `key`: `(sigma(c0) + ks_0, ks_1)`,
+    /// `ks = keyswitch(sigma(c1))`. Returns `[count][2][limbs]`.
+    fn galois_switch(
+        &self,
+        a: &Self::Tensor,
+        g: usize,
+        key: &SwitchKey<Self::Tensor>,
+    ) -> Result<Self::Tensor>
+    where
+        Self: Sized,
+    {
+        composed::galois_switch(self, a, g, key)
+    }
+
     /// Relinearizes and rescales a batch of products `[count][3][limbs]` (NTT form over `Q_l`,
     /// `l >= 1`) in one division: `(c0, c1) P + keyswitch_ext(c2)` over `Q_l ∪ P`, divided by
     /// `P q_l` and rounded. Returns `[count][2][limbs - 1]` over `Q_{l-1}`.
@@ -837,6 +852,25 @@ pub mod composed {
     ) -> Result<B::Tensor> {
         let acc = keyswitch_ext(be, d, key)?;
         be.divide_round(&acc, key.special.len())
+    }
+
+    /// [`Backend::galois_switch`]: the automorphism, [`keyswitch`] of `sigma(c1)`, and the
+    /// components put back together.
+    pub fn galois_switch<B: Backend>(
+        be: &B,
+        a: &B::Tensor,
+        g: usize,
+        key: &SwitchKey<B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let count = be.shape(a).polys / 2;
+        let rot = be.automorphism_ntt(a, g)?;
+        let ks = be.keyswitch(&be.slice_components(&rot, 2, 1..2)?, key)?;
+        let c0 = be.add(
+            &be.slice_components(&rot, 2, 0..1)?,
+            &be.slice_components(&ks, 2, 0..1)?,
+        )?;
+        let c1 = be.slice_components(&ks, 2, 1..2)?;
+        be.join_components(count, &[&c0, &c1])
     }
 
     /// [`Backend::relin_rescale`]: [`keyswitch_ext`] of `c2`, `+ P (c0, c1)`

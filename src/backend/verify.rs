@@ -346,6 +346,17 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
         };
         be.download(&be.keyswitch(&d, &k)?)?
     });
+    // A rotation's automorphism and key switch of 2-component ciphertexts (Galois element 5).
+    both!("galois_switch (rotate)", l, count, |be| {
+        let x = be.upload(&a, ct.clone())?;
+        let k = SwitchKey {
+            key: be.upload(&key, key_shape.clone())?,
+            dnum,
+            alpha: case.alpha,
+            special: p.clone(),
+        };
+        be.download(&be.galois_switch(&x, 5, &k)?)?
+    });
     if case.q_limbs >= 3 {
         // A lower level: fewer limbs and digits than the key was made for.
         let low: Vec<usize> = (0..case.q_limbs - 1).collect();

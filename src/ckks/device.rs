@@ -952,16 +952,8 @@ impl<B: Backend> DeviceEvaluator<B> {
             .galois
             .get(&g)
             .ok_or(CkksError::MissingGaloisKey { step, galois: g })?;
-        let be = &self.backend;
         // (c0, c1) -> (sigma(c0) + ks_0, ks_1) with ks = keyswitch(sigma(c1)).
-        let rot = be.automorphism_ntt(&a.data, g)?;
-        let ks = be.keyswitch(&be.slice_components(&rot, 2, 1..2)?, key)?;
-        let c0 = be.add(
-            &be.slice_components(&rot, 2, 0..1)?,
-            &be.slice_components(&ks, 2, 0..1)?,
-        )?;
-        let c1 = be.slice_components(&ks, 2, 1..2)?;
-        let data = be.join_components(a.count, &[&c0, &c1])?;
+        let data = self.backend.galois_switch(&a.data, g, key)?;
         Ok(self.with_data(a, data, 2, a.level, a.scale))
     }
 

@@ -1124,6 +1124,72 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
+    /// The automorphism and key switch of a rotation without copying components: the inverse
+    /// NTT of `sigma(c1)` reads it in place, `P sigma(c0)` is added to the switched component 0
+    /// over `Q ∪ P`, and one division by `P` gives `(sigma(c0) + ks_0, ks_1)` directly
+    /// (`round((P x + y) / P) = x + round(y / P)`).
+    fn galois_switch(
+        &self,
+        a: &GpuTensor,
+        g: usize,
+        key: &SwitchKey<GpuTensor>,
+    ) -> Result<GpuTensor> {
+        expect_form("galois_switch", &a.shape, Form::Ntt)?;
+        if !a.shape.polys.is_multiple_of(2) {
+            return Err(BackendError::Shape {
+                op: "galois_switch",
+                reason: format!("{} polys are not 2-component ciphertexts", a.shape.polys),
+            });
+        }
+        let count = a.shape.polys / 2;
+        let moduli = a.shape.moduli.clone();
+        let plan = KeySwitchPlan::new(
+            &self.ctx,
+            &Shape::ntt(count, moduli.clone()),
+            key,
+            &key.key.shape,
+        )?;
+        let rot = self.automorphism_ntt(a, g)?;
+        let l = moduli.len() as u32;
+        let component = |c: u32| View {
+            buf: rot.buffer(),
+            off: c * l,
+            stride: 2 * l,
+        };
+        let coeff = self.alloc(Shape::coeff(count, moduli.clone()))?;
+        self.ntt_view(
+            View::whole(&coeff),
+            Some(component(1)),
+            count,
+            &moduli,
+            false,
+        )?;
+        let mut ext = self.basis_convert(&coeff, &plan.digits, &plan.targets)?;
+        drop(coeff);
+        self.ntt_forward(&mut ext)?;
+        let acc = self.keyswitch_inner(&ext, plan.digits.len(), &key.key, &plan.key_map)?;
+        drop(ext);
+        let p_mod = self.ctx.product_mod(&key.special, &moduli);
+        let ext_limbs = acc.shape.limbs() as u32;
+        let out = View {
+            buf: acc.buffer(),
+            off: 0,
+            stride: 2 * ext_limbs,
+        };
+        let c0 = component(0);
+        self.ew(
+            "ew_mul_scalar_acc",
+            out,
+            c0,
+            c0,
+            count,
+            count,
+            &moduli,
+            Some(&p_mod),
+        )?;
+        self.divide_round(&acc, key.special.len())
+    }
+
     /// Relinearize and rescale without copying components out of `prod`: the inverse NTT of
     /// c2 reads it in place, and P * (c0, c1) is added from views of `prod`.
     fn relin_rescale(&self, prod: &GpuTensor, key: &SwitchKey<GpuTensor>) -> Result<GpuTensor> {
