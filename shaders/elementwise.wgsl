@@ -8,7 +8,7 @@
 //   ew_copy      out = a                  ew_add_scalar out = a + s_l
 //   ew_add       out = a + b              ew_sub   out = a - b          ew_negate out = -a
 //   ew_mul       out = a * b (Barrett)    ew_mul_scalar  out = a * s_l (Shoup, s per limb)
-//   ew_mac       out = out + a * b        ew_sub_mul_scalar out = (a - b) * s_l
+//   ew_mac       out = out + a * b
 //   ew_mul_scalar_acc out = out + a * s_l (Shoup; out may be a wider tensor viewed over a's limbs)
 //   ew_tensor    a, b ciphertexts (2 components each, component stride = limbs):
 //                out0 = a0 b0, out1 = a0 b1 + a1 b0, out2 = a1 b1 (out component stride = limbs)
@@ -161,17 +161,6 @@ fn ew_mul_scalar_acc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     let m = modq(e);
     let o = o_at(e);
     out[o] = add_mod(out[o], mul_shoup(a[a_at(e)], scalars[2u * e.limb], scalars[2u * e.limb + 1u], m.x), m.x);
-}
-
-@compute @workgroup_size(256)
-fn ew_sub_mul_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = elem(gid, nwg);
-    if (!e.valid) {
-        return;
-    }
-    let m = modq(e);
-    let d = sub_mod(a[a_at(e)], b[b_at(e)], m.x);
-    out[o_at(e)] = mul_shoup(d, scalars[2u * e.limb], scalars[2u * e.limb + 1u], m.x);
 }
 
 @compute @workgroup_size(256)

@@ -38,7 +38,9 @@ struct NttParams {
     from_src: u32,
     src_off: u32,
     src_stride: u32,
-    _pad0: u32,
+    // 1: the forward transform's last store finishes a divide-and-round:
+    // out = (src - v) * tail_scalars[limb] mod q (src: the kept limbs of x, view src_off/stride).
+    tail: u32,
     _pad1: u32,
 }
 
@@ -47,7 +49,9 @@ struct NttParams {
 @group(0) @binding(2) var<storage, read> tables: array<u32>;
 @group(0) @binding(3) var<storage, read> moduli: array<u32>;
 @group(0) @binding(4) var<storage, read> limb_map: array<u32>;
-@group(0) @binding(5) var<uniform> prm: NttParams;
+// per limb (D^-1 mod q, its Shoup companion) when `tail` = 1
+@group(0) @binding(5) var<storage, read> tail_scalars: array<u32>;
+@group(0) @binding(6) var<uniform> prm: NttParams;
 
 var<workgroup> sh: array<u32, TILE>;
 
@@ -67,6 +71,18 @@ fn load(lp: u32, c: u32) -> u32 {
         return src[(prm.src_off + poly * prm.src_stride + limb) * prm.n + c];
     }
     return data[coeff_addr(lp, c)];
+}
+
+// The canonical forward output v of coefficient c of limb-poly lp, finished as `tail` asks.
+fn forward_out(lp: u32, c: u32, v: u32, q: u32) -> u32 {
+    let r = reduce_4q(v, q);
+    if (prm.tail == 0u) {
+        return r;
+    }
+    let poly = lp / prm.limbs;
+    let limb = lp % prm.limbs;
+    let x = src[(prm.src_off + poly * prm.src_stride + limb) * prm.n + c];
+    return mul_shoup(sub_mod(x, r, q), tail_scalars[2u * limb], tail_scalars[2u * limb + 1u], q);
 }
 
 fn tile_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -107,7 +123,7 @@ fn block_store(t: u32, lid: u32, forward: bool) {
                 let mi = limb_map[lp % prm.limbs];
                 let q = moduli[mi * MOD_STRIDE];
                 if (forward) {
-                    v = reduce_4q(v, q);
+                    v = forward_out(lp, block_c(t, e), v, q);
                 } else {
                     let ninv = moduli[mi * MOD_STRIDE + 3u];
                     let ninv_s = moduli[mi * MOD_STRIDE + 4u];
@@ -239,7 +255,7 @@ fn strided_store(t: u32, lid: u32, forward: bool) {
             var v = sh[e];
             if (prm.last == 1u) {
                 if (forward) {
-                    v = reduce_4q(v, q);
+                    v = forward_out(lp, strided_coeff(t, e), v, q);
                 } else {
                     v = reduce_2q(mul_shoup_lazy(v, ninv, ninv_s, q), q);
                 }

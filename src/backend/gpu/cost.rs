@@ -58,6 +58,20 @@ pub fn ntt_pass(
     )
 }
 
+/// The divide-and-round tail a forward NTT's last store may carry, over `words` output words:
+/// read the kept limb of `x` (4 bytes) and one Shoup product by `D^-1`; the floor does the same.
+pub fn divide_tail(a: Arith, words: u64) -> KernelCost {
+    KernelCost {
+        dispatches: 0,
+        ..cost(
+            WORD * words,
+            a.shoup() * words,
+            WORD * words,
+            a.shoup() * words,
+        )
+    }
+}
+
 /// One element-wise kernel (`elementwise.wgsl`) over `words` = polys x limbs x n invocations,
 /// where `b` repeats with period `b_polys` of `polys` polynomials (`scalars` per-limb pairs).
 pub fn elementwise(
@@ -76,7 +90,6 @@ pub fn elementwise(
         "ew_mul_scalar" => (2, 0, a.shoup()),
         "ew_mac" => (4, 1, a.barrett()),
         "ew_mul_scalar_acc" => (3, 0, a.shoup()),
-        "ew_sub_mul_scalar" => (3, 1, a.shoup()),
         // one coefficient: a0 a1 b0 b1 in, three products out (Karatsuba, 3 Barrett products)
         "ew_tensor" => (7, 2, 3 * a.barrett()),
         _ => (3, 1, a.barrett()),

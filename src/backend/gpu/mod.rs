@@ -163,9 +163,24 @@ struct ConvBuffers {
 
 /// Per-limb scalars of a divide-and-round (from [`RnsContext::divide_round`]).
 struct DivRoundBuffers {
-    /// `D^-1 mod k_i` per kept limb.
-    d_inv: Vec<u32>,
+    /// `(D^-1 mod k_i, its Shoup companion)` per kept limb.
+    d_inv: wgpu::Buffer,
     conv: Arc<ConvBuffers>,
+}
+
+/// Where an NTT reads its input and how it ends.
+#[derive(Clone, Copy)]
+enum NttIo<'a> {
+    /// In place in the output view.
+    InPlace,
+    /// Out of place: the first pass reads this view.
+    From(View<'a>),
+    /// In place, and the forward transform's last store finishes a divide-and-round:
+    /// `out = (x - v) * D^-1` with `x` the kept limbs (this view) and `d_inv` per-limb Shoup pairs.
+    DivideTail {
+        x: View<'a>,
+        d_inv: &'a wgpu::Buffer,
+    },
 }
 
 /// Distinct moduli of a limb map.
@@ -383,7 +398,7 @@ impl GpuBackend {
     fn ntt_view(
         &self,
         v: View,
-        src: Option<View>,
+        io: NttIo,
         polys: usize,
         map: &[usize],
         forward: bool,
@@ -402,9 +417,22 @@ impl GpuBackend {
         let lmap = self.map_buffer(map)?;
         let total = (polys * map.len() * n) as u64;
         let tiles = total.div_ceil(tile as u64);
-        // In place, `src` is bound to a read-only buffer the kernel does not read.
+        // Unused bindings are bound to a read-only buffer the kernel does not read.
+        let (src, tail) = match io {
+            NttIo::InPlace => (None, None),
+            NttIo::From(s) => (Some(s), None),
+            NttIo::DivideTail { x, d_inv } => {
+                if !forward {
+                    return Err(
+                        GpuError::Internal("a divide tail ends a forward NTT".into()).into(),
+                    );
+                }
+                (Some(x), Some(d_inv))
+            }
+        };
         let (src_buf, src_off, src_stride) =
             src.map_or((&self.moduli, 0, 0), |s| (s.buf, s.off, s.stride));
+        let from_src = matches!(io, NttIo::From(_));
         let params = |last: u32, first: bool| {
             [
                 n as u32,
@@ -414,14 +442,15 @@ impl GpuBackend {
                 v.off,
                 v.stride,
                 last,
-                u32::from(first && src.is_some()),
+                u32::from(first && from_src),
                 src_off,
                 src_stride,
-                0,
+                u32::from(tail.is_some()),
                 0,
             ]
         };
-        let bindings = [v.buf, src_buf, &self.tables, &self.moduli, &*lmap];
+        let tail_buf = tail.unwrap_or(&self.moduli);
+        let bindings = [v.buf, src_buf, &self.tables, &self.moduli, &*lmap, tail_buf];
         let (first, second) = if forward {
             ("ntt_forward_strided", "ntt_forward_block")
         } else {
@@ -431,6 +460,11 @@ impl GpuBackend {
         let limbs = distinct(map);
         let log_n = u64::from(log2(n));
         let inverse = !forward;
+        let tail_cost = if tail.is_some() {
+            cost::divide_tail(self.rt.arith(), pl * n as u64)
+        } else {
+            KernelCost::default()
+        };
         if n <= tile {
             let entry = if forward {
                 "ntt_forward_block"
@@ -446,7 +480,7 @@ impl GpuBackend {
                 1,
                 inverse,
                 true,
-            );
+            ) + tail_cost;
             self.dispatch(family, entry, &bindings, &params(1, true), tiles, c)?;
         } else {
             // The block pass does the log2(tile) stages local to a tile, the strided pass the rest.
@@ -457,7 +491,8 @@ impl GpuBackend {
                 (block, log_n - block)
             };
             let c1 = cost::ntt_pass(self.rt.arith(), pl, limbs, n as u64, s1, 2, inverse, false);
-            let c2 = cost::ntt_pass(self.rt.arith(), pl, limbs, n as u64, s2, 2, inverse, true);
+            let c2 = cost::ntt_pass(self.rt.arith(), pl, limbs, n as u64, s2, 2, inverse, true)
+                + tail_cost;
             self.dispatch(family, first, &bindings, &params(0, true), tiles, c1)?;
             self.dispatch(family, second, &bindings, &params(1, false), tiles, c2)?;
         }
@@ -893,14 +928,26 @@ impl Backend for GpuBackend {
 
     fn ntt_forward(&self, t: &mut GpuTensor) -> Result<()> {
         expect_form("ntt_forward", &t.shape, Form::Coeff)?;
-        self.ntt_view(View::whole(t), None, t.shape.polys, &t.shape.moduli, true)?;
+        self.ntt_view(
+            View::whole(t),
+            NttIo::InPlace,
+            t.shape.polys,
+            &t.shape.moduli,
+            true,
+        )?;
         t.shape.form = Form::Ntt;
         Ok(())
     }
 
     fn ntt_inverse(&self, t: &mut GpuTensor) -> Result<()> {
         expect_form("ntt_inverse", &t.shape, Form::Ntt)?;
-        self.ntt_view(View::whole(t), None, t.shape.polys, &t.shape.moduli, false)?;
+        self.ntt_view(
+            View::whole(t),
+            NttIo::InPlace,
+            t.shape.polys,
+            &t.shape.moduli,
+            false,
+        )?;
         t.shape.form = Form::Coeff;
         Ok(())
     }
@@ -912,7 +959,7 @@ impl Backend for GpuBackend {
         let out = self.alloc(shape)?;
         self.ntt_view(
             View::whole(&out),
-            Some(View::whole(t)),
+            NttIo::From(View::whole(t)),
             t.shape.polys,
             &t.shape.moduli,
             false,
@@ -1159,7 +1206,7 @@ impl Backend for GpuBackend {
         let coeff = self.alloc(Shape::coeff(count, moduli.clone()))?;
         self.ntt_view(
             View::whole(&coeff),
-            Some(component(1)),
+            NttIo::From(component(1)),
             count,
             &moduli,
             false,
@@ -1208,7 +1255,7 @@ impl Backend for GpuBackend {
         let coeff = self.alloc(Shape::coeff(count, moduli.clone()))?;
         self.ntt_view(
             View::whole(&coeff),
-            Some(component(2)),
+            NttIo::From(component(2)),
             count,
             &moduli,
             false,
@@ -1286,7 +1333,13 @@ impl Backend for GpuBackend {
                         Some((dr.half_mod_drop(), &neg_half_keep)),
                     )?);
                     let entry = Arc::new(DivRoundBuffers {
-                        d_inv: dr.d_inv_mod_keep().to_vec(),
+                        d_inv: self.rt.upload_constant(
+                            &dr.d_inv_mod_keep()
+                                .iter()
+                                .zip(&kmods)
+                                .flat_map(|(&d, m)| [d, m.shoup(d)])
+                                .collect::<Vec<u32>>(),
+                        ),
                         conv,
                     });
                     cache.insert(key, entry.clone());
@@ -1309,7 +1362,7 @@ impl Backend for GpuBackend {
         let drop_shape = Shape::coeff(polys, dropm.clone());
         let keep_shape = Shape::coeff(polys, keep.clone());
         let t = self.alloc(drop_shape)?;
-        self.ntt_view(View::whole(&t), Some(a_drop), polys, &dropm, false)?;
+        self.ntt_view(View::whole(&t), NttIo::From(a_drop), polys, &dropm, false)?;
         // 2. + floor(D/2), exact conversion to the kept limbs, - floor(D/2) (one kernel, as the
         //    CPU twin DivideRound::divide_round_convert), forward NTT.
         let conv = self.alloc(keep_shape.clone())?;
@@ -1323,19 +1376,19 @@ impl Backend for GpuBackend {
             true,
         )?;
         std::mem::drop(t);
-        self.ntt_view(View::whole(&conv), None, polys, &keep, true)?;
-        // 3. out = (x - t) * D^-1.
-        let out = self.alloc(Shape::ntt(polys, keep.clone()))?;
-        self.ew(
-            "ew_sub_mul_scalar",
-            View::whole(&out),
-            a_keep,
+        // 3. forward NTT, ending with out = (x - t) * D^-1 in the same store.
+        self.ntt_view(
             View::whole(&conv),
-            polys,
+            NttIo::DivideTail {
+                x: a_keep,
+                d_inv: &consts.d_inv,
+            },
             polys,
             &keep,
-            Some(&consts.d_inv),
+            true,
         )?;
+        let mut out = conv;
+        out.shape.form = Form::Ntt;
         Ok(out)
     }
 }

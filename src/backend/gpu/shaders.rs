@@ -134,7 +134,7 @@ impl Family {
     pub fn bindings(self) -> &'static [Binding] {
         use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
         match self {
-            Family::Ntt | Family::NttWide => &[W, R, R, R, R, U],
+            Family::Ntt | Family::NttWide => &[W, R, R, R, R, R, U],
             Family::Elementwise => &[W, R, R, R, R, R, U],
             Family::Rns => &[W, R, R, R, R, R, R, R, U],
             Family::Keyswitch => &[W, R, R, R, R, R, U],
