@@ -183,6 +183,25 @@ enum NttIo<'a> {
     },
 }
 
+/// Component `i` of every ciphertext of `t` (`comps` components each): a view and its count.
+#[derive(Clone, Copy)]
+struct Components<'a> {
+    view: View<'a>,
+    polys: usize,
+}
+
+fn component(t: &GpuTensor, i: u32, comps: u32) -> Components<'_> {
+    let l = t.shape.limbs() as u32;
+    Components {
+        view: View {
+            buf: t.buffer(),
+            off: i * l,
+            stride: comps * l,
+        },
+        polys: t.shape.polys / comps as usize,
+    }
+}
+
 /// Distinct moduli of a limb map.
 fn distinct(map: &[usize]) -> u64 {
     map.iter().collect::<std::collections::BTreeSet<_>>().len() as u64
@@ -356,6 +375,61 @@ impl GpuBackend {
             ),
         )?;
         Ok(())
+    }
+
+    /// Key switching of the polynomials of the view `d` (one per ciphertext, NTT form over
+    /// `moduli`) without copies: the inverse NTT reads the view, and after the inner product
+    /// `P * x` is added to component `c` of the result for each `(c, x)` of `adds` (views of
+    /// ciphertext components over `moduli`) before one division by `P` and `extra_drop` more
+    /// limbs (1: a rescale at the same time).
+    fn switch_from_view(
+        &self,
+        d: Components,
+        moduli: &[usize],
+        key: &SwitchKey<GpuTensor>,
+        adds: &[(u32, Components)],
+        extra_drop: usize,
+    ) -> Result<GpuTensor> {
+        let count = d.polys;
+        let plan = KeySwitchPlan::new(
+            &self.ctx,
+            &Shape::ntt(count, moduli.to_vec()),
+            key,
+            &key.key.shape,
+        )?;
+        let coeff = self.alloc(Shape::coeff(count, moduli.to_vec()))?;
+        self.ntt_view(
+            View::whole(&coeff),
+            NttIo::From(d.view),
+            count,
+            moduli,
+            false,
+        )?;
+        let mut ext = self.basis_convert(&coeff, &plan.digits, &plan.targets)?;
+        drop(coeff);
+        self.ntt_forward(&mut ext)?;
+        let acc = self.keyswitch_inner(&ext, plan.digits.len(), &key.key, &plan.key_map)?;
+        drop(ext);
+        let p_mod = self.ctx.product_mod(&key.special, moduli);
+        let ext_limbs = acc.shape.limbs() as u32;
+        for &(c, x) in adds {
+            let out = View {
+                buf: acc.buffer(),
+                off: c * ext_limbs,
+                stride: 2 * ext_limbs,
+            };
+            self.ew(
+                "ew_mul_scalar_acc",
+                out,
+                x.view,
+                x.view,
+                count,
+                count,
+                moduli,
+                Some(&p_mod),
+            )?;
+        }
+        self.divide_round(&acc, key.special.len() + extra_drop)
     }
 
     /// The runtime (adapter, limits, counters).
@@ -1188,104 +1262,17 @@ impl Backend for GpuBackend {
                 reason: format!("{} polys are not 2-component ciphertexts", a.shape.polys),
             });
         }
-        let count = a.shape.polys / 2;
-        let moduli = a.shape.moduli.clone();
-        let plan = KeySwitchPlan::new(
-            &self.ctx,
-            &Shape::ntt(count, moduli.clone()),
-            key,
-            &key.key.shape,
-        )?;
         let rot = self.automorphism_ntt(a, g)?;
-        let l = moduli.len() as u32;
-        let component = |c: u32| View {
-            buf: rot.buffer(),
-            off: c * l,
-            stride: 2 * l,
-        };
-        let coeff = self.alloc(Shape::coeff(count, moduli.clone()))?;
-        self.ntt_view(
-            View::whole(&coeff),
-            NttIo::From(component(1)),
-            count,
-            &moduli,
-            false,
-        )?;
-        let mut ext = self.basis_convert(&coeff, &plan.digits, &plan.targets)?;
-        drop(coeff);
-        self.ntt_forward(&mut ext)?;
-        let acc = self.keyswitch_inner(&ext, plan.digits.len(), &key.key, &plan.key_map)?;
-        drop(ext);
-        let p_mod = self.ctx.product_mod(&key.special, &moduli);
-        let ext_limbs = acc.shape.limbs() as u32;
-        let out = View {
-            buf: acc.buffer(),
-            off: 0,
-            stride: 2 * ext_limbs,
-        };
-        let c0 = component(0);
-        self.ew(
-            "ew_mul_scalar_acc",
-            out,
-            c0,
-            c0,
-            count,
-            count,
-            &moduli,
-            Some(&p_mod),
-        )?;
-        self.divide_round(&acc, key.special.len())
+        let c = |i| component(&rot, i, 2);
+        self.switch_from_view(c(1), &a.shape.moduli, key, &[(0, c(0))], 0)
     }
 
     /// Relinearize and rescale without copying components out of `prod`: the inverse NTT of
     /// c2 reads it in place, and P * (c0, c1) is added from views of `prod`.
     fn relin_rescale(&self, prod: &GpuTensor, key: &SwitchKey<GpuTensor>) -> Result<GpuTensor> {
         check_relin_rescale(&prod.shape)?;
-        let count = prod.shape.polys / 3;
-        let limbs = prod.shape.limbs();
-        let moduli = prod.shape.moduli.clone();
-        let c2_shape = Shape::ntt(count, moduli.clone());
-        let plan = KeySwitchPlan::new(&self.ctx, &c2_shape, key, &key.key.shape)?;
-        let l = limbs as u32;
-        let component = |c: u32| View {
-            buf: prod.buffer(),
-            off: c * l,
-            stride: 3 * l,
-        };
-        let coeff = self.alloc(Shape::coeff(count, moduli.clone()))?;
-        self.ntt_view(
-            View::whole(&coeff),
-            NttIo::From(component(2)),
-            count,
-            &moduli,
-            false,
-        )?;
-        let mut ext = self.basis_convert(&coeff, &plan.digits, &plan.targets)?;
-        drop(coeff);
-        self.ntt_forward(&mut ext)?;
-        let acc = self.keyswitch_inner(&ext, plan.digits.len(), &key.key, &plan.key_map)?;
-        drop(ext);
-        let p_mod = self.ctx.product_mod(&key.special, &moduli);
-        let ext_limbs = acc.shape.limbs() as u32;
-        for c in 0..2u32 {
-            let out = View {
-                buf: acc.buffer(),
-                off: c * ext_limbs,
-                stride: 2 * ext_limbs,
-            };
-            let a = component(c);
-            self.ew(
-                "ew_mul_scalar_acc",
-                out,
-                a,
-                a,
-                count,
-                count,
-                &moduli,
-                Some(&p_mod),
-            )?;
-        }
-        self.divide_round(&acc, key.special.len() + 1)
+        let c = |i| component(prod, i, 3);
+        self.switch_from_view(c(2), &prod.shape.moduli, key, &[(0, c(0)), (1, c(1))], 1)
     }
 
     fn mul_relin_rescale(
