@@ -72,15 +72,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             );
         }
         let images = latency::Images::dataset(&model, DatasetKind::FashionMnist.name(), &test);
-        let report = latency::run_latency(
+        return latency::score_and_report(
             &model,
             &params,
             args.server.device()?,
-            rayon::current_num_threads(),
             &images,
             args.json,
-        )?;
-        return latency::report_latency(&report, args.json);
+        );
     }
     let images = args.images.unwrap_or(params.slots());
     let (_, test) = super::eval::test_set(

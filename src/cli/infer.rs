@@ -342,15 +342,13 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         let (kind, test) =
             super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), Some(limit))?;
         let images = latency::Images::dataset(&model, kind.name(), &test);
-        let report = latency::run_latency(
+        return latency::score_and_report(
             &model,
             &params,
             args.server.device()?,
-            rayon::current_num_threads(),
             &images,
             args.json,
-        )?;
-        return latency::report_latency(&report, args.json);
+        );
     }
     let limit = args
         .limit

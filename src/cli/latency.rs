@@ -400,6 +400,19 @@ pub(super) fn run_latency(
 }
 
 /// The human-readable latency report.
+/// Scores `images` one at a time on this thread pool and prints the report (`demo`, `infer`).
+pub(super) fn score_and_report(
+    model: &Model,
+    params: &Parameters,
+    device: Device,
+    images: &Images,
+    json: bool,
+) -> anyhow::Result<()> {
+    let threads = rayon::current_num_threads();
+    let report = run_latency(model, params, device, threads, images, json)?;
+    report_latency(&report, json)
+}
+
 /// Prints `report` as JSON or as a table.
 pub(super) fn report_latency(report: &LatencyReport, json: bool) -> anyhow::Result<()> {
     if json {

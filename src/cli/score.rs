@@ -84,18 +84,40 @@ pub struct ScoreArgs {
     json: bool,
 }
 
-/// What one worker of `score` did.
-#[derive(Serialize, Default)]
-struct WorkerReport {
-    worker: String,
-    device: String,
+/// Batches and images scored, by one worker or all of them.
+#[derive(Serialize, Default, Clone, Copy)]
+struct Tally {
     scored: usize,
     rescored: usize,
     skipped: usize,
     /// Batches another worker was scoring (after a second try).
     busy: usize,
     images: usize,
+    /// Seconds of scoring (summed over workers in a total).
     server_s: f64,
+}
+
+impl std::ops::Add for Tally {
+    type Output = Tally;
+    fn add(self, o: Tally) -> Tally {
+        Tally {
+            scored: self.scored + o.scored,
+            rescored: self.rescored + o.rescored,
+            skipped: self.skipped + o.skipped,
+            busy: self.busy + o.busy,
+            images: self.images + o.images,
+            server_s: self.server_s + o.server_s,
+        }
+    }
+}
+
+/// What one worker of `score` did.
+#[derive(Serialize, Default)]
+struct WorkerReport {
+    worker: String,
+    device: String,
+    #[serde(flatten)]
+    tally: Tally,
 }
 
 #[derive(Serialize)]
@@ -109,13 +131,8 @@ struct ScoreReport {
     batches: usize,
     /// Batches in this shard.
     shard_batches: usize,
-    scored: usize,
-    rescored: usize,
-    skipped: usize,
-    busy: usize,
-    images: usize,
-    /// Seconds of scoring, summed over workers.
-    server_s: f64,
+    #[serde(flatten)]
+    total: Tally,
     wall_s: f64,
     workers: Vec<WorkerReport>,
     out: PathBuf,
@@ -235,10 +252,10 @@ fn work(
                 seconds,
                 rescored,
             } => {
-                report.scored += 1;
-                report.rescored += usize::from(rescored);
-                report.images += images;
-                report.server_s += seconds;
+                report.tally.scored += 1;
+                report.tally.rescored += usize::from(rescored);
+                report.tally.images += images;
+                report.tally.server_s += seconds;
                 r.event = if rescored {
                     Event::Rescored
                 } else {
@@ -247,10 +264,10 @@ fn work(
                 r.images = images;
                 r.seconds = seconds;
             }
-            Outcome::Done => report.skipped += 1,
+            Outcome::Done => report.tally.skipped += 1,
             Outcome::Busy if !last_try => return Ok(false),
             Outcome::Busy => {
-                report.busy += 1;
+                report.tally.busy += 1;
                 r.event = Event::Busy;
             }
         }
@@ -274,7 +291,7 @@ fn work(
         step(i, true, &mut report)?;
     }
     let mut r = log.record(Event::Finish);
-    r.images = report.images;
+    r.images = report.tally.images;
     r.seconds = t0.elapsed().as_secs_f64();
     let _ = log.append(&r);
     Ok(report)
@@ -379,7 +396,6 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
     for r in results {
         workers.push(r?);
     }
-    let sum = |f: fn(&WorkerReport) -> usize| workers.iter().map(f).sum::<usize>();
     let report = ScoreReport {
         job: manifest.job.clone(),
         model: model.name.clone(),
@@ -388,12 +404,7 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
         shard: args.shard.to_string(),
         batches: manifest.batches.len(),
         shard_batches: batches.len(),
-        scored: sum(|w| w.scored),
-        rescored: sum(|w| w.rescored),
-        skipped: sum(|w| w.skipped),
-        busy: sum(|w| w.busy),
-        images: sum(|w| w.images),
-        server_s: workers.iter().map(|w| w.server_s).sum(),
+        total: workers.iter().fold(Tally::default(), |t, w| t + w.tally),
         wall_s: t0.elapsed().as_secs_f64(),
         workers,
         out: args.out.clone(),
@@ -404,10 +415,10 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
     let devices: Vec<&str> = report.workers.iter().map(|w| w.device.as_str()).collect();
     println!(
         "scored {} batch(es) ({} images{}) of shard {} in {:.1} s on {}{}; {} already done{}; logits in {}",
-        report.scored,
-        report.images,
-        if report.rescored > 0 {
-            format!(", {} over damaged logits", report.rescored)
+        report.total.scored,
+        report.total.images,
+        if report.total.rescored > 0 {
+            format!(", {} over damaged logits", report.total.rescored)
         } else {
             String::new()
         },
@@ -419,9 +430,9 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
         } else {
             ""
         },
-        report.skipped,
-        if report.busy > 0 {
-            format!(", {} being scored by another worker", report.busy)
+        report.total.skipped,
+        if report.total.busy > 0 {
+            format!(", {} being scored by another worker", report.total.busy)
         } else {
             String::new()
         },
@@ -431,7 +442,7 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
         for w in &report.workers {
             println!(
                 "  {}: {} batch(es), {} images, {:.1} s scoring",
-                w.device, w.scored, w.images, w.server_s
+                w.device, w.tally.scored, w.tally.images, w.tally.server_s
             );
         }
     }
