@@ -465,3 +465,102 @@ fn bench_model_reports_every_step_and_reuses_memory() {
     );
     assert_eq!(g["layers"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn counts_only_predicts_what_a_real_gpu_run_dispatches() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let model = model.to_str().unwrap();
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "bench",
+            "model",
+            "--model",
+            model,
+            "--preset",
+            "toy4096",
+            "--insecure",
+            "--batches",
+            "1",
+            "--backend",
+            "gpu",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    // The options are GPU-only, and whatever the device, a too-small limit is refused.
+    let (ok, _, stderr) = cryptodl(&[
+        "bench",
+        "model",
+        "--model",
+        model,
+        "--preset",
+        "toy4096",
+        "--insecure",
+        "--counts-only",
+    ]);
+    assert!(!ok && stderr.contains("--backend gpu"), "{stderr}");
+    let (ok, _, stderr) = cryptodl(&args(&["--max-binding", "12 parsecs"]));
+    assert!(!ok && stderr.contains("give bytes"), "{stderr}");
+
+    // A real run with small bindings (the tiny layer of 64 ciphertexts goes in several chunks).
+    let (ok, stdout, stderr) = cryptodl(&args(&["--max-binding", "4MiB"]));
+    if !ok && stderr.contains("needs a GPU adapter") {
+        assert!(
+            std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
+            "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
+        );
+        eprintln!("SKIPPED: no GPU adapter for `bench model --counts-only` ({stderr})");
+        return;
+    }
+    assert!(ok, "{stderr}");
+    let real: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(real["gpu"]["max_binding_bytes"], 4 << 20);
+    assert_eq!(real["gpu"]["counts_only"], false);
+    assert_eq!(real["disagreements_beyond_ties"], 0);
+    let chunk = real["chunk_size"].as_u64().unwrap();
+    assert!(chunk < 64, "4 MiB bindings chunk the 64 inputs: {chunk}");
+
+    // Counting only, the same limit: the same dispatches, counted the same, step by step.
+    let (ok, stdout, stderr) = cryptodl(&args(&["--max-binding", "4MiB", "--counts-only"]));
+    assert!(ok, "{stderr}");
+    let counted: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(counted["counts_only"], true);
+    assert_eq!(counted["gpu"]["counts_only"], true);
+    for key in [
+        "chunk_size",
+        "launches",
+        "bytes_uploaded",
+        "bytes_downloaded",
+        "peak_memory_bytes",
+        "counted",
+    ] {
+        assert_eq!(counted[key], real[key], "{key}");
+    }
+    let (rl, cl) = (
+        real["layers"].as_array().unwrap(),
+        counted["layers"].as_array().unwrap(),
+    );
+    assert_eq!(rl.len(), cl.len());
+    for (r, c) in rl.iter().zip(cl) {
+        for key in ["kind", "launches", "kernels", "ciphertexts_out"] {
+            assert_eq!(c[key], r[key], "step {}: {key}", r["step"]);
+        }
+    }
+    assert!(counted["counted"]["total"]["bytes"].as_u64().unwrap() > 0);
+
+    // Larger bindings than the device has: only when counting; fewer launches, less traffic.
+    let (ok, _, stderr) = cryptodl(&args(&["--max-binding", "1000GiB"]));
+    assert!(!ok && stderr.contains("--counts-only"), "{stderr}");
+    let (ok, stdout, stderr) = cryptodl(&args(&["--max-binding", "wgpu-max", "--counts-only"]));
+    assert!(ok, "{stderr}");
+    let big: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(big["gpu"]["max_binding_bytes"], 2147483647u64);
+    assert!(big["chunk_size"].as_u64().unwrap() >= 64);
+    assert!(big["launches"].as_u64().unwrap() < real["launches"].as_u64().unwrap());
+    assert!(
+        big["counted"]["total"]["bytes"].as_u64().unwrap()
+            < real["counted"]["total"]["bytes"].as_u64().unwrap()
+    );
+}

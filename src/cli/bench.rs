@@ -14,7 +14,9 @@ use super::output::print_json;
 use super::server::{resolve, BackendKind, Packing};
 use crate::backend::cost::{CostFamily, KernelCost, KernelCounts, Roofline};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::{GpuBackend, GpuRuntime};
+use crate::backend::gpu::{
+    AdapterChoice, GpuBackend, GpuRuntime, RuntimeOptions, WGPU_MAX_BINDING,
+};
 use crate::backend::{Backend, Shape};
 use crate::ckks::{
     precision_stats, Ciphertext, Context, Decryptor, DeviceCiphertext, DeviceEvaluator, DeviceKeys,
@@ -107,12 +109,55 @@ pub struct ModelArgs {
     /// GPU class (`rtx4090`: 1000 GB/s, 20,000 G multiplies/s).
     #[arg(long, default_value = "rtx4090", value_parser = Roofline::parse)]
     roofline: Roofline,
+    /// With `--backend gpu`: count only. Every dispatch of one batch is recorded and counted
+    /// (kernel, shape, bytes, multiplies) exactly as in a timed run, but nothing executes and
+    /// no tensor memory is taken: seconds instead of minutes on a software adapter, and, with
+    /// `--max-binding`, the counts of a GPU larger than the one present. Nothing is timed or
+    /// checked; the report says so.
+    #[arg(long)]
+    counts_only: bool,
+    /// With `--backend gpu`: the largest storage binding (tensor) to use, in bytes (suffixes
+    /// KiB, MiB, GiB) or `wgpu-max` (2 GiB - 1, what wgpu grants NVIDIA and AMD GPUs). Larger
+    /// tensors mean fewer, larger launches. At most the adapter's own limit, except with
+    /// `--counts-only`.
+    #[arg(long, value_parser = parse_bytes)]
+    max_binding: Option<u64>,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// A byte count: digits with an optional `KiB`, `MiB` or `GiB`, or `wgpu-max`.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("wgpu-max") {
+        return Ok(WGPU_MAX_BINDING);
+    }
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => return Err(format!(
+            "unknown unit {other:?} in {s:?}: give bytes, e.g. 134217728, 128MiB, 2GiB or wgpu-max"
+        )),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|d| d.checked_mul(scale))
+        .ok_or_else(|| {
+            format!(
+                "{s:?} is not a byte count: give bytes, e.g. 134217728, 128MiB, 2GiB or wgpu-max"
+            )
+        })
 }
 
 #[derive(Serialize)]
@@ -235,6 +280,14 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Model(args) => {
             let (pool, threads) = thread_pool(args.threads)?;
             let report = pool.install(|| bench_model(&args, threads))?;
+            if args.counts_only {
+                let counts = CountsReport::new(&report);
+                if args.json {
+                    return print_json(&counts);
+                }
+                print_counts(&counts);
+                return Ok(());
+            }
             if args.json {
                 return print_json(&report);
             }
@@ -559,6 +612,9 @@ struct ModelReport {
     bytes_uploaded: u64,
     bytes_downloaded: u64,
     layers: Vec<LayerReport>,
+    /// GPU backend: how the kernels were set up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu: Option<GpuSetup>,
     /// GPU backend: counted cost of the last batch per kernel family, and the roofline
     /// prediction.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -572,8 +628,120 @@ struct ModelReport {
     max_logit_error: f64,
 }
 
-/// One kernel family's counted cost in a report.
+/// How the GPU kernels ran (or, counting only, would run).
+#[derive(Clone, Serialize)]
+struct GpuSetup {
+    /// Wide products: `int64` (native) or `portable` (16-bit halves).
+    arith: &'static str,
+    /// Coefficients per NTT workgroup tile.
+    ntt_tile: u32,
+    /// The largest storage binding in force (the chunking follows from it), in bytes.
+    max_binding_bytes: u64,
+    /// Counting only: nothing executed.
+    counts_only: bool,
+}
+
+impl GpuSetup {
+    fn of(rt: &GpuRuntime) -> Self {
+        GpuSetup {
+            arith: rt.arith().name(),
+            ntt_tile: rt.adapter().ntt_tile(),
+            max_binding_bytes: rt.limits().max_storage_buffer_binding_size,
+            counts_only: rt.counts_only(),
+        }
+    }
+}
+
+/// One step's counts in a counts-only report.
 #[derive(Serialize)]
+struct StepCounts {
+    step: usize,
+    kind: &'static str,
+    ciphertexts_in: usize,
+    ciphertexts_out: usize,
+    level_in: usize,
+    launches: u64,
+    bytes_uploaded: u64,
+    bytes_downloaded: u64,
+    kernels: KernelCounts,
+}
+
+/// `bench model --counts-only`: what one batch dispatches and moves, counted without executing.
+#[derive(Serialize)]
+struct CountsReport {
+    /// Always true: nothing was executed, timed or checked.
+    counts_only: bool,
+    model: String,
+    preset: String,
+    insecure: bool,
+    adapter: Option<String>,
+    gpu: Option<GpuSetup>,
+    batch_size: usize,
+    ciphertexts_in: usize,
+    input_level: usize,
+    chunk_size: usize,
+    /// Plan steps, and dispatches of the batch.
+    steps: usize,
+    launches: u64,
+    bytes_uploaded: u64,
+    bytes_downloaded: u64,
+    /// The device memory the batch's tensors would take at most.
+    peak_memory_bytes: u64,
+    /// Host time to record one batch (upload calls, weight encoding, kernel tables, dispatch
+    /// recording; median of the counted batches): what the host spends per batch on any GPU,
+    /// a floor on the batch time unless it overlaps the device's work.
+    record_seconds: f64,
+    /// The time the host spent per step recording it.
+    record_seconds_per_step: Vec<f64>,
+    layers: Vec<StepCounts>,
+    counted: Option<CountedReport>,
+}
+
+impl CountsReport {
+    fn new(r: &ModelReport) -> Self {
+        CountsReport {
+            counts_only: true,
+            model: r.model.clone(),
+            preset: r.preset.clone(),
+            insecure: r.insecure,
+            adapter: r.adapter.clone(),
+            gpu: r.gpu.clone(),
+            batch_size: r.batch_size,
+            ciphertexts_in: r.ciphertexts_in,
+            input_level: r.input_level,
+            chunk_size: r.chunk_size,
+            steps: r.layers.len(),
+            launches: r.launches,
+            bytes_uploaded: r.bytes_uploaded,
+            bytes_downloaded: r.bytes_downloaded,
+            peak_memory_bytes: r.peak_memory_bytes,
+            record_seconds: r.batch_seconds,
+            record_seconds_per_step: r.layers.iter().map(|l| l.stats.seconds).collect(),
+            layers: r
+                .layers
+                .iter()
+                .map(|l| {
+                    let s = &l.stats;
+                    StepCounts {
+                        step: s.step,
+                        kind: s.kind,
+                        ciphertexts_in: s.ciphertexts_in,
+                        ciphertexts_out: s.ciphertexts_out,
+                        level_in: s.level_in,
+                        launches: s.launches,
+                        bytes_uploaded: s.bytes_uploaded,
+                        bytes_downloaded: s.bytes_downloaded,
+                        kernels: s.kernels,
+                    }
+                })
+                .collect(),
+            counted: r.counted.clone(),
+        }
+    }
+}
+
+/// One kernel family's counted cost in a report.
+#[derive(Clone, Serialize)]
 struct FamilyReport {
     family: &'static str,
     #[serde(flatten)]
@@ -594,7 +762,7 @@ impl FamilyReport {
 }
 
 /// The counted cost of a batch (GPU backend) and what it predicts on a roofline.
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct CountedReport {
     /// Per kernel family, then `total`.
     families: Vec<FamilyReport>,
@@ -653,6 +821,72 @@ fn print_counted(rows: &[(String, KernelCost)]) {
     }
 }
 
+/// Prints the counted table (one row per step, per family with work, then the batch) and the
+/// roofline prediction.
+fn print_counted_report(steps: impl Iterator<Item = (String, KernelCost)>, c: &CountedReport) {
+    let mut rows: Vec<(String, KernelCost)> = steps.collect();
+    rows.extend(
+        c.families
+            .iter()
+            .filter(|f| f.cost != KernelCost::default())
+            .map(|f| (f.family.to_string(), f.cost)),
+    );
+    rows.push(("batch".into(), c.total.cost));
+    print_counted(&rows);
+    println!(
+        "  predicted on {} ({:.0} GB/s, {:.0} G u32 multiplies/s): {:.4} s per batch counted ({:.3e} predictions/hour), {:.4} s at the floor ({:.3e}/hour); host <-> device {:.3} GB",
+        c.roofline.name,
+        c.roofline.bytes_per_second / 1e9,
+        c.roofline.mults_per_second / 1e9,
+        c.predicted_batch_seconds,
+        c.predicted_predictions_per_hour,
+        c.predicted_floor_batch_seconds,
+        c.predicted_floor_predictions_per_hour,
+        c.host_bytes as f64 / 1e9
+    );
+}
+
+fn print_counts(r: &CountsReport) {
+    if r.insecure {
+        println!("WARNING: INSECURE parameters (preset {})", r.preset);
+    }
+    let setup = r
+        .gpu
+        .as_ref()
+        .map(|g| {
+            format!(
+                "{} products, NTT tile {}, storage bindings of at most {} bytes",
+                g.arith, g.ntt_tile, g.max_binding_bytes
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "COUNTS ONLY (nothing executed, timed or checked): {} at {} on {} ({setup})",
+        r.model,
+        r.preset,
+        r.adapter.as_deref().unwrap_or("?")
+    );
+    println!(
+        "  a batch of {} images: {} ciphertexts in at level {}, {} per launch; {} dispatches for {} steps; host -> device {:.3} GB, device -> host {:.3} GB; peak tensor memory {:.2} GB",
+        r.batch_size,
+        r.ciphertexts_in,
+        r.input_level,
+        r.chunk_size,
+        r.launches,
+        r.steps,
+        r.bytes_uploaded as f64 / 1e9,
+        r.bytes_downloaded as f64 / 1e9,
+        r.peak_memory_bytes as f64 / 1e9
+    );
+    if let Some(c) = &r.counted {
+        let steps = r
+            .layers
+            .iter()
+            .map(|l| (format!("step {} {}", l.step, l.kind), l.kernels.total()));
+        print_counted_report(steps, c);
+    }
+}
+
 /// Peak resident set of this process, from `/proc/self/status` (Linux).
 fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -669,7 +903,28 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
     let params: Parameters = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
     let plan = Plan::compile(&model)?;
     plan.check_depth(params.name(), params.max_level())?;
-    let device = resolve(args.backend, args.adapter.as_deref())?;
+    let device = if args.counts_only || args.max_binding.is_some() {
+        if args.backend != BackendKind::Gpu {
+            anyhow::bail!(
+                "--counts-only and --max-binding count GPU dispatches: add `--backend gpu`"
+            );
+        }
+        let options = RuntimeOptions {
+            max_binding: args.max_binding,
+            counts_only: args.counts_only,
+            ..RuntimeOptions::from_env()
+        };
+        let rt =
+            GpuRuntime::with_options(&AdapterChoice::from_arg(args.adapter.as_deref()), &options)
+                .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
+        Device::Gpu(std::sync::Arc::new(rt))
+    } else {
+        resolve(args.backend, args.adapter.as_deref())?
+    };
+    let gpu = match &device {
+        Device::Gpu(rt) => Some(GpuSetup::of(rt)),
+        _ => None,
+    };
     let quiet = args.json;
     let say = |s: String| {
         if !quiet {
@@ -723,7 +978,12 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
     let session = Session::new(device, ctx.clone(), &keys)?;
     let key_upload_seconds = t.elapsed().as_secs_f64();
     drop(keys);
-    let total = args.batches as usize + 1;
+    // Counting only: every batch counts the same; a few give a median recording time.
+    let total = if args.counts_only {
+        4
+    } else {
+        args.batches as usize + 1
+    };
     let b = bar(total * plan.steps.len(), "server: steps", quiet);
     let mut runs = Vec::with_capacity(total);
     let mut logits = Vec::new();
@@ -752,8 +1012,9 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
         })
         .collect();
 
-    // The answer must be right, not only fast: the first samples against the reference.
-    let checked = slots.min(256);
+    // The answer must be right, not only fast: the first samples against the reference
+    // (counting only, nothing was computed).
+    let checked = if args.counts_only { 0 } else { slots.min(256) };
     let dec = Decryptor::new(ctx.clone());
     let got = sched::decrypt_logits(&dec, &enc, &sk, &logits, checked)?;
     let (mut agree, mut beyond, mut worst) = (0usize, 0usize, 0.0f64);
@@ -798,6 +1059,7 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
             last.counters.upload_bytes + last.counters.download_bytes,
         ),
         layers,
+        gpu,
         checked_samples: checked,
         argmax_agreement: agree as f64 / checked.max(1) as f64,
         disagreements_beyond_ties: beyond,
@@ -865,35 +1127,13 @@ fn print_model(r: &ModelReport) {
         );
     }
     if let Some(c) = &r.counted {
-        let mut rows: Vec<(String, KernelCost)> = r
-            .layers
-            .iter()
-            .map(|l| {
-                (
-                    format!("step {} {}", l.stats.step, l.stats.kind),
-                    l.stats.kernels.total(),
-                )
-            })
-            .collect();
-        rows.extend(
-            c.families
-                .iter()
-                .filter(|f| f.cost != KernelCost::default())
-                .map(|f| (f.family.to_string(), f.cost)),
-        );
-        rows.push(("batch".into(), c.total.cost));
-        print_counted(&rows);
-        println!(
-            "  predicted on {} ({:.0} GB/s, {:.0} G u32 multiplies/s): {:.4} s per batch counted ({:.3e} predictions/hour), {:.4} s at the floor ({:.3e}/hour); host <-> device {:.3} GB",
-            c.roofline.name,
-            c.roofline.bytes_per_second / 1e9,
-            c.roofline.mults_per_second / 1e9,
-            c.predicted_batch_seconds,
-            c.predicted_predictions_per_hour,
-            c.predicted_floor_batch_seconds,
-            c.predicted_floor_predictions_per_hour,
-            c.host_bytes as f64 / 1e9
-        );
+        let steps = r.layers.iter().map(|l| {
+            (
+                format!("step {} {}", l.stats.step, l.stats.kind),
+                l.stats.kernels.total(),
+            )
+        });
+        print_counted_report(steps, c);
     }
     println!(
         "  checked: {} samples, same prediction as the plaintext reference on {:.2}% ({} differ beyond a near-tie), max |logit error| {:.2e}",

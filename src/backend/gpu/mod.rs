@@ -6,7 +6,8 @@ mod runtime;
 pub mod shaders;
 
 pub use runtime::{
-    list_adapters, AdapterChoice, AdapterSummary, GpuRuntime, PooledBuffer, ADAPTER_ENV, ARITH_ENV,
+    list_adapters, AdapterChoice, AdapterSummary, GpuRuntime, PooledBuffer, RuntimeOptions,
+    ADAPTER_ENV, ARITH_ENV, WGPU_MAX_BINDING,
 };
 use shaders::Family;
 
@@ -81,6 +82,16 @@ pub enum GpuError {
         /// Bytes needed.
         bytes: u64,
         /// Device limit.
+        max: u64,
+    },
+    /// `--max-binding` outside what the runtime can use.
+    #[error("a storage binding limit of {asked} bytes is outside {min}..={max} (the adapter's own limit; only `--counts-only` may assume a larger one)")]
+    BindingLimit {
+        /// The limit asked for.
+        asked: u64,
+        /// The smallest allowed.
+        min: u64,
+        /// The adapter's own limit.
         max: u64,
     },
     /// A dispatch needs more workgroups than two dimensions allow.

@@ -53,6 +53,44 @@ impl AdapterChoice {
     }
 }
 
+/// How a [`GpuRuntime`] is opened, beyond the adapter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeOptions {
+    /// The shaders' wide products: `None` picks [`Arith::Int64`] where the adapter has
+    /// `SHADER_INT64`.
+    pub arith: Option<Arith>,
+    /// The largest storage binding (and so tensor) to use, in bytes. On a device that executes,
+    /// at most the adapter's own limit (smaller tensors: more, smaller launches); when counting
+    /// only, any size: the counts then are those of a device with this limit (wgpu grants
+    /// NVIDIA and AMD GPUs [`WGPU_MAX_BINDING`] on Vulkan and DX12).
+    pub max_binding: Option<u64>,
+    /// Count only: record every dispatch's kernel, shape and counted cost exactly as an
+    /// executing runtime does, but execute nothing, move no data (downloads read zeros) and
+    /// allocate no tensor memory on the device (tensor buffers are placeholders).
+    pub counts_only: bool,
+}
+
+impl RuntimeOptions {
+    /// The defaults, with the arithmetic forced by `CRYPTODL_GPU_ARITH` (`portable`, `int64`)
+    /// where it is set.
+    pub fn from_env() -> Self {
+        let arith = match std::env::var(ARITH_ENV).as_deref() {
+            Ok("portable") => Some(Arith::Portable),
+            Ok("int64") => Some(Arith::Int64),
+            _ => None,
+        };
+        Self {
+            arith,
+            ..Self::default()
+        }
+    }
+}
+
+/// The largest storage binding wgpu 30 grants on Vulkan and DX12 (`i32::MAX` bytes): what
+/// NVIDIA and AMD GPUs get.
+pub const WGPU_MAX_BINDING: u64 = (1 << 31) - 1;
+
 /// What `cryptodl devices` reports about one adapter.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AdapterSummary {
@@ -143,6 +181,9 @@ fn sorted_adapters(inst: &wgpu::Instance) -> Vec<wgpu::Adapter> {
     adapters
 }
 
+/// The smallest storage binding a runtime may be limited to (a few ciphertext limbs).
+const MIN_BINDING: u64 = 1 << 20;
+
 /// Shader requirements the device must meet (checked against the adapter's limits).
 const NEEDED_WORKGROUP_STORAGE: u32 = shaders::NTT_TILE * 4;
 const NEEDED_INVOCATIONS: u32 = shaders::WORKGROUP_SIZE;
@@ -174,6 +215,8 @@ impl BufferPool {
 /// A storage buffer from the pool; returns to the pool when dropped.
 pub struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
+    /// The bytes it stands for (a counting runtime's placeholder buffers are smaller).
+    size: u64,
     pool: Arc<BufferPool>,
 }
 
@@ -187,9 +230,9 @@ impl PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buffer.take() {
-            self.pool.live.fetch_sub(b.size(), Ordering::Relaxed);
+            self.pool.live.fetch_sub(self.size, Ordering::Relaxed);
             if let Ok(mut free) = self.pool.free.lock() {
-                free.entry(b.size()).or_default().push(b);
+                free.entry(self.size).or_default().push(b);
             }
         }
     }
@@ -217,6 +260,8 @@ pub struct GpuRuntime {
     encoder: Mutex<Option<(wgpu::CommandEncoder, u64)>>,
     counters: AtomicCounters,
     timing: Mutex<Option<Timing>>,
+    /// Count only: nothing executes (see [`RuntimeOptions::counts_only`]).
+    counts_only: bool,
 }
 
 /// An active GPU timing: every compute pass writes a begin and an end timestamp.
@@ -235,18 +280,29 @@ impl GpuRuntime {
     /// (so large tensors fit), after checking the limits the kernels need. The kernels use
     /// native 64-bit products where the adapter has them, unless `CRYPTODL_GPU_ARITH=portable`.
     pub fn new(choice: &AdapterChoice) -> Result<Self, GpuError> {
-        let arith = match std::env::var(ARITH_ENV).as_deref() {
-            Ok("portable") => Some(Arith::Portable),
-            Ok("int64") => Some(Arith::Int64),
-            _ => None,
-        };
-        Self::with_arith(choice, arith)
+        Self::with_options(choice, &RuntimeOptions::from_env())
     }
 
     /// [`Self::new`] with the products' arithmetic chosen: `None` picks
     /// [`Arith::Int64`] where the adapter has `SHADER_INT64`; asking for it where the adapter
     /// lacks it is an error.
     pub fn with_arith(choice: &AdapterChoice, arith: Option<Arith>) -> Result<Self, GpuError> {
+        Self::with_options(
+            choice,
+            &RuntimeOptions {
+                arith,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// [`Self::new`] with `options`: the arithmetic, a smaller (or, counting only, any) storage
+    /// binding limit, counting only.
+    pub fn with_options(
+        choice: &AdapterChoice,
+        options: &RuntimeOptions,
+    ) -> Result<Self, GpuError> {
+        let arith = options.arith;
         let inst = instance();
         let adapters = sorted_adapters(&inst);
         if adapters.is_empty() {
@@ -322,7 +378,21 @@ impl GpuRuntime {
             adapter: summary.name.clone(),
             reason: e.to_string(),
         })?;
-        let limits = device.limits();
+        let mut limits = device.limits();
+        if let Some(max) = options.max_binding {
+            let own = limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size);
+            if max < MIN_BINDING || (!options.counts_only && max > own) {
+                return Err(GpuError::BindingLimit {
+                    asked: max,
+                    min: MIN_BINDING,
+                    max: own,
+                });
+            }
+            limits.max_storage_buffer_binding_size = max;
+            limits.max_buffer_size = limits.max_buffer_size.max(max);
+        }
         Ok(Self {
             device,
             queue,
@@ -335,6 +405,7 @@ impl GpuRuntime {
             encoder: Mutex::new(None),
             counters: AtomicCounters::default(),
             timing: Mutex::new(None),
+            counts_only: options.counts_only,
         })
     }
 
@@ -366,7 +437,12 @@ impl GpuRuntime {
         self.arith
     }
 
-    /// The device limits in force.
+    /// Whether this runtime only counts (executes nothing; see [`RuntimeOptions::counts_only`]).
+    pub fn counts_only(&self) -> bool {
+        self.counts_only
+    }
+
+    /// The device limits in force (with a [`RuntimeOptions::max_binding`] applied).
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
     }
@@ -428,7 +504,8 @@ impl GpuRuntime {
             self.pool.created.fetch_add(size, Ordering::Relaxed);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("cryptodl tensor"),
-                size,
+                // Counting only: a placeholder, never bound.
+                size: if self.counts_only { 256 } else { size },
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
@@ -437,6 +514,7 @@ impl GpuRuntime {
         });
         Ok(PooledBuffer {
             buffer: Some(buffer),
+            size,
             pool: self.pool.clone(),
         })
     }
@@ -445,10 +523,12 @@ impl GpuRuntime {
     /// recorded afterwards.
     pub fn upload(&self, data: &[u32]) -> Result<PooledBuffer, GpuError> {
         let buf = self.alloc(data.len())?;
-        // Dispatches recorded so far must run before this write lands.
-        self.flush();
-        self.queue
-            .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
+        if !self.counts_only {
+            // Dispatches recorded so far must run before this write lands.
+            self.flush();
+            self.queue
+                .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
+        }
         self.counters.upload(data.len() as u64 * 4);
         Ok(buf)
     }
@@ -461,7 +541,7 @@ impl GpuRuntime {
         self.flush();
         let mut at = 0u64;
         for p in parts {
-            if !p.is_empty() {
+            if !p.is_empty() && !self.counts_only {
                 self.queue
                     .write_buffer(buf.buffer(), at * 4, bytemuck::cast_slice(p));
             }
@@ -611,13 +691,22 @@ impl GpuRuntime {
         if workgroups == 0 {
             return Ok(());
         }
-        let pipeline = self.pipeline(family, entry)?;
         let max_dim = u64::from(self.limits.max_compute_workgroups_per_dimension.max(1));
         let x = workgroups.min(max_dim);
         let y = workgroups.div_ceil(x);
         if y > max_dim {
             return Err(GpuError::DispatchTooLarge { workgroups });
         }
+        if self.counts_only {
+            if bindings.len() + 1 != family.bindings().len() {
+                return Err(GpuError::Internal(format!(
+                    "{entry}: wrong number of bindings"
+                )));
+            }
+            self.counters.launch();
+            return Ok(());
+        }
+        let pipeline = self.pipeline(family, entry)?;
         let uniform = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -704,7 +793,7 @@ impl GpuRuntime {
         dst_word: u64,
         words: u64,
     ) -> Result<(), GpuError> {
-        if words == 0 {
+        if words == 0 || self.counts_only {
             return Ok(());
         }
         let mut guard = self.encoder.lock().map_err(|_| GpuError::Poisoned)?;
@@ -735,7 +824,7 @@ impl GpuRuntime {
     /// [`Self::finish_timing`] writes a begin and an end timestamp. Returns `false` (and times
     /// nothing) when the adapter has no timestamp queries.
     pub fn start_timing(&self) -> bool {
-        if !self.summary.timestamp_queries {
+        if !self.summary.timestamp_queries || self.counts_only {
             return false;
         }
         self.flush();
@@ -852,7 +941,11 @@ impl GpuRuntime {
             return Ok(Vec::new());
         }
         let bytes = words as u64 * 4;
-        let out = self.read_back(src, bytes, |_| {})?;
+        let out = if self.counts_only {
+            vec![0; words]
+        } else {
+            self.read_back(src, bytes, |_| {})?
+        };
         self.counters.download(bytes);
         Ok(out)
     }
