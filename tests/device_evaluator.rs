@@ -184,6 +184,31 @@ fn check_every_operation<B: Backend>(f: &Fixture, dev: &DeviceEvaluator<B>) {
     let lin = dev.linear(&a, &layer, None).unwrap();
     assert_eq!(lin.count(), 3);
     same("linear", &lin, host_linear.clone());
+    // Encoded once, applied twice (a session's batches): the same ciphertexts each time.
+    let encoded = dev
+        .encode_linear(a.level(), a.scale(), &layer, None)
+        .unwrap();
+    assert_eq!(encoded.dims(), (f.a.len(), 3));
+    for _ in 0..2 {
+        same(
+            "linear (encoded)",
+            &dev.linear_encoded(&a, &encoded).unwrap(),
+            host_linear.clone(),
+        );
+    }
+    let mut acc = dev.linear_encoded(&a, &encoded).unwrap();
+    dev.linear_acc_encoded(&mut acc, &a, &encoded).unwrap();
+    assert_eq!(
+        dev.download(&acc).unwrap(),
+        dev.download(&dev.add(&lin, &lin).unwrap()).unwrap(),
+        "linear_acc (encoded) == linear + linear"
+    );
+    assert_eq!(
+        dev.download(&dev.linear_rescale_encoded(&a, &encoded).unwrap())
+            .unwrap(),
+        dev.download(&dev.rescale(&lin).unwrap()).unwrap(),
+        "linear_rescale (encoded) == rescale(linear)"
+    );
     same(
         "linear + rescale",
         &dev.rescale(&lin).unwrap(),
@@ -547,6 +572,26 @@ fn device_evaluator_errors_name_the_values() {
     assert!(matches!(
         dev.linear(&a, &layer(2, vec![vec![(0, f64::NAN)]], vec![]), None),
         Err(CkksError::NonFiniteInput)
+    ));
+    // A layer encoded for other inputs (level, scale) is refused, not silently misapplied.
+    let two = layer(2, vec![vec![(0, 1.0)]], vec![]);
+    let for_low = dev
+        .encode_linear(a.level() - 1, a.scale(), &two, None)
+        .unwrap();
+    assert!(matches!(
+        dev.linear_encoded(&a, &for_low),
+        Err(CkksError::LevelMismatch { .. })
+    ));
+    let other_scale = dev
+        .encode_linear(a.level(), a.scale() * 2.0, &two, None)
+        .unwrap();
+    assert!(matches!(
+        dev.linear_encoded(&a, &other_scale),
+        Err(CkksError::ScaleMismatch { .. })
+    ));
+    assert!(matches!(
+        dev.encode_linear(f.params.max_level() + 1, a.scale(), &two, None),
+        Err(CkksError::LevelOutOfRange { .. })
     ));
     // No relinearization key.
     let no_relin = EvaluationKeys::default();

@@ -391,6 +391,21 @@ impl LinearWeights {
     }
 }
 
+/// Checks that weights prepared for the limb map `prepared` meet inputs over `x`'s (shared by
+/// every backend's [`Backend::linear_prepared`]).
+pub(crate) fn check_prepared_map(op: &'static str, x: &Shape, prepared: &[usize]) -> Result<()> {
+    if x.moduli != prepared {
+        return Err(BackendError::Shape {
+            op,
+            reason: format!(
+                "the weights were prepared for limbs {prepared:?}, the input is over {:?}",
+                x.moduli
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Validates the operands of [`Backend::linear`] (shared by every backend); returns the shape.
 pub(crate) fn check_linear(
     ctx: &RnsContext,
@@ -593,6 +608,10 @@ pub struct MemoryUse {
 pub trait Backend {
     /// A tensor resident on this backend.
     type Tensor;
+    /// A linear layer's weights in the form this backend applies them, for inputs over one limb
+    /// map ([`Self::prepare_linear`]): the GPU's kernel tables built and uploaded once, then
+    /// applied to batch after batch.
+    type Linear: Send + Sync;
 
     /// Short description (`cpu`, or `gpu (<adapter>)`).
     fn name(&self) -> String;
@@ -654,25 +673,66 @@ pub trait Backend {
     /// CKKS `drop_levels`).
     fn truncate_limbs(&self, t: &Self::Tensor, limbs: usize) -> Result<Self::Tensor>;
 
+    /// `w` prepared for inputs over the limb map `moduli` (its residues are per limb of that
+    /// map), to apply with [`Self::linear_prepared`] and its kin any number of times.
+    fn prepare_linear(&self, w: LinearWeights, moduli: &[usize]) -> Result<Self::Linear>;
+
     /// Sparse linear layer: `x` is `[inputs][comps][limbs]`; returns `[outputs][comps][limbs]`
     /// with output `j` the weighted sum of row `j` of `w` (plus the bias on component 0). In
-    /// batch packing this is a convolution or dense layer over ciphertexts, in one launch.
-    fn linear(&self, x: &Self::Tensor, comps: usize, w: &LinearWeights) -> Result<Self::Tensor>;
+    /// batch packing this is a convolution or dense layer over ciphertexts, in one launch. `x`
+    /// must be over the limb map `w` was prepared for.
+    fn linear_prepared(
+        &self,
+        x: &Self::Tensor,
+        comps: usize,
+        w: &Self::Linear,
+    ) -> Result<Self::Tensor>;
 
-    /// [`Self::linear`] then [`Self::divide_round`] by the last limb (a linear step with its
-    /// rescale). Returns `[outputs][comps][limbs - 1]`.
+    /// [`Self::linear_prepared`] then [`Self::divide_round`] by the last limb (a linear step
+    /// with its rescale). Returns `[outputs][comps][limbs - 1]`.
+    fn linear_rescale_prepared(
+        &self,
+        x: &Self::Tensor,
+        comps: usize,
+        w: &Self::Linear,
+    ) -> Result<Self::Tensor> {
+        let y = self.linear_prepared(x, comps, w)?;
+        self.divide_round(&y, 1)
+    }
+
+    /// `acc += linear(x)` (bias included): `acc` is shaped like [`Self::linear_prepared`]'s
+    /// output. The partial sums of a layer whose inputs come in chunks accumulate without a
+    /// separate add.
+    fn linear_acc_prepared(
+        &self,
+        acc: &mut Self::Tensor,
+        x: &Self::Tensor,
+        comps: usize,
+        w: &Self::Linear,
+    ) -> Result<()> {
+        let part = self.linear_prepared(x, comps, w)?;
+        *acc = self.add(acc, &part)?;
+        Ok(())
+    }
+
+    /// [`Self::linear_prepared`] with weights prepared for this one call.
+    fn linear(&self, x: &Self::Tensor, comps: usize, w: &LinearWeights) -> Result<Self::Tensor> {
+        let p = self.prepare_linear(w.clone(), &self.shape(x).moduli)?;
+        self.linear_prepared(x, comps, &p)
+    }
+
+    /// [`Self::linear_rescale_prepared`] with weights prepared for this one call.
     fn linear_rescale(
         &self,
         x: &Self::Tensor,
         comps: usize,
         w: &LinearWeights,
     ) -> Result<Self::Tensor> {
-        let y = self.linear(x, comps, w)?;
-        self.divide_round(&y, 1)
+        let p = self.prepare_linear(w.clone(), &self.shape(x).moduli)?;
+        self.linear_rescale_prepared(x, comps, &p)
     }
 
-    /// `acc += linear(x)` (bias included): `acc` is shaped like [`Self::linear`]'s output. The
-    /// partial sums of a layer whose inputs come in chunks accumulate without a separate add.
+    /// [`Self::linear_acc_prepared`] with weights prepared for this one call.
     fn linear_acc(
         &self,
         acc: &mut Self::Tensor,
@@ -680,9 +740,8 @@ pub trait Backend {
         comps: usize,
         w: &LinearWeights,
     ) -> Result<()> {
-        let part = self.linear(x, comps, w)?;
-        *acc = self.add(acc, &part)?;
-        Ok(())
+        let p = self.prepare_linear(w.clone(), &self.shape(x).moduli)?;
+        self.linear_acc_prepared(acc, x, comps, &p)
     }
 
     /// In-place forward NTT of every limb of every polynomial (coefficients in natural order ->

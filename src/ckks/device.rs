@@ -23,6 +23,29 @@ fn same_scale(a: f64, b: f64) -> bool {
     (a - b).abs() <= SCALE_RTOL * a.abs().max(b.abs())
 }
 
+/// A linear layer encoded for inputs at one level and scale ([`DeviceEvaluator::encode_linear`]):
+/// its weights as residues, prepared for the backend (`L` is [`Backend::Linear`]).
+pub struct EncodedLinear<L> {
+    weights: L,
+    inputs: usize,
+    outputs: usize,
+    level: usize,
+    in_scale: f64,
+    out_scale: f64,
+}
+
+impl<L> EncodedLinear<L> {
+    /// Ciphertexts in and out.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.inputs, self.outputs)
+    }
+
+    /// The scale of the outputs (before any rescale).
+    pub fn out_scale(&self) -> f64 {
+        self.out_scale
+    }
+}
+
 /// `count` ciphertexts of equal size, level and scale, resident on a backend as one tensor
 /// `[count][size][limb][coeff]` over `Q_level` (NTT form).
 pub struct DeviceCiphertext<T> {
@@ -655,14 +678,81 @@ impl<B: Backend> DeviceEvaluator<B> {
         layer: &LinearLayer,
         const_scale: Option<f64>,
     ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
-        let (weights, scale) = self.linear_weights(x, layer, const_scale)?;
-        let data = self.backend.linear(&x.data, x.size, &weights)?;
+        let e = self.encode_linear(x.level, x.scale, layer, const_scale)?;
+        self.linear_encoded(x, &e)
+    }
+
+    /// `layer` encoded for inputs at `level` and `scale` (weights times `const_scale`, by
+    /// default the level's last prime): its residues computed and prepared for the backend once
+    /// (on a GPU, the kernel tables uploaded), to apply to batch after batch with
+    /// [`Self::linear_encoded`] and its kin.
+    pub fn encode_linear(
+        &self,
+        level: usize,
+        scale: f64,
+        layer: &LinearLayer,
+        const_scale: Option<f64>,
+    ) -> Result<EncodedLinear<B::Linear>, CkksError> {
+        let (weights, out_scale) = self.linear_weights(level, scale, layer, const_scale)?;
+        let outputs = weights.outputs();
+        let moduli: Vec<usize> = (0..=level).collect();
+        Ok(EncodedLinear {
+            weights: self.backend.prepare_linear(weights, &moduli)?,
+            inputs: layer.inputs,
+            outputs,
+            level,
+            in_scale: scale,
+            out_scale,
+        })
+    }
+
+    /// Checks that `x` is what `e` was encoded for.
+    fn check_encoded<L>(
+        &self,
+        op: &'static str,
+        x: &DeviceCiphertext<B::Tensor>,
+        e: &EncodedLinear<L>,
+    ) -> Result<(), CkksError> {
+        self.check(x)?;
+        if x.count != e.inputs {
+            return Err(CkksError::CountMismatch {
+                op,
+                left: e.inputs,
+                right: x.count,
+            });
+        }
+        if x.level != e.level {
+            return Err(CkksError::LevelMismatch {
+                op,
+                left: e.level,
+                right: x.level,
+            });
+        }
+        if !same_scale(x.scale, e.in_scale) {
+            return Err(CkksError::ScaleMismatch {
+                op,
+                left: e.in_scale,
+                right: x.scale,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Self::linear`] with a layer encoded by [`Self::encode_linear`] for `x`'s level and
+    /// scale.
+    pub fn linear_encoded(
+        &self,
+        x: &DeviceCiphertext<B::Tensor>,
+        e: &EncodedLinear<B::Linear>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check_encoded("linear", x, e)?;
+        let data = self.backend.linear_prepared(&x.data, x.size, &e.weights)?;
         Ok(DeviceCiphertext {
             data,
-            count: weights.outputs(),
+            count: e.outputs,
             size: x.size,
             level: x.level,
-            scale,
+            scale: e.out_scale,
         })
     }
 
@@ -675,13 +765,25 @@ impl<B: Backend> DeviceEvaluator<B> {
         x: &DeviceCiphertext<B::Tensor>,
         layer: &LinearLayer,
     ) -> Result<(), CkksError> {
-        let (weights, scale) = self.linear_weights(x, layer, None)?;
+        let e = self.encode_linear(x.level, x.scale, layer, None)?;
+        self.linear_acc_encoded(acc, x, &e)
+    }
+
+    /// [`Self::linear_acc`] with a layer encoded by [`Self::encode_linear`].
+    pub fn linear_acc_encoded(
+        &self,
+        acc: &mut DeviceCiphertext<B::Tensor>,
+        x: &DeviceCiphertext<B::Tensor>,
+        e: &EncodedLinear<B::Linear>,
+    ) -> Result<(), CkksError> {
+        self.check_encoded("linear_acc", x, e)?;
+        let scale = e.out_scale;
         self.check(acc)?;
-        if acc.count != weights.outputs() {
+        if acc.count != e.outputs {
             return Err(CkksError::CountMismatch {
                 op: "linear_acc",
                 left: acc.count,
-                right: weights.outputs(),
+                right: e.outputs,
             });
         }
         if acc.level != x.level {
@@ -706,7 +808,7 @@ impl<B: Backend> DeviceEvaluator<B> {
             });
         }
         self.backend
-            .linear_acc(&mut acc.data, &x.data, x.size, &weights)?;
+            .linear_acc_prepared(&mut acc.data, &x.data, x.size, &e.weights)?;
         Ok(())
     }
 
@@ -718,34 +820,47 @@ impl<B: Backend> DeviceEvaluator<B> {
         x: &DeviceCiphertext<B::Tensor>,
         layer: &LinearLayer,
     ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        let e = self.encode_linear(x.level, x.scale, layer, None)?;
+        self.linear_rescale_encoded(x, &e)
+    }
+
+    /// [`Self::linear_rescale`] with a layer encoded by [`Self::encode_linear`] (with the
+    /// default constant scale).
+    pub fn linear_rescale_encoded(
+        &self,
+        x: &DeviceCiphertext<B::Tensor>,
+        e: &EncodedLinear<B::Linear>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
         if x.level == 0 {
             return Err(CkksError::OutOfLevels { op: "rescale" });
         }
-        let (weights, scale) = self.linear_weights(x, layer, None)?;
-        let data = self.backend.linear_rescale(&x.data, x.size, &weights)?;
+        self.check_encoded("linear_rescale", x, e)?;
+        let data = self
+            .backend
+            .linear_rescale_prepared(&x.data, x.size, &e.weights)?;
         let q = self.ctx.params().q()[x.level] as f64;
         Ok(DeviceCiphertext {
             data,
-            count: weights.outputs(),
+            count: e.outputs,
             size: x.size,
             level: x.level - 1,
-            scale: scale / q,
+            scale: e.out_scale / q,
         })
     }
 
-    /// The backend weights of a linear layer over `x`, and the scale of its output.
+    /// The backend weights of a linear layer over inputs at `level` and `scale`, and the scale
+    /// of its output.
     fn linear_weights(
         &self,
-        x: &DeviceCiphertext<B::Tensor>,
+        level: usize,
+        scale: f64,
         layer: &LinearLayer,
         const_scale: Option<f64>,
     ) -> Result<(LinearWeights, f64), CkksError> {
-        self.check(x)?;
-        if layer.inputs != x.count {
-            return Err(CkksError::CountMismatch {
-                op: "linear",
-                left: layer.inputs,
-                right: x.count,
+        if level > self.ctx.params().max_level() {
+            return Err(CkksError::LevelOutOfRange {
+                level,
+                max: self.ctx.params().max_level(),
             });
         }
         let outputs = layer.rows.len();
@@ -768,9 +883,9 @@ impl<B: Backend> DeviceEvaluator<B> {
                 reason: format!("input index {i} is outside the {} inputs", layer.inputs),
             });
         }
-        let cs = const_scale.unwrap_or(self.ctx.params().q()[x.level] as f64);
-        let out_scale = x.scale * cs;
-        let limbs = x.level + 1;
+        let cs = const_scale.unwrap_or(self.ctx.params().q()[level] as f64);
+        let out_scale = scale * cs;
+        let limbs = level + 1;
         let mut row_ptr = Vec::with_capacity(outputs + 1);
         row_ptr.push(0u32);
         let mut cols = Vec::new();
@@ -785,7 +900,7 @@ impl<B: Backend> DeviceEvaluator<B> {
         // [nnz][limbs] residues, transposed to the kernel's [limbs][nnz].
         let per_entry = ints
             .iter()
-            .map(|&w| self.ctx.const_residues(w, cs, x.level))
+            .map(|&w| self.ctx.const_residues(w, cs, level))
             .collect::<Result<Vec<_>, _>>()?;
         let values = (0..limbs)
             .flat_map(|l| per_entry.iter().map(move |r| r[l]))
@@ -796,7 +911,7 @@ impl<B: Backend> DeviceEvaluator<B> {
             layer
                 .bias
                 .iter()
-                .map(|&b| self.ctx.const_residues(b, out_scale, x.level))
+                .map(|&b| self.ctx.const_residues(b, out_scale, level))
                 .collect::<Result<Vec<_>, _>>()?
                 .concat()
         };

@@ -21,7 +21,8 @@ pub mod serialize;
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use context::Context;
 pub use device::{
-    DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlainBatch, DevicePlaintext, LinearLayer,
+    DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlainBatch, DevicePlaintext,
+    EncodedLinear, LinearLayer,
 };
 pub use encoder::Encoder;
 pub use encryptor::{Decryptor, Encryptor};

@@ -145,9 +145,11 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "unknown unit {other:?} in {s:?}: give bytes, e.g. 134217728, 128MiB, 2GiB or wgpu-max"
-        )),
+        ))
+        }
     };
     digits
         .parse::<u64>()

@@ -1,8 +1,12 @@
 //! Runs a [`Plan`] over a chunked layer of ciphertexts on any backend: the steps of the server.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::backend::Backend;
 use crate::ckks::{
-    Ciphertext, CkksError, DeviceCiphertext, DeviceEvaluator, DeviceKeys, LinearLayer, Parameters,
+    Ciphertext, CkksError, DeviceCiphertext, DeviceEvaluator, DeviceKeys, EncodedLinear,
+    LinearLayer, Parameters,
 };
 
 use super::plan::{Plan, Step};
@@ -42,14 +46,94 @@ pub fn download<B: Backend>(
     Ok(out)
 }
 
+/// Entries a [`LinearCache`] holds before it starts afresh (a session scores one or a few plans).
+const LINEAR_CACHE_ENTRIES: usize = 4096;
+
+/// Which part of which layer an encoded linear layer is, for inputs at which level and scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct LinearKey {
+    /// Fingerprint of the whole layer (inputs, every weight and bias, bit for bit).
+    layer: u64,
+    /// First output and outputs of the chunk.
+    outputs: (usize, usize),
+    /// First input and inputs of the chunk.
+    inputs: (usize, usize),
+    level: usize,
+    scale: u64,
+}
+
+/// The encoded linear layers of a session, reused batch after batch: weight residues and the
+/// backend's tables (on a GPU, built and uploaded) are made once per layer, chunk of outputs,
+/// chunk of inputs, level and scale, instead of once per batch. `None`: the chunk pair has no
+/// weights.
+pub(crate) struct LinearCache<L> {
+    map: Mutex<HashMap<LinearKey, Option<Arc<EncodedLinear<L>>>>>,
+}
+
+impl<L> Default for LinearCache<L> {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<L> LinearCache<L> {
+    /// The entry for `key`, made by `make` on a miss.
+    fn get(
+        &self,
+        key: LinearKey,
+        make: impl FnOnce() -> Result<Option<EncodedLinear<L>>, CkksError>,
+    ) -> Result<Option<Arc<EncodedLinear<L>>>, CkksError> {
+        if let Some(e) = self.lock().get(&key) {
+            return Ok(e.clone());
+        }
+        let e = make()?.map(Arc::new);
+        let mut map = self.lock();
+        if map.len() >= LINEAR_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, e.clone());
+        Ok(e)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LinearKey, Option<Arc<EncodedLinear<L>>>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A fingerprint of `layer`'s inputs, weights and bias, bit for bit (a 64-bit multiplicative
+/// hash: one multiply per word, so fingerprinting a layer each batch costs little beside
+/// encoding it).
+fn fingerprint(layer: &LinearLayer) -> u64 {
+    let mut h = 0u64;
+    let mut add = |v: u64| h = (h.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    add(layer.inputs as u64);
+    add(layer.rows.len() as u64);
+    for row in &layer.rows {
+        add(row.len() as u64);
+        for &(i, w) in row {
+            add(i as u64);
+            add(w.to_bits());
+        }
+    }
+    add(layer.bias.len() as u64);
+    for b in &layer.bias {
+        add(b.to_bits());
+    }
+    h
+}
+
 /// A linear step over a chunked layer: per chunk of at most `chunk` outputs, the partial sums
-/// over the input chunks (bias with the first), accumulated in place, then rescaled. The sum modulo each prime
-/// is the same as in one launch, so the result does not depend on the chunking.
+/// over the input chunks (bias with the first), accumulated in place, then rescaled. The sum
+/// modulo each prime is the same as in one launch, so the result does not depend on the
+/// chunking. The encoded weights come from `cache` where given.
 fn linear_chunked<B: Backend>(
     eval: &DeviceEvaluator<B>,
     x: &[DeviceCiphertext<B::Tensor>],
     layer: &LinearLayer,
     chunk: usize,
+    cache: Option<&LinearCache<B::Linear>>,
 ) -> Result<Vec<DeviceCiphertext<B::Tensor>>, CkksError> {
     let mut starts = Vec::with_capacity(x.len());
     let mut total = 0;
@@ -64,17 +148,18 @@ fn linear_chunked<B: Backend>(
             right: total,
         });
     }
-    if x.len() == 1 && layer.rows.len() <= chunk {
-        return Ok(vec![eval.linear_rescale(&x[0], layer)?]);
-    }
-    let mut out = Vec::new();
-    for (o0, rows) in (0..layer.rows.len())
-        .step_by(chunk.max(1))
-        .zip(layer.rows.chunks(chunk.max(1)))
-    {
-        let mut acc: Option<DeviceCiphertext<B::Tensor>> = None;
-        for (k, (c, &a)) in x.iter().zip(&starts).enumerate() {
-            let b = a + c.count();
+    let fp = cache.map(|_| fingerprint(layer));
+    // The encoded part of the layer for outputs `o0..o0 + rows.len()` and the input chunk `k`
+    // (from the cache, else made now); `None` when the pair has no weights (k > 0).
+    let encoded = |o0: usize, rows: &[Vec<(usize, f64)>], k: usize| {
+        let (c, a) = (&x[k], starts[k]);
+        let b = a + c.count();
+        let make = || -> Result<Option<EncodedLinear<B::Linear>>, CkksError> {
+            if k == 0 && o0 == 0 && rows.len() == layer.rows.len() && x.len() == 1 {
+                return eval
+                    .encode_linear(c.level(), c.scale(), layer, None)
+                    .map(Some);
+            }
             let sub: Vec<Vec<(usize, f64)>> = rows
                 .iter()
                 .map(|r| {
@@ -85,7 +170,7 @@ fn linear_chunked<B: Backend>(
                 })
                 .collect();
             if k > 0 && sub.iter().all(Vec::is_empty) {
-                continue;
+                return Ok(None);
             }
             let bias = if k == 0 && !layer.bias.is_empty() {
                 layer.bias[o0..o0 + rows.len()].to_vec()
@@ -97,9 +182,40 @@ fn linear_chunked<B: Backend>(
                 rows: sub,
                 bias,
             };
+            eval.encode_linear(c.level(), c.scale(), &part, None)
+                .map(Some)
+        };
+        match (cache, fp) {
+            (Some(cache), Some(layer)) => cache.get(
+                LinearKey {
+                    layer,
+                    outputs: (o0, rows.len()),
+                    inputs: (a, c.count()),
+                    level: c.level(),
+                    scale: c.scale().to_bits(),
+                },
+                make,
+            ),
+            _ => Ok(make()?.map(Arc::new)),
+        }
+    };
+    if x.len() == 1 && layer.rows.len() <= chunk {
+        let e = encoded(0, &layer.rows, 0)?.ok_or(CkksError::EmptyBatch)?;
+        return Ok(vec![eval.linear_rescale_encoded(&x[0], &e)?]);
+    }
+    let mut out = Vec::new();
+    for (o0, rows) in (0..layer.rows.len())
+        .step_by(chunk.max(1))
+        .zip(layer.rows.chunks(chunk.max(1)))
+    {
+        let mut acc: Option<DeviceCiphertext<B::Tensor>> = None;
+        for (k, c) in x.iter().enumerate() {
+            let Some(e) = encoded(o0, rows, k)? else {
+                continue;
+            };
             match acc.as_mut() {
-                None => acc = Some(eval.linear(c, &part, None)?),
-                Some(s) => eval.linear_acc(s, c, &part)?,
+                None => acc = Some(eval.linear_encoded(c, &e)?),
+                Some(s) => eval.linear_acc_encoded(s, c, &e)?,
             }
         }
         let sum = acc.ok_or(CkksError::EmptyBatch)?;
@@ -149,9 +265,10 @@ pub(crate) fn run_step<B: Backend>(
     step: &Step,
     input: Vec<DeviceCiphertext<B::Tensor>>,
     chunk: usize,
+    cache: Option<&LinearCache<B::Linear>>,
 ) -> Result<Vec<DeviceCiphertext<B::Tensor>>, CkksError> {
     match step {
-        Step::Linear(layer) => linear_chunked(eval, &input, layer, chunk),
+        Step::Linear(layer) => linear_chunked(eval, &input, layer, chunk, cache),
         Step::Square => input
             .into_iter()
             .map(|c| eval.mul_relin_rescale(&c, &c, keys))
@@ -199,8 +316,77 @@ pub fn run<B: Backend>(
     }
     let mut cur = x;
     for (i, step) in plan.steps.iter().enumerate() {
-        cur = run_step(eval, keys, step, cur, chunk)?;
+        cur = run_step(eval, keys, step, cur, chunk, None)?;
         progress(i);
     }
     Ok(cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::ckks::{Context, Encoder, Encryptor, KeyGenerator, Preset, Sampler};
+
+    #[test]
+    fn cached_encodings_give_the_same_layer_batch_after_batch() {
+        let params = Preset::by_name("toy1024")
+            .unwrap()
+            .parameters(true)
+            .unwrap();
+        let ctx = Context::new(&params).unwrap();
+        let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(5));
+        let sk = kg.secret_key();
+        let pk = kg.public_key(&sk);
+        let enc = Encoder::new(ctx.clone());
+        let mut encryptor = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(6));
+        let top = params.max_level();
+        let cts: Vec<Ciphertext> = (0..7)
+            .map(|k| {
+                let v = vec![k as f64 / 10.0 - 0.3; enc.slots()];
+                let pt = enc.encode(&v, top, params.default_scale()).unwrap();
+                encryptor.encrypt(&pt, &pk).unwrap()
+            })
+            .collect();
+        let eval = DeviceEvaluator::new(ctx.clone(), CpuBackend::new(ctx.rns().clone())).unwrap();
+        // 5 outputs over 7 inputs; output 4 reads only the first chunk of inputs, so its pair
+        // with the second chunk has no weights.
+        let layer = LinearLayer {
+            inputs: 7,
+            rows: vec![
+                vec![(0, 0.5), (6, -0.25)],
+                vec![(3, 1.0), (4, 0.75)],
+                vec![],
+                vec![(5, -1.0), (1, 0.125), (2, 0.5)],
+                vec![(1, 0.3)],
+            ],
+            bias: vec![0.1, 0.0, -0.2, 0.3, 0.05],
+        };
+        let chunk = 3;
+        let x = upload(&eval, &cts, chunk).unwrap();
+        let want = download(
+            &eval,
+            &linear_chunked(&eval, &x, &layer, chunk, None).unwrap(),
+        )
+        .unwrap();
+        let cache = LinearCache::default();
+        for batch in 0..3 {
+            let got = linear_chunked(&eval, &x, &layer, chunk, Some(&cache)).unwrap();
+            assert_eq!(download(&eval, &got).unwrap(), want, "batch {batch}");
+            // 2 chunks of outputs x 3 chunks of inputs, made once.
+            assert_eq!(cache.lock().len(), 6, "batch {batch}");
+        }
+        assert!(cache.lock().values().any(Option::is_none));
+        // Another layer of the same shape gets its own encodings, not the first one's.
+        let mut other = layer.clone();
+        other.rows[0][0].1 = 0.5000001;
+        let got = linear_chunked(&eval, &x, &other, chunk, Some(&cache)).unwrap();
+        assert_ne!(download(&eval, &got).unwrap(), want);
+        assert_eq!(cache.lock().len(), 12);
+        // One launch for the whole layer: the whole layer encoded once.
+        let x1 = upload(&eval, &cts, 8).unwrap();
+        let one = linear_chunked(&eval, &x1, &layer, 8, Some(&cache)).unwrap();
+        assert_eq!(download(&eval, &one).unwrap(), want);
+        assert_eq!(cache.lock().len(), 13);
+    }
 }

@@ -18,7 +18,7 @@ use crate::ckks::{
 use super::latency::run::{prepare, run_op, PreparedPlan};
 use super::latency::LatencyPlan;
 use super::plan::Plan;
-use super::run::{chunk_size, download, run_step, upload};
+use super::run::{chunk_size, download, run_step, upload, LinearCache};
 
 /// Where a session evaluates.
 #[derive(Clone)]
@@ -115,6 +115,8 @@ struct Server<B: Backend> {
     chunk: Option<usize>,
     /// The plaintexts of the last latency plan scored.
     latency: Mutex<Option<Arc<PreparedPlan<B::Tensor>>>>,
+    /// The linear layers encoded so far (batch packing), reused by every batch.
+    linear: LinearCache<B::Linear>,
 }
 
 /// The session's server, on the backend chosen at run time (boxed: built once, used by
@@ -174,6 +176,7 @@ impl<B: Backend> Server<B> {
             keys,
             chunk: None,
             latency: Mutex::new(None),
+            linear: LinearCache::default(),
         })
     }
 
@@ -306,7 +309,7 @@ impl<B: Backend> Server<B> {
             let t = Instant::now();
             let ciphertexts_in = cur.iter().map(DeviceCiphertext::count).sum();
             let level_in = cur.first().map_or(0, DeviceCiphertext::level);
-            cur = run_step(&self.eval, &self.keys, step, cur, chunk)?;
+            cur = run_step(&self.eval, &self.keys, step, cur, chunk, Some(&self.linear))?;
             be.synchronize()?;
             let stats = StepStats::new(
                 (i, step.kind()),

@@ -6,9 +6,9 @@ mod pool;
 
 use super::{
     check_binary, check_groups, check_join, check_keyswitch_inner, check_linear,
-    check_relin_rescale, check_scalars, check_scaled_prefix, check_slice, check_truncate,
-    expect_form, AtomicCounters, Backend, BackendError, Counters, Form, KeySwitchPlan,
-    LinearWeights, MemoryUse, Result, RnsContext, Shape, SwitchKey,
+    check_prepared_map, check_relin_rescale, check_scalars, check_scaled_prefix, check_slice,
+    check_truncate, expect_form, AtomicCounters, Backend, BackendError, Counters, Form,
+    KeySwitchPlan, LinearWeights, MemoryUse, Result, RnsContext, Shape, SwitchKey,
 };
 use cryptodl_kernels::modarith::Modulus;
 use cryptodl_kernels::{automorphism, elementwise, keyswitch};
@@ -293,8 +293,16 @@ impl CpuBackend {
     }
 }
 
+/// Linear weights on the CPU: the CSR weights as they are, and the limb map they are for.
+#[derive(Clone, Debug)]
+pub struct CpuLinear {
+    w: LinearWeights,
+    moduli: Vec<usize>,
+}
+
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
+    type Linear = CpuLinear;
 
     fn name(&self) -> String {
         "cpu".to_string()
@@ -406,8 +414,56 @@ impl Backend for CpuBackend {
         Ok(out)
     }
 
+    fn prepare_linear(&self, w: LinearWeights, moduli: &[usize]) -> Result<CpuLinear> {
+        self.ctx.check_map(moduli)?;
+        let shape = Shape::ntt(w.inputs, moduli.to_vec());
+        check_linear(&self.ctx, &shape, 1, &w)?;
+        Ok(CpuLinear {
+            w,
+            moduli: moduli.to_vec(),
+        })
+    }
+
+    fn linear_prepared(&self, x: &CpuTensor, comps: usize, w: &CpuLinear) -> Result<CpuTensor> {
+        check_prepared_map("linear", &x.shape, &w.moduli)?;
+        self.linear(x, comps, &w.w)
+    }
+
+    fn linear_rescale_prepared(
+        &self,
+        x: &CpuTensor,
+        comps: usize,
+        w: &CpuLinear,
+    ) -> Result<CpuTensor> {
+        check_prepared_map("linear_rescale", &x.shape, &w.moduli)?;
+        self.linear_rescale(x, comps, &w.w)
+    }
+
+    fn linear_acc_prepared(
+        &self,
+        acc: &mut CpuTensor,
+        x: &CpuTensor,
+        comps: usize,
+        w: &CpuLinear,
+    ) -> Result<()> {
+        check_prepared_map("linear_acc", &x.shape, &w.moduli)?;
+        self.linear_acc(acc, x, comps, &w.w)
+    }
+
     fn linear(&self, x: &CpuTensor, comps: usize, w: &LinearWeights) -> Result<CpuTensor> {
         self.linear_blocks(x, comps, w, false)
+    }
+
+    fn linear_acc(
+        &self,
+        acc: &mut CpuTensor,
+        x: &CpuTensor,
+        comps: usize,
+        w: &LinearWeights,
+    ) -> Result<()> {
+        let part = self.linear_blocks(x, comps, w, false)?;
+        *acc = self.add(acc, &part)?;
+        Ok(())
     }
 
     fn linear_rescale(&self, x: &CpuTensor, comps: usize, w: &LinearWeights) -> Result<CpuTensor> {

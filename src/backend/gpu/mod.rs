@@ -14,9 +14,9 @@ use shaders::Family;
 use super::cost::KernelCost;
 use super::{
     check_binary, check_groups, check_join, check_keyswitch_inner, check_linear,
-    check_relin_rescale, check_scalars, check_scaled_prefix, check_slice, check_truncate,
-    expect_form, AtomicCounters, Backend, BackendError, Counters, Form, KeySwitchPlan,
-    LinearWeights, MemoryUse, Result, RnsContext, Shape, SwitchKey,
+    check_prepared_map, check_relin_rescale, check_scalars, check_scaled_prefix, check_slice,
+    check_truncate, expect_form, AtomicCounters, Backend, BackendError, Counters, Form,
+    KeySwitchPlan, LinearWeights, MemoryUse, Result, RnsContext, Shape, SwitchKey,
 };
 use linear::LinearTiles;
 use std::collections::HashMap;
@@ -319,26 +319,16 @@ impl GpuBackend {
         out: &GpuTensor,
         x: &GpuTensor,
         comps: usize,
-        w: &LinearWeights,
+        lin: &GpuLinear,
         accumulate: bool,
     ) -> Result<()> {
+        check_prepared_map("linear", &x.shape, &lin.moduli)?;
+        let w = &lin.w;
         let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
         self.check_word_range(shape.outputs * comps, shape.limbs)?;
         let nnz = w.cols.len();
-        let tiles = LinearTiles::new(w);
-        let mut pairs = Vec::with_capacity(2 * nnz * shape.limbs);
-        for l in 0..shape.limbs {
-            let m = &self.ctx.moduli()[x.shape.moduli[l]];
-            for &e in &tiles.order {
-                let v = w.values[l * nnz + e];
-                pairs.extend_from_slice(&[v, m.shoup(v)]);
-            }
-        }
-        let (rows, pairs, bias) = (
-            self.rt.upload_constant(&tiles.rows),
-            self.rt.upload_constant(&pairs),
-            self.rt.upload_constant(&w.bias),
-        );
+        let tiles = &lin.tiles;
+        let (rows, pairs, bias) = (&lin.rows, &lin.pairs, &lin.bias);
         let lmap = self.map_buffer(&x.shape.moduli)?;
         let n = self.ctx.n();
         let coeff_tiles = n / shaders::LINEAR_TC;
@@ -364,9 +354,9 @@ impl GpuBackend {
             &[
                 out.buffer(),
                 x.buffer(),
-                &rows,
-                &pairs,
-                &bias,
+                rows,
+                pairs,
+                bias,
                 &self.moduli,
                 &*lmap,
             ],
@@ -840,8 +830,20 @@ impl GpuBackend {
     }
 }
 
+/// A linear layer on the GPU: the tiled kernel's tables, the weights with their Shoup
+/// companions in kernel order and the bias, uploaded once; the CSR weights they came from.
+pub struct GpuLinear {
+    w: LinearWeights,
+    moduli: Vec<usize>,
+    tiles: LinearTiles,
+    rows: wgpu::Buffer,
+    pairs: wgpu::Buffer,
+    bias: wgpu::Buffer,
+}
+
 impl Backend for GpuBackend {
     type Tensor = GpuTensor;
+    type Linear = GpuLinear;
 
     fn name(&self) -> String {
         format!("gpu ({})", self.rt.adapter().name)
@@ -966,21 +968,44 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
-    fn linear(&self, x: &GpuTensor, comps: usize, w: &LinearWeights) -> Result<GpuTensor> {
-        let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
+    fn prepare_linear(&self, w: LinearWeights, moduli: &[usize]) -> Result<GpuLinear> {
+        self.ctx.check_map(moduli)?;
+        check_linear(&self.ctx, &Shape::ntt(w.inputs, moduli.to_vec()), 1, &w)?;
+        let nnz = w.cols.len();
+        let tiles = LinearTiles::new(&w);
+        let mut pairs = Vec::with_capacity(2 * nnz * moduli.len());
+        for (l, &m) in moduli.iter().enumerate() {
+            let m = &self.ctx.moduli()[m];
+            for &e in &tiles.order {
+                let v = w.values[l * nnz + e];
+                pairs.extend_from_slice(&[v, m.shoup(v)]);
+            }
+        }
+        Ok(GpuLinear {
+            rows: self.rt.upload_constant(&tiles.rows),
+            pairs: self.rt.upload_constant(&pairs),
+            bias: self.rt.upload_constant(&w.bias),
+            tiles,
+            moduli: moduli.to_vec(),
+            w,
+        })
+    }
+
+    fn linear_prepared(&self, x: &GpuTensor, comps: usize, w: &GpuLinear) -> Result<GpuTensor> {
+        let shape = check_linear(&self.ctx, &x.shape, comps, &w.w)?;
         let out = self.alloc(x.shape.with_polys(shape.outputs * comps))?;
         self.linear_dispatch(&out, x, comps, w, false)?;
         Ok(out)
     }
 
-    fn linear_acc(
+    fn linear_acc_prepared(
         &self,
         acc: &mut GpuTensor,
         x: &GpuTensor,
         comps: usize,
-        w: &LinearWeights,
+        w: &GpuLinear,
     ) -> Result<()> {
-        let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
+        let shape = check_linear(&self.ctx, &x.shape, comps, &w.w)?;
         let want = x.shape.with_polys(shape.outputs * comps);
         if acc.shape != want {
             return Err(BackendError::Shape {

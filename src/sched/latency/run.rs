@@ -193,7 +193,7 @@ pub fn run_op<B: Backend>(
             bias_rescale(eval, prepared, index, bias, &acc)
         }
         (Op::Elementwise(step), Prepared::Elementwise) => {
-            let mut out = run_step(eval, keys, step, vec![x], 1)?;
+            let mut out = run_step(eval, keys, step, vec![x], 1, None)?;
             out.pop().ok_or(CkksError::EmptyBatch)
         }
         _ => Err(CkksError::InvalidLayer {
