@@ -564,3 +564,59 @@ fn counts_only_predicts_what_a_real_gpu_run_dispatches() {
             < real["counted"]["total"]["bytes"].as_u64().unwrap()
     );
 }
+
+#[test]
+fn batches_in_flight_give_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let model = model.to_str().unwrap();
+    for backend in ["cpu", "gpu"] {
+        let (ok, stdout, stderr) = cryptodl(&[
+            "bench",
+            "model",
+            "--model",
+            model,
+            "--preset",
+            "toy4096",
+            "--insecure",
+            "--batches",
+            "2",
+            "--in-flight",
+            "3",
+            "--backend",
+            backend,
+            "--json",
+        ]);
+        if backend == "gpu" && !ok && stderr.contains("needs a GPU adapter") {
+            assert!(
+                std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
+                "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
+            );
+            eprintln!("SKIPPED: no GPU adapter for `bench model --in-flight` ({stderr})");
+            return;
+        }
+        assert!(ok, "{backend}: {stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let f = &v["in_flight"];
+        assert_eq!(f["batches_in_flight"], 3, "{backend}");
+        assert_eq!(f["batches"], 6, "{backend}");
+        assert_eq!(f["same_logits"], true, "{backend}");
+        assert!(f["predictions_per_hour"].as_f64().unwrap() > 0.0);
+        assert_eq!(v["disagreements_beyond_ties"], 0);
+    }
+    let (ok, _, stderr) = cryptodl(&[
+        "bench",
+        "model",
+        "--model",
+        model,
+        "--preset",
+        "toy4096",
+        "--insecure",
+        "--in-flight",
+        "2",
+        "--counts-only",
+        "--backend",
+        "gpu",
+    ]);
+    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
+}

@@ -140,7 +140,23 @@ fn several_devices_share_a_shard_and_equal_one_worker() {
         assert!(ok, "{e}");
         assert_eq!(json(&out)["workers"].as_array().unwrap().len(), 2);
         assert_same_as_reference(&j, "mixed");
+        // Two batches in flight on one GPU (two workers, one session): the same bytes.
+        let (ok, out, e) = score_with(&j, "inflight", &["--devices", "gpu:0", "--in-flight", "2"]);
+        assert!(ok, "{e}");
+        let r = json(&out);
+        let workers = r["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), 2, "{r}");
+        assert!(workers.iter().all(|w| w["device"] == workers[0]["device"]));
+        assert_eq!(r["scored"], 5);
+        assert_same_as_reference(&j, "inflight");
     }
+    // In flight on the CPU too (the same session, no synchronisation between steps).
+    let (ok, out, e) = score_with(&j, "cpu-inflight", &["--in-flight", "3"]);
+    assert!(ok, "{e}");
+    assert_eq!(json(&out)["workers"].as_array().unwrap().len(), 3);
+    assert_same_as_reference(&j, "cpu-inflight");
+    let (ok, _, e) = score_with(&j, "bad", &["--in-flight", "0"]);
+    assert!(!ok && e.contains("in-flight"), "{e}");
     for (devices, want) in [
         ("tpu", "`tpu` is not a device"),
         ("cpu,", "comma list"),

@@ -114,8 +114,14 @@ pub struct ModelArgs {
     /// no tensor memory is taken: seconds instead of minutes on a software adapter, and, with
     /// `--max-binding`, the counts of a GPU larger than the one present. Nothing is timed or
     /// checked; the report says so.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "in_flight")]
     counts_only: bool,
+    /// After the timed batches, score `--batches` batches on each of this many threads at once
+    /// through the one session (batches in flight: the device computes one while the host
+    /// uploads and records another), and report that throughput too; their logits must equal
+    /// the timed batches' word for word. Each batch in flight holds its own device memory.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    in_flight: u32,
     /// With `--backend gpu`: the largest storage binding (tensor) to use, in bytes (suffixes
     /// KiB, MiB, GiB) or `wgpu-max` (2 GiB - 1, what wgpu grants NVIDIA and AMD GPUs). Larger
     /// tensors mean fewer, larger launches. At most the adapter's own limit, except with
@@ -281,7 +287,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Model(args) => {
             let (pool, threads) = thread_pool(args.threads)?;
-            let report = pool.install(|| bench_model(&args, threads))?;
+            let report = pool.install(|| bench_model(&args, threads, &pool))?;
             if args.counts_only {
                 let counts = CountsReport::new(&report);
                 if args.json {
@@ -617,6 +623,9 @@ struct ModelReport {
     /// GPU backend: how the kernels were set up.
     #[serde(skip_serializing_if = "Option::is_none")]
     gpu: Option<GpuSetup>,
+    /// With `--in-flight K`: the throughput of K batches in flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_flight: Option<InFlightReport>,
     /// GPU backend: counted cost of the last batch per kernel family, and the roofline
     /// prediction.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -628,6 +637,82 @@ struct ModelReport {
     /// ([`reference::TIE`]): random inputs make near-ties common.
     disagreements_beyond_ties: usize,
     max_logit_error: f64,
+}
+
+/// `bench model --in-flight K`: batches scored K at a time through one session.
+#[derive(Serialize)]
+struct InFlightReport {
+    /// Batches in flight at once (threads).
+    batches_in_flight: usize,
+    /// Batches scored in all.
+    batches: usize,
+    /// Wall time of them all.
+    seconds: f64,
+    /// Images per hour at that wall time.
+    predictions_per_hour: f64,
+    /// Every batch's logits equal the timed batches' word for word.
+    same_logits: bool,
+}
+
+/// Scores `per_thread` batches (of `images` images) on each of `threads` threads at once
+/// through `session` ([`Session::score_in_flight`]), each thread's rayon work in `pool`;
+/// checks every result against `want`.
+fn in_flight(
+    session: &Session,
+    plan: &Plan,
+    (batch, images): (&[Ciphertext], usize),
+    want: &[Ciphertext],
+    (threads, per_thread): (usize, usize),
+    pool: &rayon::ThreadPool,
+    quiet: bool,
+) -> anyhow::Result<InFlightReport> {
+    let b = bar(threads * per_thread, "server: batches in flight", quiet);
+    let t = Instant::now();
+    let results: Vec<anyhow::Result<bool>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let b = &b;
+                s.spawn(move || {
+                    pool.install(|| -> anyhow::Result<bool> {
+                        let mut same = true;
+                        for _ in 0..per_thread {
+                            let scored = session.score_in_flight(plan, batch)?;
+                            same &= scored.logits == want;
+                            b.inc(1);
+                        }
+                        Ok(same)
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a batch in flight panicked")))
+            })
+            .collect()
+    });
+    let seconds = t.elapsed().as_secs_f64();
+    b.finish_and_clear();
+    let mut same_logits = true;
+    for r in results {
+        same_logits &= r?;
+    }
+    if !same_logits {
+        anyhow::bail!(
+            "batches scored in flight gave other logits than the same batch scored alone: a bug \
+             in cryptodl (please report it with this command); score with --in-flight 1 meanwhile"
+        );
+    }
+    let batches = threads * per_thread;
+    Ok(InFlightReport {
+        batches_in_flight: threads,
+        batches,
+        seconds,
+        predictions_per_hour: (batches * images) as f64 / seconds.max(f64::MIN_POSITIVE) * 3600.0,
+        same_logits,
+    })
 }
 
 /// How the GPU kernels ran (or, counting only, would run).
@@ -897,7 +982,11 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> {
+fn bench_model(
+    args: &ModelArgs,
+    threads: usize,
+    pool: &rayon::ThreadPool,
+) -> anyhow::Result<ModelReport> {
     let model = match &args.model {
         Some(p) => Model::load(p)?,
         None => Model::demo()?,
@@ -999,6 +1088,19 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
         }
     }
     b.finish_and_clear();
+    let in_flight = if args.in_flight > 1 {
+        Some(in_flight(
+            &session,
+            &plan,
+            (&batch, slots),
+            &logits,
+            (args.in_flight as usize, args.batches as usize),
+            pool,
+            quiet,
+        )?)
+    } else {
+        None
+    };
     let last = runs.last().expect("at least one timed batch");
     let batch_seconds_all: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
     let batch_seconds = median(batch_seconds_all.clone());
@@ -1062,6 +1164,7 @@ fn bench_model(args: &ModelArgs, threads: usize) -> anyhow::Result<ModelReport> 
         ),
         layers,
         gpu,
+        in_flight,
         checked_samples: checked,
         argmax_agreement: agree as f64 / checked.max(1) as f64,
         disagreements_beyond_ties: beyond,
@@ -1136,6 +1239,20 @@ fn print_model(r: &ModelReport) {
             )
         });
         print_counted_report(steps, c);
+    }
+    if let Some(f) = &r.in_flight {
+        println!(
+            "  {} batches in flight: {} batches in {:.3} s, {:.0} predictions/hour; logits {}",
+            f.batches_in_flight,
+            f.batches,
+            f.seconds,
+            f.predictions_per_hour,
+            if f.same_logits {
+                "equal to the timed batches' word for word"
+            } else {
+                "DIFFER from the timed batches'"
+            }
+        );
     }
     println!(
         "  checked: {} samples, same prediction as the plaintext reference on {:.2}% ({} differ beyond a near-tie), max |logit error| {:.2e}",

@@ -17,7 +17,7 @@ use super::server::ServerArgs;
 use super::warn_insecure;
 use crate::backend::gpu::{list_adapters, AdapterChoice, GpuRuntime};
 use crate::ckks::serialize::load_evaluation_keys;
-use crate::ckks::{Context, EvaluationKeys};
+use crate::ckks::Context;
 use crate::nn::model::Model;
 use crate::sched::job::{JobPacking, Manifest};
 use crate::sched::latency::LatencyPlan;
@@ -70,6 +70,12 @@ pub struct ScoreArgs {
     /// (adapter N of `cryptodl devices`). Replaces --backend / --adapter.
     #[arg(long, value_name = "all|LIST", conflicts_with_all = ["backend", "adapter"])]
     devices: Option<String>,
+    /// Batches in flight per device: that many workers share each device's session (keys
+    /// uploaded once), so one's files are read, decoded and uploaded while the device computes
+    /// another's. 2 keeps a GPU busy while the host does its part; each batch in flight holds
+    /// its own device memory (`bench model` prints a batch's peak).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    in_flight: u32,
     /// Score again the batches whose logits are damaged on disk (without it, `score` stops at
     /// the first one and says so; `cryptodl status` lists them).
     #[arg(long)]
@@ -218,13 +224,10 @@ struct Queue<'a> {
 fn work(
     scorer: &JobScorer<'_>,
     queue: &Queue<'_>,
-    keys: &EvaluationKeys,
-    ctx: &Arc<Context>,
-    device: Device,
+    session: &Session,
     worker: String,
     shard: Shard,
 ) -> anyhow::Result<WorkerReport> {
-    let session = Session::new(device, ctx.clone(), keys)?;
     let out = scorer.files().out;
     let log = WorkerLog::open(out, &worker, &shard.to_string(), &session.backend_name())
         .with_context(|| format!("cannot write the worker log under {}", out.display()))?;
@@ -237,7 +240,7 @@ fn work(
     let t0 = Instant::now();
     let mut busy = Vec::new();
     let step = |i: usize, last_try: bool, report: &mut WorkerReport| -> anyhow::Result<bool> {
-        let outcome = scorer.score_batch(&session, i).inspect_err(|e| {
+        let outcome = scorer.score_batch(session, i).inspect_err(|e| {
             queue.stop.store(true, Ordering::SeqCst);
             let mut r = log.record(Event::Error);
             r.batch = Some(i);
@@ -362,7 +365,8 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
         Some(lp) => Scoring::Latency(lp),
         None => Scoring::Batch(&plan),
     };
-    let scorer = JobScorer::new(files, scoring, args.rescore_corrupt)?;
+    let scorer =
+        JobScorer::new(files, scoring, args.rescore_corrupt)?.with_in_flight(args.in_flight > 1);
     let batches: Vec<usize> = args.shard.batches(manifest.batches.len()).collect();
     let queue = Queue {
         batches: &batches,
@@ -372,15 +376,37 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
     };
     let host = hostname();
     let pid = std::process::id();
-    let results: Vec<anyhow::Result<WorkerReport>> = std::thread::scope(|s| {
+    // One session per device (its keys uploaded once), built in parallel; `--in-flight`
+    // workers on each.
+    let sessions: Vec<anyhow::Result<Session>> = std::thread::scope(|s| {
         let handles: Vec<_> = devices
             .into_iter()
+            .map(|device| {
+                let (keys, ctx) = (&keys, &ctx);
+                s.spawn(move || Ok(Session::new(device, ctx.clone(), keys)?))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a session panicked")))
+            })
+            .collect()
+    });
+    let sessions = sessions.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    drop(keys);
+    let in_flight = args.in_flight as usize;
+    let results: Vec<anyhow::Result<WorkerReport>> = std::thread::scope(|s| {
+        let handles: Vec<_> = sessions
+            .iter()
+            .flat_map(|session| std::iter::repeat_n(session, in_flight))
             .enumerate()
-            .map(|(k, device)| {
-                let (scorer, queue, keys, ctx) = (&scorer, &queue, &keys, &ctx);
+            .map(|(k, session)| {
+                let (scorer, queue) = (&scorer, &queue);
                 let worker = format!("{host}-{pid}-{k}");
                 let shard = args.shard;
-                s.spawn(move || work(scorer, queue, keys, ctx, device, worker, shard))
+                s.spawn(move || work(scorer, queue, session, worker, shard))
             })
             .collect();
         handles

@@ -228,6 +228,8 @@ pub struct JobScorer<'a> {
     files: JobFiles<'a>,
     plan: Scoring<'a>,
     rescore_damaged: bool,
+    /// Other batches are in flight on the same sessions ([`Session::score_in_flight`]).
+    in_flight: bool,
     /// Temporaries found when the scorer started, by the file they were for.
     stale: Mutex<HashMap<String, Vec<PathBuf>>>,
 }
@@ -250,8 +252,16 @@ impl<'a> JobScorer<'a> {
             files,
             plan,
             rescore_damaged,
+            in_flight: false,
             stale: Mutex::new(stale),
         })
+    }
+
+    /// With `true`, several workers score through each session at once: batches are scored
+    /// with [`Session::score_in_flight`] (no synchronisation between steps; the same logits).
+    pub fn with_in_flight(mut self, in_flight: bool) -> Self {
+        self.in_flight = in_flight;
+        self
     }
 
     /// The job's files.
@@ -303,6 +313,7 @@ impl<'a> JobScorer<'a> {
             .check_batch(f.params, &path, i, Content::InputBatch, &label, &cts)?;
         let t = Instant::now();
         let logits = match self.plan {
+            Scoring::Batch(plan) if self.in_flight => session.score_in_flight(plan, &cts)?.logits,
             Scoring::Batch(plan) => session.score(plan, &cts)?.logits,
             Scoring::Latency(plan) => {
                 let mut out = Vec::with_capacity(f.manifest.batches[i]);

@@ -265,6 +265,7 @@ impl<B: Backend> Server<B> {
         &self,
         plan: &Plan,
         batch: &[Ciphertext],
+        per_step: bool,
         mut progress: impl FnMut(&StepStats),
     ) -> Result<Scored, CkksError> {
         if batch.len() != plan.inputs {
@@ -301,7 +302,9 @@ impl<B: Backend> Server<B> {
                 }
             })
             .collect::<Result<_, _>>()?;
-        be.synchronize()?;
+        if per_step {
+            be.synchronize()?;
+        }
         let upload_seconds = t0.elapsed().as_secs_f64();
         let mut steps = Vec::with_capacity(plan.steps.len());
         for (i, step) in plan.steps.iter().enumerate() {
@@ -310,7 +313,9 @@ impl<B: Backend> Server<B> {
             let ciphertexts_in = cur.iter().map(DeviceCiphertext::count).sum();
             let level_in = cur.first().map_or(0, DeviceCiphertext::level);
             cur = run_step(&self.eval, &self.keys, step, cur, chunk, Some(&self.linear))?;
-            be.synchronize()?;
+            if per_step {
+                be.synchronize()?;
+            }
             let stats = StepStats::new(
                 (i, step.kind()),
                 (
@@ -417,7 +422,17 @@ impl Session {
         batch: &[Ciphertext],
         progress: impl FnMut(&StepStats),
     ) -> Result<Scored, CkksError> {
-        on_engine!(self, |s| s.score(plan, batch, progress))
+        on_engine!(self, |s| s.score(plan, batch, true, progress))
+    }
+
+    /// [`Self::score`] for throughput, with other batches in flight on the same session (from
+    /// other threads): the backend is not synchronised between steps, so the device runs one
+    /// batch's kernels while the host uploads or records another's, and only the download of
+    /// the logits waits (for this batch's work, not the others'). The logits are the same word
+    /// for word; the steps' `seconds` are then the host's recording time, and their counters
+    /// may include other batches' work.
+    pub fn score_in_flight(&self, plan: &Plan, batch: &[Ciphertext]) -> Result<Scored, CkksError> {
+        on_engine!(self, |s| s.score(plan, batch, false, |_| {}))
     }
 
     /// Encodes and uploads the plaintexts of a latency plan (done by the first
@@ -448,3 +463,9 @@ impl Session {
         on_engine!(self, |s| s.eval.backend().memory())
     }
 }
+
+// Several workers may score through one session at once (`score --in-flight`).
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Session>();
+};

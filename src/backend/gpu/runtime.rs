@@ -895,7 +895,9 @@ impl GpuRuntime {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        {
+        // Waits for this submission only: work other threads submit later (batches in flight
+        // on one device) keeps running.
+        let index = {
             let mut guard = self.encoder.lock().map_err(|_| GpuError::Poisoned)?;
             let mut enc = match guard.take() {
                 Some((e, _)) => e,
@@ -907,15 +909,19 @@ impl GpuRuntime {
             };
             before(&mut enc);
             enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
-            self.queue.submit([enc.finish()]);
+            let index = self.queue.submit([enc.finish()]);
             self.counters.submit();
-        }
+            index
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
             .map_err(|e| GpuError::Device {
                 adapter: self.summary.name.clone(),
                 reason: e.to_string(),
