@@ -2,6 +2,7 @@
 //! the CPU or a GPU, through the same evaluator the server runs.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -116,8 +117,9 @@ pub struct ModelArgs {
     /// checked; the report says so.
     #[arg(long, conflicts_with = "in_flight")]
     counts_only: bool,
-    /// After the timed batches, score `--batches` batches on each of this many threads at once
-    /// through the one session (batches in flight: the device computes one while the host
+    /// After the timed batches, score `--batches` batches in each of this many tasks at once on
+    /// the worker threads (`--threads`, at least as many for them all to run together) through
+    /// the one session (batches in flight: the device computes one while the host
     /// uploads and records another), and report that throughput too; their logits must equal
     /// the timed batches' word for word. Each batch in flight holds its own device memory.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
@@ -654,9 +656,8 @@ struct InFlightReport {
     same_logits: bool,
 }
 
-/// Scores `per_thread` batches (of `images` images) on each of `threads` threads at once
-/// through `session` ([`Session::score_in_flight`]), each thread's rayon work in `pool`;
-/// checks every result against `want`.
+/// Scores `per_thread` batches (of `images` images) in each of `threads` tasks at once on
+/// `pool` through `session` ([`Session::score_in_flight`]); checks every result against `want`.
 fn in_flight(
     session: &Session,
     plan: &Plan,
@@ -668,30 +669,31 @@ fn in_flight(
 ) -> anyhow::Result<InFlightReport> {
     let b = bar(threads * per_thread, "server: batches in flight", quiet);
     let t = Instant::now();
-    let results: Vec<anyhow::Result<bool>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let b = &b;
-                s.spawn(move || {
-                    pool.install(|| -> anyhow::Result<bool> {
-                        let mut same = true;
-                        for _ in 0..per_thread {
-                            let scored = session.score_in_flight(plan, batch)?;
-                            same &= scored.logits == want;
-                            b.inc(1);
-                        }
-                        Ok(same)
-                    })
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a batch in flight panicked")))
-            })
-            .collect()
+    // The batches run as tasks of the pool (whose threads their own parallel work shares):
+    // the calling thread is one of the pool's, so it takes a batch too instead of idling.
+    let results: Vec<Mutex<Option<anyhow::Result<bool>>>> =
+        (0..threads).map(|_| Mutex::new(None)).collect();
+    pool.scope(|s| {
+        for slot in &results {
+            let b = &b;
+            s.spawn(move |_| {
+                let run = || -> anyhow::Result<bool> {
+                    let mut same = true;
+                    for _ in 0..per_thread {
+                        let scored = session.score_in_flight(plan, batch)?;
+                        same &= scored.logits == want;
+                        b.inc(1);
+                    }
+                    Ok(same)
+                };
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(run());
+            });
+        }
+    });
+    let results = results.into_iter().map(|m| {
+        m.into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|| Err(anyhow::anyhow!("a batch in flight did not finish")))
     });
     let seconds = t.elapsed().as_secs_f64();
     b.finish_and_clear();
