@@ -654,6 +654,8 @@ struct InFlightReport {
     predictions_per_hour: f64,
     /// Every batch's logits equal the timed batches' word for word.
     same_logits: bool,
+    /// Peak tensor memory of the session with the batches in flight.
+    peak_memory_bytes: u64,
 }
 
 /// Scores `per_thread` batches (of `images` images) in each of `threads` tasks at once on
@@ -714,6 +716,7 @@ fn in_flight(
         seconds,
         predictions_per_hour: (batches * images) as f64 / seconds.max(f64::MIN_POSITIVE) * 3600.0,
         same_logits,
+        peak_memory_bytes: session.memory().peak_bytes,
     })
 }
 
@@ -1090,6 +1093,7 @@ fn bench_model(
         }
     }
     b.finish_and_clear();
+    let peak_memory_bytes = session.memory().peak_bytes;
     let in_flight = if args.in_flight > 1 {
         Some(in_flight(
             &session,
@@ -1147,7 +1151,7 @@ fn bench_model(
         batch_seconds,
         batch_seconds_all,
         predictions_per_hour: slots as f64 / batch_seconds * 3600.0,
-        peak_memory_bytes: session.memory().peak_bytes,
+        peak_memory_bytes,
         peak_rss_bytes: peak_rss_bytes(),
         keygen_seconds,
         encrypt_seconds,
@@ -1244,11 +1248,12 @@ fn print_model(r: &ModelReport) {
     }
     if let Some(f) = &r.in_flight {
         println!(
-            "  {} batches in flight: {} batches in {:.3} s, {:.0} predictions/hour; logits {}",
+            "  {} batches in flight: {} batches in {:.3} s, {:.0} predictions/hour, peak tensor memory {:.2} GB; logits {}",
             f.batches_in_flight,
             f.batches,
             f.seconds,
             f.predictions_per_hour,
+            f.peak_memory_bytes as f64 / 1e9,
             if f.same_logits {
                 "equal to the timed batches' word for word"
             } else {
