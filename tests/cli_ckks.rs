@@ -14,6 +14,20 @@ fn cryptodl(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Whether a `--backend gpu` command failed for want of an adapter: a failure under
+/// `CRYPTODL_REQUIRE_GPU=1` (CI), else a loud skip.
+fn no_gpu(ok: bool, stderr: &str, what: &str) -> bool {
+    if ok || !stderr.contains("needs a GPU adapter") {
+        return false;
+    }
+    assert!(
+        std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
+        "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
+    );
+    eprintln!("SKIPPED: no GPU adapter for `{what}` ({stderr})");
+    true
+}
+
 #[test]
 fn params_json_lists_secure_and_insecure_presets() {
     let (ok, stdout, _) = cryptodl(&["params", "--json"]);
@@ -198,12 +212,7 @@ fn bench_ops_gpu_counts_dispatches_and_transfers() {
         "1",
         "--json",
     ]);
-    if !ok && stderr.contains("needs a GPU adapter") {
-        assert!(
-            std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
-            "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
-        );
-        eprintln!("SKIPPED: no GPU adapter for `bench ops --backend gpu` ({stderr})");
+    if no_gpu(ok, &stderr, "bench ops --backend gpu") {
         return;
     }
     assert!(ok, "{stderr}");
@@ -444,12 +453,7 @@ fn bench_model_reports_every_step_and_reuses_memory() {
 
     // The same on a GPU: the same steps, the inputs uploaded once per batch.
     let (ok, stdout, stderr) = cryptodl(&args("gpu"));
-    if !ok && stderr.contains("needs a GPU adapter") {
-        assert!(
-            std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
-            "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
-        );
-        eprintln!("SKIPPED: no GPU adapter for `bench model --backend gpu` ({stderr})");
+    if no_gpu(ok, &stderr, "bench model --backend gpu") {
         return;
     }
     assert!(ok, "{stderr}");
@@ -506,12 +510,7 @@ fn counts_only_predicts_what_a_real_gpu_run_dispatches() {
 
     // A real run with small bindings (the tiny layer of 64 ciphertexts goes in several chunks).
     let (ok, stdout, stderr) = cryptodl(&args(&["--max-binding", "4MiB"]));
-    if !ok && stderr.contains("needs a GPU adapter") {
-        assert!(
-            std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
-            "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
-        );
-        eprintln!("SKIPPED: no GPU adapter for `bench model --counts-only` ({stderr})");
+    if no_gpu(ok, &stderr, "bench model --counts-only") {
         return;
     }
     assert!(ok, "{stderr}");
@@ -587,12 +586,7 @@ fn batches_in_flight_give_the_same_logits() {
             backend,
             "--json",
         ]);
-        if backend == "gpu" && !ok && stderr.contains("needs a GPU adapter") {
-            assert!(
-                std::env::var("CRYPTODL_REQUIRE_GPU").as_deref() != Ok("1"),
-                "CRYPTODL_REQUIRE_GPU=1 but no GPU adapter: {stderr}"
-            );
-            eprintln!("SKIPPED: no GPU adapter for `bench model --in-flight` ({stderr})");
+        if backend == "gpu" && no_gpu(ok, &stderr, "bench model --in-flight") {
             return;
         }
         assert!(ok, "{backend}: {stderr}");
