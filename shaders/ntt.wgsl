@@ -39,9 +39,16 @@ struct NttParams {
     src_off: u32,
     src_stride: u32,
     // 1: the forward transform's last store finishes a divide-and-round:
-    // out = (src - v) * tail_scalars[limb] mod q (src: the kept limbs of x, view src_off/stride).
+    // out = (src - v) * aux[limb] mod q (src: the kept limbs of x, view src_off/stride).
+    // 2: the first pass loads a base conversion of `src` (mod-up fused into the forward NTT):
+    // the tensor is [polys][conv_groups][limbs] (limb t: target t of a group), and its input
+    // coefficient is the conversion of the group's source limbs of `src` to target t, exactly
+    // as `basis_convert` in rns.wgsl computes it (CPU twin: BaseConverter::convert, then
+    // NttTable::forward). aux: [pre_off, mat_off, (start, len) per group], at pre_off
+    // ((B_g/q_s)^-1 mod q_s, its Shoup companion, q_s) per source limb s, at mat_off
+    // ((B_g/q_s) mod p_t, its Shoup companion) per (s, t).
     tail: u32,
-    _pad1: u32,
+    conv_groups: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> data: array<u32>;
@@ -49,8 +56,8 @@ struct NttParams {
 @group(0) @binding(2) var<storage, read> tables: array<u32>;
 @group(0) @binding(3) var<storage, read> moduli: array<u32>;
 @group(0) @binding(4) var<storage, read> limb_map: array<u32>;
-// per limb (D^-1 mod q, its Shoup companion) when `tail` = 1
-@group(0) @binding(5) var<storage, read> tail_scalars: array<u32>;
+// per limb (D^-1 mod q, its Shoup companion) when `tail` = 1; the conversion table when 2
+@group(0) @binding(5) var<storage, read> aux: array<u32>;
 @group(0) @binding(6) var<uniform> prm: NttParams;
 
 var<workgroup> sh: array<u32, TILE>;
@@ -62,9 +69,34 @@ fn coeff_addr(lp: u32, c: u32) -> u32 {
     return (prm.off + poly * prm.stride + limb) * prm.n + c;
 }
 
+// Coefficient c of target limb t of group g of poly `poly` of a fused mod-up (tail = 2):
+// sum over the group's sources s of y_s * ((B_g/q_s) mod p_t) mod p_t, with
+// y_s = x_s (B_g/q_s)^-1 mod q_s; canonical [0, p_t).
+fn converted(poly: u32, g: u32, t: u32, c: u32) -> u32 {
+    let s0 = aux[2u + 2u * g];
+    let len = aux[3u + 2u * g];
+    let p = moduli[limb_map[t] * MOD_STRIDE];
+    var acc = 0u;
+    for (var i = 0u; i < len; i++) {
+        let s = s0 + i;
+        let pre = aux[0] + 3u * s;
+        let q = aux[pre + 2u];
+        let x = src[(prm.src_off + poly * prm.src_stride + s) * prm.n + c];
+        let y = mul_shoup(add_mod(x, 0u, q), aux[pre], aux[pre + 1u], q);
+        let m = aux[1] + 2u * (s * prm.limbs + t);
+        acc = add_mod(acc, reduce_2q(mul_shoup_lazy(y, aux[m], aux[m + 1u], p), p), p);
+    }
+    return acc;
+}
+
 // Coefficient c of limb-poly lp as this pass loads it: from `src` on the first pass of an
-// out-of-place transform, else from `data`.
+// out-of-place transform, converted from `src` on the first pass of a fused mod-up, else from
+// `data`.
 fn load(lp: u32, c: u32) -> u32 {
+    if (prm.tail == 2u && prm.from_src == 1u) {
+        let pg = lp / prm.limbs;
+        return converted(pg / prm.conv_groups, pg % prm.conv_groups, lp % prm.limbs, c);
+    }
     if (prm.from_src == 1u) {
         let poly = lp / prm.limbs;
         let limb = lp % prm.limbs;
@@ -76,13 +108,13 @@ fn load(lp: u32, c: u32) -> u32 {
 // The canonical forward output v of coefficient c of limb-poly lp, finished as `tail` asks.
 fn forward_out(lp: u32, c: u32, v: u32, q: u32) -> u32 {
     let r = reduce_4q(v, q);
-    if (prm.tail == 0u) {
+    if (prm.tail != 1u) {
         return r;
     }
     let poly = lp / prm.limbs;
     let limb = lp % prm.limbs;
     let x = src[(prm.src_off + poly * prm.src_stride + limb) * prm.n + c];
-    return mul_shoup(sub_mod(x, r, q), tail_scalars[2u * limb], tail_scalars[2u * limb + 1u], q);
+    return mul_shoup(sub_mod(x, r, q), aux[2u * limb], aux[2u * limb + 1u], q);
 }
 
 fn tile_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {

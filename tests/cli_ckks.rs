@@ -509,20 +509,20 @@ fn counts_only_predicts_what_a_real_gpu_run_dispatches() {
     assert!(!ok && stderr.contains("give bytes"), "{stderr}");
 
     // A real run with small bindings (the tiny layer of 64 ciphertexts goes in several chunks).
-    let (ok, stdout, stderr) = cryptodl(&args(&["--max-binding", "4MiB"]));
+    let (ok, stdout, stderr) = cryptodl(&args(&["--max-binding", "3MiB"]));
     if no_gpu(ok, &stderr, "bench model --counts-only") {
         return;
     }
     assert!(ok, "{stderr}");
     let real: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(real["gpu"]["max_binding_bytes"], 4 << 20);
+    assert_eq!(real["gpu"]["max_binding_bytes"], 3 << 20);
     assert_eq!(real["gpu"]["counts_only"], false);
     assert_eq!(real["disagreements_beyond_ties"], 0);
     let chunk = real["chunk_size"].as_u64().unwrap();
-    assert!(chunk < 64, "4 MiB bindings chunk the 64 inputs: {chunk}");
+    assert!(chunk < 64, "3 MiB bindings chunk the 64 inputs: {chunk}");
 
     // Counting only, the same limit: the same dispatches, counted the same, step by step.
-    let (ok, stdout, stderr) = cryptodl(&args(&["--max-binding", "4MiB", "--counts-only"]));
+    let (ok, stdout, stderr) = cryptodl(&args(&["--max-binding", "3MiB", "--counts-only"]));
     assert!(ok, "{stderr}");
     let counted: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(counted["counts_only"], true);
@@ -581,6 +581,8 @@ fn batches_in_flight_give_the_same_logits() {
             "--batches",
             "2",
             "--in-flight",
+            "3",
+            "--threads",
             "3",
             "--backend",
             backend,

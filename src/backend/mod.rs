@@ -801,6 +801,21 @@ pub trait Backend {
         targets: &[usize],
     ) -> Result<Self::Tensor>;
 
+    /// [`Self::basis_convert`] then [`Self::ntt_forward`] (the mod-up of key switching): the
+    /// same words, in NTT form. The GPU fuses the conversion into the transform's load where
+    /// that moves fewer bytes, so the converted tensor never goes through memory in coefficient
+    /// form.
+    fn basis_convert_ntt(
+        &self,
+        a: &Self::Tensor,
+        groups: &[Range<usize>],
+        targets: &[usize],
+    ) -> Result<Self::Tensor> {
+        let mut out = self.basis_convert(a, groups, targets)?;
+        self.ntt_forward(&mut out)?;
+        Ok(out)
+    }
+
     /// Key-switching inner product: `digits` is `[polys][dnum][limbs]` (NTT form, stored as
     /// `polys * dnum` polynomials); `key` is `[key_dnum][2][key_limbs]` with `key_dnum >= dnum`
     /// (digit `j` uses key digit `j`); active limb `l` uses key limb `key_map[l]`. Returns

@@ -278,6 +278,15 @@ pub fn run_case(rt: Arc<GpuRuntime>, case: &VerifyCase, seed: u64) -> Result<Vec
         let x = be.upload(&a, ct_coeff.clone())?;
         be.download(&be.basis_convert(&x, &digits, &qp)?)?
     });
+    both!(
+        "ntt_forward_block (mod-up fused: basis_convert_ntt)",
+        l,
+        polys,
+        |be| {
+            let x = be.upload(&a, ct_coeff.clone())?;
+            be.download(&be.basis_convert_ntt(&x, &digits, &qp)?)?
+        }
+    );
     let dnum = digits.len();
     let ext_shape = Shape::ntt(polys * dnum, qp.clone());
     let ext = random_tensor(&ctx, &mut rng, &ext_shape);

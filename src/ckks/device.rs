@@ -31,6 +31,8 @@ pub struct EncodedLinear<L> {
     outputs: usize,
     level: usize,
     in_scale: f64,
+    /// The weights' scale: an output's scale is its input's times this.
+    const_scale: f64,
     out_scale: f64,
 }
 
@@ -695,6 +697,7 @@ impl<B: Backend> DeviceEvaluator<B> {
     ) -> Result<EncodedLinear<B::Linear>, CkksError> {
         let (weights, out_scale) = self.linear_weights(level, scale, layer, const_scale)?;
         let outputs = weights.outputs();
+        let const_scale = const_scale.unwrap_or(self.ctx.params().q()[level] as f64);
         let moduli: Vec<usize> = (0..=level).collect();
         Ok(EncodedLinear {
             weights: self.backend.prepare_linear(weights, &moduli)?,
@@ -702,6 +705,7 @@ impl<B: Backend> DeviceEvaluator<B> {
             outputs,
             level,
             in_scale: scale,
+            const_scale,
             out_scale,
         })
     }
@@ -752,7 +756,7 @@ impl<B: Backend> DeviceEvaluator<B> {
             count: e.outputs,
             size: x.size,
             level: x.level,
-            scale: e.out_scale,
+            scale: x.scale * e.const_scale,
         })
     }
 
@@ -777,7 +781,7 @@ impl<B: Backend> DeviceEvaluator<B> {
         e: &EncodedLinear<B::Linear>,
     ) -> Result<(), CkksError> {
         self.check_encoded("linear_acc", x, e)?;
-        let scale = e.out_scale;
+        let scale = x.scale * e.const_scale;
         self.check(acc)?;
         if acc.count != e.outputs {
             return Err(CkksError::CountMismatch {
@@ -844,7 +848,7 @@ impl<B: Backend> DeviceEvaluator<B> {
             count: e.outputs,
             size: x.size,
             level: x.level - 1,
-            scale: e.out_scale / q,
+            scale: x.scale * e.const_scale / q,
         })
     }
 

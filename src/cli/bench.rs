@@ -16,7 +16,7 @@ use super::server::{resolve, BackendKind, Packing};
 use crate::backend::cost::{CostFamily, KernelCost, KernelCounts, Roofline};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{
-    AdapterChoice, GpuBackend, GpuRuntime, RuntimeOptions, WGPU_MAX_BINDING,
+    AdapterChoice, GpuBackend, GpuError, GpuRuntime, RuntimeOptions, WGPU_MAX_BINDING,
 };
 use crate::backend::{Backend, Shape};
 use crate::ckks::{
@@ -644,7 +644,7 @@ struct ModelReport {
 /// `bench model --in-flight K`: batches scored K at a time through one session.
 #[derive(Serialize)]
 struct InFlightReport {
-    /// Batches in flight at once (threads).
+    /// Batches in flight at once: `--in-flight`, or the worker threads if fewer.
     batches_in_flight: usize,
     /// Batches scored in all.
     batches: usize,
@@ -711,7 +711,7 @@ fn in_flight(
     }
     let batches = threads * per_thread;
     Ok(InFlightReport {
-        batches_in_flight: threads,
+        batches_in_flight: threads.min(pool.current_num_threads()),
         batches,
         seconds,
         predictions_per_hour: (batches * images) as f64 / seconds.max(f64::MIN_POSITIVE) * 3600.0,
@@ -779,9 +779,10 @@ struct CountsReport {
     bytes_downloaded: u64,
     /// The device memory the batch's tensors would take at most.
     peak_memory_bytes: u64,
-    /// Host time to record one batch (upload calls, weight encoding, kernel tables, dispatch
-    /// recording; median of the counted batches): what the host spends per batch on any GPU,
-    /// a floor on the batch time unless it overlaps the device's work.
+    /// Host time to record one batch (upload calls and dispatch recording; the layers'
+    /// encodings and kernel tables are made by the first batch and reused; median of the
+    /// batches after it): what the host spends per batch on any GPU, a floor on the batch time
+    /// unless it overlaps the device's work.
     record_seconds: f64,
     /// The time the host spent per step recording it.
     record_seconds_per_step: Vec<f64>,
@@ -1010,9 +1011,17 @@ fn bench_model(
             counts_only: args.counts_only,
             ..RuntimeOptions::from_env()
         };
-        let rt =
-            GpuRuntime::with_options(&AdapterChoice::from_arg(args.adapter.as_deref()), &options)
-                .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?;
+        let rt = GpuRuntime::with_options(
+            &AdapterChoice::from_arg(args.adapter.as_deref()),
+            &options,
+        )
+        .map_err(|e| match e {
+            GpuError::BindingLimit { .. } => anyhow::anyhow!(
+                "--max-binding: {e}; add --counts-only to count for a device with larger bindings"
+            ),
+            e => anyhow::Error::new(e)
+                .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)"),
+        })?;
         Device::Gpu(std::sync::Arc::new(rt))
     } else {
         resolve(args.backend, args.adapter.as_deref())?

@@ -73,7 +73,8 @@ pub struct ScoreArgs {
     /// Batches in flight per device: that many workers share each device's session (keys
     /// uploaded once), so one's files are read, decoded and uploaded while the device computes
     /// another's. 2 keeps a GPU busy while the host does its part; each batch in flight holds
-    /// its own device memory (`bench model` prints a batch's peak).
+    /// its own device memory (`bench model` prints a batch's peak). Batch packing: in latency
+    /// packing every operation still waits for the device.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
     in_flight: u32,
     /// Score again the batches whose logits are damaged on disk (without it, `score` stops at

@@ -68,17 +68,37 @@ struct LinearKey {
 /// weights.
 pub(crate) struct LinearCache<L> {
     map: Mutex<HashMap<LinearKey, Option<Arc<EncodedLinear<L>>>>>,
+    /// The layer behind each fingerprint: a layer whose fingerprint matches another's but whose
+    /// weights differ (a collision) replaces it and its entries, never uses them.
+    layers: Mutex<HashMap<u64, LinearLayer>>,
 }
 
 impl<L> Default for LinearCache<L> {
     fn default() -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
+            layers: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl<L> LinearCache<L> {
+    /// The fingerprint of `layer`, its entries checked to be `layer`'s (dropped if another
+    /// layer with the same fingerprint made them).
+    fn admit(&self, layer: &LinearLayer) -> u64 {
+        let fp = fingerprint(layer);
+        let mut layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
+        if layers.get(&fp) != Some(layer) {
+            self.lock().retain(|k, _| k.layer != fp);
+            if layers.len() >= LINEAR_CACHE_ENTRIES {
+                layers.clear();
+                self.lock().clear();
+            }
+            layers.insert(fp, layer.clone());
+        }
+        fp
+    }
+
     /// The entry for `key`, made by `make` on a miss.
     fn get(
         &self,
@@ -148,7 +168,7 @@ fn linear_chunked<B: Backend>(
             right: total,
         });
     }
-    let fp = cache.map(|_| fingerprint(layer));
+    let fp = cache.map(|c| c.admit(layer));
     // The encoded part of the layer for outputs `o0..o0 + rows.len()` and the input chunk `k`
     // (from the cache, else made now); `None` when the pair has no weights (k > 0).
     let encoded = |o0: usize, rows: &[Vec<(usize, f64)>], k: usize| {
@@ -372,7 +392,7 @@ mod tests {
         let cache = LinearCache::default();
         for batch in 0..3 {
             let got = linear_chunked(&eval, &x, &layer, chunk, Some(&cache)).unwrap();
-            assert_eq!(download(&eval, &got).unwrap(), want, "batch {batch}");
+            assert!(download(&eval, &got).unwrap() == want, "batch {batch}");
             // 2 chunks of outputs x 3 chunks of inputs, made once.
             assert_eq!(cache.lock().len(), 6, "batch {batch}");
         }
@@ -381,12 +401,31 @@ mod tests {
         let mut other = layer.clone();
         other.rows[0][0].1 = 0.5000001;
         let got = linear_chunked(&eval, &x, &other, chunk, Some(&cache)).unwrap();
-        assert_ne!(download(&eval, &got).unwrap(), want);
+        assert!(download(&eval, &got).unwrap() != want);
         assert_eq!(cache.lock().len(), 12);
+        // A fingerprint collision, simulated: `other`'s encodings filed under `layer`'s
+        // fingerprint. They are dropped, not applied to `layer`.
+        let collide = LinearCache::default();
+        let _ = linear_chunked(&eval, &x, &other, chunk, Some(&collide)).unwrap();
+        let (fo, fl) = (fingerprint(&other), fingerprint(&layer));
+        let moved: HashMap<_, _> = collide
+            .lock()
+            .drain()
+            .map(|(k, v)| (LinearKey { layer: fl, ..k }, v))
+            .collect();
+        assert!(moved.keys().all(|k| k.layer != fo));
+        *collide.lock() = moved;
+        collide.layers.lock().unwrap().clear();
+        collide.layers.lock().unwrap().insert(fl, other.clone());
+        let got = linear_chunked(&eval, &x, &layer, chunk, Some(&collide)).unwrap();
+        assert!(
+            download(&eval, &got).unwrap() == want,
+            "a collision is caught"
+        );
         // One launch for the whole layer: the whole layer encoded once.
         let x1 = upload(&eval, &cts, 8).unwrap();
         let one = linear_chunked(&eval, &x1, &layer, 8, Some(&cache)).unwrap();
-        assert_eq!(download(&eval, &one).unwrap(), want);
+        assert!(download(&eval, &one).unwrap() == want);
         assert_eq!(cache.lock().len(), 13);
     }
 }

@@ -428,9 +428,10 @@ impl Session {
     /// [`Self::score`] for throughput, with other batches in flight on the same session (from
     /// other threads): the backend is not synchronised between steps, so the device runs one
     /// batch's kernels while the host uploads or records another's, and only the download of
-    /// the logits waits (for this batch's work, not the others'). The logits are the same word
-    /// for word; the steps' `seconds` are then the host's recording time, and their counters
-    /// may include other batches' work.
+    /// the logits waits: for the work submitted with it (what every thread had recorded until
+    /// then), not for what other batches record later. The logits are the same word for word;
+    /// the steps' `seconds` are then the host's recording time, and their counters may include
+    /// other batches' work.
     pub fn score_in_flight(&self, plan: &Plan, batch: &[Ciphertext]) -> Result<Scored, CkksError> {
         on_engine!(self, |s| s.score(plan, batch, false, |_| {}))
     }

@@ -135,6 +135,37 @@ pub fn basis_convert(
     cost(bytes, mults, bytes, mults)
 }
 
+/// `pass`, the first pass of a forward NTT, loading a fused base conversion (`ntt.wgsl` with
+/// `tail` = 2) instead of its input words: `polys` polynomials whose `group_sizes` source limbs
+/// convert to `targets` limbs of `n` coefficients. Each loaded word reads its group's sources
+/// (4 bytes each) and computes, per source, `y_s` (one Shoup product, 6) and its term (one
+/// more, 6); the `table_words` of the conversion table once. The floor reads each source word
+/// once and computes each `y_s` once (as `basis_convert` does), and writes nothing more than
+/// the transform.
+pub fn convert_load(
+    a: Arith,
+    pass: KernelCost,
+    polys: u64,
+    group_sizes: &[u64],
+    targets: u64,
+    n: u64,
+    table_words: u64,
+) -> KernelCost {
+    let sources: u64 = group_sizes.iter().sum();
+    let coeffs = polys * n;
+    let loaded = coeffs * group_sizes.len() as u64 * targets; // words the pass loads
+    let reads = coeffs * sources * targets; // source words read
+    let tables = WORD * table_words;
+    KernelCost {
+        dispatches: pass.dispatches,
+        bytes: pass.bytes - WORD * loaded + WORD * reads + tables,
+        mults: pass.mults + 2 * a.shoup() * reads,
+        floor_bytes: (pass.floor_bytes + WORD * coeffs * sources + tables)
+            .saturating_sub(WORD * loaded),
+        floor_mults: pass.floor_mults + a.shoup() * coeffs * sources * (1 + targets),
+    }
+}
+
 /// The key-switching inner product (`keyswitch.wgsl`) of `polys` decomposed polynomials of
 /// `limbs` limbs and `dnum` digits: one invocation per (limb, coefficient) holds the key words
 /// of up to 8 digits and loops over the polynomials, two Barrett products per digit (18). The

@@ -85,7 +85,7 @@ pub enum GpuError {
         max: u64,
     },
     /// `--max-binding` outside what the runtime can use.
-    #[error("a storage binding limit of {asked} bytes is outside {min}..={max} (the adapter's own limit; only `--counts-only` may assume a larger one)")]
+    #[error("a storage binding limit of {asked} bytes is outside {min}..={max} bytes (the adapter's own limit); only a counting-only runtime may assume a larger one")]
     BindingLimit {
         /// The limit asked for.
         asked: u64,
@@ -155,6 +155,7 @@ pub struct GpuBackend {
     tables: wgpu::Buffer,
     maps: Mutex<HashMap<Vec<usize>, Arc<wgpu::Buffer>>>,
     conv: Mutex<HashMap<ConvKey, Arc<ConvBuffers>>>,
+    conv_loads: Mutex<HashMap<ConvKey, Arc<ConvLoad>>>,
     divround: Mutex<HashMap<DivRoundKey, Arc<DivRoundBuffers>>>,
     counters: AtomicCounters,
     /// Coefficients per NTT tile: [`shaders::NTT_TILE_WIDE`] where the adapter has the
@@ -170,6 +171,17 @@ struct ConvBuffers {
     sources: u32,
     /// Source limbs per group (for the counted cost).
     group_sizes: Vec<u64>,
+}
+
+/// A grouped conversion's tables on the host: `(start, len)` per group, `mat` and its Shoup
+/// companions per (source, target), the `exact` table of `rns.wgsl`, and per source
+/// `(h_s, (B/b_s)^-1 mod b_s, its Shoup companion, b_s)`.
+struct ConvHost {
+    groups: Vec<u32>,
+    mat: Vec<u32>,
+    mat_shoup: Vec<u32>,
+    exact: Vec<u32>,
+    pre: Vec<u32>,
 }
 
 /// Per-limb scalars of a divide-and-round (from [`RnsContext::divide_round`]).
@@ -192,6 +204,20 @@ enum NttIo<'a> {
         x: View<'a>,
         d_inv: &'a wgpu::Buffer,
     },
+    /// Out of place, forward: the first pass loads the base conversion of the coefficient-form
+    /// view `x` (`polys / groups` polynomials of the conversion's source limbs) by `conv`, the
+    /// tensor being `[polys / groups][groups][targets]` (a fused mod-up).
+    Convert { x: View<'a>, conv: &'a ConvLoad },
+}
+
+/// The table of a base conversion fused into a forward NTT's load (`NttIo::Convert`; layout in
+/// `shaders/ntt.wgsl`), and what its counted cost needs.
+struct ConvLoad {
+    aux: wgpu::Buffer,
+    groups: u32,
+    group_sizes: Vec<u64>,
+    /// Words of `aux`.
+    words: u64,
 }
 
 /// Component `i` of every ciphertext of `t` (`comps` components each): a view and its count.
@@ -253,6 +279,7 @@ impl GpuBackend {
             tables,
             maps: Mutex::new(HashMap::new()),
             conv: Mutex::new(HashMap::new()),
+            conv_loads: Mutex::new(HashMap::new()),
             divround: Mutex::new(HashMap::new()),
             counters: AtomicCounters::default(),
             ntt_tile: rt.adapter().ntt_tile(),
@@ -322,7 +349,8 @@ impl GpuBackend {
         lin: &GpuLinear,
         accumulate: bool,
     ) -> Result<()> {
-        check_prepared_map("linear", &x.shape, &lin.moduli)?;
+        let op = if accumulate { "linear_acc" } else { "linear" };
+        check_prepared_map(op, &x.shape, &lin.moduli)?;
         let w = &lin.w;
         let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
         self.check_word_range(shape.outputs * comps, shape.limbs)?;
@@ -406,9 +434,8 @@ impl GpuBackend {
             moduli,
             false,
         )?;
-        let mut ext = self.basis_convert(&coeff, &plan.digits, &plan.targets)?;
+        let ext = self.basis_convert_ntt(&coeff, &plan.digits, &plan.targets)?;
         drop(coeff);
-        self.ntt_forward(&mut ext)?;
         let acc = self.keyswitch_inner(&ext, plan.digits.len(), &key.key, &plan.key_map)?;
         drop(ext);
         let p_mod = self.ctx.product_mod(&key.special, moduli);
@@ -493,21 +520,26 @@ impl GpuBackend {
         let total = (polys * map.len() * n) as u64;
         let tiles = total.div_ceil(tile as u64);
         // Unused bindings are bound to a read-only buffer the kernel does not read.
-        let (src, tail) = match io {
-            NttIo::InPlace => (None, None),
-            NttIo::From(s) => (Some(s), None),
-            NttIo::DivideTail { x, d_inv } => {
-                if !forward {
-                    return Err(
-                        GpuError::Internal("a divide tail ends a forward NTT".into()).into(),
-                    );
-                }
-                (Some(x), Some(d_inv))
-            }
+        if !forward && !matches!(io, NttIo::InPlace | NttIo::From(_)) {
+            return Err(GpuError::Internal(
+                "a divide tail or a fused conversion is for a forward NTT".into(),
+            )
+            .into());
+        }
+        let (src, tail, conv) = match io {
+            NttIo::InPlace => (None, None, None),
+            NttIo::From(s) => (Some(s), None, None),
+            NttIo::DivideTail { x, d_inv } => (Some(x), Some(d_inv), None),
+            NttIo::Convert { x, conv } => (Some(x), Some(&conv.aux), Some(conv)),
         };
         let (src_buf, src_off, src_stride) =
             src.map_or((&self.moduli, 0, 0), |s| (s.buf, s.off, s.stride));
-        let from_src = matches!(io, NttIo::From(_));
+        let from_src = matches!(io, NttIo::From(_) | NttIo::Convert { .. });
+        let mode = match io {
+            NttIo::DivideTail { .. } => 1,
+            NttIo::Convert { .. } => 2,
+            _ => 0,
+        };
         let params = |last: u32, first: bool| {
             [
                 n as u32,
@@ -520,8 +552,8 @@ impl GpuBackend {
                 u32::from(first && from_src),
                 src_off,
                 src_stride,
-                u32::from(tail.is_some()),
-                0,
+                mode,
+                conv.map_or(0, |c| c.groups),
             ]
         };
         let tail_buf = tail.unwrap_or(&self.moduli);
@@ -535,10 +567,23 @@ impl GpuBackend {
         let limbs = distinct(map);
         let log_n = u64::from(log2(n));
         let inverse = !forward;
-        let tail_cost = if tail.is_some() {
+        let tail_cost = if mode == 1 {
             cost::divide_tail(self.rt.arith(), pl * n as u64)
         } else {
             KernelCost::default()
+        };
+        // The first pass of a fused mod-up loads conversions instead of words.
+        let first_pass = |c: KernelCost| match conv {
+            Some(conv) => cost::convert_load(
+                self.rt.arith(),
+                c,
+                (polys / conv.group_sizes.len().max(1)) as u64,
+                &conv.group_sizes,
+                map.len() as u64,
+                n as u64,
+                conv.words,
+            ),
+            None => c,
         };
         if n <= tile {
             let entry = if forward {
@@ -546,7 +591,7 @@ impl GpuBackend {
             } else {
                 "ntt_inverse_block"
             };
-            let c = cost::ntt_pass(
+            let c = first_pass(cost::ntt_pass(
                 self.rt.arith(),
                 pl,
                 limbs,
@@ -555,7 +600,7 @@ impl GpuBackend {
                 1,
                 inverse,
                 true,
-            ) + tail_cost;
+            )) + tail_cost;
             self.dispatch(family, entry, &bindings, &params(1, true), tiles, c)?;
         } else {
             // The block pass does the log2(tile) stages local to a tile, the strided pass the rest.
@@ -565,7 +610,16 @@ impl GpuBackend {
             } else {
                 (block, log_n - block)
             };
-            let c1 = cost::ntt_pass(self.rt.arith(), pl, limbs, n as u64, s1, 2, inverse, false);
+            let c1 = first_pass(cost::ntt_pass(
+                self.rt.arith(),
+                pl,
+                limbs,
+                n as u64,
+                s1,
+                2,
+                inverse,
+                false,
+            ));
             let c2 = cost::ntt_pass(self.rt.arith(), pl, limbs, n as u64, s2, 2, inverse, true)
                 + tail_cost;
             self.dispatch(family, first, &bindings, &params(0, true), tiles, c1)?;
@@ -689,6 +743,55 @@ impl GpuBackend {
         targets: &[usize],
         rounding: Option<(&[u32], &[u32])>,
     ) -> Result<ConvBuffers> {
+        let h = self.conv_host(src, groups, targets, rounding)?;
+        Ok(ConvBuffers {
+            groups: self.rt.upload_constant(&h.groups),
+            mat: self.rt.upload_constant(&h.mat),
+            mat_shoup: self.rt.upload_constant(&h.mat_shoup),
+            exact: self.rt.upload_constant(&h.exact),
+            sources: src.len() as u32,
+            group_sizes: groups.iter().map(|g| g.len() as u64).collect(),
+        })
+    }
+
+    /// The conversion of `groups` of `src` to `targets` as a forward NTT's load reads it
+    /// (`NttIo::Convert`), cached.
+    fn conv_load(
+        &self,
+        src: &[usize],
+        groups: &[Range<usize>],
+        targets: &[usize],
+    ) -> Result<Arc<ConvLoad>> {
+        let key = (src.to_vec(), groups.to_vec(), targets.to_vec());
+        let mut cache = self.conv_loads.lock().map_err(|_| GpuError::Poisoned)?;
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let h = self.conv_host(src, groups, targets, None)?;
+        let pre_off = 2 + h.groups.len();
+        let mat_off = pre_off + 3 * src.len();
+        let mut aux = vec![pre_off as u32, mat_off as u32];
+        aux.extend_from_slice(&h.groups);
+        aux.extend(h.pre.chunks(4).flat_map(|p| [p[1], p[2], p[3]]));
+        aux.extend(h.mat.iter().zip(&h.mat_shoup).flat_map(|(&m, &ms)| [m, ms]));
+        let load = Arc::new(ConvLoad {
+            aux: self.rt.upload_constant(&aux),
+            groups: groups.len() as u32,
+            group_sizes: groups.iter().map(|g| g.len() as u64).collect(),
+            words: aux.len() as u64,
+        });
+        cache.insert(key, load.clone());
+        Ok(load)
+    }
+
+    /// The host tables of a grouped conversion (see [`Self::build_conv`]).
+    fn conv_host(
+        &self,
+        src: &[usize],
+        groups: &[Range<usize>],
+        targets: &[usize],
+        rounding: Option<(&[u32], &[u32])>,
+    ) -> Result<ConvHost> {
         if let Some(g) = groups.iter().find(|g| g.len() > shaders::RNS_MAX_GROUP) {
             return Err(BackendError::Shape {
                 op: "basis_convert",
@@ -732,13 +835,12 @@ impl GpuBackend {
             .iter()
             .flat_map(|g| [g.start as u32, g.len() as u32])
             .collect();
-        Ok(ConvBuffers {
-            groups: self.rt.upload_constant(&gw),
-            mat: self.rt.upload_constant(&mat),
-            mat_shoup: self.rt.upload_constant(&mat_shoup),
-            exact: self.rt.upload_constant(&exact),
-            sources: src.len() as u32,
-            group_sizes: groups.iter().map(|g| g.len() as u64).collect(),
+        Ok(ConvHost {
+            groups: gw,
+            mat,
+            mat_shoup,
+            exact,
+            pre,
         })
     }
 
@@ -981,6 +1083,10 @@ impl Backend for GpuBackend {
                 pairs.extend_from_slice(&[v, m.shoup(v)]);
             }
         }
+        // The tables are bound whole, like tensors.
+        for words in [tiles.rows.len(), pairs.len(), w.bias.len()] {
+            self.rt.check_binding(words as u64 * 4)?;
+        }
         Ok(GpuLinear {
             rows: self.rt.upload_constant(&tiles.rows),
             pairs: self.rt.upload_constant(&pairs),
@@ -1219,6 +1325,41 @@ impl Backend for GpuBackend {
             groups.len(),
             targets,
             false,
+        )?;
+        Ok(out)
+    }
+
+    fn basis_convert_ntt(
+        &self,
+        a: &GpuTensor,
+        groups: &[Range<usize>],
+        targets: &[usize],
+    ) -> Result<GpuTensor> {
+        expect_form("basis_convert_ntt", &a.shape, Form::Coeff)?;
+        check_groups("basis_convert_ntt", a.shape.limbs(), groups)?;
+        self.ctx.check_map(targets)?;
+        // Fused, each target re-reads its group's sources: worth it while that costs no more
+        // than the converted tensor's write and read (one-limb digits: 1 read against 2).
+        let sizes: usize = groups.iter().map(Range::len).sum();
+        let fused_reads = sizes * targets.len();
+        let separate = sizes + 2 * groups.len() * targets.len();
+        if fused_reads > separate || groups.iter().any(|g| g.len() > shaders::RNS_MAX_GROUP) {
+            let mut out = self.basis_convert(a, groups, targets)?;
+            self.ntt_forward(&mut out)?;
+            return Ok(out);
+        }
+        let conv = self.conv_load(&a.shape.moduli, groups, targets)?;
+        let polys = a.shape.polys * groups.len();
+        let out = self.alloc(Shape::ntt(polys, targets.to_vec()))?;
+        self.ntt_view(
+            View::whole(&out),
+            NttIo::Convert {
+                x: View::whole(a),
+                conv: &conv,
+            },
+            polys,
+            targets,
+            true,
         )?;
         Ok(out)
     }

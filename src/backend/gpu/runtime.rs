@@ -181,6 +181,19 @@ fn sorted_adapters(inst: &wgpu::Instance) -> Vec<wgpu::Adapter> {
     adapters
 }
 
+/// The size of the pooled buffer for a tensor of `bytes`: rounded up to a power of two (at
+/// least 256 bytes) so buffers are reused across shapes, unless that would pass `max_binding`
+/// (2^31 - 1 on most GPUs: a tensor over 1 GiB keeps its own size, since a buffer is bound
+/// whole).
+fn buffer_size(bytes: u64, max_binding: u64) -> u64 {
+    let size = bytes.next_power_of_two().max(256);
+    if size > max_binding {
+        bytes
+    } else {
+        size
+    }
+}
+
 /// The smallest storage binding a runtime may be limited to (a few ciphertext limbs).
 const MIN_BINDING: u64 = 1 << 20;
 
@@ -469,12 +482,16 @@ impl GpuRuntime {
             })
     }
 
+    /// The largest storage binding (and so tensor buffer) in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
     /// Checks that a storage binding of `bytes` fits this device.
     pub fn check_binding(&self, bytes: u64) -> Result<(), GpuError> {
-        let max = self
-            .limits
-            .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size);
+        let max = self.max_binding();
         if bytes > max {
             return Err(GpuError::TensorTooLarge { bytes, max });
         }
@@ -485,13 +502,7 @@ impl GpuRuntime {
     pub fn alloc(&self, words: usize) -> Result<PooledBuffer, GpuError> {
         let bytes = (words.max(1) as u64) * 4;
         self.check_binding(bytes)?;
-        // Round up to a power of two (at least 256 bytes) so buffers are reused across shapes.
-        let size = bytes.next_power_of_two().max(256);
-        let size = if size > self.limits.max_buffer_size {
-            bytes
-        } else {
-            size
-        };
+        let size = buffer_size(bytes, self.max_binding());
         let reused = self
             .pool
             .free
@@ -705,6 +716,14 @@ impl GpuRuntime {
             }
             self.counters.launch();
             return Ok(());
+        }
+        // Every buffer is bound whole: none may pass the binding limit in force (the device's
+        // own, or a smaller `max_binding`), as the limit a real GPU enforces would reject it.
+        if let Some(b) = bindings.iter().find(|b| b.size() > self.max_binding()) {
+            return Err(GpuError::TensorTooLarge {
+                bytes: b.size(),
+                max: self.max_binding(),
+            });
         }
         let pipeline = self.pipeline(family, entry)?;
         let uniform = self
@@ -954,5 +973,28 @@ impl GpuRuntime {
         };
         self.counters.download(bytes);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_buffers_never_pass_the_binding_limit() {
+        // The cryptonets mod-up digits of a whole layer: 1.16 GB, under wgpu's 2^31 - 1 limit
+        // but rounding up to 2^31 (which a real GPU refuses to bind).
+        let digits = 845 * 6 * 7 * 8192 * 4;
+        assert_eq!(buffer_size(digits, WGPU_MAX_BINDING), digits);
+        assert_eq!(buffer_size(digits, 1 << 32), 1 << 31);
+        for (bytes, max) in [(3 << 20, 3 << 20), ((3 << 20) - 4, 3 << 20), (5, 1 << 20)] {
+            let size = buffer_size(bytes, max);
+            assert!(
+                size >= bytes && size <= max.max(bytes),
+                "{bytes} {max} -> {size}"
+            );
+        }
+        assert_eq!(buffer_size(5, 1 << 20), 256);
+        assert_eq!(buffer_size(1000, 1 << 20), 1024);
     }
 }
