@@ -375,28 +375,39 @@ fn tiny_model(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// `bench model` of `model` at the insecure toy4096 preset, then `extra`.
+fn bench_tiny<'a>(model: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "bench",
+        "model",
+        "--model",
+        model,
+        "--preset",
+        "toy4096",
+        "--insecure",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
 #[test]
 fn bench_model_reports_every_step_and_reuses_memory() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let model = model.to_str().unwrap();
     let args = |backend: &'static str| {
-        vec![
-            "bench",
-            "model",
-            "--model",
+        bench_tiny(
             model,
-            "--preset",
-            "toy4096",
-            "--insecure",
-            "--batches",
-            "2",
-            "--threads",
-            "2",
-            "--backend",
-            backend,
-            "--json",
-        ]
+            &[
+                "--batches",
+                "2",
+                "--threads",
+                "2",
+                "--backend",
+                backend,
+                "--json",
+            ],
+        )
     };
     let (ok, stdout, stderr) = cryptodl(&args("cpu"));
     assert!(ok, "{stderr}");
@@ -476,34 +487,12 @@ fn counts_only_predicts_what_a_real_gpu_run_dispatches() {
     let model = tiny_model(dir.path());
     let model = model.to_str().unwrap();
     let args = |extra: &[&'static str]| {
-        let mut a = vec![
-            "bench",
-            "model",
-            "--model",
-            model,
-            "--preset",
-            "toy4096",
-            "--insecure",
-            "--batches",
-            "1",
-            "--backend",
-            "gpu",
-            "--json",
-        ];
+        let mut a = bench_tiny(model, &["--batches", "1", "--backend", "gpu", "--json"]);
         a.extend_from_slice(extra);
         a
     };
     // The options are GPU-only, and whatever the device, a too-small limit is refused.
-    let (ok, _, stderr) = cryptodl(&[
-        "bench",
-        "model",
-        "--model",
-        model,
-        "--preset",
-        "toy4096",
-        "--insecure",
-        "--counts-only",
-    ]);
+    let (ok, _, stderr) = cryptodl(&bench_tiny(model, &["--counts-only"]));
     assert!(!ok && stderr.contains("--backend gpu"), "{stderr}");
     let (ok, _, stderr) = cryptodl(&args(&["--max-binding", "12 parsecs"]));
     assert!(!ok && stderr.contains("give bytes"), "{stderr}");
@@ -570,24 +559,20 @@ fn batches_in_flight_give_the_same_logits() {
     let model = tiny_model(dir.path());
     let model = model.to_str().unwrap();
     for backend in ["cpu", "gpu"] {
-        let (ok, stdout, stderr) = cryptodl(&[
-            "bench",
-            "model",
-            "--model",
+        let (ok, stdout, stderr) = cryptodl(&bench_tiny(
             model,
-            "--preset",
-            "toy4096",
-            "--insecure",
-            "--batches",
-            "2",
-            "--in-flight",
-            "3",
-            "--threads",
-            "3",
-            "--backend",
-            backend,
-            "--json",
-        ]);
+            &[
+                "--batches",
+                "2",
+                "--in-flight",
+                "3",
+                "--threads",
+                "3",
+                "--backend",
+                backend,
+                "--json",
+            ],
+        ));
         if backend == "gpu" && no_gpu(ok, &stderr, "bench model --in-flight") {
             return;
         }
@@ -600,19 +585,9 @@ fn batches_in_flight_give_the_same_logits() {
         assert!(f["predictions_per_hour"].as_f64().unwrap() > 0.0);
         assert_eq!(v["disagreements_beyond_ties"], 0);
     }
-    let (ok, _, stderr) = cryptodl(&[
-        "bench",
-        "model",
-        "--model",
+    let (ok, _, stderr) = cryptodl(&bench_tiny(
         model,
-        "--preset",
-        "toy4096",
-        "--insecure",
-        "--in-flight",
-        "2",
-        "--counts-only",
-        "--backend",
-        "gpu",
-    ]);
+        &["--in-flight", "2", "--counts-only", "--backend", "gpu"],
+    ));
     assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
 }

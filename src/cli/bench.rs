@@ -1011,17 +1011,15 @@ fn bench_model(
             counts_only: args.counts_only,
             ..RuntimeOptions::from_env()
         };
-        let rt = GpuRuntime::with_options(
-            &AdapterChoice::from_arg(args.adapter.as_deref()),
-            &options,
-        )
-        .map_err(|e| match e {
-            GpuError::BindingLimit { .. } => anyhow::anyhow!(
+        let rt =
+            GpuRuntime::with_options(&AdapterChoice::from_arg(args.adapter.as_deref()), &options)
+                .map_err(|e| match e {
+                GpuError::BindingLimit { .. } => anyhow::anyhow!(
                 "--max-binding: {e}; add --counts-only to count for a device with larger bindings"
             ),
-            e => anyhow::Error::new(e)
-                .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)"),
-        })?;
+                e => anyhow::Error::new(e)
+                    .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)"),
+            })?;
         Device::Gpu(std::sync::Arc::new(rt))
     } else {
         resolve(args.backend, args.adapter.as_deref())?
