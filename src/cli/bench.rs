@@ -45,10 +45,7 @@ pub enum BenchCommand {
     /// Needs no dataset: the inputs are random images, encrypted once (client side, not timed
     /// in the batch), then scored by one session (evaluation keys uploaded once) for a warm-up
     /// batch and `--batches` timed ones. The server's work does not depend on the values. This
-    /// is the command to compare the CPU and a GPU:
-    ///
-    ///   cryptodl bench model --backend cpu --threads 2
-    ///   cryptodl bench model --backend gpu --json
+    /// is the command to compare the CPU and a GPU (examples below).
     Model(ModelArgs),
 }
 
@@ -81,6 +78,14 @@ pub struct OpsArgs {
 
 /// Arguments of `cryptodl bench model`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Examples:
+  cryptodl bench model --backend cpu --threads 2
+  cryptodl bench model --backend gpu --json                # times, and counted bytes / multiplies
+  cryptodl bench model --backend gpu --in-flight 2         # also 2 batches in flight
+  cryptodl bench model --backend gpu --counts-only --max-binding wgpu-max
+                                                           # what a big GPU would dispatch
+  cryptodl bench model --packing latency --batches 20      # milliseconds per image")]
 pub struct ModelArgs {
     /// Model file (default: the embedded demo model, CryptoNets + degree-2 polynomials).
     #[arg(long)]
@@ -960,7 +965,7 @@ fn print_counts(r: &CountsReport) {
         r.adapter.as_deref().unwrap_or("?")
     );
     println!(
-        "  a batch of {} images: {} ciphertexts in at level {}, {} per launch; {} dispatches for {} steps; host -> device {:.3} GB, device -> host {:.3} GB; peak tensor memory {:.2} GB",
+        "  a batch of {} images: {} ciphertexts in at level {}, {} per launch; {} dispatches for {} steps; host -> device {:.3} GB, device -> host {:.3} GB; peak tensor memory {:.2} GB; the host records it in {:.1} ms",
         r.batch_size,
         r.ciphertexts_in,
         r.input_level,
@@ -969,7 +974,8 @@ fn print_counts(r: &CountsReport) {
         r.steps,
         r.bytes_uploaded as f64 / 1e9,
         r.bytes_downloaded as f64 / 1e9,
-        r.peak_memory_bytes as f64 / 1e9
+        r.peak_memory_bytes as f64 / 1e9,
+        r.record_seconds * 1e3
     );
     if let Some(c) = &r.counted {
         let steps = r
