@@ -430,6 +430,25 @@ fn tiled_linear_matches_cpu_across_blocks_and_chunks() {
     };
     assert_eq!(mismatches(&got_acc, &want_acc), 0);
     assert_ne!(got_acc, got);
+    // Prepared once, applied twice: the same words; prepared for other limbs or on another
+    // runtime (device): refused, not misapplied.
+    let xg = gpu
+        .upload(&x, Shape::ntt(inputs * comps, vec![0, 1]))
+        .unwrap();
+    let p = gpu.prepare_linear(w.clone(), &[0, 1]).unwrap();
+    for _ in 0..2 {
+        let y = gpu.linear_prepared(&xg, comps, &p).unwrap();
+        assert_eq!(mismatches(&gpu.download(&y).unwrap(), &want), 0);
+    }
+    let swapped = gpu.prepare_linear(w.clone(), &[1, 0]).unwrap();
+    let e = gpu.linear_prepared(&xg, comps, &swapped).err().unwrap();
+    assert!(e.to_string().contains("prepared for limbs"), "{e}");
+    let other_rt =
+        std::sync::Arc::new(GpuRuntime::new(&AdapterChoice::from_env()).expect("second runtime"));
+    let other = GpuBackend::new(other_rt, gpu.context().clone()).unwrap();
+    let foreign = other.prepare_linear(w.clone(), &[0, 1]).unwrap();
+    let e = gpu.linear_prepared(&xg, comps, &foreign).err().unwrap();
+    assert!(e.to_string().contains("another GPU runtime"), "{e}");
     // Each of the 3 blocks reads its inputs once per coefficient: far below one read per entry.
     assert!(
         k.bytes_ratio() < 4.0,

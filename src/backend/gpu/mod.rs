@@ -350,6 +350,12 @@ impl GpuBackend {
         accumulate: bool,
     ) -> Result<()> {
         let op = if accumulate { "linear_acc" } else { "linear" };
+        if !Arc::ptr_eq(&lin.rt, &self.rt) {
+            return Err(BackendError::Shape {
+                op,
+                reason: "the weights were prepared on another GPU runtime (device); prepare them on this one".into(),
+            });
+        }
         check_prepared_map(op, &x.shape, &lin.moduli)?;
         let w = &lin.w;
         let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
@@ -935,6 +941,8 @@ impl GpuBackend {
 /// A linear layer on the GPU: the tiled kernel's tables, the weights with their Shoup
 /// companions in kernel order and the bias, uploaded once; the CSR weights they came from.
 pub struct GpuLinear {
+    /// The runtime (device) its buffers live on.
+    rt: Arc<GpuRuntime>,
     w: LinearWeights,
     moduli: Vec<usize>,
     tiles: LinearTiles,
@@ -1094,6 +1102,7 @@ impl Backend for GpuBackend {
             tiles,
             moduli: moduli.to_vec(),
             w,
+            rt: self.rt.clone(),
         })
     }
 
