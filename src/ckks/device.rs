@@ -23,6 +23,46 @@ fn same_scale(a: f64, b: f64) -> bool {
     (a - b).abs() <= SCALE_RTOL * a.abs().max(b.abs())
 }
 
+/// Checks that `b` has the size, level and scale of `a` (each `(size, level, scale)`): the
+/// batches one operation puts together.
+fn check_alike(
+    op: &'static str,
+    (a_size, a_level, a_scale): (usize, usize, f64),
+    (b_size, b_level, b_scale): (usize, usize, f64),
+) -> Result<(), CkksError> {
+    if a_size != b_size {
+        return Err(CkksError::SizeMismatch {
+            op,
+            left: a_size,
+            right: b_size,
+        });
+    }
+    check_level_scale(op, (a_level, a_scale), (b_level, b_scale))
+}
+
+/// Checks that `b` has the level and scale of `a` (each `(level, scale)`).
+fn check_level_scale(
+    op: &'static str,
+    (a_level, a_scale): (usize, f64),
+    (b_level, b_scale): (usize, f64),
+) -> Result<(), CkksError> {
+    if a_level != b_level {
+        return Err(CkksError::LevelMismatch {
+            op,
+            left: a_level,
+            right: b_level,
+        });
+    }
+    if !same_scale(a_scale, b_scale) {
+        return Err(CkksError::ScaleMismatch {
+            op,
+            left: a_scale,
+            right: b_scale,
+        });
+    }
+    Ok(())
+}
+
 /// A linear layer encoded for inputs at one level and scale ([`DeviceEvaluator::encode_linear`]):
 /// its weights as residues, prepared for the backend (`L` is [`Backend::Linear`]).
 pub struct EncodedLinear<L> {
@@ -33,18 +73,12 @@ pub struct EncodedLinear<L> {
     in_scale: f64,
     /// The weights' scale: an output's scale is its input's times this.
     const_scale: f64,
-    out_scale: f64,
 }
 
 impl<L> EncodedLinear<L> {
     /// Ciphertexts in and out.
     pub fn dims(&self) -> (usize, usize) {
         (self.inputs, self.outputs)
-    }
-
-    /// The scale of the outputs (before any rescale).
-    pub fn out_scale(&self) -> f64 {
-        self.out_scale
     }
 }
 
@@ -211,27 +245,11 @@ impl<B: Backend> DeviceEvaluator<B> {
         let first = cts.first().ok_or(CkksError::EmptyBatch)?;
         for ct in cts {
             ct.check(&self.ctx)?;
-            if ct.size != first.size {
-                return Err(CkksError::SizeMismatch {
-                    op: "upload",
-                    left: first.size,
-                    right: ct.size,
-                });
-            }
-            if ct.level != first.level {
-                return Err(CkksError::LevelMismatch {
-                    op: "upload",
-                    left: first.level,
-                    right: ct.level,
-                });
-            }
-            if !same_scale(ct.scale, first.scale) {
-                return Err(CkksError::ScaleMismatch {
-                    op: "upload",
-                    left: first.scale,
-                    right: ct.scale,
-                });
-            }
+            check_alike(
+                "upload",
+                (first.size, first.level, first.scale),
+                (ct.size, ct.level, ct.scale),
+            )?;
         }
         let parts: Vec<&[u32]> = cts.iter().map(|c| c.data.as_slice()).collect();
         let shape = self.level_shape(cts.len() * first.size, first.level);
@@ -252,27 +270,11 @@ impl<B: Backend> DeviceEvaluator<B> {
         let first = parts.first().ok_or(CkksError::EmptyBatch)?;
         for p in parts {
             self.check(p)?;
-            if p.size != first.size {
-                return Err(CkksError::SizeMismatch {
-                    op: "concat",
-                    left: first.size,
-                    right: p.size,
-                });
-            }
-            if p.level != first.level {
-                return Err(CkksError::LevelMismatch {
-                    op: "concat",
-                    left: first.level,
-                    right: p.level,
-                });
-            }
-            if !same_scale(p.scale, first.scale) {
-                return Err(CkksError::ScaleMismatch {
-                    op: "concat",
-                    left: first.scale,
-                    right: p.scale,
-                });
-            }
+            check_alike(
+                "concat",
+                (first.size, first.level, first.scale),
+                (p.size, p.level, p.scale),
+            )?;
         }
         let tensors: Vec<&B::Tensor> = parts.iter().map(|p| &p.data).collect();
         Ok(DeviceCiphertext {
@@ -355,13 +357,11 @@ impl<B: Backend> DeviceEvaluator<B> {
         let mut parts: Vec<&[u32]> = Vec::with_capacity(2 * pts.len());
         for pt in pts {
             pt.check(&self.ctx)?;
-            if pt.level != first.level || !same_scale(pt.scale, first.scale) {
-                return Err(CkksError::LevelMismatch {
-                    op: "upload_plain_batch",
-                    left: first.level,
-                    right: pt.level,
-                });
-            }
+            check_level_scale(
+                "upload_plain_batch",
+                (first.level, first.scale),
+                (pt.level, pt.scale),
+            )?;
             parts.push(&pt.data);
             parts.push(&pt.data);
         }
@@ -695,9 +695,8 @@ impl<B: Backend> DeviceEvaluator<B> {
         layer: &LinearLayer,
         const_scale: Option<f64>,
     ) -> Result<EncodedLinear<B::Linear>, CkksError> {
-        let (weights, out_scale) = self.linear_weights(level, scale, layer, const_scale)?;
+        let (weights, const_scale) = self.linear_weights(level, scale, layer, const_scale)?;
         let outputs = weights.outputs();
-        let const_scale = const_scale.unwrap_or(self.ctx.params().q()[level] as f64);
         let moduli: Vec<usize> = (0..=level).collect();
         Ok(EncodedLinear {
             weights: self.backend.prepare_linear(weights, &moduli)?,
@@ -706,7 +705,6 @@ impl<B: Backend> DeviceEvaluator<B> {
             level,
             in_scale: scale,
             const_scale,
-            out_scale,
         })
     }
 
@@ -725,21 +723,7 @@ impl<B: Backend> DeviceEvaluator<B> {
                 right: x.count,
             });
         }
-        if x.level != e.level {
-            return Err(CkksError::LevelMismatch {
-                op,
-                left: e.level,
-                right: x.level,
-            });
-        }
-        if !same_scale(x.scale, e.in_scale) {
-            return Err(CkksError::ScaleMismatch {
-                op,
-                left: e.in_scale,
-                right: x.scale,
-            });
-        }
-        Ok(())
+        check_level_scale(op, (e.level, e.in_scale), (x.level, x.scale))
     }
 
     /// [`Self::linear`] with a layer encoded by [`Self::encode_linear`] for `x`'s level and
@@ -790,27 +774,11 @@ impl<B: Backend> DeviceEvaluator<B> {
                 right: e.outputs,
             });
         }
-        if acc.level != x.level {
-            return Err(CkksError::LevelMismatch {
-                op: "linear_acc",
-                left: acc.level,
-                right: x.level,
-            });
-        }
-        if acc.size != x.size {
-            return Err(CkksError::SizeMismatch {
-                op: "linear_acc",
-                left: acc.size,
-                right: x.size,
-            });
-        }
-        if !same_scale(acc.scale, scale) {
-            return Err(CkksError::ScaleMismatch {
-                op: "linear_acc",
-                left: acc.scale,
-                right: scale,
-            });
-        }
+        check_alike(
+            "linear_acc",
+            (acc.size, acc.level, acc.scale),
+            (x.size, x.level, scale),
+        )?;
         self.backend
             .linear_acc_prepared(&mut acc.data, &x.data, x.size, &e.weights)?;
         Ok(())
@@ -852,8 +820,8 @@ impl<B: Backend> DeviceEvaluator<B> {
         })
     }
 
-    /// The backend weights of a linear layer over inputs at `level` and `scale`, and the scale
-    /// of its output.
+    /// The backend weights of a linear layer over inputs at `level` and `scale` (weights times
+    /// `const_scale`, by default the level's last prime), and that constant scale.
     fn linear_weights(
         &self,
         level: usize,
@@ -926,7 +894,7 @@ impl<B: Backend> DeviceEvaluator<B> {
             values,
             bias,
         };
-        Ok((weights, out_scale))
+        Ok((weights, cs))
     }
 
     /// `a + c` for a real constant `c` (added to every slot at the ciphertext's scale).
