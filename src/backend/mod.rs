@@ -406,6 +406,33 @@ pub(crate) fn check_prepared_map(op: &'static str, x: &Shape, prepared: &[usize]
     Ok(())
 }
 
+/// The shape of a linear layer of `inputs -> outputs`, validated by [`check_linear`] when it was
+/// prepared for the limb map `prepared`, applied to `x` of `comps` components: only `x` is
+/// checked, so applying prepared weights costs nothing per weight.
+pub(crate) fn check_prepared_linear(
+    op: &'static str,
+    ctx: &RnsContext,
+    x: &Shape,
+    comps: usize,
+    prepared: &[usize],
+    (inputs, outputs): (usize, usize),
+) -> Result<cryptodl_kernels::linear::LinearShape> {
+    check_prepared_map(op, x, prepared)?;
+    if comps == 0 || x.polys != inputs * comps {
+        return Err(BackendError::Shape {
+            op,
+            reason: format!("input {x:?} is not {inputs} groups of {comps} components"),
+        });
+    }
+    Ok(cryptodl_kernels::linear::LinearShape {
+        inputs,
+        outputs,
+        comps,
+        limbs: x.limbs(),
+        n: ctx.n(),
+    })
+}
+
 /// Validates the operands of [`Backend::linear`] (shared by every backend); returns the shape.
 pub(crate) fn check_linear(
     ctx: &RnsContext,

@@ -12,12 +12,10 @@ use serde::Serialize;
 use super::infer::bar;
 use super::latency::{report_latency, run_latency, Images};
 use super::output::print_json;
-use super::server::{resolve, BackendKind, Packing};
+use super::server::{open_gpu, resolve, BackendKind, Packing};
 use crate::backend::cost::{CostFamily, KernelCost, KernelCounts, Roofline};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::{
-    AdapterChoice, GpuBackend, GpuError, GpuRuntime, RuntimeOptions, WGPU_MAX_BINDING,
-};
+use crate::backend::gpu::{GpuBackend, GpuRuntime, RuntimeOptions, WGPU_MAX_BINDING};
 use crate::backend::{Backend, Shape};
 use crate::ckks::{
     precision_stats, Ciphertext, Context, Decryptor, DeviceCiphertext, DeviceEvaluator, DeviceKeys,
@@ -1017,16 +1015,7 @@ fn bench_model(
             counts_only: args.counts_only,
             ..RuntimeOptions::from_env()
         };
-        let rt =
-            GpuRuntime::with_options(&AdapterChoice::from_arg(args.adapter.as_deref()), &options)
-                .map_err(|e| match e {
-                GpuError::BindingLimit { .. } => anyhow::anyhow!(
-                "--max-binding: {e}; add --counts-only to count for a device with larger bindings"
-            ),
-                e => anyhow::Error::new(e)
-                    .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)"),
-            })?;
-        Device::Gpu(std::sync::Arc::new(rt))
+        Device::Gpu(open_gpu(args.adapter.as_deref(), Some(&options))?)
     } else {
         resolve(args.backend, args.adapter.as_deref())?
     };

@@ -1,9 +1,9 @@
 //! Choosing where the server evaluates: the `--backend` / `--adapter` flags shared by `demo`,
 //! `infer`, `score`, `bench` and `verify`, resolved to a [`Device`].
 
-use anyhow::Context as _;
+use std::sync::Arc;
 
-use crate::backend::gpu::{AdapterChoice, GpuRuntime};
+use crate::backend::gpu::{AdapterChoice, GpuError, GpuRuntime, RuntimeOptions};
 use crate::sched::Device;
 
 /// Which backend to run on.
@@ -49,15 +49,34 @@ impl ServerArgs {
     }
 }
 
+/// Opens the GPU `adapter` names (the process's shared runtime unless `options` are given). An
+/// error that means no usable adapter says `--backend gpu` needs one; an `--max-binding` above
+/// the adapter's limit says how to count for a larger device.
+pub fn open_gpu(
+    adapter: Option<&str>,
+    options: Option<&RuntimeOptions>,
+) -> anyhow::Result<Arc<GpuRuntime>> {
+    let choice = AdapterChoice::from_arg(adapter);
+    let rt = match options {
+        Some(o) => GpuRuntime::with_options(&choice, o).map(Arc::new),
+        None => GpuRuntime::open(&choice),
+    };
+    rt.map_err(|e| match e {
+        GpuError::BindingLimit { .. } => anyhow::anyhow!(
+            "--max-binding: {e}; add --counts-only to count for a device with larger bindings"
+        ),
+        e if e.is_unavailable() => anyhow::Error::new(e)
+            .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)"),
+        e => e.into(),
+    })
+}
+
 /// Resolves a backend kind and adapter name to a [`Device`] (see [`ServerArgs::device`]).
 pub fn resolve(kind: BackendKind, adapter: Option<&str>) -> anyhow::Result<Device> {
     let choice = AdapterChoice::from_arg(adapter);
     match kind {
         BackendKind::Cpu => Ok(Device::Cpu),
-        BackendKind::Gpu => Ok(Device::Gpu(
-            GpuRuntime::open(&choice)
-                .context("`--backend gpu` needs a GPU adapter (see `cryptodl devices`)")?,
-        )),
+        BackendKind::Gpu => Ok(Device::Gpu(open_gpu(adapter, None)?)),
         BackendKind::Auto => match GpuRuntime::open(&choice) {
             Ok(rt) => Ok(Device::Gpu(rt)),
             Err(e) => {

@@ -14,7 +14,7 @@ use shaders::Family;
 use super::cost::KernelCost;
 use super::{
     check_binary, check_groups, check_join, check_keyswitch_inner, check_linear,
-    check_prepared_map, check_relin_rescale, check_scalars, check_scaled_prefix, check_slice,
+    check_prepared_linear, check_relin_rescale, check_scalars, check_scaled_prefix, check_slice,
     check_truncate, expect_form, AtomicCounters, Backend, BackendError, Counters, Form,
     KeySwitchPlan, LinearWeights, MemoryUse, Result, RnsContext, Shape, SwitchKey,
 };
@@ -109,6 +109,22 @@ pub enum GpuError {
     /// Internal inconsistency (a bug).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl GpuError {
+    /// Whether this error means there is no usable adapter here (none, not the one asked for,
+    /// too small, or its device would not open), as opposed to a bad request or a failure in
+    /// use.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            GpuError::NoAdapter
+                | GpuError::AdapterNotFound { .. }
+                | GpuError::AdapterIndex { .. }
+                | GpuError::LimitsTooSmall { .. }
+                | GpuError::Device { .. }
+        )
+    }
 }
 
 /// A tensor resident in a device buffer.
@@ -214,7 +230,7 @@ enum NttIo<'a> {
 /// `shaders/ntt.wgsl`), and what its counted cost needs.
 struct ConvLoad {
     aux: wgpu::Buffer,
-    groups: u32,
+    /// Source limbs per group.
     group_sizes: Vec<u64>,
     /// Words of `aux`.
     words: u64,
@@ -240,6 +256,22 @@ fn component(t: &GpuTensor, i: u32, comps: u32) -> Components<'_> {
 }
 
 /// Distinct moduli of a limb map.
+/// The entry of `cache` for `key`, made by `make` (and kept) on a miss: the backend's tables
+/// (limb maps, conversion and divide-and-round constants) are built and uploaded once.
+fn cached<K: std::hash::Hash + Eq, V>(
+    cache: &Mutex<HashMap<K, Arc<V>>>,
+    key: K,
+    make: impl FnOnce() -> Result<V>,
+) -> Result<Arc<V>> {
+    let mut cache = cache.lock().map_err(|_| GpuError::Poisoned)?;
+    if let Some(v) = cache.get(&key) {
+        return Ok(v.clone());
+    }
+    let v = Arc::new(make()?);
+    cache.insert(key, v.clone());
+    Ok(v)
+}
+
 fn distinct(map: &[usize]) -> u64 {
     map.iter().collect::<std::collections::BTreeSet<_>>().len() as u64
 }
@@ -356,11 +388,16 @@ impl GpuBackend {
                 reason: "the weights were prepared on another GPU runtime (device); prepare them on this one".into(),
             });
         }
-        check_prepared_map(op, &x.shape, &lin.moduli)?;
-        let w = &lin.w;
-        let shape = check_linear(&self.ctx, &x.shape, comps, w)?;
+        let shape = check_prepared_linear(
+            op,
+            &self.ctx,
+            &x.shape,
+            comps,
+            &lin.moduli,
+            (lin.inputs, lin.outputs),
+        )?;
         self.check_word_range(shape.outputs * comps, shape.limbs)?;
-        let nnz = w.cols.len();
+        let nnz = lin.nnz;
         let tiles = &lin.tiles;
         let (rows, pairs, bias) = (&lin.rows, &lin.pairs, &lin.bias);
         let lmap = self.map_buffer(&x.shape.moduli)?;
@@ -381,7 +418,8 @@ impl GpuBackend {
             0,
         ];
         let workgroups = (tiles.blocks * comps * shape.limbs * coeff_tiles) as u64;
-        let table_bytes = 4 * (tiles.rows.len() + 2 * nnz * shape.limbs + w.bias.len()) as u64;
+        let table_bytes =
+            4 * (tiles.rows.len() + 2 * nnz * shape.limbs + lin.outputs * shape.limbs) as u64;
         self.dispatch(
             Family::Linear,
             "linear",
@@ -472,14 +510,10 @@ impl GpuBackend {
     }
 
     fn map_buffer(&self, map: &[usize]) -> Result<Arc<wgpu::Buffer>> {
-        let mut maps = self.maps.lock().map_err(|_| GpuError::Poisoned)?;
-        if let Some(b) = maps.get(map) {
-            return Ok(b.clone());
-        }
-        let words: Vec<u32> = map.iter().map(|&i| i as u32).collect();
-        let b = Arc::new(self.rt.upload_constant(&words));
-        maps.insert(map.to_vec(), b.clone());
-        Ok(b)
+        cached(&self.maps, map.to_vec(), || {
+            let words: Vec<u32> = map.iter().map(|&i| i as u32).collect();
+            Ok(self.rt.upload_constant(&words))
+        })
     }
 
     fn alloc(&self, shape: Shape) -> Result<GpuTensor> {
@@ -559,7 +593,7 @@ impl GpuBackend {
                 src_off,
                 src_stride,
                 mode,
-                conv.map_or(0, |c| c.groups),
+                conv.map_or(0, |c| c.group_sizes.len() as u32),
             ]
         };
         let tail_buf = tail.unwrap_or(&self.moduli);
@@ -728,13 +762,9 @@ impl GpuBackend {
         targets: &[usize],
     ) -> Result<Arc<ConvBuffers>> {
         let key = (src.to_vec(), groups.to_vec(), targets.to_vec());
-        let mut cache = self.conv.lock().map_err(|_| GpuError::Poisoned)?;
-        if let Some(c) = cache.get(&key) {
-            return Ok(c.clone());
-        }
-        let bufs = Arc::new(self.build_conv(src, groups, targets, None)?);
-        cache.insert(key, bufs.clone());
-        Ok(bufs)
+        cached(&self.conv, key, || {
+            self.build_conv(src, groups, targets, None)
+        })
     }
 
     /// The tables of a grouped conversion (layouts in `shaders/rns.wgsl`): per group, the shared
@@ -769,25 +799,20 @@ impl GpuBackend {
         targets: &[usize],
     ) -> Result<Arc<ConvLoad>> {
         let key = (src.to_vec(), groups.to_vec(), targets.to_vec());
-        let mut cache = self.conv_loads.lock().map_err(|_| GpuError::Poisoned)?;
-        if let Some(c) = cache.get(&key) {
-            return Ok(c.clone());
-        }
-        let h = self.conv_host(src, groups, targets, None)?;
-        let pre_off = 2 + h.groups.len();
-        let mat_off = pre_off + 3 * src.len();
-        let mut aux = vec![pre_off as u32, mat_off as u32];
-        aux.extend_from_slice(&h.groups);
-        aux.extend(h.pre.chunks(4).flat_map(|p| [p[1], p[2], p[3]]));
-        aux.extend(h.mat.iter().zip(&h.mat_shoup).flat_map(|(&m, &ms)| [m, ms]));
-        let load = Arc::new(ConvLoad {
-            aux: self.rt.upload_constant(&aux),
-            groups: groups.len() as u32,
-            group_sizes: groups.iter().map(|g| g.len() as u64).collect(),
-            words: aux.len() as u64,
-        });
-        cache.insert(key, load.clone());
-        Ok(load)
+        cached(&self.conv_loads, key, || {
+            let h = self.conv_host(src, groups, targets, None)?;
+            let pre_off = 2 + h.groups.len();
+            let mat_off = pre_off + 3 * src.len();
+            let mut aux = vec![pre_off as u32, mat_off as u32];
+            aux.extend_from_slice(&h.groups);
+            aux.extend(h.pre.chunks(4).flat_map(|p| [p[1], p[2], p[3]]));
+            aux.extend(h.mat.iter().zip(&h.mat_shoup).flat_map(|(&m, &ms)| [m, ms]));
+            Ok(ConvLoad {
+                aux: self.rt.upload_constant(&aux),
+                group_sizes: groups.iter().map(|g| g.len() as u64).collect(),
+                words: aux.len() as u64,
+            })
+        })
     }
 
     /// The host tables of a grouped conversion (see [`Self::build_conv`]).
@@ -939,11 +964,15 @@ impl GpuBackend {
 }
 
 /// A linear layer on the GPU: the tiled kernel's tables, the weights with their Shoup
-/// companions in kernel order and the bias, uploaded once; the CSR weights they came from.
+/// companions in kernel order and the bias, uploaded once (validated then: applying it checks
+/// only the input).
 pub struct GpuLinear {
     /// The runtime (device) its buffers live on.
     rt: Arc<GpuRuntime>,
-    w: LinearWeights,
+    /// Ciphertexts in and out, and weights (checked when prepared).
+    inputs: usize,
+    outputs: usize,
+    nnz: usize,
     moduli: Vec<usize>,
     tiles: LinearTiles,
     rows: wgpu::Buffer,
@@ -1101,14 +1130,15 @@ impl Backend for GpuBackend {
             bias: self.rt.upload_constant(&w.bias),
             tiles,
             moduli: moduli.to_vec(),
-            w,
+            inputs: w.inputs,
+            outputs: w.outputs(),
+            nnz,
             rt: self.rt.clone(),
         })
     }
 
     fn linear_prepared(&self, x: &GpuTensor, comps: usize, w: &GpuLinear) -> Result<GpuTensor> {
-        let shape = check_linear(&self.ctx, &x.shape, comps, &w.w)?;
-        let out = self.alloc(x.shape.with_polys(shape.outputs * comps))?;
+        let out = self.alloc(x.shape.with_polys(w.outputs * comps))?;
         self.linear_dispatch(&out, x, comps, w, false)?;
         Ok(out)
     }
@@ -1120,8 +1150,7 @@ impl Backend for GpuBackend {
         comps: usize,
         w: &GpuLinear,
     ) -> Result<()> {
-        let shape = check_linear(&self.ctx, &x.shape, comps, &w.w)?;
-        let want = x.shape.with_polys(shape.outputs * comps);
+        let want = x.shape.with_polys(w.outputs * comps);
         if acc.shape != want {
             return Err(BackendError::Shape {
                 op: "linear_acc",
@@ -1484,42 +1513,33 @@ impl Backend for GpuBackend {
         let keep = a.shape.moduli[..keep_n].to_vec();
         let dropm = a.shape.moduli[keep_n..].to_vec();
         let polys = a.shape.polys;
-        let consts = {
-            let mut cache = self.divround.lock().map_err(|_| GpuError::Poisoned)?;
-            let key = (a.shape.moduli.clone(), drop);
-            match cache.get(&key) {
-                Some(c) => c.clone(),
-                None => {
-                    let dr = self.ctx.divide_round(&keep, &dropm)?;
-                    let all = 0..drop;
-                    let kmods = self.ctx.moduli_of(&keep);
-                    let neg_half_keep: Vec<u32> = dr
-                        .half_mod_keep()
+        let consts = cached(&self.divround, (a.shape.moduli.clone(), drop), || {
+            let dr = self.ctx.divide_round(&keep, &dropm)?;
+            let all = 0..drop;
+            let kmods = self.ctx.moduli_of(&keep);
+            let neg_half_keep: Vec<u32> = dr
+                .half_mod_keep()
+                .iter()
+                .zip(&kmods)
+                .map(|(&h, m)| m.neg(h))
+                .collect();
+            let conv = Arc::new(self.build_conv(
+                &dropm,
+                std::slice::from_ref(&all),
+                &keep,
+                Some((dr.half_mod_drop(), &neg_half_keep)),
+            )?);
+            Ok(DivRoundBuffers {
+                d_inv: self.rt.upload_constant(
+                    &dr.d_inv_mod_keep()
                         .iter()
                         .zip(&kmods)
-                        .map(|(&h, m)| m.neg(h))
-                        .collect();
-                    let conv = Arc::new(self.build_conv(
-                        &dropm,
-                        std::slice::from_ref(&all),
-                        &keep,
-                        Some((dr.half_mod_drop(), &neg_half_keep)),
-                    )?);
-                    let entry = Arc::new(DivRoundBuffers {
-                        d_inv: self.rt.upload_constant(
-                            &dr.d_inv_mod_keep()
-                                .iter()
-                                .zip(&kmods)
-                                .flat_map(|(&d, m)| [d, m.shoup(d)])
-                                .collect::<Vec<u32>>(),
-                        ),
-                        conv,
-                    });
-                    cache.insert(key, entry.clone());
-                    entry
-                }
-            }
-        };
+                        .flat_map(|(&d, m)| [d, m.shoup(d)])
+                        .collect::<Vec<u32>>(),
+                ),
+                conv,
+            })
+        })?;
         let stride = limbs as u32;
         let a_drop = View {
             buf: a.buffer(),
