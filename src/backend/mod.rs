@@ -1136,7 +1136,18 @@ pub(crate) fn check_truncate(shape: &Shape, limbs: usize) -> Result<()> {
 
 /// Validates the digit groups of [`Backend::basis_convert`]: consecutive, non-empty ranges that
 /// partition `0..limbs`.
-pub(crate) fn check_groups(op: &'static str, limbs: usize, groups: &[Range<usize>]) -> Result<()> {
+/// Validates a base conversion of `a` (coefficient form) in `groups` to `targets` (shared by
+/// every backend's [`Backend::basis_convert`] and [`Backend::basis_convert_ntt`]): the groups
+/// partition `a`'s limbs in order, the targets are the context's.
+pub(crate) fn check_convert(
+    op: &'static str,
+    ctx: &RnsContext,
+    a: &Shape,
+    groups: &[Range<usize>],
+    targets: &[usize],
+) -> Result<()> {
+    expect_form(op, a, Form::Coeff)?;
+    let limbs = a.limbs();
     let mut next = 0;
     for g in groups {
         if g.start != next || g.is_empty() {
@@ -1150,7 +1161,7 @@ pub(crate) fn check_groups(op: &'static str, limbs: usize, groups: &[Range<usize
             reason: format!("groups {groups:?} do not partition 0..{limbs} in order"),
         });
     }
-    Ok(())
+    ctx.check_map(targets)
 }
 
 /// Validates a binary element-wise operation: equal limb maps and forms, and `b` either as many

@@ -5,7 +5,7 @@ mod fused;
 mod pool;
 
 use super::{
-    check_binary, check_groups, check_join, check_keyswitch_inner, check_linear,
+    check_binary, check_convert, check_join, check_keyswitch_inner, check_linear,
     check_prepared_map, check_relin_rescale, check_scalars, check_scaled_prefix, check_slice,
     check_truncate, expect_form, AtomicCounters, Backend, BackendError, Counters, Form,
     KeySwitchPlan, LinearWeights, MemoryUse, Result, RnsContext, Shape, SwitchKey,
@@ -639,9 +639,7 @@ impl Backend for CpuBackend {
         groups: &[Range<usize>],
         targets: &[usize],
     ) -> Result<CpuTensor> {
-        expect_form("basis_convert", &a.shape, Form::Coeff)?;
-        check_groups("basis_convert", a.shape.limbs(), groups)?;
-        self.ctx.check_map(targets)?;
+        check_convert("basis_convert", &self.ctx, &a.shape, groups, targets)?;
         self.launch();
         let n = self.ctx.n();
         let limbs = a.shape.limbs();

@@ -13,7 +13,7 @@ use shaders::Family;
 
 use super::cost::KernelCost;
 use super::{
-    check_binary, check_groups, check_join, check_keyswitch_inner, check_linear,
+    check_binary, check_convert, check_join, check_keyswitch_inner, check_linear,
     check_prepared_linear, check_relin_rescale, check_scalars, check_scaled_prefix, check_slice,
     check_truncate, expect_form, AtomicCounters, Backend, BackendError, Counters, Form,
     KeySwitchPlan, LinearWeights, MemoryUse, Result, RnsContext, Shape, SwitchKey,
@@ -1345,9 +1345,7 @@ impl Backend for GpuBackend {
         groups: &[Range<usize>],
         targets: &[usize],
     ) -> Result<GpuTensor> {
-        expect_form("basis_convert", &a.shape, Form::Coeff)?;
-        check_groups("basis_convert", a.shape.limbs(), groups)?;
-        self.ctx.check_map(targets)?;
+        check_convert("basis_convert", &self.ctx, &a.shape, groups, targets)?;
         let conv = self.conv_buffers(&a.shape.moduli, groups, targets)?;
         let out = self.alloc(Shape::coeff(a.shape.polys * groups.len(), targets.to_vec()))?;
         let gstride = (groups.len() * targets.len()) as u32;
@@ -1373,9 +1371,7 @@ impl Backend for GpuBackend {
         groups: &[Range<usize>],
         targets: &[usize],
     ) -> Result<GpuTensor> {
-        expect_form("basis_convert_ntt", &a.shape, Form::Coeff)?;
-        check_groups("basis_convert_ntt", a.shape.limbs(), groups)?;
-        self.ctx.check_map(targets)?;
+        check_convert("basis_convert_ntt", &self.ctx, &a.shape, groups, targets)?;
         // Fused, each target re-reads its group's sources: worth it while that costs no more
         // than the converted tensor's write and read (one-limb digits: 1 read against 2).
         let sizes: usize = groups.iter().map(Range::len).sum();
