@@ -99,12 +99,18 @@ impl WorkerLog {
     /// Opens (creating) `out/logs/WORKER.jsonl` for appending.
     pub fn open(out: &Path, worker: &str, shard: &str, device: &str) -> io::Result<Self> {
         let dir = out.join(LOG_DIR);
-        std::fs::create_dir_all(&dir)?;
+        crate::io::create_own_dir(&dir)?;
         let path = dir.join(format!("{}.jsonl", file_safe(worker)));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = crate::io::open_no_follow(
+            std::fs::OpenOptions::new().create(true).append(true),
+            &path,
+        )?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file; remove it", path.display()),
+            ));
+        }
         Ok(Self {
             path,
             file: Mutex::new(file),
@@ -151,6 +157,10 @@ pub fn read_logs(out: &Path) -> io::Result<(Vec<LogRecord>, usize)> {
     let dir = out.join(LOG_DIR);
     let mut records = Vec::new();
     let mut bad = 0;
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        // Never `score`'s own: its logs are not read through a link.
+        return Ok((records, 1));
+    }
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((records, 0)),
@@ -162,9 +172,13 @@ pub fn read_logs(out: &Path) -> io::Result<(Vec<LogRecord>, usize)> {
         .collect();
     paths.sort();
     for path in paths {
-        let Some(file) = crate::io::open_regular(&path)? else {
-            bad += 1;
-            continue;
+        // A link or anything but a regular file is not a worker's log.
+        let file = match crate::io::open_no_follow(std::fs::OpenOptions::new().read(true), &path) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+            _ => {
+                bad += 1;
+                continue;
+            }
         };
         let mut text = String::new();
         if file.take(MAX_LOG_BYTES).read_to_string(&mut text).is_err() {

@@ -1,6 +1,12 @@
-//! Atomic file output for the whole crate: every file cryptodl writes (keys, ciphertexts, models,
-//! manifests, plots) appears complete or not at all; temporaries of killed runs are found and
-//! removed by name; advisory locks keep concurrent writers of one file apart.
+//! File input and output for the whole crate: every file cryptodl writes (keys, ciphertexts,
+//! models, manifests, plots) appears complete or not at all; temporaries of killed runs are
+//! found and removed by name; advisory locks keep concurrent writers of one file apart; the
+//! files cryptodl creates inside its directories (locks, logs) are never reached through a
+//! symbolic link; and [`paths`] holds the rule of where an output may go.
+
+pub mod paths;
+
+pub use paths::{confined, ConfineError, OutputError, ReadSet};
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -127,14 +133,62 @@ pub struct FileLock {
     _file: File,
 }
 
-/// Takes the lock of `path` (creating the file) if no other process holds it; `Ok(None)` if
-/// one does.
+/// Opens `path` with `options` without following a symbolic link in its last component: a link
+/// planted where cryptodl creates a file of its own (a lock, a log) is an error that says so,
+/// instead of a file created wherever the link points. On Unix the file is opened non-blocking
+/// too (this sets the options' custom flags), so a FIFO never makes the open wait.
+pub fn open_no_follow(options: &mut std::fs::OpenOptions, path: &Path) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc_nofollow() | libc_nonblock());
+    }
+    #[cfg(not(unix))]
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(link_refused(path));
+    }
+    match options.open(path) {
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc_eloop()) => Err(link_refused(path)),
+        other => other,
+    }
+}
+
+fn link_refused(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a symbolic link; cryptodl never follows links where it creates its own files: remove it",
+            path.display()
+        ),
+    )
+}
+
+/// Creates the directory `dir` (and its parents) for cryptodl's own files, refusing a
+/// symbolic link in its place (which would carry them out of the directory the user named).
+pub fn create_own_dir(dir: &Path) -> io::Result<()> {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(link_refused(dir));
+    }
+    std::fs::create_dir_all(dir)
+}
+
+/// Takes the lock of `path` (creating the file, never through a symbolic link) if no other
+/// process holds it; `Ok(None)` if one does.
 pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
+    let file = open_no_follow(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+        path,
+    )?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file; remove it", path.display()),
+        ));
+    }
     match file.try_lock() {
         Ok(()) => Ok(Some(FileLock { _file: file })),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -145,7 +199,7 @@ pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
 /// Whether another process holds the lock of `path` (`None` if there is no such lock file).
 /// Never creates the file; a free lock is taken and released at once.
 pub fn lock_is_held(path: &Path) -> io::Result<Option<bool>> {
-    let file = match File::open(path) {
+    let file = match open_no_follow(std::fs::OpenOptions::new().read(true), path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -183,6 +237,26 @@ fn libc_nonblock() -> i32 {
 #[cfg(all(unix, not(target_os = "linux")))]
 fn libc_nonblock() -> i32 {
     0o4 // O_NONBLOCK on the BSDs and macOS
+}
+
+#[cfg(all(unix, target_os = "linux"))]
+fn libc_nofollow() -> i32 {
+    libc::O_NOFOLLOW
+}
+
+#[cfg(all(unix, target_os = "linux"))]
+fn libc_eloop() -> i32 {
+    libc::ELOOP
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn libc_nofollow() -> i32 {
+    0x100 // O_NOFOLLOW on the BSDs and macOS
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn libc_eloop() -> i32 {
+    62 // ELOOP on the BSDs and macOS
 }
 
 /// [`write_atomic`] of a byte string (not secret).

@@ -1,0 +1,333 @@
+//! Where a command may write, and where a path read from inside a file may lead: an output never
+//! replaces a file the command reads, a key file or a job file ([`ReadSet::check_output`]); a
+//! path named inside a file stays inside its directory once every link is resolved
+//! ([`confined`]).
+
+use std::fs::Metadata;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// Why an output path was refused. Nothing is written when it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputError {
+    /// The output is (or leads to) a file the command reads.
+    #[error(
+        "{flag} {} is {}, which this command reads ({role}); an output never replaces an \
+         input: choose another path (nothing was written)",
+        .out.display(),
+        shown_input(.out, .input)
+    )]
+    IsInput {
+        /// The output's option (`--out`).
+        flag: String,
+        /// The output path as given.
+        out: PathBuf,
+        /// The input it is, as the command named it.
+        input: PathBuf,
+        /// What the input is to the command (`--keys`, `the secret key`).
+        role: String,
+    },
+    /// The output is (or leads to) a key, ciphertext or job file of cryptodl.
+    #[error(
+        "{flag} {} holds {what}; cryptodl never replaces a key, an encrypted batch, logits or a \
+         job's record with another output: choose another path (nothing was written)",
+        .out.display()
+    )]
+    Protected {
+        /// The output's option.
+        flag: String,
+        /// The output path as given.
+        out: PathBuf,
+        /// What the file holds (`a secret key`).
+        what: &'static str,
+    },
+    /// The output is a directory, a FIFO or a device.
+    #[error("{flag} {} is {what}, not a file: give a file name", .out.display())]
+    NotAFile {
+        /// The output's option.
+        flag: String,
+        /// The output path as given.
+        out: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// The output could not be examined.
+    #[error("{flag} {}: {error}", .out.display())]
+    Io {
+        /// The output's option.
+        flag: String,
+        /// The output path as given.
+        out: PathBuf,
+        /// The cause.
+        error: io::Error,
+    },
+}
+
+fn shown_input(out: &Path, input: &Path) -> String {
+    if out == input {
+        "that very file".to_string()
+    } else {
+        format!("{} under another name", input.display())
+    }
+}
+
+/// The identity of a file: device and inode on Unix (hard links and every spelling of a path
+/// agree), the canonical path elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileId(#[cfg(unix)] (u64, u64), #[cfg(not(unix))] PathBuf);
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(_path: &Path, meta: &Metadata) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        Some(FileId((meta.dev(), meta.ino())))
+    }
+
+    #[cfg(not(unix))]
+    fn of(path: &Path, _meta: &Metadata) -> Option<FileId> {
+        std::fs::canonicalize(path).ok().map(FileId)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ReadFile {
+    path: PathBuf,
+    role: String,
+    id: FileId,
+}
+
+/// The files a command reads, so that none of its outputs replaces one
+/// ([`ReadSet::check_output`]). Paths that do not exist are not recorded (nothing to lose).
+#[derive(Clone, Debug, Default)]
+pub struct ReadSet {
+    files: Vec<ReadFile>,
+}
+
+impl ReadSet {
+    /// No files.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `path` (following links), read as `role` (`--model`, `the public key`), if it
+    /// exists.
+    pub fn file(&mut self, path: impl AsRef<Path>, role: &str) -> &mut Self {
+        let path = path.as_ref();
+        if let Ok(meta) = std::fs::metadata(path) {
+            if let Some(id) = FileId::of(path, &meta) {
+                self.files.push(ReadFile {
+                    path: path.to_path_buf(),
+                    role: role.to_string(),
+                    id,
+                });
+            }
+        }
+        self
+    }
+
+    /// Records every file directly in `dir` (a dataset's directory, a directory of images), as
+    /// `role`; nothing if `dir` is not a directory.
+    pub fn dir_files(&mut self, dir: impl AsRef<Path>, role: &str) -> &mut Self {
+        let dir = dir.as_ref();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+                    self.file(&p, role);
+                }
+            }
+        }
+        self
+    }
+
+    /// Every file recorded, with its role.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.files
+            .iter()
+            .map(|f| (f.path.as_path(), f.role.as_str()))
+    }
+
+    /// The recorded file `path` is, if any (by identity, not spelling).
+    fn find(&self, path: &Path, meta: &Metadata) -> Option<&ReadFile> {
+        let id = FileId::of(path, meta)?;
+        self.files.iter().find(|f| f.id == id)
+    }
+
+    /// Checks that a file may be written at `out` (named by the option `flag`): it is not a
+    /// file of this set (under any name: a hard link, another spelling, a symbolic link to
+    /// it), not a directory, FIFO or device, and holds no key, ciphertext or job record of
+    /// cryptodl ([`protected_content`]). A path that does not exist (or a dangling link) is
+    /// free. Call it before any work, so that a refusal leaves nothing written.
+    pub fn check_output(&self, out: &Path, flag: &str) -> Result<(), OutputError> {
+        let io = |error| OutputError::Io {
+            flag: flag.to_string(),
+            out: out.to_path_buf(),
+            error,
+        };
+        match std::fs::symlink_metadata(out) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        }
+        // What the path leads to (an atomic write replaces a link itself, but a link to an
+        // input is refused all the same: the user meant the file).
+        let target = match std::fs::metadata(out) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None, // a dangling link
+            Err(e) => return Err(io(e)),
+        };
+        if let Some(f) = target.as_ref().and_then(|m| self.find(out, m)) {
+            return Err(OutputError::IsInput {
+                flag: flag.to_string(),
+                out: out.to_path_buf(),
+                input: f.path.clone(),
+                role: f.role.clone(),
+            });
+        }
+        let Some(meta) = target else {
+            return Ok(());
+        };
+        let kind = meta.file_type();
+        if !kind.is_file() {
+            return Err(OutputError::NotAFile {
+                flag: flag.to_string(),
+                out: out.to_path_buf(),
+                what: if kind.is_dir() {
+                    "a directory"
+                } else {
+                    "a FIFO, a socket or a device"
+                },
+            });
+        }
+        if let Some(what) = protected_content(out).map_err(io)? {
+            return Err(OutputError::Protected {
+                flag: flag.to_string(),
+                out: out.to_path_buf(),
+                what,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What cryptodl file `path` holds that no other output may replace: a key, ciphertexts or
+/// logits (the `CRYPTODL` header), or a job's manifest or the client's record of a job (JSON
+/// naming a job id); `None` for anything else.
+pub fn protected_content(path: &Path) -> io::Result<Option<&'static str>> {
+    let Some(f) = super::open_regular(path)? else {
+        return Ok(None);
+    };
+    let mut head = Vec::with_capacity(4096);
+    f.take(4096).read_to_end(&mut head)?;
+    if head.starts_with(b"CRYPTODL") && head.len() >= 12 {
+        return Ok(Some(match u16::from_le_bytes([head[10], head[11]]) {
+            1 => "a secret key",
+            2 => "a public key",
+            3 => "evaluation keys",
+            _ => "ciphertexts (an encrypted batch or logits)",
+        }));
+    }
+    if names_a_job(&head) {
+        return Ok(Some("a job's manifest or the client's record of a job"));
+    }
+    Ok(None)
+}
+
+/// Whether `head` is the start of a JSON object with a `"job": "<32 hex digits>"` member (a
+/// manifest, a job record).
+fn names_a_job(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    if !text.trim_start().starts_with('{') {
+        return false;
+    }
+    let mut rest = text.as_ref();
+    while let Some(at) = rest.find("\"job\"") {
+        rest = &rest[at + 5..];
+        let Some(value) = rest.trim_start().strip_prefix(':') else {
+            continue;
+        };
+        let Some(value) = value.trim_start().strip_prefix('"') else {
+            continue;
+        };
+        if value.len() > 32
+            && value.as_bytes()[32] == b'"'
+            && value[..32].bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Why a path named inside a file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfineError {
+    /// The path is absolute or climbs out (`..`).
+    #[error("{name:?} must be a relative path inside {} (no `..`, not absolute)", .dir.display())]
+    NotRelative {
+        /// The path as written in the file.
+        name: String,
+        /// The directory it must stay in.
+        dir: PathBuf,
+    },
+    /// Once links are resolved, the path leads out of the directory.
+    #[error(
+        "{name:?} leads to {}, outside {} once its symbolic links are resolved; keep the file \
+         itself (not a link to it) beside the one that names it",
+        .resolved.display(),
+        .dir.display()
+    )]
+    Escapes {
+        /// The path as written in the file.
+        name: String,
+        /// The directory it must stay in.
+        dir: PathBuf,
+        /// Where it leads.
+        resolved: PathBuf,
+    },
+    /// The path or the directory could not be resolved (missing, unreadable).
+    #[error("{}: {error}", .path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        error: io::Error,
+    },
+}
+
+/// Resolves `name` (a path written inside a file, such as ONNX external data) against `dir`
+/// and checks that, with every symbolic link of `dir` and of `name` resolved, it lies inside
+/// `dir` (itself resolved): a link in the directory that leads elsewhere is refused like an
+/// absolute path. Returns the resolved path, which the caller opens.
+pub fn confined(dir: &Path, name: &str) -> Result<PathBuf, ConfineError> {
+    use std::path::Component;
+    let rel = Path::new(name);
+    if name.is_empty()
+        || rel.is_absolute()
+        || rel.components().any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(ConfineError::NotRelative {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+        });
+    }
+    let root = std::fs::canonicalize(dir).map_err(|error| ConfineError::Io {
+        path: dir.to_path_buf(),
+        error,
+    })?;
+    let joined = dir.join(rel);
+    let resolved = std::fs::canonicalize(&joined).map_err(|error| ConfineError::Io {
+        path: joined.clone(),
+        error,
+    })?;
+    if resolved == root || !resolved.starts_with(&root) {
+        return Err(ConfineError::Escapes {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            resolved,
+        });
+    }
+    Ok(resolved)
+}
