@@ -139,6 +139,139 @@ pub struct EvaluationKeys {
     pub key_set: KeySetId,
 }
 
+/// log2 of the largest coefficient of `b + a s` a genuine key may show: its error is at most
+/// [`super::sampling::ERROR_BOUND`] (19); keys of another secret show residues spread over the
+/// whole prime (about 2^29).
+const KEY_NOISE_LIMIT_BITS: u32 = 10;
+
+/// The largest centred coefficient of `b + a s - t` on QP limb `i` (all in NTT form, one limb
+/// each; `t` absent for zero): the noise of an RLWE sample `(b, a)` of `t` under `s`.
+fn limb_noise(ctx: &Context, i: usize, b: &[u32], a: &[u32], s: &[u32], t: Option<&[u32]>) -> u32 {
+    let top = ctx.params().max_level();
+    let m = ctx.qp_moduli(top)[i];
+    let mut r: Vec<u32> = b
+        .iter()
+        .zip(a)
+        .zip(s)
+        .map(|((&b, &a), &s)| m.add(b, m.mul(a, s)))
+        .collect();
+    if let Some(t) = t {
+        for (r, &t) in r.iter_mut().zip(t) {
+            *r = m.sub(*r, t);
+        }
+    }
+    ctx.qp_tables(top)[i].inverse(&mut r);
+    let q = m.value();
+    r.iter().map(|&x| x.min(q - x)).max().unwrap_or(0)
+}
+
+fn check_noise(what: impl FnOnce() -> String, noise: u32) -> Result<(), CkksError> {
+    if noise < 1 << KEY_NOISE_LIMIT_BITS {
+        return Ok(());
+    }
+    Err(CkksError::ForeignKey {
+        what: what(),
+        noise_bits: 32 - noise.leading_zeros(),
+        limit_bits: KEY_NOISE_LIMIT_BITS,
+    })
+}
+
+impl PublicKey {
+    /// Checks that this public key was made from `sk` (the client can tell; the key-set id in
+    /// its file can be relabelled): `b + a s` must be a fresh sample's small error on the first
+    /// data prime and the last special prime; under another secret it is uniform.
+    pub fn check_against(&self, ctx: &Context, sk: &SecretKey) -> Result<(), CkksError> {
+        let n = ctx.n();
+        let limbs = ctx.qp_moduli(ctx.params().max_level()).len();
+        if self.data.len() != 2 * limbs * n {
+            return Err(CkksError::ShapeMismatch {
+                what: "public key",
+                expected: 2 * limbs * n,
+                found: self.data.len(),
+            });
+        }
+        let (b, a) = self.data.split_at(limbs * n);
+        for i in [0, limbs - 1] {
+            let limb = |v: &[u32]| v[i * n..(i + 1) * n].to_vec();
+            let noise = limb_noise(ctx, i, &limb(b), &limb(a), &limb(sk.qp()), None);
+            check_noise(|| "the public key".to_string(), noise)?;
+        }
+        Ok(())
+    }
+}
+
+impl EvaluationKeys {
+    /// Checks that every switching key was made from `sk`: for each digit `j`, on its first
+    /// data prime `i`, `b_j + a_j s - P s'` is a fresh sample's small error (`s' = s^2` for the
+    /// relinearization key, `s(X^g)` for the Galois key of `g`). Keys of another secret, or of
+    /// another automorphism, leave residues spread over the whole prime.
+    pub fn check_against(&self, ctx: &Context, sk: &SecretKey) -> Result<(), CkksError> {
+        let params = ctx.params();
+        let n = ctx.n();
+        let top = params.max_level();
+        let moduli = ctx.qp_moduli(top);
+        let limbs = moduli.len();
+        let alpha = params.digit_size();
+        let dnum = params.dnum();
+        let s = sk.qp();
+        let p_mod = |i: usize| {
+            let m = &moduli[i];
+            params
+                .p()
+                .iter()
+                .fold(1u32, |acc, &p| m.mul(acc, p % m.value()))
+        };
+        let check = |key: &SwitchingKey,
+                     s_prime: &dyn Fn(usize) -> Vec<u32>,
+                     what: &dyn Fn() -> String|
+         -> Result<(), CkksError> {
+            if key.data.len() != dnum * 2 * limbs * n {
+                return Err(CkksError::ShapeMismatch {
+                    what: "switching key",
+                    expected: dnum * 2 * limbs * n,
+                    found: key.data.len(),
+                });
+            }
+            for j in 0..dnum {
+                let i = j * alpha;
+                let digit = &key.data[j * 2 * limbs * n..(j + 1) * 2 * limbs * n];
+                let b = &digit[i * n..(i + 1) * n];
+                let a = &digit[(limbs + i) * n..(limbs + i + 1) * n];
+                let m = &moduli[i];
+                let pm = p_mod(i);
+                let mut t = s_prime(i);
+                for x in &mut t {
+                    *x = m.mul(*x, pm);
+                }
+                let noise = limb_noise(ctx, i, b, a, &s[i * n..(i + 1) * n], Some(&t));
+                t.zeroize();
+                check_noise(what, noise)?;
+            }
+            Ok(())
+        };
+        if let Some(relin) = &self.relin {
+            let square = |i: usize| {
+                let m = &moduli[i];
+                s[i * n..(i + 1) * n].iter().map(|&x| m.mul(x, x)).collect()
+            };
+            check(relin, &square, &|| "the relinearization key".to_string())?;
+        }
+        for (&g, key) in &self.galois {
+            let rotated = |i: usize| {
+                let m = [moduli[i]];
+                let mut coeffs = super::sampling::small_to_rns(sk.coeffs(), &m);
+                let mut out = vec![0u32; n];
+                automorphism_coeff(&coeffs, &mut out, g, n, &m);
+                coeffs.zeroize();
+                ctx.qp_tables(top)[i].forward(&mut out);
+                out
+            };
+            check(key, &rotated, &|| format!("the Galois key of element {g}"))?;
+        }
+        Ok(())
+    }
+}
+
 fn forward_all(data: &mut [u32], tables: &[&NttTable], n: usize) {
     for (i, limb) in data.chunks_exact_mut(n).enumerate() {
         tables[i % tables.len()].forward(limb);

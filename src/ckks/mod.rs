@@ -134,4 +134,20 @@ pub enum CkksError {
         expected: usize,
         found: usize,
     },
+    /// Key material that was not made from this secret key (relabelled with its key-set id):
+    /// its RLWE samples do not decrypt to small noise under it.
+    #[error(
+        "{what} was not made from this secret key: it decrypts to noise of 2^{noise_bits} under \
+         it, where a key of this key set shows at most 2^{limit_bits}; it comes from another \
+         `keygen`, relabelled with this key set's id, or is damaged behind a recomputed \
+         checksum. Use the key files `keygen` wrote with this secret key"
+    )]
+    ForeignKey {
+        /// `the public key`, `the relinearization key`, `the Galois key of element 5`.
+        what: String,
+        /// log2 of the largest residual coefficient found.
+        noise_bits: u32,
+        /// log2 of the largest a genuine key may show.
+        limit_bits: u32,
+    },
 }

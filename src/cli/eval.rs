@@ -62,23 +62,31 @@ struct EvalOut {
     candle_max_logit_diff: Option<f64>,
 }
 
-/// The test split for `model`: `dataset` if given, else the one the model was trained on, else
-/// fashion-mnist / cifar10 by input shape; the first `limit` images; checked against the model's
-/// input shape.
-pub(super) fn test_set(
+/// The dataset of `model`: `dataset` if given, else the one the model was trained on, else
+/// fashion-mnist / cifar10 by input shape.
+pub(super) fn dataset_of(
     model: &Model,
     dataset: Option<DatasetKind>,
-    data_dir: Option<&std::path::Path>,
-    limit: Option<usize>,
-) -> anyhow::Result<(DatasetKind, crate::nn::dataset::Dataset)> {
-    let kind = match dataset {
+) -> anyhow::Result<DatasetKind> {
+    Ok(match dataset {
         Some(k) => k,
         None => match model.training.get("dataset").and_then(|v| v.as_str()) {
             Some(s) => s.parse().map_err(anyhow::Error::msg)?,
             None if model.input == [3, 32, 32] => DatasetKind::Cifar10,
             None => DatasetKind::FashionMnist,
         },
-    };
+    })
+}
+
+/// The test split for `model` ([`dataset_of`]); the first `limit` images; checked against the
+/// model's input shape.
+pub(super) fn test_set(
+    model: &Model,
+    dataset: Option<DatasetKind>,
+    data_dir: Option<&std::path::Path>,
+    limit: Option<usize>,
+) -> anyhow::Result<(DatasetKind, crate::nn::dataset::Dataset)> {
+    let kind = dataset_of(model, dataset)?;
     let test = kind.load_test(data_dir)?;
     let test = match limit {
         Some(n) => test.take(n),

@@ -23,18 +23,19 @@ use super::output::print_json;
 use super::server::Packing;
 use super::warn_insecure;
 use crate::ckks::serialize::{
-    load_ciphertexts, load_public_key, load_secret_key, read_header, save_ciphertexts,
+    load_evaluation_keys, load_public_key, load_secret_key, read_header, save_ciphertexts,
     save_evaluation_keys, save_public_key, save_secret_key, Content, FileError, JobId,
 };
 use crate::ckks::{
-    Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Preset, PRESETS,
+    Context, Encoder, Encryptor, KeyGenerator, Parameters, Preset, SecretKey, PRESETS,
 };
-use crate::io::{remove_stale_temps, try_lock};
+use crate::io::{remove_stale_temps, try_lock, ReadSet};
 use crate::nn::dataset::DatasetKind;
 use crate::nn::images::{self, Images, Resize};
 use crate::nn::model::Model;
 use crate::nn::reference;
-use crate::sched::job::{batch_file, logits_file, JobPacking, Manifest, MANIFEST};
+use crate::sched::client::JobRecord;
+use crate::sched::job::{batch_file, logits_file, Manifest, MANIFEST};
 use crate::sched::latency::LatencyPlan;
 use crate::sched::{self, Plan};
 
@@ -271,71 +272,81 @@ struct EncryptReport {
     input: String,
     /// The client's record of image names and labels (beside the keys).
     sources: String,
+    /// The key files beside the secret key checked against it (`public`, `evaluation`); empty
+    /// when the secret key is not in the key directory.
+    keys_checked: Vec<&'static str>,
     out: String,
 }
 
-/// What the client keeps of a job beside its keys (`KEYS/jobs/JOB.json`, never sent to the
-/// server): where the images came from, their names and labels, in job order.
-#[derive(Serialize, serde::Deserialize)]
-struct JobSources {
-    job: String,
-    input: String,
-    names: Vec<String>,
-    labels: Option<Vec<u8>>,
+/// Checks that `out` can be a job directory for the server: not a file, and not the key
+/// directory `keys` (nor any directory holding a secret key): the server gets all of it.
+fn check_job_dir(out: &Path, keys: &Path) -> anyhow::Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {} is a file; give a directory (created if missing)",
+            out.display()
+        );
+    }
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(out, keys) || out.join(SECRET_KEY).exists() {
+        bail!(
+            "--out {} holds (or is) the key directory: the server gets this directory, and \
+             must never get the secret key; choose another directory (nothing was written)",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
-/// The largest job record read (1 GiB).
-const MAX_SOURCES_BYTES: u64 = 1 << 30;
+/// The files of the key directory `keys` a client command reads, for its outputs' check.
+fn key_files(reads: &mut ReadSet, keys: &Path) {
+    reads
+        .file(keys.join(SECRET_KEY), "the secret key of --keys")
+        .file(keys.join(PUBLIC_KEY), "the public key of --keys")
+        .file(keys.join(EVAL_KEYS), "the evaluation keys of --keys");
+}
 
-impl JobSources {
-    fn path(keys: &Path, job: &str) -> PathBuf {
-        keys.join("jobs").join(format!("{job}.json"))
+/// Checks the key material beside the secret key `sk` in `keys` (the public key, the
+/// evaluation keys) against it: files of another `keygen` relabelled with this key set's id
+/// are refused before they are used. Returns which were checked.
+fn check_key_material(
+    keys: &Path,
+    ctx: &std::sync::Arc<Context>,
+    sk: &SecretKey,
+) -> anyhow::Result<Vec<&'static str>> {
+    let mut checked = Vec::new();
+    let pk_path = keys.join(PUBLIC_KEY);
+    if pk_path.exists() {
+        let pk = load_public_key(&pk_path, ctx)?;
+        pk.check_against(ctx, sk)
+            .with_context(|| pk_path.display().to_string())?;
+        checked.push("public");
     }
-
-    fn write(&self, keys: &Path) -> anyhow::Result<PathBuf> {
-        let path = Self::path(keys, &self.job);
-        let dir = keys.join("jobs");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let text = serde_json::to_vec(self)?;
-        crate::io::write_bytes_atomic(&path, &text)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(path)
+    let ek_path = keys.join(EVAL_KEYS);
+    if ek_path.exists() {
+        let ek = load_evaluation_keys(&ek_path, ctx)?;
+        ek.check_against(ctx, sk)
+            .with_context(|| ek_path.display().to_string())?;
+        checked.push("evaluation");
     }
-
-    /// The record of `job`, if the client has it.
-    fn read(keys: &Path, job: &str, images: usize) -> anyhow::Result<Option<JobSources>> {
-        use std::io::Read;
-        let path = Self::path(keys, job);
-        let f = match crate::io::open_regular(&path) {
-            Ok(Some(f)) => f,
-            Ok(None) => bail!("{} is not a regular file", path.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display())))
-            }
-        };
-        let mut text = Vec::new();
-        f.take(MAX_SOURCES_BYTES)
-            .read_to_end(&mut text)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let s: JobSources = serde_json::from_slice(&text)
-            .with_context(|| format!("{} is damaged", path.display()))?;
-        if s.job != job
-            || s.names.len() != images
-            || s.labels.as_ref().is_some_and(|l| l.len() != images)
-        {
-            bail!(
-                "{} does not describe job {job} of {images} images; move it away to decrypt without image names",
-                path.display()
-            );
-        }
-        Ok(Some(s))
-    }
+    Ok(checked)
 }
 
 /// Runs `cryptodl encrypt`.
 pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
+    // Everything this command reads, so that none of its outputs replaces it.
+    let mut reads = ReadSet::new();
+    reads.file(&args.model, "--model");
+    key_files(&mut reads, &args.keys);
+    if let Some(p) = &args.input {
+        reads.file(p, "--input").dir_files(p, "an image of --input");
+    }
+    if let Some(p) = &args.labels {
+        reads.file(p, "--labels");
+    }
     let model = Model::load(&args.model)?;
     let pk_path = args.keys.join(PUBLIC_KEY);
     let params = parameters_of(&pk_path, args.insecure)?;
@@ -344,8 +355,28 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     plan.check_depth(params.name(), params.max_level())?;
     let ctx = Context::new(&params)?;
     let pk = load_public_key(&pk_path, &ctx)?;
+    // The client holds the secret key: the public key it encrypts with, and the evaluation
+    // keys the server will get, must be made from it (a relabelled key would encrypt for
+    // someone else, or make the server compute noise).
+    let sk_path = args.keys.join(SECRET_KEY);
+    let keys_checked = if sk_path.exists() {
+        let sk = load_secret_key(&sk_path, &ctx)?;
+        if sk.key_set() != pk.key_set {
+            bail!(
+                "{} is of key set {}, {} of key set {}: use the files of one `keygen`",
+                pk_path.display(),
+                pk.key_set,
+                sk_path.display(),
+                sk.key_set()
+            );
+        }
+        check_key_material(&args.keys, &ctx, &sk)?
+    } else {
+        Vec::new()
+    };
+    check_job_dir(&args.out, &args.keys)?;
     let limit = args.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
-    let (test, source) = match &args.input {
+    let (test, source, dataset) = match &args.input {
         Some(path) => {
             let resize = if args.resize {
                 Resize::Scale
@@ -356,19 +387,41 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
             (
                 images.take(limit.unwrap_or(usize::MAX)),
                 path.display().to_string(),
+                None,
             )
         }
         None => {
+            let kind = super::eval::dataset_of(&model, args.dataset)?;
+            if let Some(dir) = kind.files_dir(args.data_dir.as_deref()) {
+                reads.dir_files(dir, "a file of the dataset");
+            }
             let (kind, test) =
-                super::eval::test_set(&model, args.dataset, args.data_dir.as_deref(), limit)?;
+                super::eval::test_set(&model, Some(kind), args.data_dir.as_deref(), limit)?;
             (
                 Images::from_dataset(kind, &test),
                 format!("{kind} test split"),
+                Some(kind),
             )
         }
     };
     if test.is_empty() {
         bail!("no images to encrypt");
+    }
+    if let (Some(labels), Some(p)) = (&test.labels, &args.labels) {
+        let classes = model.num_classes();
+        if let Some((i, &y)) = labels
+            .iter()
+            .enumerate()
+            .find(|&(_, &y)| usize::from(y) >= classes)
+        {
+            bail!(
+                "{}: label {y} (image {i}) is not a class of model `{}`, which has {classes} \
+                 (0 to {}); give the labels of these images",
+                p.display(),
+                model.name,
+                classes - 1
+            );
+        }
     }
     let calibration: Vec<Vec<f64>> = (0..test.len().min(256))
         .map(|k| test.normalized(&model, k))
@@ -408,6 +461,12 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     if let Some(lp) = &latency {
         manifest = manifest.in_latency_packing(lp.input_ciphertexts());
     }
+    // Every file this run writes, checked before the first is written.
+    for i in 0..batches.len() {
+        reads.check_output(&args.out.join(batch_file(i)), "--out")?;
+    }
+    reads.check_output(&args.out.join(MANIFEST), "--out")?;
+    reads.check_output(&JobRecord::path(&args.keys, &manifest.job), "--keys")?;
     let enc = Encoder::new(ctx.clone());
     let work = match latency {
         Some(_) => test.len(),
@@ -447,13 +506,15 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     b.finish_and_clear();
     // The client's record of the job (never sent), then the manifest last: a directory with
     // one is complete.
-    let sources = JobSources {
+    let record = JobRecord {
         job: manifest.job.clone(),
         input: source.clone(),
+        dataset,
         names: test.names.clone(),
         labels: test.labels.clone(),
+        manifest_checksum: Some(manifest.checksum.clone()),
     };
-    let sources_path = sources.write(&args.keys)?;
+    let sources_path = record.write(&args.keys)?;
     manifest.write(&args.out)?;
     let report = EncryptReport {
         job: manifest.job.clone(),
@@ -475,6 +536,7 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
         input_level: plan.input_level(),
         input: source,
         sources: sources_path.display().to_string(),
+        keys_checked,
         out: args.out.display().to_string(),
     };
     if args.json {
@@ -539,6 +601,8 @@ struct DecryptReport {
     predictions: Vec<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     accuracy: Option<f64>,
+    /// The key files beside the secret key checked against it (`public`, `evaluation`).
+    keys_checked: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     out: Option<String>,
 }
@@ -556,6 +620,27 @@ fn csv_field(s: &str) -> String {
 pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     let (manifest, params) = Manifest::read(&args.input, args.insecure)?;
     warn_insecure(&params, args.json);
+    // Everything this command reads, so that --out replaces none of it (checked before any
+    // work: a refusal writes nothing).
+    let mut reads = ReadSet::new();
+    key_files(&mut reads, &args.keys);
+    reads
+        .file(
+            JobRecord::path(&args.keys, &manifest.job),
+            "the job's record",
+        )
+        .file(args.input.join(MANIFEST), "the job's manifest");
+    for i in 0..manifest.batches.len() {
+        reads.file(args.input.join(logits_file(i)), "the logits of --in");
+    }
+    if let Some(kind) = args.dataset {
+        if let Some(dir) = kind.files_dir(args.data_dir.as_deref()) {
+            reads.dir_files(dir, "a file of the dataset");
+        }
+    }
+    if let Some(out) = &args.out {
+        reads.check_output(out, "--out")?;
+    }
     let sk_path = args.keys.join(SECRET_KEY);
     let key_params = parameters_of(&sk_path, args.insecure)?;
     if key_params.fingerprint() != params.fingerprint() {
@@ -569,48 +654,55 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     let ctx = Context::new(&params)?;
     let sk = load_secret_key(&sk_path, &ctx)?;
     manifest.check_key_set(&sk_path, sk.key_set())?;
-    let total: usize = manifest.batches.iter().sum();
-    let sources = JobSources::read(&args.keys, &manifest.job, total)?;
-    let (enc, dec) = (Encoder::new(ctx.clone()), Decryptor::new(ctx.clone()));
-    let mut predictions = Vec::new();
-    let mut all_logits: Vec<Vec<f64>> = Vec::new();
-    for (i, &count) in manifest.batches.iter().enumerate() {
-        let path = args.input.join(logits_file(i));
-        if !path.exists() {
-            bail!(
-                "{} is missing: batch {i} is not scored yet; run `cryptodl score` again (it resumes)",
-                path.display()
-            );
-        }
-        let (logits, label) = load_ciphertexts(&path, &ctx)?;
-        manifest.check_batch(&params, &path, i, Content::Logits, &label, &logits)?;
-        let decoded = match manifest.packing {
-            JobPacking::Batch => sched::decrypt_logits(&dec, &enc, &sk, &logits, count)?,
-            JobPacking::Latency => logits
-                .iter()
-                .map(|ct| {
-                    let mut v = enc.decode(&dec.decrypt(ct, &sk)?);
-                    v.truncate(manifest.model.outputs);
-                    Ok(v)
-                })
-                .collect::<Result<Vec<_>, crate::ckks::CkksError>>()?,
-        };
-        for l in decoded {
-            predictions.push(reference::argmax(&l));
-            if args.out.is_some() {
-                all_logits.push(l);
+    let keys_checked = check_key_material(&args.keys, &ctx, &sk)?;
+    let record = JobRecord::read(&args.keys, &manifest)?;
+    let b = bar(manifest.batches.len(), "decrypt: batches", args.json);
+    let all_logits = sched::client::decrypt_job(&manifest, &args.input, &ctx, &sk, || b.inc(1))?;
+    b.finish_and_clear();
+    let predictions: Vec<usize> = all_logits.iter().map(|l| reference::argmax(l)).collect();
+    // Labels: the record's (the images encrypted, whatever their source); --dataset only
+    // confirms that the job is that dataset's test split, with the same labels.
+    let labels: Option<Vec<u8>> = match (args.dataset, &record) {
+        (None, r) => r.as_ref().and_then(|r| r.labels.clone()),
+        (Some(kind), None) => bail!(
+            "--dataset {kind}: there is no record of job {} beside the keys ({}), so nothing \
+             says which images were encrypted; accuracy against a dataset's labels needs it \
+             (decrypt without --dataset for the predictions alone)",
+            manifest.job,
+            JobRecord::path(&args.keys, &manifest.job).display()
+        ),
+        (Some(kind), Some(r)) => {
+            match r.dataset() {
+                Some(k) if k == kind => {}
+                Some(k) => bail!(
+                    "--dataset {kind}: job {} encrypted the {k} test split; its accuracy is \
+                     against {k}'s labels (drop --dataset: the record has them)",
+                    manifest.job
+                ),
+                None => bail!(
+                    "--dataset {kind}: job {} encrypted your own images ({}), not a test split, \
+                     so {kind}'s labels are not theirs; give their labels at encryption \
+                     (`encrypt --input ... --labels y.npy`) and decrypt without --dataset",
+                    manifest.job,
+                    r.input
+                ),
             }
-        }
-    }
-    let labels: Option<Vec<u8>> = match args.dataset {
-        Some(kind) => {
             let test = kind.load_test(args.data_dir.as_deref())?;
             if test.len() < predictions.len() {
                 bail!("{kind} has only {} test labels", test.len());
             }
-            Some(test.labels)
+            if let Some(recorded) = &r.labels {
+                if recorded[..] != test.labels[..predictions.len()] {
+                    bail!(
+                        "--dataset {kind}: the test labels read now differ from the ones of the \
+                         images encrypted for job {} (another copy of the dataset, or \
+                         --data-dir points elsewhere); drop --dataset to use the recorded ones",
+                        manifest.job
+                    );
+                }
+            }
+            Some(test.labels[..predictions.len()].to_vec())
         }
-        None => sources.as_ref().and_then(|s| s.labels.clone()),
     };
     let accuracy = labels.as_ref().map(|labels| {
         let ok = predictions
@@ -628,7 +720,7 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         }
         csv.push('\n');
         for (i, (p, l)) in predictions.iter().zip(&all_logits).enumerate() {
-            let source = sources.as_ref().map_or("", |s| s.names[i].as_str());
+            let source = record.as_ref().map_or("", |s| s.names[i].as_str());
             let label = labels
                 .as_ref()
                 .and_then(|l| l.get(i))
@@ -650,6 +742,7 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
         images: predictions.len(),
         predictions,
         accuracy,
+        keys_checked,
         out: args.out.as_ref().map(|p| p.display().to_string()),
     };
     if args.json {

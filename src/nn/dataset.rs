@@ -108,6 +108,17 @@ impl DatasetKind {
         }
     }
 
+    /// The directory this dataset's files are read from (`dir`, else the default one; for
+    /// CIFAR-10 the `cifar-10-batches-bin` inside it when there is one), for the record of what
+    /// a command reads; `None` without either.
+    pub fn files_dir(self, dir: Option<&Path>) -> Option<PathBuf> {
+        let dir = self.dir(dir).ok()?;
+        Some(match self {
+            DatasetKind::Cifar10 => cifar_dir(&dir),
+            _ => dir,
+        })
+    }
+
     /// Loads only the test split from `dir` (or the default directory): commands that score
     /// or evaluate never need the training files.
     pub fn load_test(self, dir: Option<&Path>) -> Result<Dataset, DatasetError> {

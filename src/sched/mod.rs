@@ -3,6 +3,7 @@
 //! client's side (batch packing: slot `s` of every ciphertext holds sample `s`, and input value
 //! `i` of every sample lives in ciphertext `i`).
 
+pub mod client;
 pub mod job;
 pub mod latency;
 pub mod plan;
