@@ -172,12 +172,32 @@ pub struct ArchSpec {
     pub layers: Vec<LayerSpec>,
 }
 
+/// The most values one layer may hold (its input included): 2^22, four million ciphertexts in
+/// batch packing, far beyond what a server holds, so a model declaring more (a crafted file, a
+/// wrong shape) is refused with its size before anything is allocated for it.
+pub const MAX_LAYER_VALUES: usize = 1 << 22;
+
+/// Checks `(c, h, w)` against [`MAX_LAYER_VALUES`] (and for zeros), without overflow.
+pub fn check_size(c: usize, h: usize, w: usize) -> Result<Shape, String> {
+    if c == 0 || h == 0 || w == 0 {
+        return Err(format!("a {c} x {h} x {w} shape has a zero dimension"));
+    }
+    match c.checked_mul(h).and_then(|x| x.checked_mul(w)) {
+        Some(n) if n <= MAX_LAYER_VALUES => Ok(Shape::Maps { c, h, w }),
+        _ => Err(format!(
+            "a {c} x {h} x {w} layer holds {} values, over the limit of {MAX_LAYER_VALUES} per layer",
+            (c as u128) * (h as u128) * (w as u128)
+        )),
+    }
+}
+
 /// Conv output size.
 pub fn conv_out(n: usize, k: usize, s: usize, p: usize) -> Option<usize> {
-    if s == 0 || n + 2 * p < k {
+    let padded = p.checked_mul(2)?.checked_add(n)?;
+    if s == 0 || k == 0 || padded < k {
         None
     } else {
-        Some((n + 2 * p - k) / s + 1)
+        Some((padded - k) / s + 1)
     }
 }
 
@@ -235,11 +255,7 @@ impl Shape {
                     conv_out(h, kernel, stride, padding),
                     conv_out(w, kernel, stride, padding),
                 ) {
-                    (Some(oh), Some(ow)) => Ok(Shape::Maps {
-                        c: out_channels,
-                        h: oh,
-                        w: ow,
-                    }),
+                    (Some(oh), Some(ow)) => check_size(out_channels, oh, ow),
                     _ => Err(format!(
                         "kernel {kernel} (stride {stride}, padding {padding}) does not fit a {h}x{w} input"
                     )),
@@ -259,6 +275,11 @@ impl Shape {
             (Geometry::Dense { out }, Shape::Flat(_)) => {
                 if out == 0 {
                     return Err("out must be positive".into());
+                }
+                if out > MAX_LAYER_VALUES {
+                    return Err(format!(
+                        "{out} outputs, over the limit of {MAX_LAYER_VALUES} per layer"
+                    ));
                 }
                 Ok(Shape::Flat(out))
             }
@@ -358,19 +379,13 @@ impl ArchSpec {
             layer: l.kind().to_string(),
             reason: r,
         };
-        let mut cur = Shape::Maps {
-            c: input[0],
-            h: input[1],
-            w: input[2],
-        };
-        if input.contains(&0) {
-            return Err(ArchError::Shape {
+        let mut cur =
+            check_size(input[0], input[1], input[2]).map_err(|reason| ArchError::Shape {
                 arch: self.name.clone(),
                 index: 0,
                 layer: "input".into(),
-                reason: format!("input shape {input:?} has a zero dimension"),
-            });
-        }
+                reason: format!("input shape {input:?}: {reason}"),
+            })?;
         let mut out = Vec::new();
         let mut prev_linear = false;
         for (i, l) in self.layers.iter().enumerate() {

@@ -19,6 +19,10 @@ pub const META_KEY: &str = "cryptodl.model";
 /// The largest model file [`Model::load`] reads (1 GiB), checked before reading.
 pub const MAX_MODEL_BYTES: u64 = 1 << 30;
 
+/// The largest magnitude the input normalisation may give a pixel in [0, 1] (a model whose
+/// `(p - mean) / std` exceeds it has a near-zero std or a wrong mean).
+pub const MAX_NORMALIZED_INPUT: f64 = 1e4;
+
 /// The model embedded in the binary, which `cryptodl demo` and `cryptodl bench model` use by
 /// default: `cryptodl train --arch cryptonets --act poly2 --augment --shift 1 --label-smoothing
 /// 0.1 --weight-decay 0.05 --epochs 20 --seed 1` (89.71% on the Fashion-MNIST test set in
@@ -384,11 +388,11 @@ impl Model {
 
     /// Output shape of every layer (and checks weight shapes against the input).
     pub fn shapes(&self) -> Result<Vec<Shape>, ModelError> {
-        let mut cur = Shape::Maps {
-            c: self.input[0],
-            h: self.input[1],
-            w: self.input[2],
-        };
+        let [c, h, w] = self.input;
+        let mut cur = crate::nn::arch::check_size(c, h, w).map_err(|reason| ModelError::Layer {
+            index: 0,
+            reason: format!("the input: {reason}"),
+        })?;
         let mut out = Vec::new();
         for (index, l) in self.layers.iter().enumerate() {
             let bad = |reason: String| ModelError::Layer { index, reason };
@@ -559,7 +563,36 @@ impl Model {
                 ),
             ));
         }
+        // A pixel p / 255 in [0, 1] becomes (p - mean) / std.
+        if let Some((ch, (m, s))) = n
+            .mean
+            .iter()
+            .zip(&n.std)
+            .enumerate()
+            .find(|(_, (m, s))| m.abs().max((1.0 - *m).abs()) / *s > MAX_NORMALIZED_INPUT)
+        {
+            return Err(bad(
+                0,
+                format!(
+                    "input normalisation of channel {ch} (mean {m}, std {s}) maps pixels in [0, 1] to values up to {:.3e}, over the limit of {MAX_NORMALIZED_INPUT:e}: the std is near zero or the mean far off; use the mean and std of the training transform (of pixel / 255)",
+                    m.abs().max((1.0 - *m).abs()) / *s
+                ),
+            ));
+        }
         for (i, l) in self.layers.iter().enumerate() {
+            let (weights, bias) = match l {
+                Layer::Conv2d { weight, bias, .. } => (weight.as_slice_memory_order(), bias),
+                Layer::Dense { weight, bias } => (weight.as_slice_memory_order(), bias),
+                _ => (None, &ndarray::Array1::zeros(0)),
+            };
+            if weights.is_some_and(|w| w.iter().any(|v| !v.is_finite()))
+                || bias.iter().any(|v| !v.is_finite())
+            {
+                return Err(bad(
+                    i,
+                    "weights and biases must be finite numbers (an overflow while folding, or a damaged file)".into(),
+                ));
+            }
             if let Layer::Act(Activation::Poly { coeffs }) = l {
                 if coeffs.coeffs.is_empty() || coeffs.coeffs.iter().any(|c| !c.is_finite()) {
                     return Err(bad(

@@ -2,7 +2,7 @@
 //! every storage ONNX allows: typed fields, raw little-endian bytes, or external data files.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path};
+use std::path::{Path, PathBuf};
 
 use super::proto::{tensor_proto::DataType, AttributeProto, TensorProto};
 use super::OnnxError;
@@ -53,12 +53,25 @@ fn tensor_error(name: &str, reason: impl Into<String>) -> OnnxError {
 }
 
 /// Reads the external data of `t` (`location`, `offset`, `length`) from a file beside the model
-/// in `dir`; the location must be a relative path inside `dir`.
-fn external_bytes(t: &TensorProto, dir: Option<&Path>, need: usize) -> Result<Vec<u8>, OnnxError> {
+/// in `dir`: the location must be a relative path that stays inside `dir` once every symbolic
+/// link is resolved ([`crate::io::confined`]). The resolved file is added to `files`.
+fn external_bytes(
+    t: &TensorProto,
+    dir: Option<&Path>,
+    need: usize,
+    files: &mut Vec<PathBuf>,
+) -> Result<Vec<u8>, OnnxError> {
     let name = t.name();
     let mut location = None;
     let (mut offset, mut length) = (0u64, None);
+    let mut seen = std::collections::HashSet::new();
     for e in &t.external_data {
+        if !seen.insert(e.key()) {
+            return Err(tensor_error(
+                name,
+                format!("external data key {:?} is given twice", e.key()),
+            ));
+        }
         match e.key() {
             "location" => location = Some(e.value().to_string()),
             "offset" => {
@@ -74,25 +87,25 @@ fn external_bytes(t: &TensorProto, dir: Option<&Path>, need: usize) -> Result<Ve
                         .map_err(|_| tensor_error(name, "bad external length"))?,
                 )
             }
-            _ => {}
+            "checksum" => {}
+            other => {
+                return Err(tensor_error(
+                    name,
+                    format!("unknown external data key {other:?}"),
+                ))
+            }
         }
     }
     let location =
         location.ok_or_else(|| tensor_error(name, "external data without a location"))?;
-    let rel = Path::new(&location);
-    if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(tensor_error(
-            name,
-            format!("external data location {location:?} must be a file name beside the model"),
-        ));
-    }
     let dir = dir.ok_or_else(|| {
         tensor_error(
             name,
             "external data, but the model was not read from a file",
         )
     })?;
-    let path = dir.join(rel);
+    let path = crate::io::confined(dir, &location)
+        .map_err(|e| tensor_error(name, format!("external data location: {e}")))?;
     let length = length.unwrap_or(need as u64);
     if length != need as u64 {
         return Err(tensor_error(
@@ -120,11 +133,19 @@ fn external_bytes(t: &TensorProto, dir: Option<&Path>, need: usize) -> Result<Ve
     f.seek(SeekFrom::Start(offset)).map_err(io)?;
     let mut buf = vec![0u8; need];
     f.read_exact(&mut buf).map_err(io)?;
+    if !files.contains(&path) {
+        files.push(path);
+    }
     Ok(buf)
 }
 
-/// Decodes a tensor to f64 (float, double, float16, bfloat16 and integer types).
-pub fn decode(t: &TensorProto, dir: Option<&Path>) -> Result<Const, OnnxError> {
+/// Decodes a tensor to f64 (float, double, float16, bfloat16 and integer types); the external
+/// data files it reads are added to `files`.
+pub fn decode(
+    t: &TensorProto,
+    dir: Option<&Path>,
+    files: &mut Vec<PathBuf>,
+) -> Result<Const, OnnxError> {
     let name = t.name();
     let dims: Vec<usize> = t
         .dims
@@ -154,7 +175,7 @@ pub fn decode(t: &TensorProto, dir: Option<&Path>) -> Result<Const, OnnxError> {
     };
     let external = t.data_location() == super::proto::tensor_proto::DataLocation::External;
     let raw: Option<Vec<u8>> = if external {
-        Some(external_bytes(t, dir, count * width)?)
+        Some(external_bytes(t, dir, count * width, files)?)
     } else {
         t.raw_data.clone()
     };
@@ -224,11 +245,16 @@ pub fn decode(t: &TensorProto, dir: Option<&Path>) -> Result<Const, OnnxError> {
     Ok(Const { dims, values })
 }
 
-/// The value of a `Constant` node's attribute (`value`, `value_float(s)`, `value_int(s)`).
-pub fn from_attribute(a: &AttributeProto, dir: Option<&Path>) -> Result<Option<Const>, OnnxError> {
+/// The value of a `Constant` node's attribute (`value`, `value_float(s)`, `value_int(s)`); the
+/// external data files it reads are added to `files`.
+pub fn from_attribute(
+    a: &AttributeProto,
+    dir: Option<&Path>,
+    files: &mut Vec<PathBuf>,
+) -> Result<Option<Const>, OnnxError> {
     Ok(match a.name() {
         "value" => match &a.t {
-            Some(t) => Some(decode(t, dir)?),
+            Some(t) => Some(decode(t, dir, files)?),
             None => None,
         },
         "value_float" => Some(Const::scalar(a.f() as f64)),

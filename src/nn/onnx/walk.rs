@@ -109,6 +109,10 @@ pub(super) enum Val {
 
 pub(super) struct Walker<'a> {
     pub(super) dir: Option<&'a Path>,
+    /// The default-domain opset (checked to be one this build implements).
+    pub(super) opset: i64,
+    /// The external data files read, resolved.
+    pub(super) files: Vec<std::path::PathBuf>,
     pub(super) inits: HashMap<&'a str, &'a proto::TensorProto>,
     /// How many nodes read each tensor (the graph's output counts as one).
     pub(super) uses: HashMap<&'a str, usize>,
@@ -144,7 +148,7 @@ impl Walker<'_> {
             return Some(v.clone());
         }
         let t = *self.inits.get(name)?;
-        let c = tensor::decode(t, self.dir).ok()?;
+        let c = tensor::decode(t, self.dir, &mut self.files).ok()?;
         self.values.insert(name.to_string(), Val::Const(c.clone()));
         Some(Val::Const(c))
     }
@@ -175,7 +179,7 @@ impl Walker<'_> {
         for name in node.input.iter().filter(|n| !n.is_empty()) {
             if !self.values.contains_key(name.as_str()) {
                 if let Some(t) = self.inits.get(name.as_str()) {
-                    let c = tensor::decode(t, self.dir)?;
+                    let c = tensor::decode(t, self.dir, &mut self.files)?;
                     self.values.insert(name.clone(), Val::Const(c));
                 }
             }
@@ -204,7 +208,7 @@ impl Walker<'_> {
             "Constant" => {
                 let mut v = None;
                 for a in &node.attribute {
-                    if let Some(c) = tensor::from_attribute(a, self.dir)? {
+                    if let Some(c) = tensor::from_attribute(a, self.dir, &mut self.files)? {
                         v = Some(c);
                     }
                 }
@@ -234,10 +238,29 @@ impl Walker<'_> {
                 if attr_i(node, "training_mode", 0) != 0 {
                     return Err(fail("training_mode must be 0 (export in eval mode)".into()));
                 }
+                if self.opset < 9 && attr_i(node, "spatial", 1) != 1 {
+                    return Err(fail(
+                        "spatial = 0 (statistics per element, opsets 7 and 8) is not supported; export with spatial = 1".into(),
+                    ));
+                }
                 let x = input(self, 0)?;
                 let eps = attr_f(node, "epsilon", 1e-5) as f64;
                 let [scale, bias, mean, var] = [1, 2, 3, 4].map(|k| konst(self, k, "statistic"));
                 let (scale, bias, mean, var) = (scale?, bias?, mean?, var?);
+                if eps < 0.0 {
+                    return Err(fail(format!("epsilon {eps} is negative")));
+                }
+                if let Some((i, v)) = var
+                    .values
+                    .iter()
+                    .enumerate()
+                    .find(|&(_, &v)| v < 0.0 || v + eps <= 0.0)
+                {
+                    return Err(fail(format!(
+                        "the variance of channel {i} is {v} with epsilon {eps}: a variance is \
+                         positive (or zero with a positive epsilon); the statistics are damaged"
+                    )));
+                }
                 let c = self.shape.channels();
                 if [&scale, &bias, &mean, &var]
                     .iter()
@@ -254,6 +277,11 @@ impl Walker<'_> {
                 let b: Vec<f64> = (0..c)
                     .map(|i| bias.values[i] - mean.values[i] * a[i])
                     .collect();
+                if a.iter().chain(&b).any(|v| !v.is_finite()) {
+                    return Err(fail(
+                        "its folded scale and shift overflow (statistics too large or variance too small)".into(),
+                    ));
+                }
                 let affine = ChanPoly(vec![b, a]);
                 match self.fold_now(node, &x, &affine) {
                     Some(v) => v,
@@ -297,6 +325,16 @@ impl Walker<'_> {
                     if attr_i(node, "ceil_mode", 0) != 0 {
                         return Err(fail("ceil_mode must be 0".into()));
                     }
+                    if attr(node, "auto_pad")
+                        .is_some_and(|a| !matches!(a.s(), b"" | b"NOTSET" | b"VALID"))
+                    {
+                        return Err(fail(
+                            "auto_pad SAME_UPPER / SAME_LOWER pads the window; padded average pools are not supported".into(),
+                        ));
+                    }
+                    if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+                        return Err(fail("dilated pools are not supported".into()));
+                    }
                     if attr_ints(node, "pads").is_some_and(|p| p.iter().any(|&x| x != 0)) {
                         return Err(fail("padded average pools are not supported (padding changes the divisor at the edges)".into()));
                     }
@@ -334,6 +372,12 @@ impl Walker<'_> {
                 }
                 if op == "Reshape" {
                     let shape = konst(self, 1, "shape")?;
+                    if attr_i(node, "allowzero", 0) != 0 && shape.values.contains(&0.0) {
+                        return Err(fail(
+                            "allowzero = 1 with a 0 in the shape makes a dimension of size 0"
+                                .into(),
+                        ));
+                    }
                     let n = self.shape.dims().iter().product::<usize>();
                     let ok = match shape.values.as_slice() {
                         [b, f] => {
@@ -601,6 +645,11 @@ impl Walker<'_> {
                 "Pow" => s[0].powf(s[1]),
                 _ => -s[0],
             };
+            if !r.is_finite() {
+                return Err(fail(format!(
+                    "folding {op} of the constants {s:?} gives {r}: not a finite number"
+                )));
+            }
             return Ok(Val::Const(Const::scalar(r)));
         }
         if op == "Pow" {
@@ -657,6 +706,11 @@ impl Walker<'_> {
                 p.degree()
             )));
         }
+        if p.0.iter().flatten().any(|c| !c.is_finite()) {
+            return Err(fail(
+                "its coefficients overflow (constants too large): not a finite polynomial".into(),
+            ));
+        }
         Ok(Val::Poly(f, p))
     }
 
@@ -695,6 +749,13 @@ impl Walker<'_> {
             return Err(fail(format!(
                 "a {kh} x {kw} kernel: cryptodl convolves square kernels"
             )));
+        }
+        if let Some(ks) = attr_ints(node, "kernel_shape") {
+            if ks != [kh as i64, kw as i64] {
+                return Err(fail(format!(
+                    "kernel_shape {ks:?} does not match the weight's {kh} x {kw}"
+                )));
+            }
         }
         if i != c {
             return Err(fail(format!(
