@@ -43,6 +43,10 @@ pub struct ApproxArgs {
 
 /// Runs `cryptodl approx`.
 pub fn run(args: ApproxArgs) -> anyhow::Result<()> {
+    if let Some(p) = &args.plot {
+        // It reads nothing, but never replaces a key or a job's file.
+        crate::io::ReadSet::new().check_output(p, "--plot")?;
+    }
     let methods: Vec<FitMethod> = if args.method.eq_ignore_ascii_case("all") {
         FitMethod::ALL.to_vec()
     } else {

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::output::print_json;
 use crate::ckks::PRESETS;
+use crate::io::ReadSet;
 use crate::nn::model::Model;
 use crate::nn::onnx::{import, ImportOptions};
 use crate::sched::Plan;
@@ -37,8 +38,9 @@ pub struct ImportArgs {
     /// The cryptodl model to write (.safetensors; written atomically).
     #[arg(long)]
     out: PathBuf,
-    /// Input channels, height and width, for a graph whose input is flat or has symbolic sizes.
-    #[arg(long, value_name = "C,H,W", value_delimiter = ',', num_args = 3)]
+    /// Input channels, height and width, for a graph whose input is flat or has symbolic sizes:
+    /// `1,28,28` (or `1 28 28`).
+    #[arg(long, value_name = "C,H,W", value_delimiter = ',', num_args = 1..=3)]
     input_shape: Option<Vec<usize>>,
     /// Per-channel mean of pixel / 255 the model was trained with (one value, or one per channel).
     #[arg(
@@ -89,10 +91,22 @@ fn describe(model: &Model) -> Vec<String> {
 
 /// Runs `cryptodl import`.
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
-    let input_shape = args.input_shape.as_ref().map(|v| [v[0], v[1], v[2]]);
+    let input_shape = match args.input_shape.as_deref() {
+        None => None,
+        Some(&[c, h, w]) => Some([c, h, w]),
+        Some(v) => anyhow::bail!(
+            "--input-shape takes 3 sizes, C,H,W (e.g. --input-shape 1,28,28); {} given",
+            v.len()
+        ),
+    };
     if input_shape.is_some_and(|s| s.contains(&0)) {
         anyhow::bail!("--input-shape: every size must be at least 1");
     }
+    // --out never replaces the model being imported (nor its external data, checked again
+    // once the import has read it), a key or a job file.
+    let mut reads = ReadSet::new();
+    reads.file(&args.onnx, "the ONNX model");
+    reads.check_output(&args.out, "--out")?;
     let opts = ImportOptions {
         input_shape,
         mean: args.mean.clone(),
@@ -100,6 +114,10 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         name: args.name.clone(),
     };
     let imported = import(&args.onnx, &opts)?;
+    for f in &imported.external_files {
+        reads.file(f, "the ONNX model's external data");
+    }
+    reads.check_output(&args.out, "--out")?;
     let model = imported.model;
     let plan = Plan::compile(&model)?;
     let preset = PRESETS

@@ -335,6 +335,30 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // The files this run writes (logits, under --out) never replace what it reads.
+    let mut reads = crate::io::ReadSet::new();
+    reads
+        .file(&args.model, "--model")
+        .file(&args.eval_keys, "--eval-keys")
+        .file(
+            args.input.join(crate::sched::job::MANIFEST),
+            "the job's manifest",
+        );
+    for i in 0..manifest.batches.len() {
+        reads.file(
+            args.input.join(crate::sched::job::batch_file(i)),
+            "a batch of --in",
+        );
+    }
+    for i in args.shard.batches(manifest.batches.len()) {
+        let path = args.out.join(crate::sched::job::logits_file(i));
+        if let Err(e) = reads.check_output(&path, "--out") {
+            // Logits of this job already there are skipped (or rescored) by the scorer.
+            if !matches!(e, crate::io::OutputError::Protected { .. }) {
+                return Err(e.into());
+            }
+        }
+    }
     let devices = match &args.devices {
         Some(list) => parse_devices(list)?,
         None => vec![args.server.device()?],

@@ -126,6 +126,13 @@ fn act_choice(args: &TrainArgs) -> anyhow::Result<(ActChoice, Option<Polynomial>
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let (act, poly) = act_choice(&args)?;
     let arch = ArchSpec::by_name(&args.arch)?;
+    // --out is checked before training (minutes), against what the training reads.
+    let mut reads = crate::io::ReadSet::new();
+    reads.file(&args.arch, "--arch");
+    if let Some(dir) = args.dataset.files_dir(args.data_dir.as_deref()) {
+        reads.dir_files(dir, "a file of the dataset");
+    }
+    reads.check_output(&args.out, "--out")?;
     let splits = args.dataset.load(args.data_dir.as_deref())?;
     let tr = match args.limit_train {
         Some(n) => splits.train.take(n),

@@ -236,6 +236,17 @@ pub fn evaluate(model: &Model, data: &Dataset) -> Result<EvalReport, ModelError>
     let mut ranges: Vec<ActRange> = Vec::new();
     let mut correct = 0;
     for (i, (l, r)) in outs.iter().enumerate() {
+        if let Some(bad) = l.iter().find(|v| !v.is_finite()) {
+            // An argmax over NaN or infinities would be an accuracy of nothing.
+            return Err(ModelError::Layer {
+                index: model.layers.len().saturating_sub(1),
+                reason: format!(
+                    "image {i} gives the logit {bad}: the model's values overflow f64 (weights or \
+                     polynomial coefficients far too large); it computes nothing meaningful, in \
+                     plaintext or encrypted"
+                ),
+            });
+        }
         if argmax(l) == data.labels[i] as usize {
             correct += 1;
         }

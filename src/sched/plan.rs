@@ -20,6 +20,26 @@ pub enum PlanError {
     /// The model itself is inconsistent.
     #[error(transparent)]
     Model(#[from] crate::nn::model::ModelError),
+    /// A linear step with more terms than the plan may hold.
+    #[error(
+        "layer {index} of model `{model}`: its linear step would hold up to {terms} weights \
+         ({rows} outputs reading up to {fan_in} inputs each), over the limit of {limit}; the \
+         model is far larger than what runs encrypted"
+    )]
+    TooLarge {
+        /// Model name.
+        model: String,
+        /// Layer index in the model.
+        index: usize,
+        /// Outputs of the composed step.
+        rows: usize,
+        /// Inputs each output reads, at most.
+        fan_in: usize,
+        /// `rows * fan_in`.
+        terms: u128,
+        /// [`MAX_PLAN_TERMS`].
+        limit: usize,
+    },
     /// An activation the encrypted path cannot compute.
     #[error("layer {index}: {reason}")]
     Activation {
@@ -90,6 +110,11 @@ pub enum Step {
     /// two levels.
     Cubic([f64; 4]),
 }
+
+/// The most weights one composed linear step may hold (2^26, 1 GiB of sparse terms): checked
+/// from the layers' shapes before anything is composed, so a crafted model is refused with its
+/// size instead of exhausting memory.
+pub const MAX_PLAN_TERMS: usize = 1 << 26;
 
 /// Safety margin of [`Plan::check_magnitudes`], in bits (a factor of 16 above the largest
 /// value seen on the calibration inputs).
@@ -284,6 +309,25 @@ impl Plan {
         // Encrypted values so far, and the affine map from them to the model's current values.
         let mut width = inputs;
         let mut pending = Affine::identity(inputs);
+        // At most how many encrypted values each pending row reads, and the budget of a layer
+        // composed onto it (`rows` outputs each reading `reads` of the layer's inputs).
+        let mut fan_in = 1usize;
+        let budget = |index: usize, rows: usize, reads: usize, fan_in: &mut usize, width: usize| {
+            let fan = fan_in.saturating_mul(reads).min(width);
+            let terms = rows as u128 * fan.max(reads) as u128;
+            if terms > MAX_PLAN_TERMS as u128 {
+                return Err(PlanError::TooLarge {
+                    model: model.name.clone(),
+                    index,
+                    rows,
+                    fan_in: fan.max(reads),
+                    terms,
+                    limit: MAX_PLAN_TERMS,
+                });
+            }
+            *fan_in = fan;
+            Ok(())
+        };
         for (index, layer) in model.layers.iter().enumerate() {
             match layer {
                 Layer::Conv2d {
@@ -294,6 +338,8 @@ impl Plan {
                 } => {
                     let (_, h, w) = input_of(index);
                     let (o, oh, ow) = maps(&shapes[index]);
+                    let (_, ic, k, _) = weight.dim();
+                    budget(index, o * oh * ow, ic * k * k, &mut fan_in, width)?;
                     let rows = conv_rows(weight, (h, w), (oh, ow), *stride, *padding);
                     let b = (0..o * oh * ow).map(|r| bias[r / (oh * ow)]).collect();
                     pending = pending.then(rows, b);
@@ -302,6 +348,7 @@ impl Plan {
                     let (k, s) = (*kernel, *stride);
                     let (c, h, w) = input_of(index);
                     let (_, oh, ow) = maps(&shapes[index]);
+                    budget(index, c * oh * ow, k * k, &mut fan_in, width)?;
                     let mut rows = Vec::with_capacity(c * oh * ow);
                     for cc in 0..c {
                         for y in 0..oh {
@@ -318,6 +365,8 @@ impl Plan {
                 }
                 Layer::Flatten => {}
                 Layer::Dense { weight, bias } => {
+                    let (o, i) = weight.dim();
+                    budget(index, o, i, &mut fan_in, width)?;
                     let rows = weight
                         .outer_iter()
                         .map(|r| {
@@ -349,6 +398,7 @@ impl Plan {
                         steps.push(Step::Linear(layer));
                         steps.push(Step::Cubic([k(0), k(1), k(2), k(3)]));
                         pending = Affine::identity(width);
+                        fan_in = 1;
                     } else if k(2) == 0.0 {
                         // Affine activation: nothing to square.
                         pending = pending.scale_shift(k(1), k(0));
@@ -360,6 +410,7 @@ impl Plan {
                         steps.push(Step::Linear(layer));
                         steps.push(Step::Square);
                         pending = Affine::identity(width).scale_shift(a, t);
+                        fan_in = 1;
                     }
                 }
                 Layer::Act(Activation::Std { func }) => {

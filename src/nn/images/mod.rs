@@ -5,8 +5,10 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ndarray::ArrayD;
-use ndarray_npy::ReadNpyExt;
+mod decode;
+mod npy;
+
+pub use decode::MAX_PIXELS;
 
 use super::dataset::{gunzip_if, parse_idx, Dataset, DatasetKind};
 use super::model::Model;
@@ -14,6 +16,11 @@ use super::reference;
 
 /// The largest input file read (4 GiB).
 pub const MAX_INPUT_BYTES: u64 = 4 << 30;
+/// The most values an input array may declare (2^30), checked against its header before its
+/// data is converted.
+pub const MAX_INPUT_VALUES: usize = 1 << 30;
+/// The most labels a label file may declare.
+const MAX_LABELS: usize = 1 << 28;
 
 /// Why images could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -194,14 +201,23 @@ fn load_labels(path: &Path) -> Result<Vec<u8>, ImagesError> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
     {
-        let a = read_npy_any(path, &bytes)?;
-        if a.0.len() != 1 {
+        let a = npy::parse(path, &bytes, MAX_LABELS)?;
+        if a.shape.len() != 1 {
             return Err(bad(
                 path,
-                format!("labels of shape {:?}; expected one dimension", a.0),
+                format!("labels of shape {:?}; expected one dimension", a.shape),
             ));
         }
-        a.1
+        if a.dtype.kind == 'f' {
+            return Err(bad(
+                path,
+                format!(
+                    "labels of dtype {}; save class indices as integers",
+                    a.dtype.name()
+                ),
+            ));
+        }
+        a.values
     } else {
         let (dims, data) = parse_idx(
             path,
@@ -226,91 +242,26 @@ fn load_labels(path: &Path) -> Result<Vec<u8>, ImagesError> {
         .collect()
 }
 
-/// The `'shape'` and `'descr'` of a .npy header (checked before ndarray-npy allocates).
-fn npy_header(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, String), ImagesError> {
-    let not = || bad(path, "not a .npy file (numpy.save writes them)");
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(not());
-    }
-    let (len, start): (usize, usize) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => return Err(not()),
-    };
-    let header = bytes
-        .get(start..start.saturating_add(len))
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(not)?;
-    let field = |key: &str| -> Option<&str> {
-        let at = header.find(key)? + key.len();
-        let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
-        Some(rest)
-    };
-    let descr = field("'descr'")
-        .and_then(|r| r.strip_prefix('\''))
-        .and_then(|r| r.split('\'').next())
-        .ok_or_else(not)?
-        .to_string();
-    let shape_text = field("'shape'")
-        .and_then(|r| r.strip_prefix('('))
-        .and_then(|r| r.split(')').next())
-        .ok_or_else(not)?;
-    let shape = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| not()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(not)?;
-    if count > bytes.len() {
-        return Err(bad(
-            path,
-            format!(
-                "its header says shape {shape:?}, but the file holds {} bytes: truncated",
-                bytes.len()
-            ),
-        ));
-    }
-    Ok((shape, descr))
-}
-
-/// A .npy array of uint8, float32 or float64 as (shape, f64 values); integers of other widths
-/// for labels.
-fn read_npy_any(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f64>), ImagesError> {
-    let (shape, descr) = npy_header(path, bytes)?;
-    let err = |e: ndarray_npy::ReadNpyError| bad(path, format!("{e}"));
-    let values: Vec<f64> = match descr.as_str() {
-        "|u1" | "<u1" => ArrayD::<u8>::read_npy(bytes).map_err(err)?.iter().map(|&v| v as f64).collect(),
-        "<f4" => ArrayD::<f32>::read_npy(bytes).map_err(err)?.iter().map(|&v| v as f64).collect(),
-        "<f8" => ArrayD::<f64>::read_npy(bytes).map_err(err)?.iter().copied().collect(),
-        "<i8" => ArrayD::<i64>::read_npy(bytes).map_err(err)?.iter().map(|&v| v as f64).collect(),
-        "<i4" => ArrayD::<i32>::read_npy(bytes).map_err(err)?.iter().map(|&v| v as f64).collect(),
-        other => {
+fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
+    let bytes = read_limited(path)?;
+    let npy::Npy {
+        shape: dims,
+        dtype,
+        values,
+    } = npy::parse(path, &bytes, MAX_INPUT_VALUES)?;
+    let float = match (dtype.kind, dtype.width) {
+        ('u', 1) => false,
+        ('f', 4 | 8) => true,
+        _ => {
             return Err(bad(
                 path,
-                format!("dtype {other} is not read; save images as uint8 (0..255) or float32 / float64 (0..1)"),
+                format!(
+                    "dtype {}: images must be uint8 (0..255) or float32 / float64 (0..1)",
+                    dtype.name()
+                ),
             ))
         }
     };
-    Ok((shape, values))
-}
-
-fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
-    let bytes = read_limited(path)?;
-    let (dims, descr) = npy_header(path, &bytes)?;
-    if descr.contains('i') {
-        return Err(bad(
-            path,
-            format!("dtype {descr}: images must be uint8 (0..255) or float32 / float64 (0..1)"),
-        ));
-    }
-    let (_, values) = read_npy_any(path, &bytes)?;
     let [c, h, w] = shape;
     let n = match dims.as_slice() {
         [n, cc, hh, ww] if [*cc, *hh, *ww] == shape => *n,
@@ -328,7 +279,6 @@ fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
             ))
         }
     };
-    let float = descr.contains('f');
     if float {
         if let Some(v) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
             return Err(bad(
@@ -412,8 +362,7 @@ fn load_dir(dir: &Path, shape: [usize; 3], resize: Resize) -> Result<Images, Ima
     let mut names = Vec::with_capacity(files.len());
     for f in &files {
         let bytes = read_limited(f)?;
-        let img = image::load_from_memory(&bytes)
-            .map_err(|e| bad(f, format!("not a readable PNG / JPEG image ({e})")))?;
+        let img = decode::decode(f, &bytes)?;
         let img = if (img.width() as usize, img.height() as usize) != (w, h) {
             match resize {
                 Resize::Refuse => {
