@@ -212,7 +212,7 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     // .npy of the wrong dtype, shape, range; truncated.
     let x = ndarray::ArrayD::from_shape_vec(vec![4, 28, 28], images.concat()).unwrap();
     write_npy(&j.path("i64.npy"), &x.mapv(|p| p as i64));
-    assert!(encrypt(&j.path("i64.npy"), &[]).contains("dtype <i8: images must be uint8"));
+    assert!(encrypt(&j.path("i64.npy"), &[]).contains("dtype int64: images must be uint8"));
     write_npy(
         &j.path("hwc.npy"),
         &x.clone().into_shape_with_order(vec![4, 28, 28, 1]).unwrap(),
@@ -272,4 +272,153 @@ fn a_test_split_alone_is_enough() {
         "--json",
     ]);
     assert!(ok, "{e}");
+}
+
+/// Issue 22, class 4: inputs are decoded strictly or refused: a PNG whose compressed data fails
+/// its Adler-32 (its chunk CRCs recomputed), a truncated JPEG, a .npy header with a duplicated
+/// key (numpy reads the last, a lenient reader the first), labels outside the model's classes.
+/// Nothing is written.
+#[test]
+fn damaged_images_arrays_and_labels_are_refused() {
+    let j = job();
+    let (images, _) = fashion(2);
+    let refused = |input: &Path, extra: &[&str], want: &[&str]| {
+        let out = j.path("never");
+        let mut args = vec![
+            "encrypt".to_string(),
+            "--model".into(),
+            j.p("m.safetensors"),
+            "--keys".into(),
+            j.p("a"),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--insecure".into(),
+            "--input".into(),
+            input.to_str().unwrap().into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (ok, _, e) = cryptodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!ok, "{input:?} was accepted");
+        assert!(!out.exists(), "{input:?}: something was written");
+        for w in want {
+            assert!(e.contains(w), "`{w}` not in: {e}");
+        }
+    };
+    let img = image::GrayImage::from_raw(28, 28, images[0].clone()).unwrap();
+    // PNG: one byte of the zlib stream changed, every chunk CRC recomputed.
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let idat = png.windows(4).position(|w| w == b"IDAT").unwrap();
+    let len = u32::from_be_bytes(png[idat - 4..idat].try_into().unwrap()) as usize;
+    png[idat + 4 + len - 3] ^= 0x01; // in the Adler-32 trailer of the zlib stream
+    let crc = crc32fast::hash(&png[idat..idat + 4 + len]);
+    png[idat + 4 + len..idat + 8 + len].copy_from_slice(&crc.to_be_bytes());
+    let dir = j.path("bad-png");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("x.png"), &png).unwrap();
+    refused(&dir, &[], &["x.png", "damaged or truncated PNG"]);
+    // JPEG: cut short anywhere in its scan.
+    let mut jpg = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut jpg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    let dir = j.path("bad-jpg");
+    std::fs::create_dir_all(&dir).unwrap();
+    for cut in [jpg.len() - 2, jpg.len() - 40, jpg.len() / 2] {
+        std::fs::write(dir.join("x.jpg"), &jpg[..cut]).unwrap();
+        refused(&dir, &[], &["x.jpg", "damaged or truncated JPEG"]);
+    }
+    // .npy: 'descr' twice (numpy would read float32 data as the last one says).
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 28, 28), 'descr': '|u1', }";
+    let mut h = header.as_bytes().to_vec();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(b' ');
+    }
+    h.push(b'\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    npy.extend_from_slice(&h);
+    npy.extend_from_slice(&images[0]);
+    std::fs::write(j.path("dup.npy"), &npy).unwrap();
+    refused(&j.path("dup.npy"), &[], &["dup.npy", "\"descr\" twice"]);
+    // Labels outside the model's 10 classes.
+    let x = ndarray::ArrayD::from_shape_vec(vec![2, 28, 28], images.concat()).unwrap();
+    write_npy(&j.path("x.npy"), &x);
+    write_npy(
+        &j.path("y.npy"),
+        &ndarray::ArrayD::from_shape_vec(vec![2], vec![3i64, 12]).unwrap(),
+    );
+    refused(
+        &j.path("x.npy"),
+        &["--labels", &j.p("y.npy")],
+        &["y.npy", "label 12 (image 1) is not a class", "10"],
+    );
+}
+
+/// Issue 22, class 5: `decrypt --dataset` on a job of the user's own images is refused (their
+/// labels are not the test split's); on a test-split job it agrees with the record.
+#[test]
+fn accuracy_is_never_taken_against_another_images_labels() {
+    let j = job();
+    let (images, _) = fashion(3);
+    let dir = j.path("own");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, p) in images.iter().enumerate() {
+        image::GrayImage::from_raw(28, 28, p.clone())
+            .unwrap()
+            .save(dir.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let (ok, _, e) = cryptodl(&[
+        "encrypt",
+        "--model",
+        &j.p("m.safetensors"),
+        "--keys",
+        &j.p("a"),
+        "--input",
+        dir.to_str().unwrap(),
+        "--out",
+        &j.p("enc-own"),
+        "--insecure",
+    ]);
+    assert!(ok, "{e}");
+    let (ok, _, e) = j.score("m.safetensors", "a", "enc-own", "scored-own");
+    assert!(ok, "{e}");
+    let decrypt = |scored: &str, extra: &[&str]| {
+        let (keys, input) = (j.p("a"), j.p(scored));
+        let mut args = vec![
+            "decrypt",
+            "--keys",
+            &keys,
+            "--in",
+            &input,
+            "--insecure",
+            "--json",
+        ];
+        args.extend(extra);
+        cryptodl(&args)
+    };
+    let (ok, _, e) = decrypt("scored-own", &["--dataset", "fashion-mnist"]);
+    assert!(
+        !ok && e.contains("encrypted your own images") && e.contains("--labels"),
+        "{e}"
+    );
+    let (ok, out, e) = decrypt("scored-own", &[]);
+    assert!(ok, "{e}");
+    assert!(json(&out).get("accuracy").is_none(), "{out}");
+    // The test-split job of `job()`: --dataset agrees with its record.
+    let (ok, out, e) = decrypt("scored", &["--dataset", "fashion-mnist"]);
+    assert!(ok, "{e}");
+    assert!(json(&out)["accuracy"].as_f64().is_some());
+    let (ok, _, e) = decrypt(
+        "scored",
+        &["--dataset", "mnist", "--data-dir", dir.to_str().unwrap()],
+    );
+    assert!(
+        !ok && e.contains("encrypted the fashion-mnist test split"),
+        "{e}"
+    );
 }

@@ -405,3 +405,96 @@ fn a_killed_score_resumes_to_the_same_bytes() {
         ]
     );
 }
+
+/// `src` (a key file of keygen `b`) relabelled with the key-set id of `id_of` (keygen `a`),
+/// its CRC recomputed: what a forger who knows only public files can make.
+fn relabelled(src: &Path, id_of: &Path, dst: &Path) {
+    let mut bytes = std::fs::read(src).unwrap();
+    let id = std::fs::read(id_of).unwrap()[24..40].to_vec();
+    bytes[24..40].copy_from_slice(&id);
+    let end = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..end]);
+    bytes[end..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(dst, bytes).unwrap();
+}
+
+/// Issue 22, class 6: key material of another key set relabelled with this one's id is caught
+/// by the client, who holds the secret key: a public key or evaluation keys beside it at
+/// `encrypt` and `decrypt`, and logits the server computed with such evaluation keys (noise
+/// spread over the modulus) at `decrypt`; and a manifest edited after `encrypt` is not taken
+/// back.
+#[test]
+fn relabelled_keys_and_the_noise_they_make_are_refused() {
+    let j = job();
+    // A forged public key beside a's secret key.
+    std::fs::create_dir_all(j.path("f")).unwrap();
+    std::fs::copy(j.path("a/secret.key"), j.path("f/secret.key")).unwrap();
+    relabelled(
+        &j.path("b/public.key"),
+        &j.path("a/public.key"),
+        &j.path("f/public.key"),
+    );
+    let (ok, _, e) = j.encrypt("m.safetensors", "f", "enc-f", "4");
+    assert!(
+        !ok && e.contains("public.key") && e.contains("was not made from this secret key"),
+        "{e}"
+    );
+    assert!(!j.path("enc-f").exists());
+    // Forged evaluation keys beside it.
+    std::fs::copy(j.path("a/public.key"), j.path("f/public.key")).unwrap();
+    relabelled(
+        &j.path("b/eval.keys"),
+        &j.path("a/eval.keys"),
+        &j.path("f/eval.keys"),
+    );
+    let (ok, _, e) = j.encrypt("m.safetensors", "f", "enc-f", "4");
+    assert!(
+        !ok && e.contains("eval.keys") && e.contains("relinearization key"),
+        "{e}"
+    );
+    let (ok, _, e) = j.decrypt("f", "scored");
+    assert!(
+        !ok && e.contains("eval.keys") && e.contains("was not made from"),
+        "{e}"
+    );
+    // The server scores with forged evaluation keys (it cannot tell); the client can.
+    std::fs::create_dir_all(j.path("server")).unwrap();
+    relabelled(
+        &j.path("b/eval.keys"),
+        &j.path("a/eval.keys"),
+        &j.path("server/eval.keys"),
+    );
+    let (ok, _, e) = j.score("m.safetensors", "server", "enc", "scored-f");
+    assert!(ok, "{e}");
+    let (ok, out, e) = j.decrypt("a", "scored-f");
+    assert!(
+        !ok && e.contains("logits-00000.cts") && e.contains("decrypted values lie beyond"),
+        "{out} {e}"
+    );
+    // A manifest the server edited (checksum recomputed) is not the one encrypt recorded.
+    let path = j.path("scored/manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["model"]["name"] = "renamed".into();
+    m["checksum"] = "".into();
+    let mut manifest: Manifest = serde_json::from_value(m).unwrap();
+    manifest.checksum = manifest.computed_checksum();
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let (ok, _, e) = j.decrypt("a", "scored");
+    assert!(!ok && e.contains("edited after encryption"), "{e}");
+}
+
+/// Issue 22, class 7: a normalisation whose std is near zero is refused by every command that
+/// loads the model, instead of `eval` printing an accuracy of garbage.
+#[test]
+fn a_near_zero_std_is_refused_not_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    model(1, 1e-12).save(&path).unwrap();
+    let (ok, out, e) = cryptodl(&["eval", "--model", path.to_str().unwrap(), "--limit", "10"]);
+    assert!(!ok, "eval accepted it: {out}");
+    assert!(
+        e.contains("std is near zero") && e.contains("over the limit"),
+        "{e}"
+    );
+}

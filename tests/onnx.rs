@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cryptodl::nn::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, ValueInfoProto};
+use cryptodl::nn::onnx::proto::{
+    attribute_proto, tensor_proto, tensor_shape_proto, type_proto, AttributeProto, ModelProto,
+    NodeProto, TensorProto, ValueInfoProto,
+};
 use cryptodl::nn::onnx::{import, import_bytes, ImportOptions, OnnxError};
 use cryptodl::nn::reference;
 use prost::Message;
@@ -273,4 +276,235 @@ fn external_weights_must_be_beside_the_model_and_whole() {
         out.to_str().unwrap(),
     ]);
     assert!(!ok && e.contains("not a regular file"), "{e}");
+}
+
+/// An initializer of the every-op model, for editing.
+fn init_mut<'a>(m: &'a mut ModelProto, name: &str) -> &'a mut TensorProto {
+    m.graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == name)
+        .unwrap()
+}
+
+fn attr_mut<'a>(m: &'a mut ModelProto, node: &str, name: &str) -> &'a mut AttributeProto {
+    node_mut(m, node)
+        .attribute
+        .iter_mut()
+        .find(|a| a.name() == name)
+        .unwrap()
+}
+
+fn scalar(name: &str, v: f32) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        data_type: Some(tensor_proto::DataType::Float as i32),
+        float_data: vec![v],
+        ..Default::default()
+    }
+}
+
+/// Issue 22, class 3: what the ONNX checker refuses, or what would mean something else, is
+/// refused naming what is wrong; a model declaring more memory than any encrypted model uses is
+/// refused with its size before anything is allocated.
+#[test]
+fn models_the_onnx_checker_refuses_are_refused() {
+    let opts = ImportOptions::default();
+    let refused = |m: &ModelProto, want: &[&str]| {
+        let e = import_edited(m, &opts).unwrap_err().to_string();
+        for w in want {
+            assert!(e.contains(w), "`{w}` not in: {e}");
+        }
+    };
+    // Opsets this build does not implement.
+    for v in [0, -3, 1, 6, 99] {
+        let mut m = every_op();
+        m.opset_import[0].version = Some(v);
+        refused(&m, &[&format!("opset {v}"), "opsets 7 to 26"]);
+    }
+    let mut m = every_op();
+    let again = m.opset_import[0].clone();
+    m.opset_import.push(again);
+    refused(&m, &["imported twice"]);
+    let mut m = every_op();
+    m.ir_version = Some(99);
+    refused(&m, &["IR version 99"]);
+    // An initializer defined twice (with other values), two nodes writing one tensor.
+    let mut m = every_op();
+    let mut twin = init_mut(&mut m, "half").clone();
+    twin.float_data = vec![7.0];
+    twin.raw_data = None;
+    m.graph.as_mut().unwrap().initializer.push(twin);
+    refused(&m, &["initializer half is defined twice"]);
+    let mut m = every_op();
+    node_mut(&mut m, "/act1/neg").output[0] = "b2".into();
+    refused(&m, &["/act1/neg", "output b2 is already defined", "SSA"]);
+    // A tensor used before the node that writes it.
+    let mut m = every_op();
+    m.graph.as_mut().unwrap().node.swap(0, 1);
+    refused(&m, &["input c is not defined before this node"]);
+    // Attributes: NaN and infinite Gemm alpha / beta, unknown, wrong type, twice.
+    for (name, v) in [("alpha", f32::NAN), ("beta", f32::INFINITY)] {
+        let mut m = every_op();
+        attr_mut(&mut m, "/fc2", name).f = Some(v);
+        refused(&m, &["/fc2", &format!("attribute {name} is"), "finite"]);
+    }
+    let mut m = every_op();
+    attr_mut(&mut m, "/conv", "strides").name = Some("stride".into());
+    refused(&m, &["/conv", "attribute stride is not one of Conv's"]);
+    let mut m = every_op();
+    let a = attr_mut(&mut m, "/conv", "strides");
+    a.r#type = Some(attribute_proto::AttributeType::Floats as i32);
+    a.floats = vec![2.0, 2.0];
+    a.ints.clear();
+    refused(&m, &["attribute strides must be INTS"]);
+    let mut m = every_op();
+    let pads = attr_mut(&mut m, "/conv", "pads").clone();
+    node_mut(&mut m, "/conv").attribute.push(pads);
+    refused(&m, &["attribute pads is given twice"]);
+    // Batch norm outside its domain: a negative variance, a zero one with epsilon 0.
+    let mut m = every_op();
+    init_mut(&mut m, "bn1_var").float_data = vec![1.0, -0.5, 1.0, 1.0];
+    init_mut(&mut m, "bn1_var").raw_data = None;
+    refused(&m, &["/bn1", "variance of channel 1 is -0.5"]);
+    let mut m = every_op();
+    init_mut(&mut m, "bn1_var").float_data = vec![1.0, 0.0, 1.0, 1.0];
+    init_mut(&mut m, "bn1_var").raw_data = None;
+    attr_mut(&mut m, "/bn1", "epsilon").f = Some(0.0);
+    refused(&m, &["/bn1", "variance of channel 1 is 0 with epsilon 0"]);
+    // Constants whose folding overflows f64.
+    let mut m = every_op();
+    let g = m.graph.as_mut().unwrap();
+    g.initializer.push(scalar("huge", 3e38));
+    g.initializer.push(scalar("huge2", 3e38));
+    let at = g.node.iter().position(|n| n.name() == "/act1/div").unwrap();
+    g.node.insert(
+        at,
+        NodeProto {
+            name: Some("/fold".into()),
+            op_type: Some("Mul".into()),
+            input: vec!["huge".into(), "huge2".into()],
+            output: vec!["h2".into()],
+            ..Default::default()
+        },
+    );
+    g.node.insert(
+        at + 1,
+        NodeProto {
+            name: Some("/fold2".into()),
+            op_type: Some("Pow".into()),
+            input: vec!["h2".into(), "h2".into()],
+            output: vec!["h4".into()],
+            ..Default::default()
+        },
+    );
+    node_mut(&mut m, "/act1/div").input[1] = "h4".into();
+    let e = import_edited(&m, &opts).unwrap_err().to_string();
+    assert!(e.contains("not a finite number"), "{e}");
+    // A 300-byte model declaring a 65536 x 65536 input, and one declaring a huge tensor.
+    let mut m = every_op();
+    if let Some(type_proto::Value::TensorType(t)) = &mut m.graph.as_mut().unwrap().input[0]
+        .r#type
+        .as_mut()
+        .unwrap()
+        .value
+    {
+        for d in &mut t.shape.as_mut().unwrap().dim[2..] {
+            d.value = Some(tensor_shape_proto::dimension::Value::DimValue(65536));
+        }
+    }
+    refused(&m, &["1 x 65536 x 65536", "over the limit"]);
+    let mut m = every_op();
+    let t = init_mut(&mut m, "mm_w");
+    t.dims = vec![1 << 20, 1 << 20];
+    refused(&m, &["declare", "over the limit"]);
+}
+
+/// Issue 22, class 2: external data is read only from inside the model's directory once every
+/// link is resolved: a linked file or directory that leads out is refused, a link inside is
+/// fine.
+#[test]
+fn external_data_through_links_that_lead_out_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, outside) = (root.path().join("model"), root.path().join("elsewhere"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let onnx = dir.join("pytorch-cryptonets.onnx");
+    std::fs::copy(fixture("pytorch-cryptonets.onnx"), &onnx).unwrap();
+    let data = outside.join("weights.data");
+    std::fs::copy(fixture("pytorch-cryptonets.onnx.data"), &data).unwrap();
+    // A linked file.
+    std::os::unix::fs::symlink(&data, dir.join("pytorch-cryptonets.onnx.data")).unwrap();
+    let e = import(&onnx, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside") && e.contains("symbolic links"), "{e}");
+    // A linked directory on the way (the location names a file in it).
+    let bytes = std::fs::read(&onnx).unwrap();
+    let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+    for t in &mut m.graph.as_mut().unwrap().initializer {
+        for e in &mut t.external_data {
+            if e.key() == "location" {
+                e.value = Some("sub/weights.data".into());
+            }
+        }
+    }
+    std::fs::remove_file(dir.join("pytorch-cryptonets.onnx.data")).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("sub")).unwrap();
+    std::fs::write(&onnx, m.encode_to_vec()).unwrap();
+    let e = import(&onnx, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside"), "{e}");
+    // A link that stays inside is followed.
+    std::fs::remove_file(dir.join("sub")).unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::copy(&data, dir.join("real.data")).unwrap();
+    std::os::unix::fs::symlink(dir.join("real.data"), dir.join("sub/weights.data")).unwrap();
+    let ok = import(&onnx, &ImportOptions::default()).unwrap();
+    assert_eq!(ok.external_files.len(), 1);
+    // The CLI: `--out` equal to the model it imports is refused, the model kept.
+    let before = std::fs::read(&onnx).unwrap();
+    let (ok, _, e) = cryptodl(&[
+        "import",
+        onnx.to_str().unwrap(),
+        "--out",
+        onnx.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && e.contains("which this command reads (the ONNX model)"),
+        "{e}"
+    );
+    assert_eq!(before, std::fs::read(&onnx).unwrap());
+}
+
+/// Issue 22, class 8: `--input-shape C,H,W` as the README writes it (and as three values).
+#[test]
+fn input_shape_is_taken_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let onnx = fixture("every-op.onnx");
+    for shape in [&["1,28,28"][..], &["1", "28", "28"][..]] {
+        let mut args = vec![
+            "import",
+            onnx.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.push("--input-shape");
+        args.extend(shape);
+        let (ok, _, e) = cryptodl(&args);
+        assert!(ok, "{shape:?}: {e}");
+    }
+    let (ok, _, e) = cryptodl(&[
+        "import",
+        onnx.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--input-shape",
+        "28,28",
+    ]);
+    assert!(!ok && e.contains("--input-shape takes 3 sizes"), "{e}");
 }

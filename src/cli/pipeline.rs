@@ -467,6 +467,10 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     }
     reads.check_output(&args.out.join(MANIFEST), "--out")?;
     reads.check_output(&JobRecord::path(&args.keys, &manifest.job), "--keys")?;
+    // The record's directory is made now, so that a refusal comes before any batch is written.
+    let jobs = args.keys.join("jobs");
+    crate::io::create_own_dir(&jobs)
+        .with_context(|| format!("cannot create {}", jobs.display()))?;
     let enc = Encoder::new(ctx.clone());
     let work = match latency {
         Some(_) => test.len(),

@@ -25,7 +25,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage, ImagesError> {
     } else {
         Err(bad(
             path,
-            "not a PNG or JPEG image (its first bytes are neither signature)",
+            "not a readable PNG / JPEG image (its first bytes are neither signature)",
         ))
     }
 }
@@ -44,7 +44,7 @@ fn png(path: &Path, bytes: &[u8]) -> Result<DynamicImage, ImagesError> {
     let damaged = |e: ::png::DecodingError| {
         bad(
             path,
-            format!("a damaged or truncated PNG ({e}); nothing of it is encrypted"),
+            format!("not a readable PNG / JPEG image: a damaged or truncated PNG ({e}); nothing of it is encrypted"),
         )
     };
     let mut decoder = ::png::Decoder::new(std::io::Cursor::new(bytes));
@@ -86,7 +86,7 @@ fn jpeg(path: &Path, bytes: &[u8]) -> Result<DynamicImage, ImagesError> {
         bad(
             path,
             format!(
-                "a damaged or truncated JPEG ({e}); nothing of it is encrypted (re-save it, e.g. as PNG, if it opens elsewhere)"
+                "not a readable PNG / JPEG image: a damaged or truncated JPEG ({e}); nothing of it is encrypted (re-save it, e.g. as PNG, if it opens elsewhere)"
             ),
         )
     };
