@@ -306,7 +306,9 @@ pub fn confined(dir: &Path, name: &str) -> Result<PathBuf, ConfineError> {
     let rel = Path::new(name);
     if name.is_empty()
         || rel.is_absolute()
-        || rel.components().any(|c| !matches!(c, Component::Normal(_)))
+        || rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
         return Err(ConfineError::NotRelative {
             name: name.to_string(),
@@ -323,6 +325,7 @@ pub fn confined(dir: &Path, name: &str) -> Result<PathBuf, ConfineError> {
         error,
     })?;
     if resolved == root || !resolved.starts_with(&root) {
+        // `.` (the directory itself) or a link leading out.
         return Err(ConfineError::Escapes {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -330,4 +333,129 @@ pub fn confined(dir: &Path, name: &str) -> Result<PathBuf, ConfineError> {
         });
     }
     Ok(resolved)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A directory `d` with `a/`, `a/b/`, files `a/f` and `a/b/g`, a link `l -> a` and a hard
+    /// link `h` of `a/f`.
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("a/f"), b"input").unwrap();
+        std::fs::write(d.path().join("a/b/g"), b"other").unwrap();
+        std::os::unix::fs::symlink(d.path().join("a"), d.path().join("l")).unwrap();
+        std::fs::hard_link(d.path().join("a/f"), d.path().join("h")).unwrap();
+        d
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any spelling of the input `a/f` (detours through `.`, `..`, the link `l`, the hard
+        /// link `h`) is refused as an output; any spelling of `a/b/g`, which is not read, is
+        /// free.
+        #[test]
+        fn every_spelling_of_an_input_is_refused(steps in proptest::collection::vec(0u8..4, 0..6), via in 0u8..3, target in any::<bool>()) {
+            let d = tree();
+            let mut reads = ReadSet::new();
+            reads.file(d.path().join("a/f"), "--in");
+            let mut p = d.path().join(match via { 0 => "a", 1 => "l", _ => "a/b/.." });
+            for s in steps {
+                p = match s {
+                    0 => p.join("."),
+                    1 => p.join("b").join(".."),
+                    2 => p.join("..").join("a"),
+                    _ => p,
+                };
+            }
+            let out = if target { p.join("f") } else { p.join("b/g") };
+            let r = reads.check_output(&out, "--out");
+            if target {
+                prop_assert!(matches!(r, Err(OutputError::IsInput { .. })), "{}: {:?}", out.display(), r);
+            } else {
+                prop_assert!(r.is_ok(), "{}: {:?}", out.display(), r);
+            }
+            let hard = reads.check_output(&d.path().join("h"), "--out");
+            prop_assert!(matches!(hard, Err(OutputError::IsInput { .. })), "the hard link: {:?}", hard);
+        }
+    }
+
+    #[test]
+    fn key_and_job_files_are_protected_and_directories_are_not_files() {
+        let d = tempfile::tempdir().unwrap();
+        let reads = ReadSet::new();
+        let key = d.path().join("k");
+        let mut b = b"CRYPTODL\x02\x00\x01\x00".to_vec();
+        b.extend([0u8; 40]);
+        std::fs::write(&key, &b).unwrap();
+        assert!(matches!(
+            reads.check_output(&key, "--out"),
+            Err(OutputError::Protected {
+                what: "a secret key",
+                ..
+            })
+        ));
+        let job = d.path().join("manifest.json");
+        std::fs::write(
+            &job,
+            format!("{{\n  \"format\": 3,\n  \"job\": \"{}\"}}", "ab".repeat(16)),
+        )
+        .unwrap();
+        assert!(matches!(
+            reads.check_output(&job, "--out"),
+            Err(OutputError::Protected { .. })
+        ));
+        std::fs::write(&job, "{\"job\": \"not hex\"}").unwrap();
+        assert!(reads.check_output(&job, "--out").is_ok());
+        assert!(matches!(
+            reads.check_output(d.path(), "--out"),
+            Err(OutputError::NotAFile {
+                what: "a directory",
+                ..
+            })
+        ));
+        // A dangling link is free: the write replaces the link.
+        std::os::unix::fs::symlink(d.path().join("nowhere"), d.path().join("dangling")).unwrap();
+        assert!(reads
+            .check_output(&d.path().join("dangling"), "--out")
+            .is_ok());
+    }
+
+    #[test]
+    fn confined_paths_stay_inside_once_links_are_resolved() {
+        let d = tree();
+        let a = d.path().join("a");
+        assert!(confined(&a, "f").is_ok());
+        assert!(confined(&a, "b/g").is_ok());
+        assert!(confined(&a, "./f").is_ok());
+        assert!(
+            confined(&a, ".").is_err(),
+            "the directory itself is no file in it"
+        );
+        for bad in ["../h", "/etc/passwd", "", "b/../f"] {
+            assert!(
+                matches!(confined(&a, bad), Err(ConfineError::NotRelative { .. })),
+                "{bad}"
+            );
+        }
+        // A link inside `a` that leads out, and one that stays in.
+        std::os::unix::fs::symlink(d.path().join("h"), a.join("out")).unwrap();
+        std::os::unix::fs::symlink(a.join("f"), a.join("in")).unwrap();
+        assert!(matches!(
+            confined(&a, "out"),
+            Err(ConfineError::Escapes { .. })
+        ));
+        assert!(confined(&a, "in").is_ok());
+        // The directory itself through a link: resolved on both sides.
+        assert!(confined(&d.path().join("l"), "f").is_ok());
+        std::os::unix::fs::symlink(d.path(), a.join("up")).unwrap();
+        assert!(matches!(
+            confined(&a, "up/h"),
+            Err(ConfineError::Escapes { .. })
+        ));
+    }
 }
