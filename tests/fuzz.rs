@@ -635,7 +635,7 @@ fn npy_headers_are_read_as_numpy_reads_them_or_refused() {
                 }
                 header.push('}');
                 let mut h = header.into_bytes();
-                while (10 + h.len() + 1) % 64 != 0 {
+                while !(10 + h.len() + 1).is_multiple_of(64) {
                     h.push(b' ');
                 }
                 h.push(b'\n');

@@ -334,7 +334,7 @@ fn damaged_images_arrays_and_labels_are_refused() {
     // .npy: 'descr' twice (numpy would read float32 data as the last one says).
     let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 28, 28), 'descr': '|u1', }";
     let mut h = header.as_bytes().to_vec();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(b' ');
     }
     h.push(b'\n');

@@ -328,7 +328,7 @@ fn tensor(t: &TensorProto) -> Result<u64, OnnxError> {
                 .into(),
         ));
     }
-    if external != !t.external_data.is_empty() {
+    if external == t.external_data.is_empty() {
         return Err(bad(
             "external_data entries and data_location disagree".into()
         ));
