@@ -247,10 +247,27 @@ fn read_maybe_gz(path: &Path, hint: &str) -> Result<(PathBuf, Vec<u8>), DatasetE
             hint: hint.to_string(),
         });
     };
-    let raw = std::fs::read(&chosen).map_err(|error| DatasetError::Io {
+    let io = |error| DatasetError::Io {
         path: chosen.clone(),
         error,
-    })?;
+    };
+    // A regular file only (a FIFO would block the read forever), of a bounded size.
+    let f = crate::io::open_regular(&chosen)
+        .map_err(io)?
+        .ok_or_else(|| DatasetError::Malformed {
+            path: chosen.clone(),
+            reason: "not a regular file".into(),
+        })?;
+    let mut raw = Vec::new();
+    f.take(MAX_GUNZIP_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(io)?;
+    if raw.len() as u64 > MAX_GUNZIP_BYTES {
+        return Err(DatasetError::Malformed {
+            path: chosen.clone(),
+            reason: format!("more than {MAX_GUNZIP_BYTES} bytes"),
+        });
+    }
     let out = gunzip_if(&chosen, raw)?;
     Ok((chosen, out))
 }
