@@ -422,3 +422,29 @@ fn accuracy_is_never_taken_against_another_images_labels() {
         "{e}"
     );
 }
+
+/// Found from outside: image names that are not UTF-8 stay distinct (`\xNN` for their bytes),
+/// so every prediction can be told apart in the CSV.
+#[test]
+fn file_names_that_are_not_utf8_stay_distinct() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (images, _) = fashion(2);
+    for (name, p) in [
+        (&b"\xfe\xff.png"[..], &images[0]),
+        (&b"\xff\xfe.png"[..], &images[1]),
+    ] {
+        image::GrayImage::from_raw(28, 28, p.clone())
+            .unwrap()
+            .save(dir.path().join(std::ffi::OsStr::from_bytes(name)))
+            .unwrap();
+    }
+    let imgs = cryptodl::nn::images::load(
+        dir.path(),
+        [1, 28, 28],
+        cryptodl::nn::images::Resize::Refuse,
+        None,
+    )
+    .unwrap();
+    assert_eq!(imgs.names, vec!["\\xfe\\xff.png", "\\xff\\xfe.png"]);
+}

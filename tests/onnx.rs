@@ -508,3 +508,30 @@ fn input_shape_is_taken_as_documented() {
     ]);
     assert!(!ok && e.contains("--input-shape takes 3 sizes"), "{e}");
 }
+
+/// Found from outside: an AveragePool without `strides` strides by 1 (the ONNX default), not
+/// by its kernel; and duplicated cryptodl metadata is refused, not resolved silently.
+#[test]
+fn onnx_defaults_and_duplicated_metadata_mean_what_onnx_says() {
+    let opts = ImportOptions::default();
+    let mut m = every_op();
+    node_mut(&mut m, "/pool")
+        .attribute
+        .retain(|a| a.name() != "strides");
+    // A 2 x 2 window striding by 1 over 4 x 28 x 28 maps leaves 4 x 27 x 27 = 2916 values,
+    // which the next layer's 784-input weight does not take.
+    let e = import_edited(&m, &opts).unwrap_err().to_string();
+    assert!(e.contains("2916"), "{e}");
+    let mut m = every_op();
+    let mean = m
+        .metadata_props
+        .iter()
+        .find(|p| p.key() == "cryptodl.mean")
+        .unwrap()
+        .clone();
+    let mut twice = mean.clone();
+    twice.value = Some("0.9".into());
+    m.metadata_props.push(twice);
+    let e = import_edited(&m, &opts).unwrap_err().to_string();
+    assert!(e.contains("cryptodl.mean is given twice"), "{e}");
+}

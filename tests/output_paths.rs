@@ -125,6 +125,8 @@ struct Case {
     /// The output option, which the out path follows.
     flag: &'static str,
     inputs: Vec<PathBuf>,
+    /// Whether it writes a model (which may replace another model, not an input).
+    writes_model: bool,
 }
 
 fn cases(j: &Job) -> Vec<Case> {
@@ -155,6 +157,7 @@ fn cases(j: &Job) -> Vec<Case> {
                 j.path("scored/manifest.json"),
                 j.path("scored/logits-00000.cts"),
             ],
+            writes_model: false,
         },
         Case {
             name: "import",
@@ -164,6 +167,7 @@ fn cases(j: &Job) -> Vec<Case> {
                 j.path("onnx/pytorch-cryptonets.onnx"),
                 j.path("onnx/pytorch-cryptonets.onnx.data"),
             ],
+            writes_model: true,
         },
         Case {
             name: "train",
@@ -184,12 +188,14 @@ fn cases(j: &Job) -> Vec<Case> {
                 j.path("data/train-images-idx3-ubyte"),
                 j.path("data/t10k-labels-idx1-ubyte"),
             ],
+            writes_model: true,
         },
         Case {
             name: "approx",
             args: s(&["approx", "--fn", "relu", "--degree", "2"]),
             flag: "--plot",
             inputs: vec![],
+            writes_model: false,
         },
     ]
 }
@@ -210,8 +216,12 @@ fn no_output_replaces_an_input_under_any_name() {
     for case in cases(&j) {
         let mut targets: Vec<(PathBuf, &str)> =
             case.inputs.iter().map(|p| (p.clone(), "reads")).collect();
-        // Key and job files the command does not read are never replaced either.
+        // Key and job files the command does not read are never replaced either, nor a model
+        // by anything but a model.
         targets.extend(protected.iter().map(|p| (p.clone(), "holds")));
+        if !case.writes_model {
+            targets.push((j.path("m.safetensors"), "holds"));
+        }
         for (file, why) in targets {
             for (spelling, out) in spellings(&file, &scratch, tag) {
                 tag += 1;
@@ -249,7 +259,7 @@ fn no_output_replaces_an_input_under_any_name() {
         }
     }
     eprintln!("{runs} runs with an output among the inputs: all refused, no byte changed");
-    assert!(runs >= 80);
+    assert!(runs >= 100);
 }
 
 #[test]
@@ -275,6 +285,38 @@ fn the_server_never_gets_the_key_directory_and_scores_write_no_input() {
         );
     }
     assert!(!j.path("a/manifest.json").exists());
+    // Nor a directory holding the key directory, one inside it, or a secret key under
+    // another name.
+    std::fs::create_dir_all(j.path("with-copy/deep")).unwrap();
+    std::fs::copy(j.path("a/secret.key"), j.path("with-copy/deep/backup.bin")).unwrap();
+    for (out, why) in [
+        (j.p("."), "holds (or is) the key directory"),
+        (j.p("a/jobs"), "is inside the key directory"),
+        (j.p("with-copy"), "holds a secret key"),
+    ] {
+        let (ok, _, e) = j.encrypt_to("m.safetensors", "a", &out, "4");
+        assert!(
+            !ok && e.contains(why) && e.contains("nothing was written"),
+            "{out}: {e}"
+        );
+    }
+    assert!(!j.path("manifest.json").exists() && !j.path("a/jobs/manifest.json").exists());
+    // keygen never writes keys into a job directory, or one inside it.
+    for out in ["enc", "scored", "enc/keys"] {
+        let (ok, _, e) = cryptodl(&[
+            "keygen",
+            "--preset",
+            "toy4096",
+            "--insecure",
+            "--out",
+            &j.p(out),
+        ]);
+        assert!(
+            !ok && e.contains("job directory") && e.contains("never get the secret key"),
+            "{out}: {e}"
+        );
+    }
+    assert!(!j.path("enc/secret.key").exists() && !j.path("enc/keys").exists());
     // score's logits file hard-linked to its model: refused before any work.
     std::fs::create_dir_all(j.path("out")).unwrap();
     std::fs::hard_link(j.path("m.safetensors"), j.path("out/logits-00000.cts")).unwrap();

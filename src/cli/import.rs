@@ -106,7 +106,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     // once the import has read it), a key or a job file.
     let mut reads = ReadSet::new();
     reads.file(&args.onnx, "the ONNX model");
-    reads.check_output(&args.out, "--out")?;
+    reads.check_model_output(&args.out, "--out")?;
     let opts = ImportOptions {
         input_shape,
         mean: args.mean.clone(),
@@ -117,7 +117,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     for f in &imported.external_files {
         reads.file(f, "the ONNX model's external data");
     }
-    reads.check_output(&args.out, "--out")?;
+    reads.check_model_output(&args.out, "--out")?;
     let model = imported.model;
     let plan = Plan::compile(&model)?;
     let preset = PRESETS

@@ -29,7 +29,7 @@ use crate::ckks::serialize::{
 use crate::ckks::{
     Context, Encoder, Encryptor, KeyGenerator, Parameters, Preset, SecretKey, PRESETS,
 };
-use crate::io::{remove_stale_temps, try_lock, ReadSet};
+use crate::io::{remove_stale_temps, try_lock, Artifact, ReadSet};
 use crate::nn::dataset::DatasetKind;
 use crate::nn::images::{self, Images, Resize};
 use crate::nn::model::Model;
@@ -119,6 +119,7 @@ struct KeygenReport {
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
     warn_insecure(&params, args.json);
+    check_key_dir(&args.out)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let _lock = lock_dir(&args.out, "keygen")?;
@@ -278,8 +279,12 @@ struct EncryptReport {
     out: String,
 }
 
-/// Checks that `out` can be a job directory for the server: not a file, and not the key
-/// directory `keys` (nor any directory holding a secret key): the server gets all of it.
+/// How many entries of a directory the checks below look at, at most.
+const SCAN_LIMIT: usize = 100_000;
+
+/// Checks that `out` can be a job directory for the server, which gets all of it: not a file,
+/// not the key directory `keys`, not inside it (the client's job records live there), not
+/// above it, and holding no secret key anywhere (a renamed copy, a link to one).
 fn check_job_dir(out: &Path, keys: &Path) -> anyhow::Result<()> {
     if out.exists() && !out.is_dir() {
         bail!(
@@ -287,16 +292,55 @@ fn check_job_dir(out: &Path, keys: &Path) -> anyhow::Result<()> {
             out.display()
         );
     }
-    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
+    let (o, k) = (
+        crate::io::resolve_existing(out),
+        crate::io::resolve_existing(keys),
+    );
+    let why = if k.starts_with(&o) {
+        Some(format!(
+            "holds (or is) the key directory {}",
+            keys.display()
+        ))
+    } else if o.starts_with(&k) {
+        Some(format!(
+            "is inside the key directory {} (which holds the secret key and the client's job records)",
+            keys.display()
+        ))
+    } else {
+        crate::io::find_artifact(out, Artifact::SecretKey, SCAN_LIMIT)
+            .with_context(|| format!("cannot read {}", out.display()))?
+            .map(|p| format!("holds a secret key ({})", p.display()))
     };
-    if same(out, keys) || out.join(SECRET_KEY).exists() {
+    if let Some(why) = why {
         bail!(
-            "--out {} holds (or is) the key directory: the server gets this directory, and \
-             must never get the secret key; choose another directory (nothing was written)",
+            "--out {} {why}: the server gets this directory, and must never get the secret key; \
+             choose a directory of its own (nothing was written)",
             out.display()
         );
+    }
+    Ok(())
+}
+
+/// Checks that keys may be written into `out`: not a job directory or one inside a job
+/// directory (the server gets those), which a job's manifest marks.
+fn check_key_dir(out: &Path) -> anyhow::Result<()> {
+    let o = crate::io::resolve_existing(out);
+    for dir in o.ancestors() {
+        let m = dir.join(MANIFEST);
+        if crate::io::artifact(&m).ok().flatten() == Some(Artifact::JobFile) {
+            bail!(
+                "--out {} is {} {} (its {MANIFEST}): the server gets that directory, and must \
+                 never get the secret key; keep the keys in a directory of their own (nothing \
+                 was written)",
+                out.display(),
+                if dir == o {
+                    "the job directory"
+                } else {
+                    "inside the job directory"
+                },
+                dir.display()
+            );
+        }
     }
     Ok(())
 }

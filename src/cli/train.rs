@@ -132,7 +132,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.dataset.files_dir(args.data_dir.as_deref()) {
         reads.dir_files(dir, "a file of the dataset");
     }
-    reads.check_output(&args.out, "--out")?;
+    reads.check_model_output(&args.out, "--out")?;
     let splits = args.dataset.load(args.data_dir.as_deref())?;
     let tr = match args.limit_train {
         Some(n) => splits.train.take(n),

@@ -6,7 +6,10 @@
 
 pub mod paths;
 
-pub use paths::{confined, ConfineError, OutputError, ReadSet};
+pub use paths::{
+    artifact, confined, find_artifact, resolve_existing, Artifact, ConfineError, OutputError,
+    ReadSet,
+};
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

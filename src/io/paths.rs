@@ -156,10 +156,21 @@ impl ReadSet {
 
     /// Checks that a file may be written at `out` (named by the option `flag`): it is not a
     /// file of this set (under any name: a hard link, another spelling, a symbolic link to
-    /// it), not a directory, FIFO or device, and holds no key, ciphertext or job record of
-    /// cryptodl ([`protected_content`]). A path that does not exist (or a dangling link) is
-    /// free. Call it before any work, so that a refusal leaves nothing written.
+    /// it), not a directory, FIFO or device, and holds no artifact of cryptodl
+    /// ([`Artifact`]: a key, ciphertexts, a job's file, a model). A path that does not exist
+    /// (or a dangling link) is free. Call it before any work, so that a refusal leaves nothing
+    /// written.
     pub fn check_output(&self, out: &Path, flag: &str) -> Result<(), OutputError> {
+        self.check(out, flag, None)
+    }
+
+    /// [`Self::check_output`] for a command that writes a model (`import`, `train`): an
+    /// existing model that is not an input may be replaced by the new one.
+    pub fn check_model_output(&self, out: &Path, flag: &str) -> Result<(), OutputError> {
+        self.check(out, flag, Some(Artifact::Model))
+    }
+
+    fn check(&self, out: &Path, flag: &str, replaces: Option<Artifact>) -> Result<(), OutputError> {
         let io = |error| OutputError::Io {
             flag: flag.to_string(),
             out: out.to_path_buf(),
@@ -200,36 +211,138 @@ impl ReadSet {
                 },
             });
         }
-        if let Some(what) = protected_content(out).map_err(io)? {
-            return Err(OutputError::Protected {
+        match artifact(out).map_err(io)? {
+            Some(a) if Some(a) != replaces => Err(OutputError::Protected {
                 flag: flag.to_string(),
                 out: out.to_path_buf(),
-                what,
-            });
+                what: a.description(),
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
-/// What cryptodl file `path` holds that no other output may replace: a key, ciphertexts or
-/// logits (the `CRYPTODL` header), or a job's manifest or the client's record of a job (JSON
-/// naming a job id); `None` for anything else.
-pub fn protected_content(path: &Path) -> io::Result<Option<&'static str>> {
+/// A file of cryptodl's that only its own kind of output may replace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Artifact {
+    /// A secret key.
+    SecretKey,
+    /// A public key.
+    PublicKey,
+    /// Evaluation keys.
+    EvaluationKeys,
+    /// Ciphertexts: an encrypted batch or logits.
+    Ciphertexts,
+    /// A job's manifest or the client's record of a job.
+    JobFile,
+    /// A cryptodl model (safetensors with cryptodl's metadata).
+    Model,
+}
+
+impl Artifact {
+    /// What it is, for messages (`a secret key`).
+    pub fn description(self) -> &'static str {
+        match self {
+            Artifact::SecretKey => "a secret key",
+            Artifact::PublicKey => "a public key",
+            Artifact::EvaluationKeys => "evaluation keys",
+            Artifact::Ciphertexts => "ciphertexts (an encrypted batch or logits)",
+            Artifact::JobFile => "a job's manifest or the client's record of a job",
+            Artifact::Model => "a cryptodl model",
+        }
+    }
+}
+
+/// Which cryptodl artifact `path` holds, by content: the `CRYPTODL` header of keys and
+/// ciphertexts (kind at bytes 10..12), JSON naming a job id, or a safetensors header carrying
+/// the `cryptodl.model` metadata; `None` for anything else.
+pub fn artifact(path: &Path) -> io::Result<Option<Artifact>> {
     let Some(f) = super::open_regular(path)? else {
         return Ok(None);
     };
-    let mut head = Vec::with_capacity(4096);
-    f.take(4096).read_to_end(&mut head)?;
+    let mut head = Vec::with_capacity(1 << 16);
+    f.take(1 << 16).read_to_end(&mut head)?;
     if head.starts_with(b"CRYPTODL") && head.len() >= 12 {
         return Ok(Some(match u16::from_le_bytes([head[10], head[11]]) {
-            1 => "a secret key",
-            2 => "a public key",
-            3 => "evaluation keys",
-            _ => "ciphertexts (an encrypted batch or logits)",
+            1 => Artifact::SecretKey,
+            2 => Artifact::PublicKey,
+            3 => Artifact::EvaluationKeys,
+            _ => Artifact::Ciphertexts,
         }));
     }
-    if names_a_job(&head) {
-        return Ok(Some("a job's manifest or the client's record of a job"));
+    if names_a_job(&head[..head.len().min(4096)]) {
+        return Ok(Some(Artifact::JobFile));
+    }
+    // safetensors: an 8-byte little-endian header length, then the JSON header.
+    if head.len() > 8 && head[8] == b'{' {
+        let body = &head[8..];
+        if body
+            .windows(b"\"cryptodl.model\"".len())
+            .any(|w| w == b"\"cryptodl.model\"")
+        {
+            return Ok(Some(Artifact::Model));
+        }
+    }
+    Ok(None)
+}
+
+/// `path` with its longest existing prefix resolved (symbolic links, `.` and `..`) and the rest
+/// appended: where a file or directory not made yet will be.
+pub fn resolve_existing(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = path.to_path_buf();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(&cur) {
+            let mut out = c;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = if parent.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    parent.to_path_buf()
+                };
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// The first file under `dir` (at any depth, links to files followed, links to directories not)
+/// that holds `kind`, looking at no more than `max_entries` entries; `None` if there is none, or
+/// if `dir` does not exist.
+pub fn find_artifact(
+    dir: &Path,
+    kind: Artifact,
+    max_entries: usize,
+) -> io::Result<Option<PathBuf>> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0;
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && d == dir => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let e = e?;
+            seen += 1;
+            if seen > max_entries {
+                return Ok(None);
+            }
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if (t.is_file() || t.is_symlink()) && artifact(&e.path())? == Some(kind) {
+                return Ok(Some(e.path()));
+            }
+        }
     }
     Ok(None)
 }
@@ -399,6 +512,19 @@ mod tests {
                 ..
             })
         ));
+        // A model may be replaced by a model only.
+        let model = d.path().join("m.safetensors");
+        let mut st = 30u64.to_le_bytes().to_vec();
+        st.extend_from_slice(br#"{"__metadata__":{"cryptodl.model":"{}"}}"#);
+        std::fs::write(&model, &st).unwrap();
+        assert!(matches!(
+            reads.check_output(&model, "--out"),
+            Err(OutputError::Protected {
+                what: "a cryptodl model",
+                ..
+            })
+        ));
+        assert!(reads.check_model_output(&model, "--out").is_ok());
         let job = d.path().join("manifest.json");
         std::fs::write(
             &job,

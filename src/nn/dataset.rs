@@ -128,6 +128,7 @@ impl DatasetKind {
             DatasetKind::Cifar10 => {
                 let dir = cifar_dir(&dir);
                 let (p, b) = read_maybe_gz(&dir.join("test_batch.bin"), &hint)?;
+                let b = gunzip_if(&p, b)?;
                 parse_cifar_batch(&p, &b)
             }
             _ => load_idx_pair(
@@ -234,7 +235,8 @@ pub struct Splits {
     pub test: Dataset,
 }
 
-/// Reads `path`, or `path.gz` if `path` does not exist; gzip is detected by its magic bytes.
+/// Reads `path`, or `path.gz` if `path` does not exist (still compressed: gzip is detected by
+/// its magic bytes where it is decoded, [`gunzip_if`] and [`read_idx`]).
 fn read_maybe_gz(path: &Path, hint: &str) -> Result<(PathBuf, Vec<u8>), DatasetError> {
     let gz = PathBuf::from(format!("{}.gz", path.display()));
     let chosen = if path.exists() {
@@ -268,12 +270,12 @@ fn read_maybe_gz(path: &Path, hint: &str) -> Result<(PathBuf, Vec<u8>), DatasetE
             reason: format!("more than {MAX_GUNZIP_BYTES} bytes"),
         });
     }
-    let out = gunzip_if(&chosen, raw)?;
-    Ok((chosen, out))
+    Ok((chosen, raw))
 }
 
-/// The largest decompressed gzip data read (4 GiB): a bomb is an error, not an abort.
-pub const MAX_GUNZIP_BYTES: u64 = 4 << 30;
+/// The largest decompressed gzip data read, and the most data an IDX header may declare
+/// (2 GiB, checked before decompressing it): a bomb is an error, not an abort.
+pub const MAX_GUNZIP_BYTES: u64 = 2 << 30;
 
 /// `raw` decompressed if it is gzip data (magic `1f 8b`), else as is.
 pub fn gunzip_if(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DatasetError> {
@@ -301,49 +303,131 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Parses an IDX file of unsigned bytes; returns (dims, data).
-pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>), DatasetError> {
+/// The dimensions of an IDX header (`header` holds its first 4 bytes, then `4 n` for n
+/// dimensions), checked: the unsigned-byte magic, 1 to 4 dimensions.
+fn idx_magic(path: &Path, head: &[u8]) -> Result<usize, DatasetError> {
     let bad = |reason: String| DatasetError::Malformed {
         path: path.to_path_buf(),
         reason,
     };
-    if bytes.len() < 4 {
+    if head.len() < 4 {
         return Err(bad(format!(
             "{} bytes, too short for an IDX header",
-            bytes.len()
+            head.len()
         )));
     }
-    if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+    if head[0] != 0 || head[1] != 0 || head[2] != 0x08 {
         return Err(bad(format!(
             "magic {:02x}{:02x}{:02x}{:02x} is not an unsigned-byte IDX file (expected 0000 08 0n)",
-            bytes[0], bytes[1], bytes[2], bytes[3]
+            head[0], head[1], head[2], head[3]
         )));
     }
-    let nd = bytes[3] as usize;
-    if nd == 0 || nd > 4 || bytes.len() < 4 + 4 * nd {
-        return Err(bad(format!("{nd} dimensions or header truncated")));
+    let nd = head[3] as usize;
+    if nd == 0 || nd > 4 {
+        return Err(bad(format!("{nd} dimensions (an IDX file has 1 to 4)")));
     }
-    let dims: Vec<usize> = (0..nd).map(|i| be_u32(bytes, 4 + 4 * i) as usize).collect();
-    let n: usize = dims
+    Ok(nd)
+}
+
+/// The dimensions in `dims` (big-endian u32s) and the bytes of data they declare, at most
+/// `max_bytes`.
+fn idx_dims(path: &Path, dims: &[u8], max_bytes: u64) -> Result<(Vec<usize>, usize), DatasetError> {
+    let dims: Vec<usize> = (0..dims.len() / 4)
+        .map(|i| be_u32(dims, 4 * i) as usize)
+        .collect();
+    let n = dims
         .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad("dimensions overflow".into()))?;
-    let body = &bytes[4 + 4 * nd..];
-    if body.len() != n {
-        return Err(bad(format!(
-            "header says {dims:?} = {n} bytes of data but the file has {} (truncated or corrupt?)",
-            body.len()
-        )));
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .filter(|&n| n <= max_bytes)
+        .ok_or_else(|| DatasetError::Malformed {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its header declares {dims:?}, over the limit of {max_bytes} bytes of data; split it"
+            ),
+        })?;
+    Ok((dims, n as usize))
+}
+
+/// Parses an IDX file of unsigned bytes; returns (dims, data). The data must be exactly what
+/// the header declares, at most `max_bytes`; the header is removed in place (no copy).
+pub fn parse_idx(
+    path: &Path,
+    mut bytes: Vec<u8>,
+    max_bytes: u64,
+) -> Result<(Vec<usize>, Vec<u8>), DatasetError> {
+    let nd = idx_magic(path, &bytes)?;
+    if bytes.len() < 4 + 4 * nd {
+        return Err(DatasetError::Malformed {
+            path: path.to_path_buf(),
+            reason: "the header is truncated".into(),
+        });
     }
-    Ok((dims, body.to_vec()))
+    let (dims, n) = idx_dims(path, &bytes[4..4 + 4 * nd], max_bytes)?;
+    let body = bytes.len() - 4 - 4 * nd;
+    if body != n {
+        return Err(DatasetError::Malformed {
+            path: path.to_path_buf(),
+            reason: format!(
+                "header says {dims:?} = {n} bytes of data but the file has {body} (truncated or corrupt?)"
+            ),
+        });
+    }
+    bytes.drain(..4 + 4 * nd);
+    Ok((dims, bytes))
+}
+
+/// Reads an IDX file from its bytes `raw`, gzip-compressed or not: for gzip, the header is
+/// decompressed first and the data it declares checked against `max_bytes` before the rest is
+/// decompressed (a small bomb declaring gigabytes is refused with its size), then exactly that
+/// data, then the end of the stream with its checksum.
+pub fn read_idx(
+    path: &Path,
+    raw: Vec<u8>,
+    max_bytes: u64,
+) -> Result<(Vec<usize>, Vec<u8>), DatasetError> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return parse_idx(path, raw, max_bytes);
+    }
+    let gz = |e: std::io::Error| DatasetError::Malformed {
+        path: path.to_path_buf(),
+        reason: format!("bad or truncated gzip data: {e}"),
+    };
+    let mut dec = flate2::read::MultiGzDecoder::new(&raw[..]);
+    let mut head = [0u8; 4];
+    dec.read_exact(&mut head).map_err(gz)?;
+    let nd = idx_magic(path, &head)?;
+    let mut dims = vec![0u8; 4 * nd];
+    dec.read_exact(&mut dims).map_err(gz)?;
+    let (dims, n) = idx_dims(path, &dims, max_bytes)?;
+    let mut body = Vec::with_capacity(n);
+    (&mut dec)
+        .take(n as u64)
+        .read_to_end(&mut body)
+        .map_err(gz)?;
+    let mut more = [0u8; 1];
+    let extra = dec.read(&mut more).map_err(gz)?;
+    if body.len() != n || extra != 0 {
+        return Err(DatasetError::Malformed {
+            path: path.to_path_buf(),
+            reason: format!(
+                "header says {dims:?} = {n} bytes of data but the file has {} (truncated or corrupt?)",
+                if extra != 0 {
+                    "more".to_string()
+                } else {
+                    body.len().to_string()
+                }
+            ),
+        });
+    }
+    Ok((dims, body))
 }
 
 /// Loads an IDX image file (n x h x w) and its label file (n).
 pub fn load_idx_pair(images: &Path, labels: &Path, hint: &str) -> Result<Dataset, DatasetError> {
     let (ip, ib) = read_maybe_gz(images, hint)?;
     let (lp, lb) = read_maybe_gz(labels, hint)?;
-    let (idims, pixels) = parse_idx(&ip, &ib)?;
-    let (ldims, labels) = parse_idx(&lp, &lb)?;
+    let (idims, pixels) = read_idx(&ip, ib, MAX_GUNZIP_BYTES)?;
+    let (ldims, labels) = read_idx(&lp, lb, MAX_GUNZIP_BYTES)?;
     if idims.len() != 3 {
         return Err(DatasetError::Malformed {
             path: ip,
@@ -419,11 +503,13 @@ fn load_cifar10_dir(dir: &Path, hint: &str) -> Result<Splits, DatasetError> {
     };
     for i in 1..=5 {
         let (p, b) = read_maybe_gz(&dir.join(format!("data_batch_{i}.bin")), hint)?;
+        let b = gunzip_if(&p, b)?;
         let d = parse_cifar_batch(&p, &b)?;
         train.pixels.extend(d.pixels);
         train.labels.extend(d.labels);
     }
     let (p, b) = read_maybe_gz(&dir.join("test_batch.bin"), hint)?;
+    let b = gunzip_if(&p, b)?;
     let test = parse_cifar_batch(&p, &b)?;
     Ok(Splits { train, test })
 }
@@ -519,8 +605,15 @@ mod tests {
         let e = DatasetKind::Mnist.load(Some(d.path())).unwrap_err();
         assert!(matches!(e, DatasetError::Malformed { .. }), "{e}");
         // Wrong magic.
-        assert!(parse_idx(&p, &[1, 2, 3, 4, 5]).is_err());
-        assert!(parse_idx(&p, &[0, 0, 8]).is_err());
+        assert!(parse_idx(&p, vec![1, 2, 3, 4, 5], 1 << 20).is_err());
+        assert!(parse_idx(&p, vec![0, 0, 8], 1 << 20).is_err());
+        // A small gzip file declaring gigabytes is refused from its header.
+        let mut bomb = vec![0, 0, 8, 3];
+        for d in [100_000u32, 280, 280] {
+            bomb.extend_from_slice(&d.to_be_bytes());
+        }
+        let e = read_idx(&p, gz(&bomb), 1 << 30).unwrap_err().to_string();
+        assert!(e.contains("over the limit"), "{e}");
     }
 
     #[test]

@@ -69,13 +69,27 @@ pub enum FitError {
         /// The requested degree.
         degree: usize,
     },
-    /// Interval half-width not positive and finite.
-    #[error("interval half-width {a} must be a positive finite number (the fit is on [-a, a])")]
+    /// Interval half-width outside [`MIN_INTERVAL`, `MAX_INTERVAL`].
+    #[error(
+        "interval half-width {a} must lie in [{MIN_INTERVAL}, {MAX_INTERVAL}] (the fit is on \
+         [-a, a]; activation inputs of a trained network lie within a few units)"
+    )]
     Interval {
         /// The requested half-width.
         a: f64,
     },
+    /// A Gaussian width that is not a positive number.
+    #[error("sigma {sigma} must be a positive finite number (the inputs' standard deviation)")]
+    Sigma {
+        /// The requested width.
+        sigma: f64,
+    },
 }
+
+/// The narrowest fitting interval accepted: its coefficients grow like `a^-k`.
+pub const MIN_INTERVAL: f64 = 1e-3;
+/// The widest fitting interval accepted.
+pub const MAX_INTERVAL: f64 = 1e3;
 
 /// Errors of an approximation `p` of `f`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,8 +145,11 @@ pub fn fit(
     if degree == 0 || degree > 12 {
         return Err(FitError::Degree { degree });
     }
-    if !(a.is_finite() && a > 0.0) {
+    if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&a) {
         return Err(FitError::Interval { a });
+    }
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(FitError::Sigma { sigma });
     }
     let p = fit_polynomial(func, degree, a, method);
     let e = errors(func, &p, a, sigma);

@@ -819,13 +819,21 @@ impl Model {
         };
         m.shapes().map_err(|e| fmt(e.to_string()))?;
         m.validate().map_err(|e| fmt(e.to_string()))?;
-        if let Some(stored) = &meta.digest {
-            let computed = hex::encode(m.digest());
-            if *stored != computed {
-                return Err(fmt(format!(
-                    "its weights or description do not match its digest (stored {stored}, computed {computed}): the file is damaged"
-                )));
-            }
+        // Every model this format writes carries its digest: without one, nothing tells an
+        // edited file from a whole one.
+        let Some(stored) = &meta.digest else {
+            return Err(fmt(
+                "no digest in its metadata: cryptodl writes one in every model, so the file was \
+                 edited or made by something else; export it again with `cryptodl train` or \
+                 `cryptodl import`"
+                    .into(),
+            ));
+        };
+        let computed = hex::encode(m.digest());
+        if *stored != computed {
+            return Err(fmt(format!(
+                "its weights or description do not match its digest (stored {stored}, computed {computed}): the file is damaged"
+            )));
         }
         Ok(m)
     }

@@ -21,6 +21,11 @@ pub enum ShardError {
     /// Not two whole numbers separated by `/`.
     #[error("`{0}` is not a shard: write K/N with whole numbers, e.g. 2/8 for shard 2 of 8")]
     Syntax(String),
+    /// A number too large to hold.
+    #[error(
+        "`{0}`: the numbers are far too large (a job is split into at most {MAX_SHARDS} shards)"
+    )]
+    TooLarge(String),
     /// `N` is 0 or above [`MAX_SHARDS`].
     #[error("{index}/{count}: the number of shards must be 1 to {MAX_SHARDS}")]
     Count {
@@ -102,7 +107,8 @@ impl FromStr for Shard {
                 return Err(syntax());
             }
             // Digits only: a parse error can only be an overflow, which no count accepts.
-            Ok(x.parse::<usize>().unwrap_or(usize::MAX))
+            x.parse::<usize>()
+                .map_err(|_| ShardError::TooLarge(s.to_string()))
         };
         Shard::new(number(k)?, number(n)?)
     }
@@ -150,7 +156,10 @@ mod tests {
             ("3", "not a shard"),
             ("", "not a shard"),
             ("1/2/3", "not a shard"),
-            ("1/99999999999999999999999", "must be 1 to"),
+            (
+                "1/99999999999999999999999",
+                "1/99999999999999999999999`: the numbers are far too large",
+            ),
         ] {
             let e = s.parse::<Shard>().unwrap_err().to_string();
             assert!(e.contains(want), "{s}: {e}");

@@ -105,10 +105,23 @@ impl WorkerLog {
             std::fs::OpenOptions::new().create(true).append(true),
             &path,
         )?;
-        if !file.metadata()?.is_file() {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a regular file; remove it", path.display()),
+            ));
+        }
+        // A log with another name elsewhere (a hard link planted in the directory) would
+        // carry this worker's lines into that file.
+        #[cfg(unix)]
+        if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} has other hard links; a worker's log is a file of its own: remove it",
+                    path.display()
+                ),
             ));
         }
         Ok(Self {
@@ -313,5 +326,28 @@ mod tests {
         let b = s.iter().find(|s| s.worker == "host-2-0").unwrap();
         assert_eq!((b.batches, b.finished), (1, false));
         assert_eq!(b.error.as_deref(), Some("disk full"));
+    }
+}
+
+#[cfg(all(test, unix))]
+mod link_tests {
+    use super::*;
+
+    /// A log planted as a symbolic or hard link to a file outside the output directory is
+    /// refused, and the file is left as it was.
+    #[test]
+    fn a_planted_log_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"VICTIM\n").unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join(LOG_DIR)).unwrap();
+        std::fs::hard_link(&victim, out.join(LOG_DIR).join("w-1-0.jsonl")).unwrap();
+        let e = WorkerLog::open(&out, "w-1-0", "1/1", "cpu").unwrap_err();
+        assert!(e.to_string().contains("other hard links"), "{e}");
+        std::os::unix::fs::symlink(&victim, out.join(LOG_DIR).join("w-2-0.jsonl")).unwrap();
+        let e = WorkerLog::open(&out, "w-2-0", "1/1", "cpu").unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"VICTIM\n");
     }
 }

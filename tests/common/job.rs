@@ -112,6 +112,28 @@ impl Job {
             "--json",
         ])
     }
+    /// `encrypt` into the directory `out` (a path, not a name under the job).
+    pub fn encrypt_to(
+        &self,
+        model: &str,
+        keys: &str,
+        out: &str,
+        limit: &str,
+    ) -> (bool, String, String) {
+        cryptodl(&[
+            "encrypt",
+            "--model",
+            &self.p(model),
+            "--keys",
+            &self.p(keys),
+            "--limit",
+            limit,
+            "--out",
+            out,
+            "--insecure",
+            "--json",
+        ])
+    }
     pub fn score_args(&self, model: &str, keys: &str, input: &str, out: &str) -> Vec<String> {
         [
             "score",

@@ -10,15 +10,15 @@ mod npy;
 
 pub use decode::MAX_PIXELS;
 
-use super::dataset::{gunzip_if, parse_idx, Dataset, DatasetKind};
+use super::dataset::{read_idx, Dataset, DatasetKind};
 use super::model::Model;
 use super::reference;
 
-/// The largest input file read (4 GiB).
-pub const MAX_INPUT_BYTES: u64 = 4 << 30;
-/// The most values an input array may declare (2^30), checked against its header before its
-/// data is converted.
-pub const MAX_INPUT_VALUES: usize = 1 << 30;
+/// The largest input file read, and the most data an input array may declare (2 GiB, checked
+/// against its header before it is converted or decompressed).
+pub const MAX_INPUT_BYTES: u64 = 2 << 30;
+/// The most values an input array may declare (2^31 bytes of uint8 pixels).
+pub const MAX_INPUT_VALUES: usize = 1 << 31;
 /// The most labels a label file may declare.
 const MAX_LABELS: usize = 1 << 28;
 
@@ -217,13 +217,10 @@ fn load_labels(path: &Path) -> Result<Vec<u8>, ImagesError> {
                 ),
             ));
         }
-        a.values
+        a.values()
     } else {
-        let (dims, data) = parse_idx(
-            path,
-            &gunzip_if(path, bytes).map_err(|e| bad(path, e.to_string()))?,
-        )
-        .map_err(|e| bad(path, e.to_string()))?;
+        let (dims, data) =
+            read_idx(path, bytes, MAX_LABELS as u64).map_err(|e| bad(path, e.to_string()))?;
         if dims.len() != 1 {
             return Err(bad(
                 path,
@@ -244,11 +241,8 @@ fn load_labels(path: &Path) -> Result<Vec<u8>, ImagesError> {
 
 fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
     let bytes = read_limited(path)?;
-    let npy::Npy {
-        shape: dims,
-        dtype,
-        values,
-    } = npy::parse(path, &bytes, MAX_INPUT_VALUES)?;
+    let a = npy::parse(path, &bytes, MAX_INPUT_VALUES)?;
+    let (dims, dtype) = (a.shape.clone(), a.dtype);
     let float = match (dtype.kind, dtype.width) {
         ('u', 1) => false,
         ('f', 4 | 8) => true,
@@ -279,28 +273,46 @@ fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
             ))
         }
     };
-    if float {
-        if let Some(v) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
-            return Err(bad(
-                path,
-                format!("a float array must hold pixel / 255 in [0, 1] (as torchvision's ToTensor); it holds {v}: divide by 255, or save it as uint8"),
-            ));
+    // Converted value by value into what is kept (no widened copy of the whole array).
+    let values = if float {
+        let mut unit = Vec::with_capacity(a.len());
+        for i in 0..a.len() {
+            let v = a.get(i);
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(
+                    path,
+                    format!("a float array must hold pixel / 255 in [0, 1] (as torchvision's ToTensor); it holds {v}: divide by 255, or save it as uint8"),
+                ));
+            }
+            unit.push(v as f32);
+        }
+        Values::Unit(unit)
+    } else {
+        Values::Pixels((0..a.len()).map(|i| a.get(i) as u8).collect())
+    };
+    drop(bytes);
+    Ok(indexed(path, shape, values, n))
+}
+
+/// A file name as text, losslessly: bytes that are not UTF-8 are written `\xNN` (a lossy
+/// conversion would give two names the same replacement characters).
+fn file_name(path: &Path) -> String {
+    let Some(name) = path.file_name() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for chunk in name.as_encoded_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
         }
     }
-    let values = if float {
-        Values::Unit(values.iter().map(|&v| v as f32).collect())
-    } else {
-        Values::Pixels(values.iter().map(|&v| v as u8).collect())
-    };
-    Ok(indexed(path, shape, values, n))
+    out
 }
 
 /// `n` images from one file, named `file[i]`.
 fn indexed(path: &Path, shape: [usize; 3], values: Values, n: usize) -> Images {
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = file_name(path);
     Images {
         shape,
         values,
@@ -311,8 +323,7 @@ fn indexed(path: &Path, shape: [usize; 3], values: Values, n: usize) -> Images {
 
 fn load_idx(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
     let bytes = read_limited(path)?;
-    let bytes = gunzip_if(path, bytes).map_err(|e| bad(path, e.to_string()))?;
-    let (dims, data) = parse_idx(path, &bytes).map_err(|e| {
+    let (dims, data) = read_idx(path, bytes, MAX_INPUT_BYTES).map_err(|e| {
         bad(
             path,
             format!("{e} (an input file is a .npy, an IDX file or a directory of images)"),
@@ -392,11 +403,7 @@ fn load_dir(dir: &Path, shape: [usize; 3], resize: Resize) -> Result<Images, Ima
                 values.extend((0..h * w).map(|i| raw[i * 3 + ch]));
             }
         }
-        names.push(
-            f.file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
+        names.push(file_name(f));
     }
     Ok(Images {
         shape,

@@ -74,15 +74,52 @@ impl Dtype {
     }
 }
 
-/// A parsed `.npy` file.
+/// A parsed `.npy` file: its header, and its data still as bytes (converted element by
+/// element into what the caller keeps, never widened as a whole).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Npy {
+pub(crate) struct Npy<'a> {
     /// The array's shape.
     pub shape: Vec<usize>,
     /// Its element type.
     pub dtype: Dtype,
-    /// Its values as f64, in C (row-major) order whatever the file's order.
-    pub values: Vec<f64>,
+    /// Stored in Fortran (column-major) order.
+    fortran: bool,
+    /// The data, exactly `count * dtype.width` bytes.
+    data: &'a [u8],
+}
+
+impl Npy<'_> {
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dtype.width
+    }
+
+    /// Value `i` in C (row-major) order, whatever the file's order.
+    pub fn get(&self, i: usize) -> f64 {
+        let at = if self.fortran && self.shape.len() > 1 {
+            // Element (i0, i1, ...) of a column-major array lies at i0 + d0 (i1 + d1 (...)).
+            let mut rem = i;
+            let mut index = vec![0; self.shape.len()];
+            for k in (0..self.shape.len()).rev() {
+                index[k] = rem % self.shape[k];
+                rem /= self.shape[k];
+            }
+            let mut at = 0;
+            for k in (0..self.shape.len()).rev() {
+                at = at * self.shape[k] + index[k];
+            }
+            at
+        } else {
+            i
+        };
+        let w = self.dtype.width;
+        self.dtype.value(&self.data[at * w..(at + 1) * w])
+    }
+
+    /// Every value in C order, as f64 (for small arrays: labels).
+    pub fn values(&self) -> Vec<f64> {
+        (0..self.len()).map(|i| self.get(i)).collect()
+    }
 }
 
 /// A Python literal of a `.npy` header.
@@ -252,7 +289,11 @@ impl Parser<'_> {
 
 /// Parses a `.npy` file, refusing what numpy would refuse or read differently. `max_values`
 /// bounds the array's size, checked against the shape before any allocation.
-pub(crate) fn parse(path: &Path, bytes: &[u8], max_values: usize) -> Result<Npy, ImagesError> {
+pub(crate) fn parse<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    max_values: usize,
+) -> Result<Npy<'a>, ImagesError> {
     let not = |why: &str| {
         bad(
             path,
@@ -365,36 +406,11 @@ pub(crate) fn parse(path: &Path, bytes: &[u8], max_values: usize) -> Result<Npy,
             ),
         ));
     }
-    let raw: Vec<f64> = data
-        .chunks_exact(dtype.width)
-        .map(|c| dtype.value(c))
-        .collect();
-    let values = if fortran && shape.len() > 1 {
-        // Column-major in the file: element (i0, i1, ...) at i0 + d0 (i1 + d1 (...)).
-        let mut out = vec![0.0; count];
-        let mut index = vec![0usize; shape.len()];
-        for v in out.iter_mut() {
-            let mut at = 0;
-            for k in (0..shape.len()).rev() {
-                at = at * shape[k] + index[k];
-            }
-            *v = raw[at];
-            for k in (0..shape.len()).rev() {
-                index[k] += 1;
-                if index[k] < shape[k] {
-                    break;
-                }
-                index[k] = 0;
-            }
-        }
-        out
-    } else {
-        raw
-    };
     Ok(Npy {
         shape,
         dtype,
-        values,
+        fortran,
+        data,
     })
 }
 
@@ -415,8 +431,20 @@ mod tests {
         b
     }
 
-    fn read(header: &str, data: &[u8]) -> Result<Npy, String> {
-        parse(Path::new("x.npy"), &file(header, data), 1 << 20).map_err(|e| e.to_string())
+    /// The shape and values of a file with `header` and `data`.
+    #[derive(Debug)]
+    struct Read {
+        shape: Vec<usize>,
+        values: Vec<f64>,
+    }
+
+    fn read(header: &str, data: &[u8]) -> Result<Read, String> {
+        let bytes = file(header, data);
+        let a = parse(Path::new("x.npy"), &bytes, 1 << 20).map_err(|e| e.to_string())?;
+        Ok(Read {
+            shape: a.shape.clone(),
+            values: a.values(),
+        })
     }
 
     #[test]

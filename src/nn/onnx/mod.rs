@@ -198,11 +198,16 @@ pub fn import_bytes(
     // What the ONNX checker refuses, and the memory the graph declares, before the walk.
     let opset = check::opset(&m).map_err(graph_err)?;
     check::graph(path, &m, graph, opset)?;
-    let meta: HashMap<&str, &str> = m
-        .metadata_props
-        .iter()
-        .map(|p| (p.key(), p.value()))
-        .collect();
+    let mut meta: HashMap<&str, &str> = HashMap::new();
+    for p in &m.metadata_props {
+        if meta.insert(p.key(), p.value()).is_some() && p.key().starts_with("cryptodl.") {
+            return Err(graph_err(format!(
+                "the metadata {} is given twice; which one the model was trained with is not \
+                 known (give --mean / --std, or keep one entry)",
+                p.key()
+            )));
+        }
+    }
 
     // Constants: initializers (decoded when used) and Constant nodes.
     let inits: HashMap<&str, &proto::TensorProto> =

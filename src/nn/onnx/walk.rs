@@ -339,7 +339,7 @@ impl Walker<'_> {
                         return Err(fail("padded average pools are not supported (padding changes the divisor at the edges)".into()));
                     }
                     let ks = attr_ints(node, "kernel_shape").unwrap_or_default();
-                    let st = attr_ints(node, "strides").unwrap_or_else(|| ks.clone());
+                    let st = attr_ints(node, "strides").unwrap_or_else(|| vec![1; ks.len()]);
                     match (ks.as_slice(), st.as_slice()) {
                         ([a, b], [s, t]) if a == b && s == t && *a > 0 && *s > 0 => {
                             (*a as usize, *s as usize)

@@ -225,6 +225,14 @@ pub fn train(
             train.shape
         )));
     }
+    let ok = |v: f64, min_excluded: bool| v.is_finite() && (v > 0.0 || (!min_excluded && v == 0.0));
+    if !(ok(cfg.lr, true) && ok(cfg.weight_decay, false) && ok(cfg.clip, false)) {
+        return Err(TrainError::Data(format!(
+            "the learning rate ({}) must be a positive number, the weight decay ({}) and the \
+             gradient clip ({}) finite numbers >= 0",
+            cfg.lr, cfg.weight_decay, cfg.clip
+        )));
+    }
     if !(0.0..1.0).contains(&cfg.dropout) || !(0.0..1.0).contains(&cfg.label_smoothing) {
         return Err(TrainError::Data(format!(
             "dropout ({}) and label smoothing ({}) must lie in [0, 1)",
