@@ -143,33 +143,34 @@ fn png_files_and_npy_arrays_are_scored_per_file_name() {
     assert!(std::fs::read_dir(j.path("a/jobs")).unwrap().count() >= 3);
 }
 
+/// `encrypt --input INPUT EXTRA...` of job `j` into `never/`, which must fail and write
+/// nothing; returns stderr.
+fn refused_encrypt(j: &Job, input: &Path, extra: &[&str]) -> String {
+    let out = j.path("never");
+    let mut args = vec![
+        "encrypt".to_string(),
+        "--model".into(),
+        j.p("m.safetensors"),
+        "--keys".into(),
+        j.p("a"),
+        "--out".into(),
+        out.to_str().unwrap().into(),
+        "--insecure".into(),
+        "--input".into(),
+        input.to_str().unwrap().into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (ok, _, e) = cryptodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok, "{input:?} was accepted");
+    assert!(!out.exists(), "{input:?}: something was written");
+    e
+}
+
 #[test]
 fn bad_inputs_are_clear_errors_and_write_nothing() {
     let j = job();
     let (images, _) = fashion(4);
-    let encrypt = |input: &Path, extra: &[&str]| {
-        let out = j.path("never");
-        let mut args = vec![
-            "encrypt",
-            "--model",
-            &j.p("m.safetensors"),
-            "--keys",
-            &j.p("a"),
-            "--out",
-            out.to_str().unwrap(),
-            "--insecure",
-            "--input",
-            input.to_str().unwrap(),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let (ok, _, e) = cryptodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(!ok, "{input:?} was accepted");
-        assert!(!out.exists(), "{input:?}: something was written");
-        e
-    };
+    let encrypt = |input: &Path, extra: &[&str]| refused_encrypt(&j, input, extra);
     // An image of the wrong size: refused, or scaled with --resize.
     let dir = j.path("mixed");
     std::fs::create_dir_all(&dir).unwrap();
@@ -283,23 +284,7 @@ fn damaged_images_arrays_and_labels_are_refused() {
     let j = job();
     let (images, _) = fashion(2);
     let refused = |input: &Path, extra: &[&str], want: &[&str]| {
-        let out = j.path("never");
-        let mut args = vec![
-            "encrypt".to_string(),
-            "--model".into(),
-            j.p("m.safetensors"),
-            "--keys".into(),
-            j.p("a"),
-            "--out".into(),
-            out.to_str().unwrap().into(),
-            "--insecure".into(),
-            "--input".into(),
-            input.to_str().unwrap().into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let (ok, _, e) = cryptodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(!ok, "{input:?} was accepted");
-        assert!(!out.exists(), "{input:?}: something was written");
+        let e = refused_encrypt(&j, input, extra);
         for w in want {
             assert!(e.contains(w), "`{w}` not in: {e}");
         }

@@ -136,6 +136,16 @@ fn import_edited(m: &ModelProto, opts: &ImportOptions) -> Result<(), OnnxError> 
     import_bytes(&m.encode_to_vec(), Path::new("edited.onnx"), None, opts).map(|_| ())
 }
 
+/// Imports `m` expecting an error holding each of `want`.
+fn refused(m: &ModelProto, want: &[&str]) {
+    let e = import_edited(m, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    for w in want {
+        assert!(e.contains(w), "`{w}` not in: {e}");
+    }
+}
+
 fn node_mut<'a>(m: &'a mut ModelProto, name: &str) -> &'a mut cryptodl::nn::onnx::proto::NodeProto {
     m.graph
         .as_mut()
@@ -149,12 +159,7 @@ fn node_mut<'a>(m: &'a mut ModelProto, name: &str) -> &'a mut cryptodl::nn::onnx
 #[test]
 fn bad_onnx_models_are_clear_errors_naming_the_node() {
     let opts = ImportOptions::default();
-    let check = |m: &ModelProto, want: &[&str]| {
-        let e = import_edited(m, &opts).unwrap_err().to_string();
-        for w in want {
-            assert!(e.contains(w), "`{w}` not in: {e}");
-        }
-    };
+    let check = refused;
     assert!(import_edited(&every_op(), &opts).is_ok());
     // An activation that is not a polynomial.
     let mut m = every_op();
@@ -312,12 +317,6 @@ fn scalar(name: &str, v: f32) -> TensorProto {
 #[test]
 fn models_the_onnx_checker_refuses_are_refused() {
     let opts = ImportOptions::default();
-    let refused = |m: &ModelProto, want: &[&str]| {
-        let e = import_edited(m, &opts).unwrap_err().to_string();
-        for w in want {
-            assert!(e.contains(w), "`{w}` not in: {e}");
-        }
-    };
     // Opsets this build does not implement.
     for v in [0, -3, 1, 6, 99] {
         let mut m = every_op();

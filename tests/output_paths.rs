@@ -267,18 +267,7 @@ fn the_server_never_gets_the_key_directory_and_scores_write_no_input() {
     let j = fixture();
     // encrypt --out the key directory: the server would receive the secret key.
     for out in [j.p("a"), j.p("a/../a")] {
-        let (ok, _, e) = cryptodl(&[
-            "encrypt",
-            "--model",
-            &j.p("m.safetensors"),
-            "--keys",
-            &j.p("a"),
-            "--limit",
-            "4",
-            "--out",
-            &out,
-            "--insecure",
-        ]);
+        let (ok, _, e) = j.encrypt_to("m.safetensors", "a", &out, "4");
         assert!(
             !ok && e.contains("key directory") && e.contains("secret key"),
             "{e}"

@@ -98,19 +98,7 @@ impl Job {
         out: &str,
         limit: &str,
     ) -> (bool, String, String) {
-        cryptodl(&[
-            "encrypt",
-            "--model",
-            &self.p(model),
-            "--keys",
-            &self.p(keys),
-            "--limit",
-            limit,
-            "--out",
-            &self.p(out),
-            "--insecure",
-            "--json",
-        ])
+        self.encrypt_to(model, keys, &self.p(out), limit)
     }
     /// `encrypt` into the directory `out` (a path, not a name under the job).
     pub fn encrypt_to(
