@@ -409,7 +409,7 @@ fn accuracy_is_never_taken_against_another_images_labels() {
 }
 
 /// Found from outside: image names that are not UTF-8 stay distinct (`\xNN` for their bytes),
-/// so every prediction can be told apart in the CSV.
+/// and backslashes `\\`, so every prediction can be told apart in the CSV.
 #[test]
 fn file_names_that_are_not_utf8_stay_distinct() {
     use std::os::unix::ffi::OsStrExt;
@@ -418,6 +418,8 @@ fn file_names_that_are_not_utf8_stay_distinct() {
     for (name, p) in [
         (&b"\xfe\xff.png"[..], &images[0]),
         (&b"\xff\xfe.png"[..], &images[1]),
+        // A name that spells the escape of the first one: kept apart by escaping backslashes.
+        (&b"\\xfe\\xff.png"[..], &images[0]),
     ] {
         image::GrayImage::from_raw(28, 28, p.clone())
             .unwrap()
@@ -431,5 +433,77 @@ fn file_names_that_are_not_utf8_stay_distinct() {
         None,
     )
     .unwrap();
-    assert_eq!(imgs.names, vec!["\\xfe\\xff.png", "\\xff\\xfe.png"]);
+    let mut names = imgs.names.clone();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["\\\\xfe\\\\xff.png", "\\xfe\\xff.png", "\\xff\\xfe.png"]
+    );
+}
+
+/// Found from outside: every image is checked against the modulus before anything is written,
+/// not the first 256 only (one beyond them was scored, and decrypt then blamed the keys).
+#[test]
+fn one_overflowing_image_anywhere_is_refused_before_encryption() {
+    let j = job();
+    // Mean 0: a black image normalises to 0; a white one, through weights 10^4 times the
+    // usual, overflows the toy preset after the square.
+    let mut m = common::job::model(1, 1e-4);
+    m.normalization.mean = vec![0.0];
+    if let cryptodl::nn::model::Layer::Dense { weight, .. } = &mut m.layers[1] {
+        *weight *= 1e4;
+    }
+    m.save(&j.path("wide.safetensors")).unwrap();
+    let mut x = vec![0u8; 300 * 784];
+    x[299 * 784..].fill(255);
+    write_npy(
+        &j.path("x.npy"),
+        &ndarray::ArrayD::from_shape_vec(vec![300, 28, 28], x).unwrap(),
+    );
+    let out = j.path("never");
+    let (ok, _, e) = cryptodl(&[
+        "encrypt",
+        "--model",
+        &j.p("wide.safetensors"),
+        "--keys",
+        &j.p("a"),
+        "--input",
+        &j.p("x.npy"),
+        "--out",
+        out.to_str().unwrap(),
+        "--insecure",
+    ]);
+    assert!(
+        !ok && e.contains("on input 299") && e.contains("values reach"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+/// Found from outside: colour images become grey as PIL and torchvision make them (ITU-R
+/// 601-2: pure red is 76, not 54); images of other formats in a directory are refused, other
+/// files listed as ignored.
+#[test]
+fn colour_to_grey_and_other_files_in_an_image_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    image::RgbImage::from_pixel(28, 28, image::Rgb([255, 0, 0]))
+        .save(dir.path().join("red.png"))
+        .unwrap();
+    image::RgbaImage::from_pixel(28, 28, image::Rgba([0, 0, 255, 10]))
+        .save(dir.path().join("blue.png"))
+        .unwrap();
+    std::fs::write(dir.path().join("README.txt"), "notes").unwrap();
+    let load = |d: &Path| {
+        cryptodl::nn::images::load(d, [1, 28, 28], cryptodl::nn::images::Resize::Refuse, None)
+    };
+    let imgs = load(dir.path()).unwrap();
+    let mut unit = common::job::model(1, 1.0);
+    unit.normalization.mean = vec![0.0];
+    // Sorted by name: blue, then red.
+    assert_eq!(imgs.normalized(&unit, 0)[0], 29.0 / 255.0);
+    assert_eq!(imgs.normalized(&unit, 1)[0], 76.0 / 255.0);
+    assert_eq!(imgs.ignored, vec!["README.txt"]);
+    std::fs::write(dir.path().join("scan.bmp"), "BM").unwrap();
+    let e = load(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("scan.bmp") && e.contains("a .bmp image"), "{e}");
 }

@@ -431,3 +431,22 @@ fn nonsense_fit_and_training_numbers_are_refused() {
         .to_string();
     assert!(e.contains("gradient clip (NaN)"), "{e}");
 }
+
+/// Found from outside: a last layer with fewer outputs than the dataset has classes is refused
+/// naming both, before training, instead of failing inside the loss.
+#[test]
+fn the_last_layer_must_cover_every_class() {
+    let d = synthetic(8, [1, 8, 8], 2);
+    let arch = ArchSpec::from_json(
+        r#"{"name":"t","layers":[{"type":"flatten"},{"type":"dense","out":2}]}"#,
+        "test",
+    )
+    .unwrap();
+    let e = train(&arch, &poly2(), "poly2", &d, &d, &cfg(1, 1), false, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("2 output(s)") && e.contains("labels run from 0 to"),
+        "{e}"
+    );
+}

@@ -533,4 +533,11 @@ fn onnx_defaults_and_duplicated_metadata_mean_what_onnx_says() {
     m.metadata_props.push(twice);
     let e = import_edited(&m, &opts).unwrap_err().to_string();
     assert!(e.contains("cryptodl.mean is given twice"), "{e}");
+    // Unless the flags replace it.
+    let flags = ImportOptions {
+        mean: Some(vec![0.286]),
+        std: Some(vec![0.353]),
+        ..Default::default()
+    };
+    assert!(import_edited(&m, &flags).is_ok());
 }

@@ -278,10 +278,15 @@ fn the_server_never_gets_the_key_directory_and_scores_write_no_input() {
     // another name.
     std::fs::create_dir_all(j.path("with-copy/deep")).unwrap();
     std::fs::copy(j.path("a/secret.key"), j.path("with-copy/deep/backup.bin")).unwrap();
+    // A link to the key directory inside the job directory: copying it (`cp -rL`, `scp -r`)
+    // would follow it.
+    std::fs::create_dir_all(j.path("with-link")).unwrap();
+    std::os::unix::fs::symlink(j.path("a"), j.path("with-link/k")).unwrap();
     for (out, why) in [
         (j.p("."), "holds (or is) the key directory"),
         (j.p("a/jobs"), "is inside the key directory"),
         (j.p("with-copy"), "holds a secret key"),
+        (j.p("with-link"), "holds a secret key"),
     ] {
         let (ok, _, e) = j.encrypt_to("m.safetensors", "a", &out, "4");
         assert!(

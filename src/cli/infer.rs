@@ -132,10 +132,9 @@ pub(super) fn execute(job: &Job<'_>) -> anyhow::Result<InferReport> {
     if test.is_empty() {
         anyhow::bail!("no images to classify");
     }
-    let calibration: Vec<Vec<f64>> = (0..test.len().min(256))
-        .map(|i| reference::normalize(model, test.image(i)))
-        .collect();
-    plan.check_magnitudes(params, &calibration)?;
+    plan.check_inputs(params, test.len(), |i| {
+        reference::normalize(model, test.image(i))
+    })?;
     let batches = test.len().div_ceil(slots);
     let quiet = job.quiet;
     let say = |s: String| {

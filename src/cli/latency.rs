@@ -301,8 +301,7 @@ pub(super) fn run_latency(
 ) -> anyhow::Result<LatencyReport> {
     let plan = Plan::compile(model)?;
     let lp = LatencyPlan::compile(&plan, params)?;
-    let check: Vec<Vec<f64>> = images.inputs.iter().take(256).cloned().collect();
-    plan.check_magnitudes(params, &check)?;
+    plan.check_magnitudes(params, &images.inputs)?;
     let ctx = Context::new(params)?;
     let mut kg = KeyGenerator::new(ctx.clone());
     let sk = kg.secret_key();

@@ -276,6 +276,8 @@ struct EncryptReport {
     /// The key files beside the secret key checked against it (`public`, `evaluation`); empty
     /// when the secret key is not in the key directory.
     keys_checked: Vec<&'static str>,
+    /// Files of an --input directory that are not images and were not read.
+    ignored_files: Vec<String>,
     out: String,
 }
 
@@ -467,10 +469,9 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let calibration: Vec<Vec<f64>> = (0..test.len().min(256))
-        .map(|k| test.normalized(&model, k))
-        .collect();
-    plan.check_magnitudes(&params, &calibration)?;
+    // Every image, before anything is written: one that overflows would decrypt to garbage.
+    plan.check_inputs(&params, test.len(), |k| test.normalized(&model, k))
+        .with_context(|| format!("checking the {} images of {source}", test.len()))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let _lock = lock_dir(&args.out, "encrypt")?;
@@ -585,10 +586,25 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
         input: source,
         sources: sources_path.display().to_string(),
         keys_checked,
+        ignored_files: test.ignored.clone(),
         out: args.out.display().to_string(),
     };
     if args.json {
         return print_json(&report);
+    }
+    if !report.ignored_files.is_empty() {
+        let shown = report.ignored_files.len().min(10);
+        eprintln!(
+            "note: {} file(s) of {} are not PNG / JPEG images and were not read: {}{}",
+            report.ignored_files.len(),
+            report.input,
+            report.ignored_files[..shown].join(", "),
+            if shown < report.ignored_files.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        );
     }
     let layout = match &latency {
         Some(lp) => format!(

@@ -314,37 +314,77 @@ pub fn resolve_existing(path: &Path) -> PathBuf {
     }
 }
 
-/// The first file under `dir` (at any depth, links to files followed, links to directories not)
-/// that holds `kind`, looking at no more than `max_entries` entries; `None` if there is none, or
-/// if `dir` does not exist.
+/// The first file under `dir` (at any depth, symbolic links followed, each directory visited
+/// once) that holds `kind`, looking at no more than `max_entries` entries; `None` if there is
+/// none, or if `dir` does not exist. Links are followed because copying the directory
+/// (`cp -rL`, `scp -r`, `tar -h`) follows them too.
 pub fn find_artifact(
     dir: &Path,
     kind: Artifact,
     max_entries: usize,
 ) -> io::Result<Option<PathBuf>> {
     let mut stack = vec![dir.to_path_buf()];
+    let mut visited = std::collections::HashSet::new();
     let mut seen = 0;
     while let Some(d) = stack.pop() {
+        if let Ok(real) = std::fs::canonicalize(&d) {
+            if !visited.insert(real) {
+                continue;
+            }
+        }
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound && d == dir => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) if d == dir => return Err(e),
+            // Below the top, what cannot be read is passed over (it holds nothing this
+            // process could hand on either).
+            Err(_) => continue,
         };
-        for e in entries {
-            let e = e?;
+        for e in entries.flatten() {
             seen += 1;
             if seen > max_entries {
                 return Ok(None);
             }
-            let t = e.file_type()?;
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if (t.is_file() || t.is_symlink()) && artifact(&e.path())? == Some(kind) {
-                return Ok(Some(e.path()));
+            let p = e.path();
+            // What the entry is, through a link.
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() && holds(&p, kind) {
+                return Ok(Some(p));
             }
         }
     }
     Ok(None)
+}
+
+/// Whether `path` holds `kind`: keys and ciphertexts are told by their first 12 bytes (so that
+/// scanning a large directory reads little), other kinds by [`artifact`].
+fn holds(path: &Path, kind: Artifact) -> bool {
+    let header_kind = match kind {
+        Artifact::SecretKey => 1,
+        Artifact::PublicKey => 2,
+        Artifact::EvaluationKeys => 3,
+        Artifact::Ciphertexts => 0,
+        _ => return artifact(path).ok().flatten() == Some(kind),
+    };
+    let Ok(Some(f)) = super::open_regular(path) else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(12);
+    if f.take(12).read_to_end(&mut head).is_err()
+        || head.len() < 12
+        || !head.starts_with(b"CRYPTODL")
+    {
+        return false;
+    }
+    let code = u16::from_le_bytes([head[10], head[11]]);
+    match header_kind {
+        0 => code > 3,
+        k => code == k,
+    }
 }
 
 /// Whether `head` is the start of a JSON object with a `"job": "<32 hex digits>"` member (a

@@ -433,13 +433,15 @@ impl ArchSpec {
             };
             out.push(cur);
         }
-        match cur {
-            Shape::Flat(_) => Ok(out),
+        match (cur, self.layers.last()) {
+            (Shape::Flat(_), Some(LayerSpec::Dense { .. })) => Ok(out),
             _ => Err(ArchError::Shape {
                 arch: self.name.clone(),
                 index: self.layers.len().saturating_sub(1),
                 layer: "output".into(),
-                reason: "the network must end with a dense layer (flat logits)".into(),
+                reason:
+                    "the network must end with a dense layer (its outputs are the class logits)"
+                        .into(),
             }),
         }
     }
@@ -497,5 +499,16 @@ mod tests {
         assert!(s.shapes([1, 28, 28]).is_err());
         let s = ArchSpec::from_json(r#"{"name":"t","layers":[{"type":"flatten"},{"type":"batch_norm"},{"type":"dense","out":10}]}"#, "x").unwrap();
         assert!(s.shapes([1, 28, 28]).is_err());
+        // Found from outside: a network that does not end with a dense layer trained and
+        // wrote a model every later command refused.
+        for layers in [
+            r#"[{"type":"flatten"}]"#,
+            r#"[{"type":"flatten"},{"type":"dense","out":10},{"type":"act"}]"#,
+        ] {
+            let s =
+                ArchSpec::from_json(&format!(r#"{{"name":"t","layers":{layers}}}"#), "x").unwrap();
+            let e = s.shapes([1, 28, 28]).unwrap_err().to_string();
+            assert!(e.contains("must end with a dense layer"), "{layers}: {e}");
+        }
     }
 }

@@ -71,7 +71,7 @@ pub enum FitError {
     },
     /// Interval half-width outside [`MIN_INTERVAL`, `MAX_INTERVAL`].
     #[error(
-        "interval half-width {a} must lie in [{MIN_INTERVAL}, {MAX_INTERVAL}] (the fit is on \
+        "interval half-width {a:e} must lie in [{MIN_INTERVAL}, {MAX_INTERVAL}] (the fit is on \
          [-a, a]; activation inputs of a trained network lie within a few units)"
     )]
     Interval {

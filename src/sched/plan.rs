@@ -51,7 +51,7 @@ pub enum PlanError {
     /// Values that would not fit the modulus of their level (they would wrap around and decrypt
     /// to garbage).
     #[error(
-        "step {step} ({kind}) of model `{model}`: values reach {value:.3e} on the calibration inputs, but at level {level} of {preset} a value must stay below {limit:.3e} (the modulus over the scale, with a margin of 2^{margin_bits}); the weights or the inputs are too large for CKKS: check the model's weights and input normalisation"
+        "step {step} ({kind}) of model `{model}`: on input {input} (of those checked, in order) values reach {value:.3e}, but at level {level} of {preset} a value must stay below {limit:.3e} (the modulus over the scale, with a margin of 2^{margin_bits}); the weights or the inputs are too large for CKKS: check the model's weights and input normalisation, or leave that input out"
     )]
     Overflow {
         /// Model name.
@@ -60,7 +60,9 @@ pub enum PlanError {
         step: usize,
         /// `linear`, `square` or `cubic`.
         kind: &'static str,
-        /// The largest magnitude seen.
+        /// The input (its index among those checked) that reaches it.
+        input: usize,
+        /// The largest magnitude it reaches there.
         value: f64,
         /// The level the value lives at.
         level: usize,
@@ -490,17 +492,20 @@ impl Plan {
         x
     }
 
-    /// Checks that every value the plan computes on `calibration` inputs (normalised samples)
-    /// fits the modulus of its level with a margin of 2^[`MARGIN_BITS`]: at level `l` a value
-    /// `v` is held as `v * scale` modulo `Q_l`, so `|v|` must stay below `Q_l / (2 scale)`
-    /// (and the products before each rescale, `Q_{l+1} / (2 scale q_{l+1})`, the same bound).
-    /// Catches models whose weights or normalisation would make the encrypted result wrap
-    /// around. Call after [`Self::check_depth`].
-    pub fn check_magnitudes(
+    /// Checks that every value the plan computes on the inputs `input(0..count)` (normalised
+    /// samples) fits the modulus of its level with a margin of 2^[`MARGIN_BITS`]: at level `l`
+    /// a value `v` is held as `v * scale` modulo `Q_l`, so `|v|` must stay below
+    /// `Q_l / (2 scale)` (and the products before each rescale, `Q_{l+1} / (2 scale q_{l+1})`,
+    /// the same bound). Every input is checked (in parallel, a chunk at a time), since one
+    /// image that overflows decrypts to garbage; the error names the first that does. Call
+    /// after [`Self::check_depth`].
+    pub fn check_inputs(
         &self,
         params: &crate::ckks::Parameters,
-        calibration: &[Vec<f64>],
+        count: usize,
+        input: impl Fn(usize) -> Vec<f64> + Sync,
     ) -> Result<(), PlanError> {
+        use rayon::prelude::*;
         // log2 Q_l for every level.
         let log_q: Vec<f64> = params
             .q()
@@ -513,45 +518,66 @@ impl Plan {
         let limit = |level: usize| {
             (log_q[level] - 1.0 - f64::from(params.log_scale()) - f64::from(MARGIN_BITS)).exp2()
         };
-        let mut xs: Vec<Vec<f64>> = calibration.to_vec();
-        let mut level = self.input_level();
-        for (index, step) in self.steps.iter().enumerate() {
-            let out = level
-                .checked_sub(step.levels())
-                .ok_or_else(|| PlanError::TooDeep {
-                    model: self.model.clone(),
-                    depth: self.depth(),
-                    preset: params.name().to_string(),
-                    available: params.max_level(),
-                    advice: "use a preset with more levels".into(),
-                })?;
-            let mut worst = 0.0f64;
-            for x in &mut xs {
+        let too_deep = || PlanError::TooDeep {
+            model: self.model.clone(),
+            depth: self.depth(),
+            preset: params.name().to_string(),
+            available: params.max_level(),
+            advice: "use a preset with more levels".into(),
+        };
+        if self.input_level() > params.max_level() || self.input_level() < self.depth() {
+            return Err(too_deep());
+        }
+        // The first step and value at which input `k` exceeds its level's bound.
+        let check_one = |k: usize| -> Option<PlanError> {
+            let mut x = input(k);
+            let mut level = self.input_level();
+            for (index, step) in self.steps.iter().enumerate() {
+                let out = level - step.levels();
+                let mut worst = 0.0f64;
                 if let Step::Cubic(_) = step {
                     // x^2 lives one level down, before the product with (c3 x + c2).
                     let sq = x.iter().fold(0.0f64, |m, v| m.max(v * v));
                     if sq > limit(level - 1) {
-                        worst = worst.max(sq * limit(out) / limit(level - 1));
+                        worst = sq * limit(out) / limit(level - 1);
                     }
                 }
-                *x = step.eval_plain(x);
+                x = step.eval_plain(&x);
                 worst = x.iter().fold(worst, |m, v| m.max(v.abs()));
+                if !worst.is_finite() || worst > limit(out) {
+                    return Some(PlanError::Overflow {
+                        model: self.model.clone(),
+                        step: index,
+                        kind: step.kind(),
+                        input: k,
+                        value: worst,
+                        level: out,
+                        limit: limit(out),
+                        preset: params.name().to_string(),
+                        margin_bits: MARGIN_BITS,
+                    });
+                }
+                level = out;
             }
-            if !worst.is_finite() || worst > limit(out) {
-                return Err(PlanError::Overflow {
-                    model: self.model.clone(),
-                    step: index,
-                    kind: step.kind(),
-                    value: worst,
-                    level: out,
-                    limit: limit(out),
-                    preset: params.name().to_string(),
-                    margin_bits: MARGIN_BITS,
-                });
+            None
+        };
+        const CHUNK: usize = 1024;
+        for start in (0..count).step_by(CHUNK) {
+            let end = (start + CHUNK).min(count);
+            if let Some(e) = (start..end).into_par_iter().find_map_first(check_one) {
+                return Err(e);
             }
-            level = out;
         }
         Ok(())
+    }
+
+    /// [`Self::check_inputs`] of the given inputs.
+    pub fn check_magnitudes(
+        &self,
+        params: &crate::ckks::Parameters,
+        inputs: &[Vec<f64>],
+    ) -> Result<(), PlanError> {
+        self.check_inputs(params, inputs.len(), |k| inputs[k].clone())
     }
 
     /// Largest number of ciphertexts any step produces.

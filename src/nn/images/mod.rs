@@ -68,6 +68,8 @@ pub struct Images {
     pub names: Vec<String>,
     /// Labels, when the source has them.
     pub labels: Option<Vec<u8>>,
+    /// Files of an image directory that were not read (not images), by name.
+    pub ignored: Vec<String>,
 }
 
 impl Images {
@@ -113,6 +115,7 @@ impl Images {
             values: Values::Pixels(d.pixels.clone()),
             names: (0..d.len()).map(|i| format!("{kind} test #{i}")).collect(),
             labels: Some(d.labels.clone()),
+            ignored: Vec::new(),
         }
     }
 }
@@ -151,7 +154,8 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, ImagesError> {
 
 /// Loads the images at `path` for a model whose input is `shape` (C, H, W): a `.npy` file, an
 /// IDX file (`*-idx3-ubyte`, optionally `.gz`), or a directory of `.png` / `.jpg` / `.jpeg`
-/// files (sorted by name; other files are ignored). Colour images are converted to the model's
+/// files (sorted by name; images of other formats are refused, other files listed in
+/// [`Images::ignored`]). Colour images are converted to the model's
 /// channel count (luma for 1, RGB for 3). `labels` (a `.npy` of integers or an IDX label file)
 /// gives one label per image.
 pub fn load(
@@ -202,10 +206,10 @@ fn load_labels(path: &Path) -> Result<Vec<u8>, ImagesError> {
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
     {
         let a = npy::parse(path, &bytes, MAX_LABELS)?;
-        if a.shape.len() != 1 {
+        if !matches!(a.shape.as_slice(), [_] | [_, 1]) {
             return Err(bad(
                 path,
-                format!("labels of shape {:?}; expected one dimension", a.shape),
+                format!("labels of shape {:?}; expected (N,) or (N, 1)", a.shape),
             ));
         }
         if a.dtype.kind == 'f' {
@@ -294,20 +298,39 @@ fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
     Ok(indexed(path, shape, values, n))
 }
 
-/// A file name as text, losslessly: bytes that are not UTF-8 are written `\xNN` (a lossy
-/// conversion would give two names the same replacement characters).
+/// A file name as text, losslessly and unambiguously: bytes that are not UTF-8 are written
+/// `\xNN` and a backslash `\\` (a lossy conversion would give two names the same
+/// replacement characters, and an unescaped backslash could spell an escape).
 fn file_name(path: &Path) -> String {
     let Some(name) = path.file_name() else {
         return String::new();
     };
     let mut out = String::new();
     for chunk in name.as_encoded_bytes().utf8_chunks() {
-        out.push_str(chunk.valid());
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }
     }
     out
+}
+
+/// The grey levels of `img` as PIL's `convert("L")` and torchvision's `Grayscale` compute them
+/// (ITU-R 601-2 luma, `(19595 R + 38470 G + 7471 B + 2^15) >> 16`; alpha dropped), so that a
+/// colour image gives a one-channel model what it was trained on.
+fn grey(img: &image::DynamicImage) -> Vec<u8> {
+    match img {
+        image::DynamicImage::ImageLuma8(g) => g.as_raw().clone(),
+        image::DynamicImage::ImageLumaA8(g) => g.pixels().map(|p| p.0[0]).collect(),
+        _ => img
+            .to_rgb8()
+            .pixels()
+            .map(|p| {
+                let [r, g, b] = p.0.map(u32::from);
+                ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16) as u8
+            })
+            .collect(),
+    }
 }
 
 /// `n` images from one file, named `file[i]`.
@@ -318,6 +341,7 @@ fn indexed(path: &Path, shape: [usize; 3], values: Values, n: usize) -> Images {
         values,
         names: (0..n).map(|i| format!("{name}[{i}]")).collect(),
         labels: None,
+        ignored: Vec::new(),
     }
 }
 
@@ -348,17 +372,33 @@ fn load_dir(dir: &Path, shape: [usize; 3], resize: Resize) -> Result<Images, Ima
         path: dir.to_path_buf(),
         error,
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|e| {
-                let e = e.to_ascii_lowercase();
-                e == "png" || e == "jpg" || e == "jpeg"
-            })
-        })
-        .collect();
+    // PNG and JPEG files are read; an image of another format is refused (skipping it would
+    // silently score fewer images than the directory holds); anything else is listed as
+    // ignored in the report.
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut ignored: Vec<String> = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let p = e.map_err(io)?.path();
+        let ext = p
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "png" | "jpg" | "jpeg" => files.push(p),
+            "jfif" | "jpe" | "bmp" | "gif" | "webp" | "tif" | "tiff" | "ppm" | "pgm" | "pbm"
+            | "heic" | "avif" | "ico" => {
+                return Err(bad(
+                    &p,
+                    format!(
+                        "a .{ext} image: cryptodl reads PNG and JPEG (.png, .jpg, .jpeg); convert it, or move it out of the directory"
+                    ),
+                ))
+            }
+            _ => ignored.push(file_name(&p)),
+        }
+    }
     files.sort();
+    ignored.sort();
     if files.is_empty() {
         return Err(bad(dir, "no .png, .jpg or .jpeg images in this directory"));
     }
@@ -394,7 +434,7 @@ fn load_dir(dir: &Path, shape: [usize; 3], resize: Resize) -> Result<Images, Ima
             img
         };
         if c == 1 {
-            values.extend_from_slice(img.to_luma8().as_raw());
+            values.extend(grey(&img));
         } else {
             let rgb = img.to_rgb8();
             let raw = rgb.as_raw();
@@ -410,5 +450,6 @@ fn load_dir(dir: &Path, shape: [usize; 3], resize: Resize) -> Result<Images, Ima
         values: Values::Pixels(values),
         names,
         labels: None,
+        ignored,
     })
 }

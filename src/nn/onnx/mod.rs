@@ -198,13 +198,25 @@ pub fn import_bytes(
     // What the ONNX checker refuses, and the memory the graph declares, before the walk.
     let opset = check::opset(&m).map_err(graph_err)?;
     check::graph(path, &m, graph, opset)?;
+    // Metadata cryptodl uses: given twice, which one holds is not known (the flags, when
+    // given, replace it).
     let mut meta: HashMap<&str, &str> = HashMap::new();
     for p in &m.metadata_props {
-        if meta.insert(p.key(), p.value()).is_some() && p.key().starts_with("cryptodl.") {
+        let used = match p.key() {
+            "cryptodl.mean" | "cryptodl.std" => opts.mean.is_none() && opts.std.is_none(),
+            "cryptodl.name" => opts.name.is_none(),
+            "cryptodl.dataset" | "cryptodl.accuracy" => true,
+            _ => false,
+        };
+        if meta.insert(p.key(), p.value()).is_some() && used {
             return Err(graph_err(format!(
-                "the metadata {} is given twice; which one the model was trained with is not \
-                 known (give --mean / --std, or keep one entry)",
-                p.key()
+                "the metadata {} is given twice; which one holds is not known: keep one entry{}",
+                p.key(),
+                match p.key() {
+                    "cryptodl.mean" | "cryptodl.std" => " (or give --mean and --std)",
+                    "cryptodl.name" => " (or give --name)",
+                    _ => "",
+                }
             )));
         }
     }
@@ -217,6 +229,11 @@ pub fn import_bytes(
         .iter()
         .filter(|i| !inits.contains_key(i.name()))
         .collect();
+    if inputs.is_empty() {
+        return Err(graph_err(
+            "the graph has no image input: every input it lists is also an initializer (a constant); export the model with its image as an input".into(),
+        ));
+    }
     if inputs.len() != 1 {
         let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
         return Err(graph_err(format!(

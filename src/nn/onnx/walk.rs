@@ -367,7 +367,10 @@ impl Walker<'_> {
             }
             "Flatten" | "Reshape" => {
                 let x = input(self, 0)?;
-                if op == "Flatten" && attr_i(node, "axis", 1) != 1 {
+                // Axis 1, or the same axis counted from the end (opset 11: -3 of N x C x H x W).
+                let rank = self.shape.dims().len() as i64;
+                let axis = attr_i(node, "axis", 1);
+                if op == "Flatten" && axis != 1 && axis + rank != 1 {
                     return Err(fail("axis must be 1 (keep the batch dimension)".into()));
                 }
                 if op == "Reshape" {
@@ -391,7 +394,7 @@ impl Walker<'_> {
                             op: op.clone(),
                             advice: format!(
                                 "a reshape to {:?}: only flattening to (batch, features) is supported (use nn.Flatten or x.flatten(1))",
-                                shape.values
+                                shape.values.iter().map(|&v| v as i64).collect::<Vec<_>>()
                             ),
                         });
                     }
@@ -732,9 +735,16 @@ impl Walker<'_> {
         if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
             return Err(fail("dilated convolutions are not supported".into()));
         }
-        if attr(node, "auto_pad").is_some_and(|a| !a.s().is_empty() && a.s() != b"NOTSET") {
+        let valid = attr(node, "auto_pad").is_some_and(|a| a.s() == b"VALID");
+        if valid && attr(node, "pads").is_some() {
             return Err(fail(
-                "auto_pad is not supported; export explicit pads (padding=N in PyTorch)".into(),
+                "auto_pad VALID with explicit pads: ONNX allows one or the other".into(),
+            ));
+        }
+        if !valid && attr(node, "auto_pad").is_some_and(|a| !a.s().is_empty() && a.s() != b"NOTSET")
+        {
+            return Err(fail(
+                "auto_pad SAME_UPPER / SAME_LOWER is not supported; export explicit pads (padding=N in PyTorch)".into(),
             ));
         }
         let [o, i, kh, kw] = match wt.dims.as_slice() {

@@ -28,6 +28,9 @@ pub enum TrainError {
     /// The dataset does not fit the architecture.
     #[error("dataset: {0}")]
     Data(String),
+    /// A training option out of its range.
+    #[error("{0}")]
+    Config(String),
     /// Loss became NaN or infinite.
     #[error("training diverged at epoch {epoch} (loss {loss}); try a lower --lr, a smaller --interval, or --act relu to check the setup")]
     Diverged {
@@ -214,7 +217,7 @@ pub fn train(
         )));
     }
     if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(TrainError::Data(
+        return Err(TrainError::Config(
             "epochs and batch size must be positive".into(),
         ));
     }
@@ -227,16 +230,34 @@ pub fn train(
     }
     let ok = |v: f64, min_excluded: bool| v.is_finite() && (v > 0.0 || (!min_excluded && v == 0.0));
     if !(ok(cfg.lr, true) && ok(cfg.weight_decay, false) && ok(cfg.clip, false)) {
-        return Err(TrainError::Data(format!(
+        return Err(TrainError::Config(format!(
             "the learning rate ({}) must be a positive number, the weight decay ({}) and the \
              gradient clip ({}) finite numbers >= 0",
             cfg.lr, cfg.weight_decay, cfg.clip
         )));
     }
     if !(0.0..1.0).contains(&cfg.dropout) || !(0.0..1.0).contains(&cfg.label_smoothing) {
-        return Err(TrainError::Data(format!(
+        return Err(TrainError::Config(format!(
             "dropout ({}) and label smoothing ({}) must lie in [0, 1)",
             cfg.dropout, cfg.label_smoothing
+        )));
+    }
+    // The logits must cover every label (a smaller last layer would fail deep in the loss).
+    let shapes = arch.shapes(input)?;
+    let outputs = shapes.last().map_or(0, crate::nn::arch::Shape::numel);
+    let classes = train
+        .labels
+        .iter()
+        .chain(&test.labels)
+        .map(|&l| usize::from(l) + 1)
+        .max()
+        .unwrap_or(0);
+    if outputs < classes.max(2) {
+        return Err(TrainError::Data(format!(
+            "the last dense layer has {outputs} output(s), but the labels run from 0 to {}: it \
+             needs one output per class ({} here)",
+            classes.saturating_sub(1),
+            classes.max(2)
         )));
     }
     let mut net = Net::new(arch, act, input, cfg.seed)?;
