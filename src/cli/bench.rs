@@ -88,9 +88,10 @@ pub struct ModelArgs {
     /// Model file (default: the embedded demo model, CryptoNets + degree-2 polynomials).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Parameter preset (see `cryptodl params`); it must be deep enough for the model.
-    #[arg(long, default_value = "n8192")]
-    preset: String,
+    /// Parameter preset (see `cryptodl params`; default: the smallest 128-bit preset deep enough
+    /// for the model, and said).
+    #[arg(long)]
+    preset: Option<String>,
     /// Where the server evaluates: cpu, gpu, or auto (the GPU if one opens, else the CPU).
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendKind,
@@ -282,7 +283,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     Some(p) => Model::load(p)?,
                     None => Model::demo()?,
                 };
-                let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+                let params = super::latency::parameters_for(
+                    &Plan::compile(&model)?,
+                    args.preset.as_deref(),
+                    true,
+                    args.insecure,
+                    args.json,
+                )?;
                 super::warn_insecure(&params, args.json);
                 let device = resolve(args.backend, args.adapter.as_deref())?;
                 let images = Images::random(&model, args.batches as usize);
@@ -1001,8 +1008,14 @@ fn bench_model(
         Some(p) => Model::load(p)?,
         None => Model::demo()?,
     };
-    let params: Parameters = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
     let plan = Plan::compile(&model)?;
+    let params: Parameters = super::latency::parameters_for(
+        &plan,
+        args.preset.as_deref(),
+        false,
+        args.insecure,
+        args.json,
+    )?;
     plan.check_depth(params.name(), params.max_level())?;
     let device = if args.counts_only || args.max_binding.is_some() {
         if args.backend != BackendKind::Gpu {

@@ -14,7 +14,6 @@ use super::infer::{execute, print_report, Job};
 use super::latency;
 use super::output::print_json;
 use super::server::{Packing, ServerArgs};
-use crate::ckks::Preset;
 use crate::nn::dataset::DatasetKind;
 use crate::nn::model::Model;
 
@@ -29,9 +28,10 @@ come from the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-
 --data-dir."
 )]
 pub struct DemoArgs {
-    /// Parameter preset (see `cryptodl params`); the embedded model needs 6 levels.
-    #[arg(long, default_value = "n8192")]
-    preset: String,
+    /// Parameter preset (see `cryptodl params`; default: the smallest 128-bit preset deep enough
+    /// for the model: n8192 for the embedded one, which needs 6 levels).
+    #[arg(long)]
+    preset: Option<String>,
     /// Number of test images to classify, in batches of N/2 (default: one full batch).
     #[arg(long)]
     images: Option<usize>,
@@ -55,7 +55,13 @@ pub struct DemoArgs {
 /// Runs `cryptodl demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let model = Model::demo()?;
-    let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+    let params = super::latency::parameters_for(
+        &crate::sched::Plan::compile(&model)?,
+        args.preset.as_deref(),
+        args.packing == Packing::Latency,
+        args.insecure,
+        true,
+    )?;
     if args.packing == Packing::Latency {
         super::warn_insecure(&params, args.json);
         let (_, test) = super::eval::test_set(

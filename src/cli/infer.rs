@@ -13,7 +13,7 @@ use super::server::{Packing, ServerArgs};
 use crate::ckks::serialize::{
     load_ciphertexts, load_evaluation_keys, save_ciphertexts, save_evaluation_keys, Content, JobId,
 };
-use crate::ckks::{Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Preset};
+use crate::ckks::{Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters};
 use crate::nn::dataset::{Dataset, DatasetKind};
 use crate::nn::model::Model;
 use crate::nn::reference;
@@ -35,9 +35,10 @@ pub struct InferArgs {
     /// Directory holding the dataset files.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// CKKS parameter preset (see `cryptodl params`).
-    #[arg(long, default_value = "n8192")]
-    preset: String,
+    /// CKKS parameter preset (see `cryptodl params`; default: the smallest 128-bit preset deep
+    /// enough for the model, and said).
+    #[arg(long)]
+    preset: Option<String>,
     /// Score the first N test images, in batches of N/2 (default: one batch; `--limit 10000` scores
     /// the whole Fashion-MNIST test set in 3 batches at n8192; at least 1).
     #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
@@ -332,7 +333,13 @@ pub(super) fn print_report(report: &InferReport) {
 /// Runs `cryptodl infer`.
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
-    let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+    let params = super::latency::parameters_for(
+        &Plan::compile(&model)?,
+        args.preset.as_deref(),
+        args.packing == Packing::Latency,
+        args.insecure,
+        args.json,
+    )?;
     if args.packing == Packing::Latency {
         super::warn_insecure(&params, args.json);
         let limit = args

@@ -12,9 +12,7 @@ use super::bench::median;
 use super::infer::bar;
 use super::output::print_json;
 use super::server::Packing;
-use crate::ckks::{
-    Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Preset, PRESETS,
-};
+use crate::ckks::{Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters};
 use crate::nn::dataset::Dataset;
 use crate::nn::model::Model;
 use crate::nn::reference;
@@ -71,34 +69,25 @@ struct PlanReport {
     evaluation_key_bytes: usize,
 }
 
-/// The smallest 128-bit preset deep enough for `plan` (and, in latency packing, wide enough).
-fn smallest_preset(plan: &Plan, latency: bool, insecure: bool) -> anyhow::Result<Parameters> {
-    for p in PRESETS.iter().filter(|p| p.secure) {
-        let params = p.parameters(insecure)?;
-        if plan.check_depth(params.name(), params.max_level()).is_err() {
-            continue;
-        }
-        if !latency || LatencyPlan::compile(plan, &params).is_ok() {
-            return Ok(params);
-        }
-    }
-    anyhow::bail!(
-        "no preset is deep and wide enough for model `{}`; use batch packing or fewer layers",
-        plan.model
-    )
-}
-
-/// The parameters for `plan`: `preset` if given (checked), else the smallest that fits.
+/// The parameters for `plan`: `preset` if given, else the smallest 128-bit preset that fits
+/// (said on stderr unless `quiet`).
 pub(super) fn parameters_for(
     plan: &Plan,
     preset: Option<&str>,
     latency: bool,
     insecure: bool,
+    quiet: bool,
 ) -> anyhow::Result<Parameters> {
-    match preset {
-        Some(p) => Ok(Preset::by_name(p)?.parameters(insecure)?),
-        None => smallest_preset(plan, latency, insecure),
+    let (params, chosen) = crate::sched::parameters_for(plan, preset, latency, insecure)?;
+    if chosen && !quiet {
+        eprintln!(
+            "preset {}: the smallest 128-bit preset deep{} enough for model `{}` (--preset to choose)",
+            params.name(),
+            if latency { " and wide" } else { "" },
+            plan.model
+        );
     }
+    Ok(params)
 }
 
 /// Runs `cryptodl plan`.
@@ -109,7 +98,7 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
     };
     let plan = Plan::compile(&model)?;
     let latency = args.packing == Packing::Latency;
-    let params = parameters_for(&plan, args.preset.as_deref(), latency, args.insecure)?;
+    let params = parameters_for(&plan, args.preset.as_deref(), latency, args.insecure, true)?;
     plan.check_depth(params.name(), params.max_level())?;
     let key = LatencyPlan::galois_key_bytes(&params);
     let report = if latency {

@@ -82,14 +82,16 @@ Every file carries the key set's id (a hash of the secret), and every batch and 
 with these keys carries it too, so files of different key sets are never mixed up."
 )]
 pub struct KeygenArgs {
-    /// Parameter preset (see `cryptodl params`); it must be deep enough for the model.
-    #[arg(long, default_value = "n8192")]
-    preset: String,
+    /// Parameter preset (see `cryptodl params`; default: the smallest 128-bit preset deep enough
+    /// for --model, and said; n8192 without a model).
+    #[arg(long)]
+    preset: Option<String>,
     /// Latency packing: also make the Galois keys of exactly the rotations the model needs
     /// there (`cryptodl plan --packing latency` lists them).
     #[arg(long, value_enum, default_value = "batch")]
     packing: Packing,
-    /// With --packing latency: the model (default: the embedded demo model).
+    /// The model the keys are for: picks the preset when --preset is not given, and in latency
+    /// packing the rotations (default there: the embedded demo model).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Output directory (created if missing; existing keys are not overwritten).
@@ -117,7 +119,27 @@ struct KeygenReport {
 
 /// Runs `cryptodl keygen`.
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
-    let params = Preset::by_name(&args.preset)?.parameters(args.insecure)?;
+    let latency = args.packing == Packing::Latency;
+    let model = match (&args.model, latency) {
+        (Some(p), _) => Some(Model::load(p)?),
+        (None, true) => Some(Model::demo()?),
+        (None, false) => None,
+    };
+    let params = match (&model, &args.preset) {
+        (Some(m), preset) => super::latency::parameters_for(
+            &Plan::compile(m)?,
+            preset.as_deref(),
+            latency,
+            args.insecure,
+            args.json,
+        )?,
+        (None, preset) => {
+            Preset::by_name(preset.as_deref().unwrap_or("n8192"))?.parameters(args.insecure)?
+        }
+    };
+    if let Some(m) = &model {
+        Plan::compile(m)?.check_depth(params.name(), params.max_level())?;
+    }
     warn_insecure(&params, args.json);
     check_key_dir(&args.out)?;
     std::fs::create_dir_all(&args.out)
@@ -138,15 +160,9 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let mut kg = KeyGenerator::new(ctx.clone());
     let sk = kg.secret_key();
     let pk = kg.public_key(&sk);
-    let rotations = match args.packing {
-        Packing::Batch => Vec::new(),
-        Packing::Latency => {
-            let model = match &args.model {
-                Some(p) => Model::load(p)?,
-                None => Model::demo()?,
-            };
-            LatencyPlan::compile(&Plan::compile(&model)?, &params)?.rotations()
-        }
+    let rotations = match (&model, latency) {
+        (Some(m), true) => LatencyPlan::compile(&Plan::compile(m)?, &params)?.rotations(),
+        _ => Vec::new(),
     };
     let ek = kg.evaluation_keys(&sk, &rotations, false)?;
     // All three or none: a failure removes what was written.

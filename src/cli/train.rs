@@ -63,13 +63,24 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this value (0 turns clipping off).
     #[arg(long, default_value_t = 5.0)]
     clip: f64,
-    /// Augment the training images: random horizontal flip and random shift of up to 2 pixels
-    /// (regularises the larger nets; off by default).
+    /// Augment the training images, afresh every epoch: a random shift (--shift), a random
+    /// horizontal flip (not for mnist: a flipped digit is another digit, or none), and with
+    /// --rotate / --scale a small random rotation and change of size (regularises the larger
+    /// nets; off by default).
     #[arg(long)]
     augment: bool,
-    /// Largest random shift of --augment, in pixels each way (0 = flips only).
+    /// Largest random shift of --augment, in pixels each way.
     #[arg(long, default_value_t = 2)]
     shift: usize,
+    /// Largest random rotation of --augment, in degrees each way (e.g. 10 for digits).
+    #[arg(long, default_value_t = 0.0)]
+    rotate: f64,
+    /// Largest random change of size of --augment, relative (e.g. 0.1: 90% to 110%).
+    #[arg(long, default_value_t = 0.0)]
+    scale: f64,
+    /// Flip images horizontally in --augment: `auto` (yes, except for mnist), `yes` or `no`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "yes", "no"])]
+    flip: String,
     /// Dropout probability on the inputs of every dense layer while training (0 = off; the
     /// exported model has no dropout, so the encrypted network is unchanged).
     #[arg(long, default_value_t = 0.0)]
@@ -153,6 +164,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         augment: args.augment,
         max_shift: args.shift,
+        flip: match args.flip.as_str() {
+            "yes" => true,
+            "no" => false,
+            _ => args.dataset != DatasetKind::Mnist,
+        },
+        max_rotate: args.rotate,
+        max_scale: args.scale,
         dropout: args.dropout,
         label_smoothing: args.label_smoothing,
     };

@@ -14,6 +14,34 @@ pub mod shard;
 pub mod worklog;
 
 pub use plan::{Plan, PlanError, Step};
+
+use crate::ckks::{Parameters, Preset, PRESETS};
+
+/// The parameters a command runs `plan` at: the preset named (checked to be deep enough, and
+/// wide enough in latency packing), or with `None` the smallest 128-bit preset that is. The
+/// flag says whether it was chosen here (for the command to say so).
+pub fn parameters_for(
+    plan: &Plan,
+    preset: Option<&str>,
+    latency: bool,
+    insecure: bool,
+) -> Result<(Parameters, bool), crate::ckks::CkksError> {
+    if let Some(name) = preset {
+        return Ok((Preset::by_name(name)?.parameters(insecure)?, false));
+    }
+    for p in PRESETS.iter().filter(|p| p.secure) {
+        let params = p.parameters(insecure)?;
+        if plan.check_depth(params.name(), params.max_level()).is_err() {
+            continue;
+        }
+        if !latency || latency::LatencyPlan::compile(plan, &params).is_ok() {
+            return Ok((params, true));
+        }
+    }
+    // None fits: the deepest, whose own check names what is wrong.
+    let deepest = PRESETS.iter().rfind(|p| p.secure).expect("a secure preset");
+    Ok((deepest.parameters(insecure)?, true))
+}
 pub use run::{chunk_size, download, run, upload};
 pub use session::{BatchStats, Device, Scored, Session, StepStats};
 

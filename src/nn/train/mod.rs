@@ -59,10 +59,18 @@ pub struct TrainConfig {
     pub clip: f64,
     /// Seed of the weight init and the shuffling.
     pub seed: u64,
-    /// Data augmentation: random horizontal flip and a random shift of up to `max_shift` pixels.
+    /// Data augmentation: a random shift of up to `max_shift` pixels, a random horizontal flip
+    /// (if `flip`), a random rotation of up to `max_rotate` degrees and scaling by up to
+    /// `max_scale` (relative), drawn afresh for every image of every epoch.
     pub augment: bool,
     /// Largest shift (pixels, each direction) of the augmentation.
     pub max_shift: usize,
+    /// Random horizontal flips (right for clothes and objects, wrong for digits).
+    pub flip: bool,
+    /// Largest rotation, in degrees each way (0 = none).
+    pub max_rotate: f64,
+    /// Largest relative change of size (0.1 = 90% to 110%; 0 = none).
+    pub max_scale: f64,
     /// Dropout probability on the inputs of every dense layer while training (0 = off).
     pub dropout: f64,
     /// Label smoothing of the cross-entropy loss (0 = plain cross entropy).
@@ -80,6 +88,9 @@ impl Default for TrainConfig {
             seed: 1,
             augment: false,
             max_shift: 2,
+            flip: true,
+            max_rotate: 0.0,
+            max_scale: 0.0,
             dropout: 0.0,
             label_smoothing: 0.0,
         }
@@ -236,6 +247,12 @@ pub fn train(
             cfg.lr, cfg.weight_decay, cfg.clip
         )));
     }
+    if !(0.0..=45.0).contains(&cfg.max_rotate) || !(0.0..0.5).contains(&cfg.max_scale) {
+        return Err(TrainError::Config(format!(
+            "the rotation ({} degrees) must lie in [0, 45] and the scale change ({}) in [0, 0.5)",
+            cfg.max_rotate, cfg.max_scale
+        )));
+    }
     if !(0.0..1.0).contains(&cfg.dropout) || !(0.0..1.0).contains(&cfg.label_smoothing) {
         return Err(TrainError::Config(format!(
             "dropout ({}) and label smoothing ({}) must lie in [0, 1)",
@@ -312,11 +329,33 @@ pub fn train(
             for &i in chunk {
                 let img = &xtr[i * size..(i + 1) * size];
                 if cfg.augment {
-                    let flip = rng.random::<bool>();
+                    let flip = cfg.flip && rng.random::<bool>();
                     let m = cfg.max_shift as i32;
                     let dy = rng.random_range(-m..=m);
                     let dx = rng.random_range(-m..=m);
-                    augment_into(&mut xb, img, train.shape, &fill, flip, dy, dx);
+                    if cfg.max_rotate > 0.0 || cfg.max_scale > 0.0 {
+                        let angle = if cfg.max_rotate > 0.0 {
+                            rng.random_range(-cfg.max_rotate..=cfg.max_rotate)
+                                .to_radians()
+                        } else {
+                            0.0
+                        };
+                        let zoom = if cfg.max_scale > 0.0 {
+                            1.0 + rng.random_range(-cfg.max_scale..=cfg.max_scale)
+                        } else {
+                            1.0
+                        };
+                        let t = Affine {
+                            flip,
+                            angle,
+                            zoom,
+                            dy: dy as f64,
+                            dx: dx as f64,
+                        };
+                        affine_into(&mut xb, img, train.shape, &fill, &t);
+                    } else {
+                        augment_into(&mut xb, img, train.shape, &fill, flip, dy, dx);
+                    }
                 } else {
                     xb.extend_from_slice(img);
                 }
@@ -419,6 +458,51 @@ pub fn train(
         activations,
     };
     Ok((model, report))
+}
+
+/// A random transform of the augmentation: flip, then rotate by `angle` (radians) and scale by
+/// `zoom` about the centre, then shift by (`dy`, `dx`) pixels.
+struct Affine {
+    flip: bool,
+    angle: f64,
+    zoom: f64,
+    dy: f64,
+    dx: f64,
+}
+
+/// Appends `img` (CHW) transformed by `t`, sampled bilinearly (each output pixel mapped back
+/// into the input); what falls outside takes the channel's `fill`.
+fn affine_into(out: &mut Vec<f32>, img: &[f32], shape: [usize; 3], fill: &[f32], t: &Affine) {
+    let [c, h, w] = shape;
+    let (cy, cx) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
+    let (sin, cos) = t.angle.sin_cos();
+    for ch in 0..c {
+        let plane = &img[ch * h * w..(ch + 1) * h * w];
+        let at = |y: i64, x: i64| -> f64 {
+            if y < 0 || x < 0 || y >= h as i64 || x >= w as i64 {
+                fill[ch] as f64
+            } else {
+                plane[y as usize * w + x as usize] as f64
+            }
+        };
+        for y in 0..h {
+            for x in 0..w {
+                // Undo the shift, then the rotation and scale about the centre, then the flip.
+                let (py, px) = (y as f64 - t.dy - cy, x as f64 - t.dx - cx);
+                let sy = (cos * py - sin * px) / t.zoom + cy;
+                let mut sx = (sin * py + cos * px) / t.zoom + cx;
+                if t.flip {
+                    sx = w as f64 - 1.0 - sx;
+                }
+                let (y0, x0) = (sy.floor(), sx.floor());
+                let (fy, fx) = (sy - y0, sx - x0);
+                let (y0, x0) = (y0 as i64, x0 as i64);
+                let v = (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x0 + 1))
+                    + fy * ((1.0 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
+                out.push(v as f32);
+            }
+        }
+    }
 }
 
 /// Appends `img` (CHW) flipped horizontally if `flip` and shifted by (dy, dx), borders `fill`.
