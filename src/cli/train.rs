@@ -28,7 +28,8 @@ pub struct TrainArgs {
     /// Directory holding the dataset files (IDX, raw or .gz; CIFAR-10 binary batches).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// cryptonets, hcnn, cryptodl, or a path to a JSON architecture spec.
+    /// cryptonets, hcnn, cryptodl, mnist (the MNIST headline net), or a path to a JSON
+    /// architecture spec.
     #[arg(long, default_value = "cryptonets")]
     arch: String,
     /// Activation: relu, sigmoid, tanh, gelu, silu (non-private baselines) or polyD (a degree-D

@@ -550,3 +550,50 @@ pub fn predict(net: &mut Net, x: &[f32]) -> Result<Vec<Vec<f32>>, TrainError> {
     let size: usize = net.input.iter().product();
     net_logits(net, x, size)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1 x 5 x 5 image whose pixel (y, x) is 10 y + x.
+    fn ramp() -> Vec<f32> {
+        (0..25).map(|i| (10 * (i / 5) + i % 5) as f32).collect()
+    }
+
+    #[test]
+    fn the_affine_augmentation_moves_pixels_where_it_says() {
+        let img = ramp();
+        let t = |flip, degrees: f64, zoom, dy, dx| Affine {
+            flip,
+            angle: degrees.to_radians(),
+            zoom,
+            dy,
+            dx,
+        };
+        let run = |a: &Affine| {
+            let mut out = Vec::new();
+            affine_into(&mut out, &img, [1, 5, 5], &[-1.0], a);
+            out
+        };
+        // The identity, and a whole-pixel shift equal to the plain shift (borders filled).
+        assert_eq!(run(&t(false, 0.0, 1.0, 0.0, 0.0)), img);
+        let mut shifted = Vec::new();
+        augment_into(&mut shifted, &img, [1, 5, 5], &[-1.0], false, 1, -2);
+        assert_eq!(run(&t(false, 0.0, 1.0, 1.0, -2.0)), shifted);
+        // A flip mirrors the columns.
+        let mut flipped = Vec::new();
+        augment_into(&mut flipped, &img, [1, 5, 5], &[-1.0], true, 0, 0);
+        assert_eq!(run(&t(true, 0.0, 1.0, 0.0, 0.0)), flipped);
+        // A quarter turn about the centre moves the top row to a side column.
+        let r = run(&t(false, 90.0, 1.0, 0.0, 0.0));
+        let col: Vec<f32> = (0..5).map(|y| r[y * 5 + 4]).collect();
+        let row: Vec<f32> = (0..5).map(|x| img[x]).collect();
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+        assert!(
+            close(&col, &row) || close(&col, &row.iter().rev().copied().collect::<Vec<_>>()),
+            "{r:?}"
+        );
+        // Zooming in keeps the centre.
+        assert!((run(&t(false, 0.0, 1.2, 0.0, 0.0))[12] - img[12]).abs() < 1e-4);
+    }
+}
