@@ -591,3 +591,56 @@ fn batches_in_flight_give_the_same_logits() {
     ));
     assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
 }
+
+/// Issue 21: without --preset, commands pick the smallest 128-bit preset deep enough for the
+/// model and say so; the embedded MNIST model needs n16384; `demo --dataset mnist` needs the
+/// MNIST test files and says where to put them.
+#[test]
+fn the_smallest_preset_that_fits_is_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deep = root.join("models/cryptodl-poly2.safetensors");
+    let out = dir.path().join("k");
+    let (ok, stdout, e) = cryptodl(&[
+        "keygen",
+        "--model",
+        deep.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{e}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["preset"], "n16384", "{r}");
+    let (ok, _, e) = cryptodl(&[
+        "keygen",
+        "--model",
+        deep.to_str().unwrap(),
+        "--out",
+        dir.path().join("k2").to_str().unwrap(),
+    ]);
+    assert!(
+        ok && e.contains("preset n16384: the smallest 128-bit preset deep enough"),
+        "{e}"
+    );
+    // The demo model still runs at n8192, the MNIST one at n16384.
+    let (demo, mnist) = (
+        cryptodl::nn::model::Model::demo().unwrap(),
+        cryptodl::nn::model::Model::embedded(cryptodl::nn::dataset::DatasetKind::Mnist)
+            .unwrap()
+            .unwrap(),
+    );
+    for (m, want) in [(demo, "n8192"), (mnist, "n16384")] {
+        let plan = cryptodl::sched::Plan::compile(&m).unwrap();
+        let (p, chosen) = cryptodl::sched::parameters_for(&plan, None, false, false).unwrap();
+        assert!(chosen && p.name() == want, "{}: {}", m.name, p.name());
+    }
+    let (ok, _, e) = cryptodl(&[
+        "demo",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("t10k-images-idx3-ubyte"), "{e}");
+}

@@ -25,7 +25,9 @@ use crate::nn::model::Model;
 (RNS-CKKS, 128-bit security at the default preset). One ciphertext per pixel holds that pixel \
 of up to 4096 images, so the server's time is the same for 1 image or 4096.\n\nThe test images \
 come from the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or \
---data-dir."
+--data-dir.\n\n`--dataset mnist --data-dir DIR` runs the MNIST headline network instead (at \
+n16384, 8192 images a batch) on the MNIST test files in DIR (t10k-images-idx3-ubyte, \
+t10k-labels-idx1-ubyte, raw or .gz)."
 )]
 pub struct DemoArgs {
     /// Parameter preset (see `cryptodl params`; default: the smallest 128-bit preset deep enough
@@ -35,7 +37,12 @@ pub struct DemoArgs {
     /// Number of test images to classify, in batches of N/2 (default: one full batch).
     #[arg(long)]
     images: Option<usize>,
-    /// Directory holding the Fashion-MNIST files (default: the Debian package's location).
+    /// The dataset: fashion-mnist (the default: the CryptoNets-size network, and the Debian
+    /// package's images) or mnist (the MNIST headline network; give --data-dir).
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: DatasetKind,
+    /// Directory holding the dataset's test files (default for fashion-mnist: the Debian
+    /// package's location).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Batch packing (one run scores up to N/2 images) or latency packing (each image across a
@@ -54,7 +61,10 @@ pub struct DemoArgs {
 
 /// Runs `cryptodl demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let model = Model::demo()?;
+    let kind = args.dataset;
+    let model = Model::embedded(kind).with_context(|| {
+        format!("no embedded model for {kind}; demo runs fashion-mnist or mnist (`cryptodl infer --model M` runs any model)")
+    })??;
     let params = super::latency::parameters_for(
         &crate::sched::Plan::compile(&model)?,
         args.preset.as_deref(),
@@ -66,18 +76,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         super::warn_insecure(&params, args.json);
         let (_, test) = super::eval::test_set(
             &model,
-            Some(DatasetKind::FashionMnist),
+            Some(kind),
             args.data_dir.as_deref(),
             Some(args.images.unwrap_or(16)),
         )?;
         if !args.json {
             eprintln!(
-                "cryptodl demo: an encrypted CNN ({}) classifies {} encrypted Fashion-MNIST test images one at a time (latency packing).",
+                "cryptodl demo: an encrypted CNN ({}) classifies {} encrypted {kind} test images one at a time (latency packing).",
                 model.name,
                 test.len()
             );
         }
-        let images = latency::Images::dataset(&model, DatasetKind::FashionMnist.name(), &test);
+        let images = latency::Images::dataset(&model, kind.name(), &test);
         return latency::score_and_report(
             &model,
             &params,
@@ -87,16 +97,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     let images = args.images.unwrap_or(params.slots());
-    let (_, test) = super::eval::test_set(
-        &model,
-        Some(DatasetKind::FashionMnist),
-        args.data_dir.as_deref(),
-        Some(images),
-    )?;
+    let (_, test) =
+        super::eval::test_set(&model, Some(kind), args.data_dir.as_deref(), Some(images))?;
     if !args.json {
         eprintln!(
             "cryptodl demo: an encrypted CNN ({}, degree-2 polynomial activations) classifies {} \
-             encrypted Fashion-MNIST test images.",
+             encrypted {kind} test images.",
             model.name,
             test.len()
         );
@@ -106,7 +112,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         model: &model,
         params,
         test: &test,
-        dataset: DatasetKind::FashionMnist.name(),
+        dataset: kind.name(),
         server: &args.server,
         exchange_dir: Some(dir.path()),
         quiet: args.json,

@@ -28,6 +28,9 @@ pub const MAX_NORMALIZED_INPUT: f64 = 1e4;
 /// 0.1 --weight-decay 0.05 --epochs 20 --seed 1` (89.71% on the Fashion-MNIST test set in
 /// plaintext; see `models/README.md`).
 pub const DEMO_MODEL: &[u8] = include_bytes!("../../models/cryptonets-poly2.safetensors");
+/// The MNIST model embedded for `cryptodl demo --dataset mnist` (`models/README.md` gives its
+/// recipe and accuracy on held-out MNIST).
+pub const MNIST_MODEL: &[u8] = include_bytes!("../../models/mnist-poly2.safetensors");
 /// Format version written in the metadata.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -720,6 +723,20 @@ impl Model {
             DEMO_MODEL,
             Path::new("(embedded) cryptonets-poly2.safetensors"),
         )
+    }
+
+    /// The model embedded for `kind`'s demo: the CryptoNets-size Fashion-MNIST one
+    /// ([`Self::demo`]) or the MNIST headline one; `None` for a dataset without one.
+    pub fn embedded(kind: crate::nn::dataset::DatasetKind) -> Option<Result<Model, ModelError>> {
+        use crate::nn::dataset::DatasetKind;
+        match kind {
+            DatasetKind::FashionMnist => Some(Self::demo()),
+            DatasetKind::Mnist => Some(Self::from_bytes(
+                MNIST_MODEL,
+                Path::new("(embedded) mnist-poly2.safetensors"),
+            )),
+            _ => None,
+        }
     }
 
     /// Parses safetensors bytes (`path` names the source in errors).
