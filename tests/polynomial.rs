@@ -1,0 +1,201 @@
+//! The Chebyshev polynomial evaluator (`circuits::PolynomialEvaluator`) on encrypted batches:
+//! decrypts to the polynomial within a noise bound at the predicted level and scale, the result
+//! multiplies on correctly, a polynomial deeper than the input is refused, and the GPU gives the
+//! CPU's words (lavapipe in CI).
+
+use cryptodl::backend::cpu::CpuBackend;
+use cryptodl::backend::gpu::GpuBackend;
+use cryptodl::backend::Backend;
+use cryptodl::circuits::{Chebyshev, CircuitError, PolynomialEvaluator};
+use cryptodl::ckks::*;
+use cryptodl_kernels::primes::ntt_primes;
+use std::sync::Arc;
+
+mod common;
+use common::gpu;
+
+/// N = 4096 with ten 26-bit levels over a 30-bit base prime (insecure: tests only).
+fn params() -> Parameters {
+    let n = 4096;
+    let mut q = ntt_primes(30, n, 1, &[]).unwrap();
+    q.extend(ntt_primes(26, n, 10, &q).unwrap());
+    let p = ntt_primes(30, n, 2, &q).unwrap();
+    Parameters::new("toy-poly", 12, q, p, 26, true).unwrap()
+}
+
+struct Fixture {
+    ctx: Arc<Context>,
+    sk: SecretKey,
+    keys: EvaluationKeys,
+    enc: Encoder,
+    cts: Vec<Ciphertext>,
+    xs: Vec<Vec<f64>>,
+}
+
+/// Two ciphertexts of values spread over [lo, hi), at the top level.
+fn fixture(lo: f64, hi: f64) -> Fixture {
+    let params = params();
+    let ctx = Context::new(&params).unwrap();
+    let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(7));
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = kg.evaluation_keys(&sk, &[], false).unwrap();
+    let enc = Encoder::new(ctx.clone());
+    let mut encryptor = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(8));
+    let slots = enc.slots();
+    let xs: Vec<Vec<f64>> = (0..2)
+        .map(|k| {
+            (0..slots)
+                .map(|i| lo + (hi - lo) * (((i * 37 + k * 11) % slots) as f64 / slots as f64))
+                .collect()
+        })
+        .collect();
+    let cts = xs
+        .iter()
+        .map(|x| {
+            encryptor
+                .encrypt(
+                    &enc.encode(x, params.max_level(), params.default_scale())
+                        .unwrap(),
+                    &pk,
+                )
+                .unwrap()
+        })
+        .collect();
+    Fixture {
+        ctx,
+        sk,
+        keys,
+        enc,
+        cts,
+        xs,
+    }
+}
+
+fn decrypt(f: &Fixture, cts: &[Ciphertext]) -> Vec<Vec<f64>> {
+    let dec = Decryptor::new(f.ctx.clone());
+    cts.iter()
+        .map(|c| f.enc.decode(&dec.decrypt(c, &f.sk).unwrap()))
+        .collect()
+}
+
+/// Evaluates `p` on the fixture's batch on `backend`; the ciphertexts and the predicted cost.
+fn evaluate<B: Backend>(f: &Fixture, backend: B, p: &Chebyshev) -> Vec<Ciphertext> {
+    let dev = DeviceEvaluator::new(f.ctx.clone(), backend).unwrap();
+    let keys = dev.upload_keys(&f.keys).unwrap();
+    let x = dev.upload(&f.cts).unwrap();
+    let pe = PolynomialEvaluator::new(&dev, &keys);
+    let scale = f.ctx.params().default_scale();
+    let y = pe.evaluate(&x, p, scale).unwrap();
+    let cost = PolynomialEvaluator::<B>::cost(p);
+    assert_eq!(y.level(), x.level() - cost.levels, "{cost:?}");
+    assert!((y.scale() / scale - 1.0).abs() < 1e-9, "{}", y.scale());
+    dev.download(&y).unwrap()
+}
+
+fn max_error(got: &[Vec<f64>], want: impl Fn(usize, usize) -> f64) -> f64 {
+    let mut worst = 0.0f64;
+    for (k, row) in got.iter().enumerate() {
+        for (i, v) in row.iter().enumerate() {
+            worst = worst.max((v - want(k, i)).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn a_degree_31_sigmoid_decrypts_to_the_polynomial_and_multiplies_on() {
+    let f = fixture(-8.0, 8.0);
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let p = Chebyshev::interpolate(sigmoid, 31, -8.0, 8.0).unwrap();
+    let cost = PolynomialEvaluator::<CpuBackend>::cost(&p);
+    // Degree 31 in 5 levels, plus one to map [-8, 8] to [-1, 1].
+    assert_eq!(cost.levels, 6, "{cost:?}");
+    let out = evaluate(&f, CpuBackend::new(f.ctx.rns().clone()), &p);
+    let got = decrypt(&f, &out);
+    let err = max_error(&got, |k, i| p.eval(f.xs[k][i]));
+    let xin = decrypt(&f, &f.cts);
+    eprintln!(
+        "input error {:.2e}, against p(decrypted input) {:.2e}",
+        max_error(&xin, |k, i| f.xs[k][i]),
+        max_error(&got, |k, i| p.eval(xin[k][i]))
+    );
+    eprintln!(
+        "degree 31 on [-8, 8]: {cost:?}, max error {err:.2e} ({:.1} bits); interpolation error {:.2e}",
+        -err.log2(),
+        max_error(&got, |k, i| sigmoid(f.xs[k][i]))
+    );
+    assert!(err < 1e-3, "max error {err}");
+
+    // The result is an ordinary ciphertext: square it and decrypt.
+    let dev = DeviceEvaluator::new(f.ctx.clone(), CpuBackend::new(f.ctx.rns().clone())).unwrap();
+    let keys = dev.upload_keys(&f.keys).unwrap();
+    let y = dev.upload(&out).unwrap();
+    let sq = dev
+        .download(&dev.mul_relin_rescale(&y, &y, &keys).unwrap())
+        .unwrap();
+    let got = decrypt(&f, &sq);
+    let err = max_error(&got, |k, i| p.eval(f.xs[k][i]).powi(2));
+    assert!(err < 2e-3, "squared: max error {err}");
+}
+
+#[test]
+fn low_degrees_and_the_unit_interval() {
+    let f = fixture(-1.0, 1.0);
+    for coeffs in [
+        vec![0.25],
+        vec![0.0, 1.0],
+        vec![0.1, -0.4, 0.3],
+        vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    ] {
+        let p = Chebyshev::new(coeffs.clone(), -1.0, 1.0).unwrap();
+        let out = evaluate(&f, CpuBackend::new(f.ctx.rns().clone()), &p);
+        let got = decrypt(&f, &out);
+        let err = max_error(&got, |k, i| p.eval(f.xs[k][i]));
+        let xin = decrypt(&f, &f.cts);
+        let eval_err = max_error(&got, |k, i| p.eval(xin[k][i]));
+        eprintln!("{coeffs:?}: max error {err:.2e}, {eval_err:.2e} against p(decrypted input)");
+        // At scale 2^26 the input carries about 6e-5 of noise, and each doubling of the power
+        // basis multiplies the noise of the rescales before it by up to 4 (T_7: 3.4e-4 here).
+        assert!(
+            err < 2e-3 && eval_err < 1e-3,
+            "{coeffs:?}: max error {err}, {eval_err}"
+        );
+    }
+}
+
+#[test]
+fn a_polynomial_deeper_than_the_input_is_refused() {
+    let f = fixture(-1.0, 1.0);
+    let dev = DeviceEvaluator::new(f.ctx.clone(), CpuBackend::new(f.ctx.rns().clone())).unwrap();
+    let keys = dev.upload_keys(&f.keys).unwrap();
+    let x = dev.drop_levels(&dev.upload(&f.cts).unwrap(), 6).unwrap();
+    let p = Chebyshev::new(vec![0.5; 32], -1.0, 1.0).unwrap();
+    let Err(err) = PolynomialEvaluator::new(&dev, &keys).evaluate(&x, &p, 1e6) else {
+        panic!("a degree-31 polynomial at level 4 was evaluated");
+    };
+    assert!(
+        matches!(
+            err,
+            CircuitError::OutOfLevels {
+                needed: 5,
+                level: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("needs 5 levels"), "{err}");
+}
+
+#[test]
+fn gpu_polynomial_evaluation_equals_the_cpu_word_for_word() {
+    let Some(rt) = gpu() else { return };
+    let f = fixture(-4.0, 4.0);
+    let p = Chebyshev::interpolate(|x| x.tanh(), 15, -4.0, 4.0).unwrap();
+    let cpu = evaluate(&f, CpuBackend::new(f.ctx.rns().clone()), &p);
+    let gpu = evaluate(&f, GpuBackend::new(rt, f.ctx.rns().clone()).unwrap(), &p);
+    assert!(cpu == gpu, "GPU and CPU ciphertexts differ");
+    let err = max_error(&decrypt(&f, &gpu), |k, i| p.eval(f.xs[k][i]));
+    assert!(err < 1e-3, "max error {err}");
+}
