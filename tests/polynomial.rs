@@ -14,13 +14,14 @@ use std::sync::Arc;
 mod common;
 use common::gpu;
 
-/// N = 4096 with ten 26-bit levels over a 30-bit base prime (insecure: tests only).
-fn params() -> Parameters {
+/// N = 4096 with `levels` 26-bit primes over a 30-bit base prime and scale 2^`log_scale`
+/// (insecure: tests only).
+fn params(levels: usize, log_scale: u32) -> Parameters {
     let n = 4096;
     let mut q = ntt_primes(30, n, 1, &[]).unwrap();
-    q.extend(ntt_primes(26, n, 10, &q).unwrap());
+    q.extend(ntt_primes(26, n, levels, &q).unwrap());
     let p = ntt_primes(30, n, 2, &q).unwrap();
-    Parameters::new("toy-poly", 12, q, p, 26, true).unwrap()
+    Parameters::new("toy-poly", 12, q, p, log_scale, true).unwrap()
 }
 
 struct Fixture {
@@ -34,7 +35,10 @@ struct Fixture {
 
 /// Two ciphertexts of values spread over [lo, hi), at the top level.
 fn fixture(lo: f64, hi: f64) -> Fixture {
-    let params = params();
+    fixture_with(lo, hi, params(10, 26))
+}
+
+fn fixture_with(lo: f64, hi: f64, params: Parameters) -> Fixture {
     let ctx = Context::new(&params).unwrap();
     let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(7));
     let sk = kg.secret_key();
@@ -79,16 +83,28 @@ fn decrypt(f: &Fixture, cts: &[Ciphertext]) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Evaluates `p` on the fixture's batch on `backend`; the ciphertexts and the predicted cost.
+/// Evaluates `p` on the fixture's batch on `backend`, checking the level and scale predicted.
 fn evaluate<B: Backend>(f: &Fixture, backend: B, p: &Chebyshev) -> Vec<Ciphertext> {
+    evaluate_by(f, backend, p, 1)
+}
+
+/// [`evaluate`] with `primes` primes per level.
+fn evaluate_by<B: Backend>(
+    f: &Fixture,
+    backend: B,
+    p: &Chebyshev,
+    primes: usize,
+) -> Vec<Ciphertext> {
     let dev = DeviceEvaluator::new(f.ctx.clone(), backend).unwrap();
     let keys = dev.upload_keys(&f.keys).unwrap();
     let x = dev.upload(&f.cts).unwrap();
-    let pe = PolynomialEvaluator::new(&dev, &keys);
+    let pe = PolynomialEvaluator::new(&dev, &keys)
+        .with_primes_per_level(primes)
+        .unwrap();
     let scale = f.ctx.params().default_scale();
     let y = pe.evaluate(&x, p, scale).unwrap();
     let cost = PolynomialEvaluator::<B>::cost(p);
-    assert_eq!(y.level(), x.level() - cost.levels, "{cost:?}");
+    assert_eq!(y.level(), x.level() - primes * cost.levels, "{cost:?}");
     assert!((y.scale() / scale - 1.0).abs() < 1e-9, "{}", y.scale());
     dev.download(&y).unwrap()
 }
@@ -198,4 +214,63 @@ fn gpu_polynomial_evaluation_equals_the_cpu_word_for_word() {
     assert!(cpu == gpu, "GPU and CPU ciphertexts differ");
     let err = max_error(&decrypt(&f, &gpu), |k, i| p.eval(f.xs[k][i]));
     assert!(err < 1e-3, "max error {err}");
+    // Double-prime scaling (two primes per level, scale 2^52) too.
+    let f = fixture_with(-4.0, 4.0, params(12, 52));
+    let cpu = evaluate_by(&f, CpuBackend::new(f.ctx.rns().clone()), &p, 2);
+    let rt = common::gpu().unwrap();
+    let on_gpu = evaluate_by(&f, GpuBackend::new(rt, f.ctx.rns().clone()).unwrap(), &p, 2);
+    assert!(
+        cpu == on_gpu,
+        "GPU and CPU ciphertexts differ at two primes per level"
+    );
+    let err = max_error(&decrypt(&f, &on_gpu), |k, i| p.eval(f.xs[k][i]));
+    assert!(err < 1e-8, "max error {err}");
+}
+
+/// Double-prime scaling: every level divides by two 26-bit primes, so the scale is 2^52 and the
+/// same degree-31 polynomial comes out with about 20 more bits than at 2^26 (issue 17: a large
+/// scale on 32-bit words).
+#[test]
+fn double_prime_scaling_keeps_a_2_52_scale_through_the_polynomial() {
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let p = Chebyshev::interpolate(sigmoid, 31, -8.0, 8.0).unwrap();
+    let mut bits = Vec::new();
+    for (primes, levels, log_scale) in [(1, 10, 26), (2, 14, 52)] {
+        let f = fixture_with(-8.0, 8.0, params(levels, log_scale));
+        let out = evaluate_by(&f, CpuBackend::new(f.ctx.rns().clone()), &p, primes);
+        let got = decrypt(&f, &out);
+        let xin = decrypt(&f, &f.cts);
+        let err = max_error(&got, |k, i| p.eval(xin[k][i]));
+        eprintln!(
+            "scale 2^{log_scale}, {primes} prime(s) per level: input error {:.2e}, evaluation error {err:.2e} ({:.1} bits)",
+            max_error(&xin, |k, i| f.xs[k][i]),
+            -err.log2()
+        );
+        bits.push(-err.log2());
+    }
+    assert!(bits[0] > 11.0 && bits[1] > 30.0, "{bits:?}");
+}
+
+#[test]
+fn rescale_by_one_prime_is_rescale_and_by_two_divides_by_both() {
+    let f = fixture(-1.0, 1.0);
+    let dev = DeviceEvaluator::new(f.ctx.clone(), CpuBackend::new(f.ctx.rns().clone())).unwrap();
+    let x = dev.upload(&f.cts).unwrap();
+    let one = dev.rescale_by(&x, 1).unwrap();
+    let want = dev.rescale(&x).unwrap();
+    assert!(dev.download(&one).unwrap() == dev.download(&want).unwrap());
+    assert_eq!((one.level(), one.scale()), (want.level(), want.scale()));
+    let q = f.ctx.params().q();
+    let top = x.level();
+    let qq = q[top] as f64 * q[top - 1] as f64;
+    let y = dev
+        .rescale_by(&dev.mul_const(&x, 1.0, Some(qq)).unwrap(), 2)
+        .unwrap();
+    assert_eq!(y.level(), top - 2);
+    assert!((y.scale() / x.scale() - 1.0).abs() < 1e-12);
+    let err = max_error(&decrypt(&f, &dev.download(&y).unwrap()), |k, i| f.xs[k][i]);
+    assert!(err < 1e-3, "{err}");
+    assert!(dev
+        .rescale_by(&dev.drop_levels(&x, top - 1).unwrap(), 2)
+        .is_err());
 }

@@ -209,6 +209,8 @@ fn best_cost(p: &Chebyshev) -> PolynomialCost {
 pub struct PolynomialEvaluator<'a, B: Backend> {
     ev: &'a DeviceEvaluator<B>,
     keys: &'a DeviceKeys<B::Tensor>,
+    /// Primes divided out per level of the circuit (1, or 2 for double-prime scaling).
+    primes: usize,
 }
 
 type Ct<B> = DeviceCiphertext<<B as Backend>::Tensor>;
@@ -216,16 +218,54 @@ type Ct<B> = DeviceCiphertext<<B as Backend>::Tensor>;
 impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
     /// An evaluator over `ev` with `keys` (only the relinearization key is used).
     pub fn new(ev: &'a DeviceEvaluator<B>, keys: &'a DeviceKeys<B::Tensor>) -> Self {
-        Self { ev, keys }
+        Self {
+            ev,
+            keys,
+            primes: 1,
+        }
     }
 
-    /// Levels and relinearizations [`Self::evaluate`] spends on `p`.
+    /// Every level of the circuit divides by `primes` primes at once (double-prime scaling with
+    /// 2: the scale can then be about the product of two primes, 2^52 with 26-bit primes, and
+    /// the ciphertext loses `primes` limbs per level).
+    pub fn with_primes_per_level(mut self, primes: usize) -> Result<Self, CircuitError> {
+        if primes == 0 {
+            return Err(CircuitError::InvalidPolynomial {
+                reason: "a level must divide by at least one prime".into(),
+            });
+        }
+        self.primes = primes;
+        Ok(self)
+    }
+
+    /// The product of the primes a rescale from `level` divides by.
+    fn level_modulus(&self, level: usize) -> f64 {
+        let q = self.ev.context().params().q();
+        q[level + 1 - self.primes..=level]
+            .iter()
+            .map(|&p| p as f64)
+            .product()
+    }
+
+    /// Relinearizes a product and divides it by one level's primes.
+    fn relin_rescale(&self, a: &Ct<B>) -> Result<Ct<B>, CircuitError> {
+        Ok(if self.primes == 1 {
+            self.ev.relin_rescale(a, self.keys)?
+        } else {
+            let r = self.ev.relinearize(a, self.keys)?;
+            self.ev.rescale_by(&r, self.primes)?
+        })
+    }
+
+    /// Levels (rescales, each of [`Self::with_primes_per_level`] primes) and relinearizations
+    /// [`Self::evaluate`] spends on `p`.
     pub fn cost(p: &Chebyshev) -> PolynomialCost {
         best_cost(p)
     }
 
     /// `p(x)` in every slot of every ciphertext of `x` (2-component ciphertexts whose slots lie in
-    /// `p`'s interval), at scale `out_scale` and level `x.level() - cost(p).levels`. Values outside
+    /// `p`'s interval), at scale `out_scale` and level `x.level() - cost(p).levels * primes`
+    /// (`primes` per level, 1 unless [`Self::with_primes_per_level`]). Values outside
     /// the interval are evaluated too, but Chebyshev polynomials grow fast there.
     pub fn evaluate(
         &self,
@@ -234,10 +274,11 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
         out_scale: f64,
     ) -> Result<Ct<B>, CircuitError> {
         let cost = best_cost(p);
-        if cost.levels > x.level() {
+        let limbs = cost.levels * self.primes;
+        if limbs > x.level() {
             return Err(CircuitError::OutOfLevels {
                 circuit: format!("a degree-{} polynomial", p.degree()),
-                needed: cost.levels,
+                needed: limbs,
                 level: x.level(),
             });
         }
@@ -251,10 +292,12 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
             ev.drop_levels(x, 0)?
         } else {
             let (lo, hi) = (p.lo, p.hi);
-            let scaled = ev.mul_const(x, 2.0 / (hi - lo), None)?;
-            ev.rescale(&ev.add_const(&scaled, -(hi + lo) / (hi - lo))?)?
+            let q = self.level_modulus(x.level());
+            let scaled = ev.mul_const(x, 2.0 / (hi - lo), Some(q))?;
+            let shifted = ev.add_const(&scaled, -(hi + lo) / (hi - lo))?;
+            ev.rescale_by(&shifted, self.primes)?
         };
-        let target = x.level() - cost.levels;
+        let target = x.level() - limbs;
         let basis = self.power_basis(u, p.degree(), cost.baby_steps)?;
         self.eval_split(&p.coeffs, cost.baby_steps, &basis, target, out_scale)
     }
@@ -293,7 +336,7 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
                 // T_2n = 2 T_n^2 - 1.
                 let tn = &basis[&(i / 2)];
                 let sq = ev.mul(tn, tn)?;
-                let r = ev.relin_rescale(&ev.add(&sq, &sq)?, self.keys)?;
+                let r = self.relin_rescale(&ev.add(&sq, &sq)?)?;
                 ev.add_const(&r, -1.0)?
             } else {
                 // T_{a+b} = 2 T_a T_b - T_{a-b}, a the power of two below i.
@@ -304,7 +347,7 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
                 let td = self.at(td, level)?;
                 let minus_td = ev.mul_const(&td, -1.0, Some(prod.scale() / td.scale()))?;
                 let sum = ev.add(&ev.add(&prod, &prod)?, &minus_td)?;
-                ev.relin_rescale(&sum, self.keys)?
+                self.relin_rescale(&sum)?
             };
             basis.insert(i, t);
         }
@@ -321,7 +364,8 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
         scale: f64,
     ) -> Result<Ct<B>, CircuitError> {
         let ev = self.ev;
-        let q = self.ev.context().params().q()[level + 1] as f64;
+        let k = self.primes;
+        let q = self.level_modulus(level + k);
         let deg = coeffs.len() - 1;
         match giant(deg, baby) {
             None => {
@@ -331,7 +375,7 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
                     if c == 0.0 {
                         continue;
                     }
-                    let t = self.at(&basis[&i], level + 1)?;
+                    let t = self.at(&basis[&i], level + k)?;
                     let term = ev.mul_const(&t, c, Some(scale * q / t.scale()))?;
                     acc = Some(match acc {
                         None => term,
@@ -341,7 +385,7 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
                 let acc = match acc {
                     Some(a) => a,
                     None => {
-                        let t = self.at(&basis[&1], level + 1)?;
+                        let t = self.at(&basis[&1], level + k)?;
                         ev.mul_const(&t, 0.0, Some(scale * q / t.scale()))?
                     }
                 };
@@ -350,14 +394,14 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
                 } else {
                     acc
                 };
-                Ok(ev.rescale(&acc)?)
+                Ok(ev.rescale_by(&acc, k)?)
             }
             Some(g) => {
                 let (qc, rc) = split(coeffs, g);
-                let tg = self.at(&basis[&g], level + 1)?;
+                let tg = self.at(&basis[&g], level + k)?;
                 let quotient =
-                    self.eval_split(&qc, baby, basis, level + 1, scale * q / tg.scale())?;
-                let prod = ev.mul_relin_rescale(&quotient, &tg, self.keys)?;
+                    self.eval_split(&qc, baby, basis, level + k, scale * q / tg.scale())?;
+                let prod = self.relin_rescale(&ev.mul(&quotient, &tg)?)?;
                 let rest = self.eval_split(&rc, baby, basis, level, scale)?;
                 Ok(ev.add(&prod, &rest)?)
             }

@@ -963,6 +963,30 @@ impl<B: Backend> DeviceEvaluator<B> {
         Ok(self.with_data(a, data, a.size, a.level - 1, a.scale / q))
     }
 
+    /// Divides by the product of the last `primes` primes of the level and rounds, in one
+    /// division: level - `primes`, scale / (q_l ... q_{l-primes+1}). With `primes = 2` a level of
+    /// the circuit is two primes, so the scale can be the square of a prime (double-prime
+    /// scaling: a 2^52 scale on 26-bit words).
+    pub fn rescale_by(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        primes: usize,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        if primes == 0 {
+            return self.drop_levels(a, 0);
+        }
+        if primes > a.level {
+            return Err(CkksError::OutOfLevels { op: "rescale" });
+        }
+        let data = self.backend.divide_round(&a.data, primes)?;
+        let q = self.ctx.params().q()[a.level + 1 - primes..=a.level]
+            .iter()
+            .map(|&q| q as f64)
+            .product::<f64>();
+        Ok(self.with_data(a, data, a.size, a.level - primes, a.scale / q))
+    }
+
     /// Relinearizes 3-component ciphertexts and rescales them in one division (by `P q_l`,
     /// [`Backend::relin_rescale`]): level - 1, scale / q_l.
     pub fn relin_rescale(
