@@ -5,9 +5,11 @@
 //! [`DeviceEvaluator`](crate::ckks::DeviceEvaluator) and never touches a backend directly, so a
 //! circuit gives the same words on the CPU and on a GPU.
 
+pub mod eval_mod;
 pub mod polynomial;
 
-pub use polynomial::{Chebyshev, PolynomialEvaluator};
+pub use eval_mod::EvalMod;
+pub use polynomial::{Chebyshev, PolynomialCost, PolynomialEvaluator};
 
 use crate::ckks::CkksError;
 

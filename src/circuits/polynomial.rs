@@ -110,6 +110,12 @@ impl Chebyshev {
         self.lo == -1.0 && self.hi == 1.0
     }
 
+    /// Levels (rescales) and relinearizations [`PolynomialEvaluator::evaluate`] spends on it,
+    /// with the baby-step size it picks.
+    pub fn cost(&self) -> PolynomialCost {
+        best_cost(self)
+    }
+
     /// `p(x)` in f64 (Clenshaw's recurrence), the reference for the encrypted evaluation.
     pub fn eval(&self, x: f64) -> f64 {
         let u = (2.0 * x - self.lo - self.hi) / (self.hi - self.lo);
@@ -213,7 +219,7 @@ pub struct PolynomialEvaluator<'a, B: Backend> {
     primes: usize,
 }
 
-type Ct<B> = DeviceCiphertext<<B as Backend>::Tensor>;
+pub(super) type Ct<B> = DeviceCiphertext<<B as Backend>::Tensor>;
 
 impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
     /// An evaluator over `ev` with `keys` (only the relinearization key is used).
@@ -238,8 +244,18 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
         Ok(self)
     }
 
+    /// The evaluator underneath.
+    pub fn evaluator(&self) -> &'a DeviceEvaluator<B> {
+        self.ev
+    }
+
+    /// Primes divided out per level.
+    pub fn primes_per_level(&self) -> usize {
+        self.primes
+    }
+
     /// The product of the primes a rescale from `level` divides by.
-    fn level_modulus(&self, level: usize) -> f64 {
+    pub(super) fn level_modulus(&self, level: usize) -> f64 {
         let q = self.ev.context().params().q();
         q[level + 1 - self.primes..=level]
             .iter()
@@ -248,7 +264,7 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
     }
 
     /// Relinearizes a product and divides it by one level's primes.
-    fn relin_rescale(&self, a: &Ct<B>) -> Result<Ct<B>, CircuitError> {
+    pub(super) fn relin_rescale(&self, a: &Ct<B>) -> Result<Ct<B>, CircuitError> {
         Ok(if self.primes == 1 {
             self.ev.relin_rescale(a, self.keys)?
         } else {

@@ -1,12 +1,12 @@
-//! The Chebyshev polynomial evaluator (`circuits::PolynomialEvaluator`) on encrypted batches:
-//! decrypts to the polynomial within a noise bound at the predicted level and scale, the result
-//! multiplies on correctly, a polynomial deeper than the input is refused, and the GPU gives the
-//! CPU's words (lavapipe in CI).
+//! Homomorphic circuits (`circuits`): the Chebyshev polynomial evaluator decrypts to the
+//! polynomial within a noise bound at the predicted level and scale, the result multiplies on
+//! correctly, a polynomial deeper than the input is refused, double-prime scaling keeps a 2^52
+//! scale, EvalMod removes integer parts; the GPU gives the CPU's words (lavapipe in CI).
 
 use cryptodl::backend::cpu::CpuBackend;
 use cryptodl::backend::gpu::GpuBackend;
 use cryptodl::backend::Backend;
-use cryptodl::circuits::{Chebyshev, CircuitError, PolynomialEvaluator};
+use cryptodl::circuits::{Chebyshev, CircuitError, EvalMod, PolynomialEvaluator};
 use cryptodl::ckks::*;
 use cryptodl_kernels::primes::ntt_primes;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ fn params(levels: usize, log_scale: u32) -> Parameters {
 struct Fixture {
     ctx: Arc<Context>,
     sk: SecretKey,
+    pk: PublicKey,
     keys: EvaluationKeys,
     enc: Encoder,
     cts: Vec<Ciphertext>,
@@ -69,6 +70,7 @@ fn fixture_with(lo: f64, hi: f64, params: Parameters) -> Fixture {
     Fixture {
         ctx,
         sk,
+        pk,
         keys,
         enc,
         cts,
@@ -273,4 +275,83 @@ fn rescale_by_one_prime_is_rescale_and_by_two_divides_by_both() {
     assert!(dev
         .rescale_by(&dev.drop_levels(&x, top - 1).unwrap(), 2)
         .is_err());
+}
+
+/// Values `I + e` with integer parts `|I| <= 10` and `|e| <= 2^-8`, as after CoeffsToSlots.
+fn near_integers(slots: usize, k: usize) -> Vec<f64> {
+    (0..slots)
+        .map(|i| {
+            let int = ((i * 7 + k * 3) % 21) as f64 - 10.0;
+            let e = (((i * 13 + k) % 1000) as f64 / 1000.0 - 0.5) / 128.0;
+            int + e
+        })
+        .collect()
+}
+
+/// Encrypts [`near_integers`] and runs EvalMod on `backend` with 2 primes per level.
+fn eval_mod_on<B: Backend>(f: &Fixture, backend: B, m: &EvalMod) -> Vec<Ciphertext> {
+    let dev = DeviceEvaluator::new(f.ctx.clone(), backend).unwrap();
+    let keys = dev.upload_keys(&f.keys).unwrap();
+    let x = dev.upload(&f.cts).unwrap();
+    let pe = PolynomialEvaluator::new(&dev, &keys)
+        .with_primes_per_level(2)
+        .unwrap();
+    let scale = f.ctx.params().default_scale();
+    let y = m.evaluate(&pe, &x, scale).unwrap();
+    assert_eq!(y.level(), x.level() - 2 * m.cost().levels);
+    assert!((y.scale() / scale - 1.0).abs() < 1e-9, "{}", y.scale());
+    dev.download(&y).unwrap()
+}
+
+/// A fixture whose slots hold [`near_integers`].
+fn near_integer_fixture(levels: usize) -> Fixture {
+    let mut f = fixture_with(-10.0, 10.0, params(levels, 52));
+    let params = f.ctx.params().clone();
+    let mut encryptor = Encryptor::with_sampler(f.ctx.clone(), Sampler::from_seed_insecure(9));
+    f.xs = (0..2).map(|k| near_integers(f.enc.slots(), k)).collect();
+    f.cts =
+        f.xs.iter()
+            .map(|x| {
+                let pt = f
+                    .enc
+                    .encode(x, params.max_level(), params.default_scale())
+                    .unwrap();
+                encryptor.encrypt(&pt, &f.pk).unwrap()
+            })
+            .collect();
+    f
+}
+
+#[test]
+fn eval_mod_removes_the_integer_part() {
+    let m = EvalMod::new(12.0, 30, 3).unwrap();
+    let cost = m.cost();
+    // Degree 30 on [-12, 12]: 5 levels and the interval map, then 3 double angles.
+    assert_eq!(cost.levels, 9, "{cost:?}");
+    let f = near_integer_fixture(20);
+    let out = eval_mod_on(&f, CpuBackend::new(f.ctx.rns().clone()), &m);
+    let got = decrypt(&f, &out);
+    let xin = decrypt(&f, &f.cts);
+    let two_pi = 2.0 * std::f64::consts::PI;
+    // Against the circuit's own f64 value, and against 2 pi (x - round(x)).
+    let err = max_error(&got, |k, i| m.eval(xin[k][i]));
+    let modular = max_error(&got, |k, i| two_pi * (xin[k][i] - xin[k][i].round()));
+    let sine = max_error(&got, |k, i| (two_pi * xin[k][i]).sin());
+    eprintln!(
+        "EvalMod {cost:?} at 2^52: {err:.2e} from the circuit in f64 ({:.1} bits), {sine:.2e} from sin(2 pi x), {modular:.2e} from 2 pi (x - round x)",
+        -err.log2()
+    );
+    assert!(err < 1e-7, "{err}");
+    // sin(2 pi e) - 2 pi e is at most (2 pi 2^-8)^3 / 6 = 2.2e-6 for |e| <= 2^-8.
+    assert!(modular < 3e-6, "{modular}");
+}
+
+#[test]
+fn gpu_eval_mod_equals_the_cpu_word_for_word() {
+    let Some(rt) = gpu() else { return };
+    let m = EvalMod::new(12.0, 15, 2).unwrap();
+    let f = near_integer_fixture(16);
+    let cpu = eval_mod_on(&f, CpuBackend::new(f.ctx.rns().clone()), &m);
+    let on_gpu = eval_mod_on(&f, GpuBackend::new(rt, f.ctx.rns().clone()).unwrap(), &m);
+    assert!(cpu == on_gpu, "GPU and CPU EvalMod ciphertexts differ");
 }
