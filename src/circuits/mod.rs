@@ -6,9 +6,11 @@
 //! circuit gives the same words on the CPU and on a GPU.
 
 pub mod eval_mod;
+pub mod linear_transform;
 pub mod polynomial;
 
 pub use eval_mod::EvalMod;
+pub use linear_transform::{EncodedTransform, LinearTransform};
 pub use polynomial::{Chebyshev, PolynomialCost, PolynomialEvaluator};
 
 use crate::ckks::CkksError;
