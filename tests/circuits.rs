@@ -105,7 +105,7 @@ fn evaluate_by<B: Backend>(
         .unwrap();
     let scale = f.ctx.params().default_scale();
     let y = pe.evaluate(&x, p, scale).unwrap();
-    let cost = PolynomialEvaluator::<B>::cost(p);
+    let cost = p.cost();
     assert_eq!(y.level(), x.level() - primes * cost.levels, "{cost:?}");
     assert!((y.scale() / scale - 1.0).abs() < 1e-9, "{}", y.scale());
     dev.download(&y).unwrap()
@@ -126,7 +126,7 @@ fn a_degree_31_sigmoid_decrypts_to_the_polynomial_and_multiplies_on() {
     let f = fixture(-8.0, 8.0);
     let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
     let p = Chebyshev::interpolate(sigmoid, 31, -8.0, 8.0).unwrap();
-    let cost = PolynomialEvaluator::<CpuBackend>::cost(&p);
+    let cost = p.cost();
     // Degree 31 in 5 levels, plus one to map [-8, 8] to [-1, 1].
     assert_eq!(cost.levels, 6, "{cost:?}");
     let out = evaluate(&f, CpuBackend::new(f.ctx.rns().clone()), &p);
@@ -450,4 +450,42 @@ fn gpu_linear_transformation_equals_the_cpu_word_for_word() {
     let cpu = linear_transform_on(CpuBackend::new(ctx.rns().clone()));
     let on_gpu = linear_transform_on(GpuBackend::new(rt, ctx.rns().clone()).unwrap());
     assert!(cpu == on_gpu, "GPU and CPU transformations differ");
+}
+
+/// The level-0 ciphertexts `low` raised to `level` on `backend`.
+fn mod_raise_on<B: Backend>(
+    f: &Fixture,
+    backend: B,
+    low: &[Ciphertext],
+    level: usize,
+) -> Vec<Ciphertext> {
+    let dev = DeviceEvaluator::new(f.ctx.clone(), backend).unwrap();
+    let raised = dev.mod_raise(&dev.upload(low).unwrap(), level).unwrap();
+    dev.download(&raised).unwrap()
+}
+
+#[test]
+fn gpu_mod_raise_equals_the_cpu_word_for_word() {
+    let Some(rt) = gpu() else { return };
+    let f = fixture(-1.0, 1.0);
+    let top = f.ctx.params().max_level();
+    let eval = Evaluator::new(f.ctx.clone());
+    let low: Vec<Ciphertext> = f
+        .cts
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            eval.drop_levels_assign(&mut c, top).unwrap();
+            c
+        })
+        .collect();
+    let cpu = mod_raise_on(&f, CpuBackend::new(f.ctx.rns().clone()), &low, top);
+    let on_gpu = mod_raise_on(
+        &f,
+        GpuBackend::new(rt, f.ctx.rns().clone()).unwrap(),
+        &low,
+        top,
+    );
+    assert_eq!(cpu[0].level(), top);
+    assert!(cpu == on_gpu, "GPU and CPU ModRaise differ");
 }

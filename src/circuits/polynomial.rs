@@ -20,7 +20,7 @@
 //! the rescale, so it costs no level. The only approximation is the rounding of those integers
 //! (relative `2^-(log2 k + 1)`), far below the noise.
 //!
-//! **Levels.** The result is at `level(x) - depth` ([`PolynomialEvaluator::cost`]). Among the
+//! **Levels.** The result is at `level(x) - depth` ([`Chebyshev::cost`]). Among the
 //! baby-step sizes `b = 2, 4, ..`, the evaluator takes the one with the fewest levels, then the
 //! fewest relinearizations: degree `2^k - 1` costs `k` levels (plus one for the interval map).
 
@@ -110,8 +110,9 @@ impl Chebyshev {
         self.lo == -1.0 && self.hi == 1.0
     }
 
-    /// Levels (rescales) and relinearizations [`PolynomialEvaluator::evaluate`] spends on it,
-    /// with the baby-step size it picks.
+    /// Levels (rescales, each of [`PolynomialEvaluator::with_primes_per_level`] primes) and
+    /// relinearizations [`PolynomialEvaluator::evaluate`] spends on it, with the baby-step size
+    /// it picks.
     pub fn cost(&self) -> PolynomialCost {
         best_cost(self)
     }
@@ -273,14 +274,8 @@ impl<'a, B: Backend> PolynomialEvaluator<'a, B> {
         })
     }
 
-    /// Levels (rescales, each of [`Self::with_primes_per_level`] primes) and relinearizations
-    /// [`Self::evaluate`] spends on `p`.
-    pub fn cost(p: &Chebyshev) -> PolynomialCost {
-        best_cost(p)
-    }
-
     /// `p(x)` in every slot of every ciphertext of `x` (2-component ciphertexts whose slots lie in
-    /// `p`'s interval), at scale `out_scale` and level `x.level() - cost(p).levels * primes`
+    /// `p`'s interval), at scale `out_scale` and level `x.level() - p.cost().levels * primes`
     /// (`primes` per level, 1 unless [`Self::with_primes_per_level`]). Values outside
     /// the interval are evaluated too, but Chebyshev polynomials grow fast there.
     pub fn evaluate(

@@ -1030,6 +1030,49 @@ impl<B: Backend> DeviceEvaluator<B> {
         Ok(self.with_data(a, data, 2, a.level - 1, a.scale * b.scale / q))
     }
 
+    /// ModRaise, the first step of bootstrapping: level-0 ciphertexts lifted to `level`. Each
+    /// coefficient is taken as the centred integer in `(-q_0 / 2, q_0 / 2]` and reduced modulo
+    /// every prime of `level` (inverse NTT, a shift by `floor(q_0 / 2)`, the one-limb basis
+    /// conversion, the shift back, forward NTT), so the result decrypts to `m + q_0 I` for a
+    /// small integer polynomial `I` (about the secret's weight at most), at the same scale.
+    pub fn mod_raise(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        level: usize,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        if a.size != 2 {
+            return Err(CkksError::NotRelinearized { size: a.size });
+        }
+        if a.level != 0 {
+            return Err(CkksError::LevelMismatch {
+                op: "mod_raise (drop the ciphertext to level 0 first)",
+                left: a.level,
+                right: 0,
+            });
+        }
+        let q = self.ctx.params().q();
+        if level >= q.len() {
+            return Err(CkksError::OutOfLevels { op: "mod_raise" });
+        }
+        let be = &self.backend;
+        let half = q[0] / 2;
+        let coeff = be.ntt_inverse_out_of_place(&a.data)?;
+        let shifted = be.add_scalar(&coeff, &[half])?;
+        drop(coeff);
+        let targets: Vec<usize> = (0..=level).collect();
+        let one_limb = std::slice::from_ref(&(0..1));
+        let ext = be.basis_convert(&shifted, one_limb, &targets)?;
+        drop(shifted);
+        let back: Vec<u32> = q[..=level]
+            .iter()
+            .map(|&qi| (qi - half % qi) % qi)
+            .collect();
+        let mut ext = be.add_scalar(&ext, &back)?;
+        be.ntt_forward(&mut ext)?;
+        Ok(self.with_data(a, ext, 2, level, a.scale))
+    }
+
     /// Drops `levels` data primes without dividing (message and scale unchanged).
     pub fn drop_levels(
         &self,
@@ -1153,5 +1196,94 @@ impl<B: Backend> DeviceEvaluator<B> {
         keys: &DeviceKeys<B::Tensor>,
     ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
         self.apply_galois(a, self.ctx.conjugation_element(), keys, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::ckks::{Decryptor, Encoder, Encryptor, KeyGenerator, Preset, Sampler};
+
+    /// The centred coefficients of a plaintext (CRT over its limbs).
+    fn coefficients(ctx: &Context, pt: &Plaintext) -> Vec<i128> {
+        let n = ctx.n();
+        let q: Vec<u128> = ctx.params().q()[..=pt.level]
+            .iter()
+            .map(|&q| q as u128)
+            .collect();
+        let big: u128 = q.iter().product();
+        let mut limbs = pt.data.clone();
+        for (i, limb) in limbs.chunks_mut(n).enumerate() {
+            ctx.q_tables()[i].inverse(limb);
+        }
+        (0..n)
+            .map(|j| {
+                let mut t: u128 = 0;
+                for (i, &qi) in q.iter().enumerate() {
+                    let rest = big / qi;
+                    // (rest mod qi)^-1 mod qi by Fermat.
+                    let (mut b, mut e, mut inv) = (rest % qi, qi - 2, 1u128);
+                    while e > 0 {
+                        if e & 1 == 1 {
+                            inv = inv * b % qi;
+                        }
+                        b = b * b % qi;
+                        e >>= 1;
+                    }
+                    let r = limbs[i * n + j] as u128 * inv % qi;
+                    t = (t + r * rest) % big;
+                }
+                if t > big / 2 {
+                    t as i128 - big as i128
+                } else {
+                    t as i128
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mod_raise_adds_only_small_multiples_of_q0() {
+        let params = Preset::by_name("toy1024")
+            .unwrap()
+            .parameters(true)
+            .unwrap();
+        let ctx = Context::new(&params).unwrap();
+        let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(5));
+        let sk = kg.secret_key();
+        let pk = kg.public_key(&sk);
+        let enc = Encoder::new(ctx.clone());
+        let values: Vec<f64> = (0..enc.slots())
+            .map(|i| (i % 17) as f64 / 17.0 - 0.5)
+            .collect();
+        let ct = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(6))
+            .encrypt(&enc.encode(&values, 0, (1u64 << 20) as f64).unwrap(), &pk)
+            .unwrap();
+        let dev = DeviceEvaluator::new(ctx.clone(), CpuBackend::new(ctx.rns().clone())).unwrap();
+        let top = params.max_level();
+        let raised = dev
+            .download(
+                &dev.mod_raise(&dev.upload(std::slice::from_ref(&ct)).unwrap(), top)
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!((raised[0].level, raised[0].scale), (top, ct.scale));
+        let dec = Decryptor::new(ctx.clone());
+        let m = coefficients(&ctx, &dec.decrypt(&ct, &sk).unwrap());
+        let t = coefficients(&ctx, &dec.decrypt(&raised[0], &sk).unwrap());
+        let q0 = params.q()[0] as i128;
+        let mut widest = 0;
+        for (m, t) in m.iter().zip(&t) {
+            assert_eq!((t - m) % q0, 0, "t = {t}, m = {m}");
+            widest = widest.max(((t - m) / q0).abs());
+        }
+        // |I| is at most about the secret's weight / 2; for a dense ternary secret at N = 1024
+        // it stays in the tens.
+        eprintln!("ModRaise at N = 1024: |I| up to {widest}");
+        assert!(widest > 0 && widest < 100, "|I| up to {widest}");
+        // A ciphertext above level 0 is refused.
+        let up = dev.upload(&[raised[0].clone()]).unwrap();
+        assert!(dev.mod_raise(&up, top).is_err());
     }
 }
