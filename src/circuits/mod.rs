@@ -5,10 +5,14 @@
 //! [`DeviceEvaluator`](crate::ckks::DeviceEvaluator) and never touches a backend directly, so a
 //! circuit gives the same words on the CPU and on a GPU.
 
+pub mod bootstrap;
+pub mod dft;
 pub mod eval_mod;
 pub mod linear_transform;
 pub mod polynomial;
 
+pub use bootstrap::{BootstrapConfig, BootstrapCost, Bootstrapper};
+pub use dft::{DftKind, HomomorphicDft};
 pub use eval_mod::EvalMod;
 pub use linear_transform::{EncodedTransform, LinearTransform};
 pub use polynomial::{Chebyshev, PolynomialCost, PolynomialEvaluator};

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, KeySwitchPlan, LinearWeights, Shape, SwitchKey};
 
-use super::{Ciphertext, CkksError, Context, EvaluationKeys, Plaintext, SwitchingKey};
+use super::{
+    Ciphertext, CkksError, Context, EncapsulationKeys, EvaluationKeys, Plaintext, SwitchingKey,
+};
 
 /// Relative tolerance when comparing scales of operands (as in the host evaluator).
 const SCALE_RTOL: f64 = 1e-9;
@@ -177,10 +179,20 @@ impl<T> DevicePlainBatch<T> {
     }
 }
 
-/// Evaluation keys resident on a backend (no secret: relinearization and Galois keys only).
+/// Evaluation keys resident on a backend (no secret: relinearization, Galois and encapsulation
+/// keys only).
 pub struct DeviceKeys<T> {
     relin: Option<SwitchKey<T>>,
     galois: BTreeMap<usize, SwitchKey<T>>,
+    /// `s -> s'` and `s' -> s` (sparse-secret encapsulation).
+    encapsulation: Option<(SwitchKey<T>, SwitchKey<T>)>,
+}
+
+impl<T> DeviceKeys<T> {
+    /// Whether the encapsulation keys of bootstrapping are present.
+    pub fn has_encapsulation(&self) -> bool {
+        self.encapsulation.is_some()
+    }
 }
 
 /// A linear layer over a batch of ciphertexts (a convolution or dense layer in batch packing):
@@ -421,6 +433,39 @@ impl<B: Backend> DeviceEvaluator<B> {
         self.linear(a, &layer, Some(1.0))
     }
 
+    /// The one-digit key `s -> s'` over `q_0 .. q_base` and its special primes.
+    fn upload_encapsulation_key(
+        &self,
+        e: &EncapsulationKeys,
+    ) -> Result<SwitchKey<B::Tensor>, CkksError> {
+        let params = self.ctx.params();
+        let q_len = params.q().len();
+        if e.base >= params.max_level() || e.special == 0 || e.special > params.p().len() {
+            return Err(CkksError::InvalidParameters {
+                reason: format!(
+                    "encapsulation key for base level {} with {} special primes does not fit these parameters",
+                    e.base, e.special
+                ),
+            });
+        }
+        let limbs: Vec<usize> = (0..=e.base).chain(q_len..q_len + e.special).collect();
+        let shape = Shape::ntt(2, limbs);
+        let expected = shape.words(self.ctx.n());
+        if e.to_sparse.data.len() != expected {
+            return Err(CkksError::ShapeMismatch {
+                what: "encapsulation key",
+                expected,
+                found: e.to_sparse.data.len(),
+            });
+        }
+        Ok(SwitchKey {
+            key: self.backend.upload(&e.to_sparse.data, shape)?,
+            dnum: 1,
+            alpha: e.base + 1,
+            special: (q_len..q_len + e.special).collect(),
+        })
+    }
+
     fn upload_switching_key(&self, key: &SwitchingKey) -> Result<SwitchKey<B::Tensor>, CkksError> {
         let params = self.ctx.params();
         let top = params.max_level();
@@ -455,7 +500,21 @@ impl<B: Backend> DeviceEvaluator<B> {
             .iter()
             .map(|(&g, k)| Ok((g, self.upload_switching_key(k)?)))
             .collect::<Result<_, CkksError>>()?;
-        Ok(DeviceKeys { relin, galois })
+        let encapsulation = keys
+            .encapsulation
+            .as_ref()
+            .map(|e| {
+                Ok::<_, CkksError>((
+                    self.upload_encapsulation_key(e)?,
+                    self.upload_switching_key(&e.from_sparse)?,
+                ))
+            })
+            .transpose()?;
+        Ok(DeviceKeys {
+            relin,
+            galois,
+            encapsulation,
+        })
     }
 
     fn check(&self, ct: &DeviceCiphertext<B::Tensor>) -> Result<(), CkksError> {
@@ -1030,11 +1089,13 @@ impl<B: Backend> DeviceEvaluator<B> {
         Ok(self.with_data(a, data, 2, a.level - 1, a.scale * b.scale / q))
     }
 
-    /// ModRaise, the first step of bootstrapping: level-0 ciphertexts lifted to `level`. Each
-    /// coefficient is taken as the centred integer in `(-q_0 / 2, q_0 / 2]` and reduced modulo
-    /// every prime of `level` (inverse NTT, a shift by `floor(q_0 / 2)`, the one-limb basis
-    /// conversion, the shift back, forward NTT), so the result decrypts to `m + q_0 I` for a
-    /// small integer polynomial `I` (about the secret's weight at most), at the same scale.
+    /// ModRaise, the first step of bootstrapping: ciphertexts at level `base` (modulus `Q_base =
+    /// q_0 ... q_base`) lifted to `level`. Each coefficient is taken as the centred integer in
+    /// `(-Q_base / 2, Q_base / 2]` and reduced modulo every prime of `level` (inverse NTT, a shift
+    /// by `floor(Q_base / 2)`, the fast basis conversion from the `base + 1` limbs, the shift
+    /// back, forward NTT), so the result decrypts to `m + Q_base I` for a small integer
+    /// polynomial `I` (about half the secret's weight at most, plus at most `base` from the
+    /// approximate conversion), at the same scale.
     pub fn mod_raise(
         &self,
         a: &DeviceCiphertext<B::Tensor>,
@@ -1044,33 +1105,79 @@ impl<B: Backend> DeviceEvaluator<B> {
         if a.size != 2 {
             return Err(CkksError::NotRelinearized { size: a.size });
         }
-        if a.level != 0 {
-            return Err(CkksError::LevelMismatch {
-                op: "mod_raise (drop the ciphertext to level 0 first)",
-                left: a.level,
-                right: 0,
-            });
-        }
         let q = self.ctx.params().q();
-        if level >= q.len() {
+        let base = a.level;
+        if level >= q.len() || level <= base {
             return Err(CkksError::OutOfLevels { op: "mod_raise" });
         }
         let be = &self.backend;
-        let half = q[0] / 2;
+        // floor(Q_base / 2) modulo each prime, by Horner over the base primes (exact in u128).
+        let half_mod = |qi: u32| -> u32 {
+            let qi = qi as u128;
+            // Q_base = prod q_j; floor(Q/2) = (Q - 1) / 2 for odd Q.
+            let mut q_mod = 1u128;
+            for &qj in &q[..=base] {
+                q_mod = q_mod * (qj as u128 % qi) % qi;
+            }
+            // (Q - 1) / 2 mod qi = (Q - 1) * 2^-1 mod qi.
+            let inv2 = qi.div_ceil(2);
+            ((q_mod + qi - 1) % qi * inv2 % qi) as u32
+        };
+        let half: Vec<u32> = q[..=base].iter().map(|&qi| half_mod(qi)).collect();
         let coeff = be.ntt_inverse_out_of_place(&a.data)?;
-        let shifted = be.add_scalar(&coeff, &[half])?;
+        let shifted = be.add_scalar(&coeff, &half)?;
         drop(coeff);
         let targets: Vec<usize> = (0..=level).collect();
-        let one_limb = std::slice::from_ref(&(0..1));
-        let ext = be.basis_convert(&shifted, one_limb, &targets)?;
+        let source = 0..base + 1;
+        let ext = be.basis_convert(&shifted, std::slice::from_ref(&source), &targets)?;
         drop(shifted);
         let back: Vec<u32> = q[..=level]
             .iter()
-            .map(|&qi| (qi - half % qi) % qi)
+            .map(|&qi| (qi - half_mod(qi)) % qi)
             .collect();
         let mut ext = be.add_scalar(&ext, &back)?;
         be.ntt_forward(&mut ext)?;
         Ok(self.with_data(a, ext, 2, level, a.scale))
+    }
+
+    /// Switches ciphertexts from the dense secret to the sparse one of bootstrapping's
+    /// encapsulation (`to_sparse`) or back (`!to_sparse`): `(c0 + ks_0(c1), ks_1(c1))`.
+    /// `to_sparse` needs the input at or below the level the key was made for.
+    pub fn encapsulate(
+        &self,
+        a: &DeviceCiphertext<B::Tensor>,
+        keys: &DeviceKeys<B::Tensor>,
+        to_sparse: bool,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        self.check(a)?;
+        if a.size != 2 {
+            return Err(CkksError::NotRelinearized { size: a.size });
+        }
+        let (down, up) = keys
+            .encapsulation
+            .as_ref()
+            .ok_or(CkksError::MissingEncapsulationKeys)?;
+        let key = if to_sparse {
+            if a.level > down.alpha - 1 {
+                return Err(CkksError::LevelMismatch {
+                    op: "encapsulate (drop to the key's base level first)",
+                    left: a.level,
+                    right: down.alpha - 1,
+                });
+            }
+            down
+        } else {
+            up
+        };
+        let be = &self.backend;
+        let ks = be.keyswitch(&self.components(a, 1..2)?, key)?;
+        let c0 = be.add(
+            &self.components(a, 0..1)?,
+            &be.slice_components(&ks, 2, 0..1)?,
+        )?;
+        let c1 = be.slice_components(&ks, 2, 1..2)?;
+        let data = be.join_components(a.count, &[&c0, &c1])?;
+        Ok(self.with_data(a, data, 2, a.level, a.scale))
     }
 
     /// Drops `levels` data primes without dividing (message and scale unchanged).

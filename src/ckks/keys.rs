@@ -10,7 +10,7 @@ use cryptodl_kernels::ntt::NttTable;
 use zeroize::Zeroize;
 
 use super::sampling::{small_to_rns, Sampler};
-use super::{CkksError, Context};
+use super::{CkksError, Context, Parameters};
 
 /// The identity of a key set: the first 16 bytes of SHA-256 over a domain tag and the secret
 /// key's coefficients. Every key file of one `keygen` and every ciphertext file encrypted or
@@ -127,14 +127,35 @@ pub struct SwitchingKey {
     pub(crate) data: Vec<u32>,
 }
 
+/// The two keys of sparse-secret encapsulation (Bossuat, Troncoso-Pastoriza, Hubaux, 2022):
+/// bootstrapping switches a level-`base` ciphertext from the dense secret `s` to an ephemeral
+/// sparse secret `s'` (Hamming weight `h`) before ModRaise, so the integer part ModRaise adds
+/// stays small, and back to `s` right after it. `s'` exists only inside keygen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncapsulationKeys {
+    /// `s -> s'`: one digit `(b, a)`, `b = -a s' + e + P' s`, under the sparse secret over the
+    /// small modulus `Q_0 P' = q_0 ... q_base p_0 ... p_(special-1)` only (where a sparse secret
+    /// is safe), NTT form, `[2][limb][coeff]`.
+    pub to_sparse: SwitchingKey,
+    /// The level `to_sparse` is for (`Q_0 = q_0 ... q_base`).
+    pub base: usize,
+    /// How many special primes `to_sparse` uses (`P'`, the first ones).
+    pub special: usize,
+    /// `s' -> s`: a switching key under the dense secret over all of `Q ++ P`.
+    pub from_sparse: SwitchingKey,
+}
+
 /// Everything the server needs to evaluate (no secret): relinearization key and the Galois
-/// keys of the rotations it was given, keyed by Galois element.
+/// keys of the rotations it was given, keyed by Galois element, and the encapsulation keys when
+/// it bootstraps.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EvaluationKeys {
     /// Relinearization key (`s^2 -> s`).
     pub relin: Option<SwitchingKey>,
     /// Galois keys (`s(X^g) -> s`) by Galois element `g`.
     pub galois: BTreeMap<usize, SwitchingKey>,
+    /// Sparse-secret encapsulation keys (bootstrapping only).
+    pub encapsulation: Option<EncapsulationKeys>,
     /// The key set they belong to.
     pub key_set: KeySetId,
 }
@@ -272,6 +293,20 @@ impl EvaluationKeys {
     }
 }
 
+/// The special primes the encapsulation key `s -> s'` uses for inputs at level `base`: the
+/// fewest first ones whose product is at least `Q_0 = q_0 ... q_base` (all of them if none do).
+pub(crate) fn encapsulation_special(params: &Parameters, base: usize) -> usize {
+    let q0: f64 = params.q()[..=base].iter().map(|&q| (q as f64).log2()).sum();
+    let mut bits = 0.0;
+    for (i, &p) in params.p().iter().enumerate() {
+        bits += (p as f64).log2();
+        if bits >= q0 {
+            return i + 1;
+        }
+    }
+    params.p().len()
+}
+
 fn forward_all(data: &mut [u32], tables: &[&NttTable], n: usize) {
     for (i, limb) in data.chunks_exact_mut(n).enumerate() {
         tables[i % tables.len()].forward(limb);
@@ -391,6 +426,77 @@ impl KeyGenerator {
         k
     }
 
+    /// The encapsulation keys of bootstrapping for inputs at level `base`: a fresh sparse
+    /// secret `s'` of Hamming weight `h` (drawn here, wiped on return), the key `s -> s'` on the
+    /// small modulus `Q_0 P'` only (`P'`: the fewest first special primes with `P' >= Q_0`), and
+    /// `s' -> s` over all of `Q ++ P`.
+    pub fn encapsulation_keys(
+        &mut self,
+        sk: &SecretKey,
+        h: usize,
+        base: usize,
+    ) -> Result<EncapsulationKeys, CkksError> {
+        let ctx = self.ctx.clone();
+        let params = ctx.params();
+        let n = ctx.n();
+        if h == 0 || h > n {
+            return Err(CkksError::InvalidParameters {
+                reason: format!("sparse-secret weight {h} must be in 1..={n}"),
+            });
+        }
+        if base >= params.max_level() {
+            return Err(CkksError::LevelOutOfRange {
+                level: base,
+                max: params.max_level().saturating_sub(1),
+            });
+        }
+        let special = encapsulation_special(params, base);
+        let mut coeffs = self.sampler.sparse_ternary(n, h);
+        let sparse = SecretKey::from_coeffs(&ctx, coeffs.clone());
+        coeffs.zeroize();
+        // s -> s' over Q_0 P'.
+        let top = params.max_level();
+        let q_len = params.q().len();
+        let idx: Vec<usize> = (0..=base).chain(q_len..q_len + special).collect();
+        let all_moduli = ctx.qp_moduli(top);
+        let all_tables = ctx.qp_tables(top);
+        let moduli: Vec<_> = idx.iter().map(|&i| all_moduli[i]).collect();
+        let tables: Vec<_> = idx.iter().map(|&i| all_tables[i]).collect();
+        let gather = |s: &[u32]| -> Vec<u32> {
+            idx.iter()
+                .flat_map(|&i| s[i * n..(i + 1) * n].iter().copied())
+                .collect()
+        };
+        let a = self.sampler.uniform(&moduli, n);
+        let mut b = small_to_rns(&self.sampler.gaussian(n), &moduli);
+        forward_all(&mut b, &tables, n);
+        let mut as_ = gather(sparse.qp());
+        elementwise::mul(&mut as_, &a, n, &moduli);
+        elementwise::sub(&mut b, &as_, n, &moduli);
+        as_.zeroize();
+        for l in 0..=base {
+            // b += (P' mod q_l) s on the data limbs.
+            let m = &moduli[l];
+            let p_mod = params.p()[..special]
+                .iter()
+                .fold(1u32, |acc, &p| m.mul(acc, p % m.value()));
+            for (b, &s) in b[l * n..(l + 1) * n]
+                .iter_mut()
+                .zip(&sk.qp()[l * n..(l + 1) * n])
+            {
+                *b = m.add(*b, m.mul(s, p_mod));
+            }
+        }
+        b.extend_from_slice(&a);
+        let from_sparse = self.switching_key(sk, sparse.qp());
+        Ok(EncapsulationKeys {
+            to_sparse: SwitchingKey { data: b },
+            base,
+            special,
+            from_sparse,
+        })
+    }
+
     /// Evaluation keys: relinearization, plus Galois keys for the given rotation steps (and
     /// conjugation if asked). Only the requested rotations get keys.
     pub fn evaluation_keys(
@@ -402,6 +508,7 @@ impl KeyGenerator {
         let mut keys = EvaluationKeys {
             relin: Some(self.relin_key(sk)),
             galois: BTreeMap::new(),
+            encapsulation: None,
             key_set: sk.key_set(),
         };
         let slots = self.ctx.params().slots() as i64;

@@ -27,7 +27,9 @@ pub use device::{
 pub use encoder::Encoder;
 pub use encryptor::{Decryptor, Encryptor};
 pub use evaluator::{Evaluator, HostKeys};
-pub use keys::{EvaluationKeys, KeyGenerator, KeySetId, PublicKey, SecretKey, SwitchingKey};
+pub use keys::{
+    EncapsulationKeys, EvaluationKeys, KeyGenerator, KeySetId, PublicKey, SecretKey, SwitchingKey,
+};
 pub use params::{max_log_qp_128, Parameters, Preset, PRESETS};
 pub use precision::{precision_stats, PrecisionStats};
 pub use sampling::Sampler;
@@ -115,6 +117,9 @@ pub enum CkksError {
     /// Rotation without its Galois key.
     #[error("no Galois key for rotation step {step} (Galois element {galois}); generate keys with that rotation")]
     MissingGaloisKey { step: i64, galois: usize },
+    /// Bootstrapping without the encapsulation keys.
+    #[error("no encapsulation keys: bootstrapping needs them; generate the evaluation keys for bootstrapping (keygen --bootstrap)")]
+    MissingEncapsulationKeys,
     /// A rotation that is the identity.
     #[error("rotation step {step} is a multiple of the slot count {slots}")]
     InvalidRotation { step: i64, slots: usize },

@@ -46,6 +46,22 @@ impl Sampler {
             .collect()
     }
 
+    /// `n` coefficients with exactly `h` of them `+-1` (uniform positions and signs), the rest
+    /// zero: the ephemeral sparse secret of bootstrapping's encapsulation.
+    pub fn sparse_ternary(&mut self, n: usize, h: usize) -> Vec<i8> {
+        let h = h.min(n);
+        let mut out = vec![0i8; n];
+        let mut placed = 0;
+        while placed < h {
+            let i = self.rng.random_range(0..n);
+            if out[i] == 0 {
+                out[i] = if self.rng.next_u32() & 1 == 0 { -1 } else { 1 };
+                placed += 1;
+            }
+        }
+        out
+    }
+
     /// `n` coefficients from the rounded Gaussian of standard deviation [`SIGMA`], |x| <= 19.
     pub fn gaussian(&mut self, n: usize) -> Vec<i8> {
         let mut out = Vec::with_capacity(n);

@@ -28,7 +28,7 @@
 //! |------|---------------------|---------|
 //! | 1 secret key | `n` u32 (= N), reserved u32 (= 0); H = 48 | `N` bytes: the ternary coefficients as i8 (`0xFF`, `0x00`, `0x01`); their hash must be the key-set id |
 //! | 2 public key | `limbs` u32 (= K), `components` u32 (= 2); H = 48 | `2 * K * N` u32, `[component][limb][coeff]`, NTT form, limbs `q_0..q_L, p_0..` |
-//! | 3 evaluation keys | `dnum` u32, `limbs` u32 (= K), `has_relin` u32 (0 or 1), `galois_count` u32 (= G), then G Galois elements u64, odd, in `3..2N`, strictly increasing; H = 56 + 8 G | the relinearization key if `has_relin`, then the Galois keys in header order; each key is `dnum * 2 * K * N` u32, `[digit][component][limb][coeff]`, NTT form |
+//! | 3 evaluation keys | `dnum` u32, `limbs` u32 (= K), `flags` u32 (bit 0: a relinearization key, bit 1: encapsulation keys; other bits 0), `galois_count` u32 (= G), then G Galois elements u64, odd, in `3..2N`, strictly increasing, then if flag 1 `base` u32 (`< L`) and `special` u32 (`1..=|P|`); H = 56 + 8 G (+ 8) | the relinearization key if flag 0, then the Galois keys in header order, then if flag 1 bootstrapping's encapsulation keys: `s -> s'` as `2 * (base + 1 + special) * N` u32 (`[component][limb][coeff]`, limbs `q_0..q_base, p_0..p_(special-1)`) and `s' -> s` as a full key; each key is `dnum * 2 * K * N` u32, `[digit][component][limb][coeff]`, NTT form |
 //! | 4 ciphertext, 5 ciphertext tensor | `count` u32 (kind 4: = 1), `size` u32 (components, 2 or 3), `level` u32 (`<= L`), reserved u32 (= 0), `scale` f64 (IEEE-754 bits as u64, finite and `>= 1`), then the label ([`CiphertextLabel`]): `content` u32 (0 unlabelled, 1 input batch, 2 logits), `batch` u32, `images` u32, reserved u32 (= 0), job id (16 bytes), model digest (32 bytes); H = 128 | `count * size * (level + 1) * N` u32, `[ciphertext][component][limb][coeff]`, NTT form, limbs `q_0..q_level` |
 //!
 //! All ciphertexts of one file share size, level and scale. Every residue is below its prime.
@@ -569,11 +569,17 @@ pub fn evaluation_keys_to_bytes(
     keys: &EvaluationKeys,
 ) -> Result<Vec<u8>, FileError> {
     check_evaluation_keys(mem(), params, keys)?;
-    let count = keys.galois.len() + usize::from(keys.relin.is_some());
+    let count = keys.galois.len()
+        + usize::from(keys.relin.is_some())
+        + usize::from(keys.encapsulation.is_some());
+    let small = keys.encapsulation.as_ref().map_or(0, |e| {
+        8 + 4 * encapsulation_key_words(params, e.base, e.special)
+    });
     let len = COMMON_HEADER_LEN
         + 16
         + 8 * keys.galois.len()
         + 4 * count * switching_key_words(params)
+        + small
         + CRC_LEN;
     write_evaluation_keys(Vec::with_capacity(len), params, keys).map_err(io_error(mem()))
 }

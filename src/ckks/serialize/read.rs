@@ -9,7 +9,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::ckks::SwitchingKey;
+use crate::ckks::{EncapsulationKeys, SwitchingKey};
 
 /// A cursor over the bytes of a file.
 pub(super) struct Reader<'a> {
@@ -102,7 +102,12 @@ fn crc_of(bytes: &[u8]) -> Option<(u32, u32)> {
 pub(super) enum Fields {
     Secret,
     Public,
-    Evaluation { has_relin: bool, galois: Vec<u64> },
+    Evaluation {
+        has_relin: bool,
+        /// `(base, special)` of the encapsulation keys.
+        encapsulation: Option<(usize, usize)>,
+        galois: Vec<u64>,
+    },
     Ciphertexts(CtFields),
 }
 
@@ -202,11 +207,16 @@ pub(super) fn parse_header(
         ObjectKind::EvaluationKeys => {
             expect_field(path, "dnum", r.u32("evaluation-key header")?, params.dnum())?;
             expect_field(path, "limbs", r.u32("evaluation-key header")?, limbs)?;
-            let has_relin = match r.u32("evaluation-key header")? {
-                0 => false,
-                1 => true,
-                v => return Err(field_err(path, "has_relin", v.into(), "0 or 1")),
-            };
+            let flags = r.u32("evaluation-key header")?;
+            if flags > 3 {
+                return Err(field_err(
+                    path,
+                    "flags",
+                    flags.into(),
+                    "0 to 3 (bit 0 relinearization, bit 1 encapsulation)",
+                ));
+            }
+            let (has_relin, has_encapsulation) = (flags & 1 == 1, flags & 2 == 2);
             let count = r.u32("evaluation-key header")?;
             // At most one key per odd element mod 2N (N of them).
             if count as usize > params.n() {
@@ -235,9 +245,40 @@ pub(super) fn parse_header(
                 }
                 galois.push(g);
             }
-            let keys = count as u128 + u128::from(has_relin);
-            let payload = keys * switching_key_words(params) as u128 * 4;
-            (Fields::Evaluation { has_relin, galois }, payload)
+            let encapsulation = if has_encapsulation {
+                let base = r.u32("evaluation-key header")?;
+                let special = r.u32("evaluation-key header")?;
+                if base as usize >= params.max_level() {
+                    return Err(field_err(
+                        path,
+                        "encapsulation_base",
+                        base.into(),
+                        format_args!("below the top level {}", params.max_level()),
+                    ));
+                }
+                if special == 0 || special as usize > params.p().len() {
+                    return Err(field_err(
+                        path,
+                        "encapsulation_special",
+                        special.into(),
+                        format_args!("1..={}", params.p().len()),
+                    ));
+                }
+                Some((base as usize, special as usize))
+            } else {
+                None
+            };
+            let keys = count as u128 + u128::from(has_relin) + u128::from(has_encapsulation);
+            let small = encapsulation.map_or(0, |(b, s)| encapsulation_key_words(params, b, s));
+            let payload = (keys * switching_key_words(params) as u128 + small as u128) * 4;
+            (
+                Fields::Evaluation {
+                    has_relin,
+                    encapsulation,
+                    galois,
+                },
+                payload,
+            )
         }
         ObjectKind::Ciphertext | ObjectKind::CiphertextTensor => {
             let count = r.u32("ciphertext header")?;
@@ -471,7 +512,12 @@ pub(super) fn decode_evaluation_keys(
 ) -> Result<EvaluationKeys, FileError> {
     let params = ctx.params();
     let parsed = open(bytes, path, params, &[ObjectKind::EvaluationKeys])?;
-    let Fields::Evaluation { has_relin, galois } = &parsed.fields else {
+    let Fields::Evaluation {
+        has_relin,
+        encapsulation,
+        galois,
+    } = &parsed.fields
+    else {
         return Err(wrong_kind(path, ObjectKind::EvaluationKeys, parsed.kind));
     };
     let n = params.n();
@@ -495,9 +541,56 @@ pub(super) fn decode_evaluation_keys(
         // g < 2N <= 2^17, fits any usize
         map.insert(g as usize, next()?);
     }
+    let encapsulation = match *encapsulation {
+        None => None,
+        Some((base, special)) => {
+            let small = encapsulation_key_words(params, base, special);
+            let start = (galois.len() + usize::from(*has_relin)) * words * 4;
+            let bytes = payload(bytes, &parsed);
+            let chunk =
+                bytes
+                    .get(start..start + small * 4)
+                    .ok_or_else(|| FileError::Truncated {
+                        path: path.to_path_buf(),
+                        part: "encapsulation key",
+                        needed: small as u64 * 4,
+                        available: bytes.len().saturating_sub(start) as u64,
+                    })?;
+            let q_len = params.q().len();
+            let sub: Vec<_> = (0..=base)
+                .chain(q_len..q_len + special)
+                .map(|i| moduli[i])
+                .collect();
+            let to_sparse = SwitchingKey {
+                data: decode_residues(path, chunk, &sub, n, 0)?,
+            };
+            let rest = &bytes[start + small * 4..];
+            let from_sparse = SwitchingKey {
+                data: decode_residues(
+                    path,
+                    rest.get(..words * 4).ok_or_else(|| FileError::Truncated {
+                        path: path.to_path_buf(),
+                        part: "encapsulation key",
+                        needed: words as u64 * 4,
+                        available: rest.len() as u64,
+                    })?,
+                    &moduli,
+                    n,
+                    0,
+                )?,
+            };
+            Some(EncapsulationKeys {
+                to_sparse,
+                base,
+                special,
+                from_sparse,
+            })
+        }
+    };
     Ok(EvaluationKeys {
         relin,
         galois: map,
+        encapsulation,
         key_set: parsed.key_set,
     })
 }

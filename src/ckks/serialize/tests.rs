@@ -610,15 +610,9 @@ fn header_checks_have_their_own_errors() {
         ),
         "{e}"
     );
-    let e = evaluation_keys_from_bytes(&edited(&evk, 48, &2u32.to_le_bytes()), ctx).unwrap_err();
+    let e = evaluation_keys_from_bytes(&edited(&evk, 48, &4u32.to_le_bytes()), ctx).unwrap_err();
     assert!(
-        matches!(
-            e,
-            FileError::InvalidField {
-                field: "has_relin",
-                ..
-            }
-        ),
+        matches!(e, FileError::InvalidField { field: "flags", .. }),
         "{e}"
     );
     let e = evaluation_keys_from_bytes(&edited(&evk, 40, &9u32.to_le_bytes()), ctx).unwrap_err();

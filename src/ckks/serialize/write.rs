@@ -244,6 +244,12 @@ pub(super) fn switching_key_words(params: &Parameters) -> usize {
     params.dnum() * 2 * key_limbs(params) * params.n()
 }
 
+/// Words of the encapsulation key `s -> s'`: one digit over `q_0 .. q_base` and `special`
+/// special primes.
+pub(super) fn encapsulation_key_words(params: &Parameters, base: usize, special: usize) -> usize {
+    2 * (base + 1 + special) * params.n()
+}
+
 pub(super) fn check_evaluation_keys(
     path: &Path,
     params: &Parameters,
@@ -256,6 +262,33 @@ pub(super) fn check_evaluation_keys(
             || "the relinearization key".into(),
             words,
             relin.data.len(),
+        )?;
+    }
+    if let Some(e) = &keys.encapsulation {
+        if e.base >= params.max_level() || e.special == 0 || e.special > params.p().len() {
+            return Err(FileError::InvalidField {
+                path: path.to_path_buf(),
+                field: "encapsulation_base",
+                found: e.base as u64,
+                expected: format!(
+                    "a base level below {} with 1..={} special primes (got {})",
+                    params.max_level(),
+                    params.p().len(),
+                    e.special
+                ),
+            });
+        }
+        check_len(
+            path,
+            || "the encapsulation key s -> s'".into(),
+            encapsulation_key_words(params, e.base, e.special),
+            e.to_sparse.data.len(),
+        )?;
+        check_len(
+            path,
+            || "the encapsulation key s' -> s".into(),
+            words,
+            e.from_sparse.data.len(),
         )?;
     }
     let two_n = 2 * params.n() as u64;
@@ -287,16 +320,25 @@ pub(super) fn write_evaluation_keys<W: Write>(
     write_common(&mut w, ObjectKind::EvaluationKeys, params, keys.key_set)?;
     w.u32(as_u32(params.dnum()))?;
     w.u32(as_u32(key_limbs(params)))?;
-    w.u32(u32::from(keys.relin.is_some()))?;
+    // Flags: bit 0 relinearization key, bit 1 encapsulation keys.
+    w.u32(u32::from(keys.relin.is_some()) | (u32::from(keys.encapsulation.is_some()) << 1))?;
     w.u32(as_u32(keys.galois.len()))?;
     for &g in keys.galois.keys() {
         w.u64(g as u64)?;
+    }
+    if let Some(e) = &keys.encapsulation {
+        w.u32(as_u32(e.base))?;
+        w.u32(as_u32(e.special))?;
     }
     if let Some(relin) = &keys.relin {
         w.words(&relin.data)?;
     }
     for key in keys.galois.values() {
         w.words(&key.data)?;
+    }
+    if let Some(e) = &keys.encapsulation {
+        w.words(&e.to_sparse.data)?;
+        w.words(&e.from_sparse.data)?;
     }
     w.finish()
 }

@@ -1,0 +1,332 @@
+//! CKKS bootstrapping on [`DeviceEvaluator`]: sparse-secret encapsulation, ModRaise,
+//! CoeffsToSlots, EvalMod and SlotsToCoeffs, so a ciphertext out of levels comes back with
+//! levels to spend, on any backend, with the same words on each.
+//!
+//! The circuit (full packing, `N/2` complex slots; `Q_0 = q_0 ... q_base`):
+//!
+//! 1. the input is dropped to `base`, switched to the ephemeral sparse secret `s'`
+//!    ([`DeviceEvaluator::encapsulate`]), raised to the top level
+//!    ([`DeviceEvaluator::mod_raise`]: it now decrypts to `t = m + Q_0 I`, `|I|` small because
+//!    `s'` is sparse) and switched back to `s`;
+//! 2. CoeffsToSlots ([`HomomorphicDft`]) puts `t / Q_0` in the slots (bit-reversed order) at
+//!    the scale of EvalMod's first level (the matrices carry the change of scale), and
+//!    a conjugation splits the real and imaginary halves of the coefficient vector into two
+//!    ciphertexts;
+//! 3. EvalMod ([`EvalMod`]) on both at once gives `sin(2 pi t / Q_0) ~ 2 pi m / Q_0`;
+//! 4. the halves are joined (`re + i im`, a product by the monomial `X^(N/2)`, exact and free of
+//!    levels) and SlotsToCoeffs brings the slots back. The factor `Q_0 / (2 pi)` and the
+//!    message's scale are folded into EvalMod's output scale, so the result has the input's
+//!    scale (or the one asked for).
+//!
+//! Every step of CoeffsToSlots, EvalMod and SlotsToCoeffs divides by `primes_per_level` primes
+//! (double-prime scaling with 2), so the circuit keeps a scale near the product of two primes
+//! though every prime is below 2^30.
+
+use std::f64::consts::TAU;
+
+use num_complex::Complex64;
+
+use crate::backend::Backend;
+use crate::ckks::{
+    DeviceEvaluator, DeviceKeys, DevicePlaintext, Encoder, EvaluationKeys, KeyGenerator,
+    Parameters, SecretKey,
+};
+
+use super::linear_transform::EncodedTransform;
+use super::polynomial::Ct;
+use super::{CircuitError, EvalMod, HomomorphicDft, PolynomialEvaluator};
+
+/// The shape of a bootstrapping circuit: where it starts, how its levels are spent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BootstrapConfig {
+    /// The level inputs are dropped to before ModRaise: `Q_0 = q_0 ... q_base`. The message's
+    /// scale should be about `Q_0 / 2^10` (the smaller, the closer `sin` is to its argument).
+    pub base_level: usize,
+    /// Levels (matrices) of CoeffsToSlots.
+    pub coeffs_to_slots_levels: usize,
+    /// Levels (matrices) of SlotsToCoeffs.
+    pub slots_to_coeffs_levels: usize,
+    /// Primes divided out per level of the circuit (2: double-prime scaling).
+    pub primes_per_level: usize,
+    /// EvalMod's range: one more than the largest integer part ModRaise may add.
+    pub k: f64,
+    /// Degree of EvalMod's cosine interpolant.
+    pub degree: usize,
+    /// EvalMod's double angles.
+    pub double_angles: usize,
+    /// Hamming weight of the ephemeral sparse secret.
+    pub hamming_weight: usize,
+}
+
+impl Default for BootstrapConfig {
+    /// `Q_0 = q_0`, CoeffsToSlots in 4 levels, SlotsToCoeffs in 3, double-prime scaling, and
+    /// EvalMod with `K = 12`, degree 30, 3 double angles (9 levels) over a weight-32 secret.
+    fn default() -> Self {
+        Self {
+            base_level: 0,
+            coeffs_to_slots_levels: 4,
+            slots_to_coeffs_levels: 3,
+            primes_per_level: 2,
+            k: 12.0,
+            degree: 30,
+            double_angles: 3,
+            hamming_weight: 32,
+        }
+    }
+}
+
+/// Where a bootstrapping circuit's levels go, for one parameter set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BootstrapCost {
+    /// Primes consumed by CoeffsToSlots, EvalMod and SlotsToCoeffs (from the top level).
+    pub primes: usize,
+    /// EvalMod's levels (of `primes_per_level` primes each).
+    pub eval_mod_levels: usize,
+    /// The level of the bootstrapped ciphertext: what is left to the network.
+    pub output_level: usize,
+    /// Rotations (left steps) the evaluation keys need, conjugation aside.
+    pub rotations: Vec<i64>,
+    /// EvalMod's relinearizations per ciphertext.
+    pub relinearizations: usize,
+}
+
+impl BootstrapConfig {
+    fn eval_mod(&self) -> Result<EvalMod, CircuitError> {
+        EvalMod::new(self.k, self.degree, self.double_angles)
+    }
+
+    /// The two DFTs. CoeffsToSlots carries the 1/2 of `re = w + conj(w)` and `ratio`, the
+    /// scale change from `Q_0` (the raised ciphertext's) to EvalMod's input scale.
+    fn dfts(
+        &self,
+        ring_n: usize,
+        ratio: f64,
+    ) -> Result<(HomomorphicDft, HomomorphicDft), CircuitError> {
+        let cts = HomomorphicDft::coeffs_to_slots(
+            ring_n,
+            self.coeffs_to_slots_levels,
+            Complex64::new(0.5 * ratio, 0.0),
+        )?;
+        let stc = HomomorphicDft::slots_to_coeffs(
+            ring_n,
+            self.slots_to_coeffs_levels,
+            Complex64::new(1.0, 0.0),
+        )?;
+        Ok((cts, stc))
+    }
+
+    /// The circuit's cost on `params`, or why it does not fit.
+    pub fn cost(&self, params: &Parameters) -> Result<BootstrapCost, CircuitError> {
+        let em = self.eval_mod()?;
+        let (cts, stc) = self.dfts(params.n(), 1.0)?;
+        let p = self.primes_per_level;
+        if p == 0 {
+            return Err(CircuitError::InvalidPolynomial {
+                reason: "a level must divide by at least one prime".into(),
+            });
+        }
+        let eval_mod_levels = em.cost().levels;
+        let levels = self.coeffs_to_slots_levels + eval_mod_levels + self.slots_to_coeffs_levels;
+        let primes = levels * p;
+        let top = params.max_level();
+        if primes + self.base_level >= top {
+            return Err(CircuitError::OutOfLevels {
+                circuit: format!(
+                    "bootstrapping ({} + {} + {} levels of {p} primes above base level {})",
+                    self.coeffs_to_slots_levels,
+                    eval_mod_levels,
+                    self.slots_to_coeffs_levels,
+                    self.base_level
+                ),
+                needed: primes + self.base_level + 1,
+                level: top,
+            });
+        }
+        let mut rotations = cts.rotations();
+        rotations.extend(stc.rotations());
+        rotations.sort_unstable();
+        rotations.dedup();
+        Ok(BootstrapCost {
+            primes,
+            eval_mod_levels,
+            output_level: top - primes,
+            rotations,
+            relinearizations: em.cost().relinearizations,
+        })
+    }
+
+    /// Evaluation keys for bootstrapping (and `extra_rotations` for the network): the
+    /// relinearization key, the Galois keys of the DFTs' rotations and of conjugation, and the
+    /// encapsulation keys.
+    pub fn keys(
+        &self,
+        kg: &mut KeyGenerator,
+        sk: &SecretKey,
+        params: &Parameters,
+        extra_rotations: &[i64],
+    ) -> Result<EvaluationKeys, CircuitError> {
+        let cost = self.cost(params)?;
+        let mut rotations = cost.rotations;
+        rotations.extend_from_slice(extra_rotations);
+        rotations.sort_unstable();
+        rotations.dedup();
+        let mut keys = kg.evaluation_keys(sk, &rotations, true)?;
+        keys.encapsulation =
+            Some(kg.encapsulation_keys(sk, self.hamming_weight, self.base_level)?);
+        Ok(keys)
+    }
+}
+
+/// A bootstrapping circuit with its matrices encoded on a backend.
+pub struct Bootstrapper<'a, B: Backend> {
+    ev: &'a DeviceEvaluator<B>,
+    keys: &'a DeviceKeys<B::Tensor>,
+    config: BootstrapConfig,
+    cost: BootstrapCost,
+    eval_mod: EvalMod,
+    coeffs_to_slots: Vec<EncodedTransform<B::Tensor>>,
+    slots_to_coeffs: Vec<EncodedTransform<B::Tensor>>,
+    /// `-i` after CoeffsToSlots and `+i` after EvalMod, at scale 1 (the monomial `X^(N/2)`).
+    minus_i: DevicePlaintext<B::Tensor>,
+    plus_i: DevicePlaintext<B::Tensor>,
+    /// `Q_0` as f64.
+    q0: f64,
+    /// EvalMod's input scale (CoeffsToSlots' matrices carry `eval_scale / Q_0`).
+    eval_scale: f64,
+}
+
+impl<'a, B: Backend> Bootstrapper<'a, B> {
+    /// Encodes the circuit's matrices for `ev`'s parameters; `keys` must hold the
+    /// [`BootstrapConfig::keys`].
+    pub fn new(
+        ev: &'a DeviceEvaluator<B>,
+        keys: &'a DeviceKeys<B::Tensor>,
+        config: BootstrapConfig,
+    ) -> Result<Self, CircuitError> {
+        let ctx = ev.context().clone();
+        let params = ctx.params();
+        let cost = config.cost(params)?;
+        if !keys.has_encapsulation() {
+            return Err(crate::ckks::CkksError::MissingEncapsulationKeys.into());
+        }
+        let eval_mod = config.eval_mod()?;
+        let p = config.primes_per_level;
+        let top = params.max_level();
+        let q0: f64 = params.q()[..=config.base_level]
+            .iter()
+            .map(|&q| q as f64)
+            .product();
+        // EvalMod's input scale: the modulus of its first level, which its products divide by
+        // (a polynomial keeps its scale only near that).
+        let after_cts = top - config.coeffs_to_slots_levels * p;
+        let eval_scale: f64 = params.q()[after_cts + 1 - p..=after_cts]
+            .iter()
+            .map(|&q| q as f64)
+            .product();
+        let (cts, stc) = config.dfts(params.n(), eval_scale / q0)?;
+        let coeffs_to_slots = cts
+            .matrices()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.encode(ev, top - i * p, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let after_em = after_cts - cost.eval_mod_levels * p;
+        let slots_to_coeffs = stc
+            .matrices()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.encode(ev, after_em - i * p, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let enc = Encoder::new(ctx.clone());
+        let slots = params.slots();
+        let unit = |sign: f64, level: usize| -> Result<DevicePlaintext<B::Tensor>, CircuitError> {
+            let pt = enc.encode_complex(&vec![Complex64::new(0.0, sign); slots], level, 1.0)?;
+            Ok(ev.upload_plaintext(&pt)?)
+        };
+        Ok(Self {
+            ev,
+            keys,
+            minus_i: unit(-1.0, after_cts)?,
+            plus_i: unit(1.0, after_em)?,
+            config,
+            cost,
+            eval_mod,
+            coeffs_to_slots,
+            slots_to_coeffs,
+            q0,
+            eval_scale,
+        })
+    }
+
+    /// The circuit's cost.
+    pub fn cost(&self) -> &BootstrapCost {
+        &self.cost
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BootstrapConfig {
+        &self.config
+    }
+
+    /// Bootstraps every ciphertext of `x` (at level `base_level` or above; slot values well
+    /// inside `Q_0 / (2 pi scale)`): the same slots, at the input's scale, at
+    /// [`BootstrapCost::output_level`].
+    pub fn bootstrap(&self, x: &Ct<B>) -> Result<Ct<B>, CircuitError> {
+        self.bootstrap_to(x, x.scale())
+    }
+
+    /// [`Self::bootstrap`] with the output at `out_scale`.
+    pub fn bootstrap_to(&self, x: &Ct<B>, out_scale: f64) -> Result<Ct<B>, CircuitError> {
+        if x.count() > 1 {
+            let each = (0..x.count())
+                .map(|i| self.bootstrap_to(&self.ev.slice(x, i..i + 1)?, out_scale))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(self.ev.concat(&each)?);
+        }
+        let ev = self.ev;
+        let keys = self.keys;
+        let base = self.config.base_level;
+        if x.level() < base {
+            return Err(CircuitError::OutOfLevels {
+                circuit: format!("bootstrapping from base level {base}"),
+                needed: base,
+                level: x.level(),
+            });
+        }
+        let top = ev.context().params().max_level();
+        // 1. Encapsulate, raise, decapsulate: t = m + Q_0 I under s, values t / Q_0.
+        let low = ev.drop_levels(x, x.level() - base)?;
+        let sparse = ev.encapsulate(&low, keys, true)?;
+        drop(low);
+        let raised = ev.mod_raise(&sparse, top)?;
+        drop(sparse);
+        let mut c = ev.encapsulate(&raised, keys, false)?;
+        drop(raised);
+        c.set_scale(self.q0);
+        // 2. CoeffsToSlots, then re = w + conj(w), im = -i (w - conj(w)).
+        for t in &self.coeffs_to_slots {
+            c = t.apply(ev, keys, &c)?;
+        }
+        c.set_scale(self.eval_scale);
+        let conj = ev.conjugate(&c, keys)?;
+        let re = ev.add(&c, &conj)?;
+        let im = ev.mul_plain(&ev.sub(&c, &conj)?, &self.minus_i)?;
+        drop((c, conj));
+        // 3. EvalMod on both halves in one batch, landing where the scale bookkeeping wants:
+        //    y = S sin(2 pi t / Q_0) ~ S 2 pi m / Q_0, read at scale out_scale as m / scale.
+        let s = out_scale * self.q0 / (TAU * x.scale());
+        let pe = PolynomialEvaluator::new(ev, keys)
+            .with_primes_per_level(self.config.primes_per_level)?;
+        let y = self.eval_mod.evaluate(&pe, &ev.concat(&[re, im])?, s)?;
+        // 4. re + i im, then SlotsToCoeffs.
+        let y_im = ev.mul_plain(&ev.slice(&y, 1..2)?, &self.plus_i)?;
+        let mut y = ev.add(&ev.slice(&y, 0..1)?, &y_im)?;
+        drop(y_im);
+        y.set_scale(out_scale);
+        for t in &self.slots_to_coeffs {
+            y = t.apply(ev, keys, &y)?;
+        }
+        Ok(y)
+    }
+}

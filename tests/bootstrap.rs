@@ -1,0 +1,174 @@
+//! Bootstrapping (`circuits::Bootstrapper`) at a small insecure ring: a ciphertext brought down
+//! to its base level comes back with levels to spend and the same slots within a precision
+//! bound, it multiplies on correctly, the encapsulation keys survive a file round trip, a
+//! missing key is refused, and the GPU gives the CPU's words (lavapipe in CI).
+
+use cryptodl::backend::cpu::CpuBackend;
+use cryptodl::backend::gpu::GpuBackend;
+use cryptodl::backend::Backend;
+use cryptodl::circuits::{BootstrapConfig, Bootstrapper, CircuitError};
+use cryptodl::ckks::serialize::{evaluation_keys_from_bytes, evaluation_keys_to_bytes};
+use cryptodl::ckks::*;
+use cryptodl_kernels::primes::ntt_primes;
+use num_complex::Complex64;
+use std::sync::Arc;
+
+mod common;
+use common::gpu;
+
+/// The circuit the tests run: CoeffsToSlots and SlotsToCoeffs in 3 levels each, EvalMod in 9,
+/// two primes per level (30 primes), base `Q_0 = q_0 q_1` (56 bits).
+fn config() -> BootstrapConfig {
+    BootstrapConfig {
+        base_level: 1,
+        coeffs_to_slots_levels: 3,
+        slots_to_coeffs_levels: 3,
+        ..BootstrapConfig::default()
+    }
+}
+
+/// N = 1024: a 30-bit `q_0`, 35 primes of 26 bits (`q_1`, 30 for bootstrapping, 4 left), 4
+/// special primes, message scale 2^46 = `Q_0 / 2^10` (insecure: tests only).
+fn params() -> Parameters {
+    let n = 1024;
+    let mut q = ntt_primes(30, n, 1, &[]).unwrap();
+    q.extend(ntt_primes(26, n, 35, &q).unwrap());
+    let p = ntt_primes(30, n, 4, &q).unwrap();
+    Parameters::new("toy-boot", 10, q, p, 46, true).unwrap()
+}
+
+struct Fixture {
+    ctx: Arc<Context>,
+    sk: SecretKey,
+    keys: EvaluationKeys,
+    enc: Encoder,
+    ct: Ciphertext,
+    z: Vec<Complex64>,
+}
+
+fn fixture() -> Fixture {
+    let params = params();
+    let ctx = Context::new(&params).unwrap();
+    let mut kg = KeyGenerator::with_sampler(ctx.clone(), Sampler::from_seed_insecure(11));
+    let sk = kg.secret_key();
+    let pk = kg.public_key(&sk);
+    let keys = config().keys(&mut kg, &sk, &params, &[]).unwrap();
+    let enc = Encoder::new(ctx.clone());
+    let z: Vec<Complex64> = (0..enc.slots())
+        .map(|i| {
+            let t = i as f64;
+            Complex64::new((t * 0.7).sin(), (t * 0.3).cos() * 0.5)
+        })
+        .collect();
+    // Encrypted at level 2, one level above the base: bootstrapping drops it.
+    let pt = enc.encode_complex(&z, 2, params.default_scale()).unwrap();
+    let ct = Encryptor::with_sampler(ctx.clone(), Sampler::from_seed_insecure(12))
+        .encrypt(&pt, &pk)
+        .unwrap();
+    Fixture {
+        ctx,
+        sk,
+        keys,
+        enc,
+        ct,
+        z,
+    }
+}
+
+/// Bootstraps the fixture's ciphertext on `backend`; returns it and its square (multiplied on
+/// after bootstrapping).
+fn bootstrap_on<B: Backend>(f: &Fixture, backend: B) -> (Ciphertext, Ciphertext) {
+    let dev = DeviceEvaluator::new(f.ctx.clone(), backend).unwrap();
+    let keys = dev.upload_keys(&f.keys).unwrap();
+    let boot = Bootstrapper::new(&dev, &keys, config()).unwrap();
+    let x = dev.upload(std::slice::from_ref(&f.ct)).unwrap();
+    let y = boot.bootstrap(&x).unwrap();
+    let cost = boot.cost();
+    assert_eq!(cost.primes, 30, "{cost:?}");
+    assert_eq!(y.level(), f.ctx.params().max_level() - 30);
+    assert_eq!(y.level(), cost.output_level);
+    assert!(
+        (y.scale() / f.ct.scale() - 1.0).abs() < 1e-12,
+        "{}",
+        y.scale()
+    );
+    let sq = dev.mul_relin_rescale(&y, &y, &keys).unwrap();
+    (
+        dev.download(&y).unwrap().remove(0),
+        dev.download(&sq).unwrap().remove(0),
+    )
+}
+
+fn decrypt(f: &Fixture, ct: &Ciphertext) -> Vec<Complex64> {
+    f.enc
+        .decode_complex(&Decryptor::new(f.ctx.clone()).decrypt(ct, &f.sk).unwrap())
+}
+
+/// Mean and minimum bits of precision (`-log2 |error|`) over the slots.
+fn bits(got: &[Complex64], want: impl Fn(usize) -> Complex64) -> (f64, f64) {
+    let errs: Vec<f64> = got
+        .iter()
+        .enumerate()
+        .map(|(i, g)| -(g - want(i)).norm().max(1e-30).log2())
+        .collect();
+    let mean = errs.iter().sum::<f64>() / errs.len() as f64;
+    (mean, errs.iter().copied().fold(f64::INFINITY, f64::min))
+}
+
+#[test]
+fn bootstrapping_restores_levels_and_the_slots_multiply_on() {
+    let f = fixture();
+    let (y, sq) = bootstrap_on(&f, CpuBackend::new(f.ctx.rns().clone()));
+    let (mean, min) = bits(&decrypt(&f, &y), |i| f.z[i]);
+    eprintln!(
+        "toy bootstrapping (N = 1024, Q_0 / scale = 2^10): {mean:.1} bits mean, {min:.1} min"
+    );
+    // Measured 23.8 bits mean, 22.2 minimum (the sine's error at Q_0 / scale = 2^10 is about
+    // 2^-18 relative on the coefficients); a broken step gives garbage, not a bit less.
+    assert!(
+        mean > 20.0 && min > 18.0,
+        "{mean:.1} bits mean, {min:.1} min"
+    );
+    let (mean, min) = bits(&decrypt(&f, &sq), |i| f.z[i] * f.z[i]);
+    assert!(
+        mean > 19.0 && min > 17.0,
+        "square: {mean:.1} bits mean, {min:.1} min"
+    );
+}
+
+#[test]
+fn encapsulation_keys_survive_a_file_round_trip_and_are_required() {
+    let f = fixture();
+    let params = f.ctx.params();
+    let bytes = evaluation_keys_to_bytes(params, &f.keys).unwrap();
+    let back = evaluation_keys_from_bytes(&bytes, &f.ctx).unwrap();
+    assert!(back == f.keys, "keys changed in the round trip");
+    let e = back.encapsulation.as_ref().unwrap();
+    // The key s -> s' lives on q_0 and the special primes that cover it (two 30-bit ones here).
+    assert_eq!((e.base, e.special), (1, 2));
+    let mut without = f.keys.clone();
+    without.encapsulation = None;
+    let dev = DeviceEvaluator::new(f.ctx.clone(), CpuBackend::new(f.ctx.rns().clone())).unwrap();
+    let keys = dev.upload_keys(&without).unwrap();
+    let err = Bootstrapper::new(&dev, &keys, config()).err().unwrap();
+    assert!(
+        matches!(err, CircuitError::Ckks(CkksError::MissingEncapsulationKeys)),
+        "{err}"
+    );
+    // A circuit deeper than the parameters is refused, naming what it needs.
+    let deep = BootstrapConfig {
+        coeffs_to_slots_levels: 9,
+        ..config()
+    };
+    let err = deep.cost(params).unwrap_err();
+    assert!(matches!(err, CircuitError::OutOfLevels { .. }), "{err}");
+}
+
+#[test]
+fn gpu_bootstrapping_equals_the_cpu_word_for_word() {
+    let Some(rt) = gpu() else { return };
+    let f = fixture();
+    let cpu = bootstrap_on(&f, CpuBackend::new(f.ctx.rns().clone()));
+    let on_gpu = bootstrap_on(&f, GpuBackend::new(rt, f.ctx.rns().clone()).unwrap());
+    assert!(cpu == on_gpu, "GPU and CPU bootstrapping differ");
+}
