@@ -9,32 +9,26 @@ use cryptodl::backend::Backend;
 use cryptodl::circuits::{BootstrapConfig, Bootstrapper, CircuitError};
 use cryptodl::ckks::serialize::{evaluation_keys_from_bytes, evaluation_keys_to_bytes};
 use cryptodl::ckks::*;
-use cryptodl_kernels::primes::ntt_primes;
 use num_complex::Complex64;
 use std::sync::Arc;
 
 mod common;
 use common::gpu;
 
-/// The circuit the tests run: CoeffsToSlots and SlotsToCoeffs in 3 levels each, EvalMod in 9,
-/// two primes per level (30 primes), base `Q_0 = q_0 q_1` (56 bits).
+/// The toy preset's circuit: CoeffsToSlots and SlotsToCoeffs in 3 levels each, EvalMod in 8,
+/// two primes per level (28 primes), base `Q_0 = q_0 q_1` (56 bits).
 fn config() -> BootstrapConfig {
-    BootstrapConfig {
-        base_level: 1,
-        coeffs_to_slots_levels: 3,
-        slots_to_coeffs_levels: 3,
-        ..BootstrapConfig::default()
-    }
+    BootstrapConfig::for_preset("toyboot1024").unwrap()
 }
 
-/// N = 1024: a 30-bit `q_0`, 35 primes of 26 bits (`q_1`, 30 for bootstrapping, 4 left), 4
-/// special primes, message scale 2^46 = `Q_0 / 2^10` (insecure: tests only).
+/// `toyboot1024`: N = 1024, a 30-bit `q_0`, 35 primes of 26 bits (`q_1`, one for ScaleDown, 28
+/// for bootstrapping, 5 left), 4 special primes, message scale 2^46 = `Q_0 / 2^10` (insecure:
+/// tests only).
 fn params() -> Parameters {
-    let n = 1024;
-    let mut q = ntt_primes(30, n, 1, &[]).unwrap();
-    q.extend(ntt_primes(26, n, 35, &q).unwrap());
-    let p = ntt_primes(30, n, 4, &q).unwrap();
-    Parameters::new("toy-boot", 10, q, p, 46, true).unwrap()
+    Preset::by_name("toyboot1024")
+        .unwrap()
+        .parameters(true)
+        .unwrap()
 }
 
 struct Fixture {
@@ -84,8 +78,8 @@ fn bootstrap_on<B: Backend>(f: &Fixture, backend: B) -> (Ciphertext, Ciphertext)
     let x = dev.upload(std::slice::from_ref(&f.ct)).unwrap();
     let y = boot.bootstrap(&x).unwrap();
     let cost = boot.cost();
-    assert_eq!(cost.primes, 30, "{cost:?}");
-    assert_eq!(y.level(), f.ctx.params().max_level() - 30);
+    assert_eq!(cost.primes, 28, "{cost:?}");
+    assert_eq!(y.level(), f.ctx.params().max_level() - 28);
     assert_eq!(y.level(), cost.output_level);
     assert!(
         (y.scale() / f.ct.scale() - 1.0).abs() < 1e-12,

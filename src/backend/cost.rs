@@ -229,12 +229,20 @@ pub struct Roofline {
 }
 
 /// Named roofline classes: `(name, GB/s, G u32 multiplies/s, what it is)`.
-pub const ROOFLINES: &[(&str, f64, f64, &str)] = &[(
-    "rtx4090",
-    1000.0,
-    20000.0,
-    "RTX 4090-class desktop GPU: about 1 TB/s, 20 T u32 multiplies/s",
-)];
+pub const ROOFLINES: &[(&str, f64, f64, &str)] = &[
+    (
+        "rtx4090",
+        1000.0,
+        20000.0,
+        "RTX 4090-class desktop GPU: about 1 TB/s, 20 T u32 multiplies/s",
+    ),
+    (
+        "h200",
+        4800.0,
+        16700.0,
+        "NVIDIA H200: 4.8 TB/s HBM3e, 132 SMs x 64 INT32 lanes x 1.98 GHz = 16.7 T u32 multiplies/s",
+    ),
+];
 
 impl Roofline {
     /// Time for `bytes` and `mults` when bound by the slower of the two.

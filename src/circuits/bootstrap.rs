@@ -4,12 +4,13 @@
 //!
 //! The circuit (full packing, `N/2` complex slots; `Q_0 = q_0 ... q_base`):
 //!
-//! 1. the input is dropped to `base`, switched to the ephemeral sparse secret `s'`
+//! 1. the input is brought to level `base` at scale `Q_0 / 2^log_message_ratio` (ScaleDown:
+//!    an integer constant and one rescale), switched to the ephemeral sparse secret `s'`
 //!    ([`DeviceEvaluator::encapsulate`]), raised to the top level
 //!    ([`DeviceEvaluator::mod_raise`]: it now decrypts to `t = m + Q_0 I`, `|I|` small because
 //!    `s'` is sparse) and switched back to `s`;
-//! 2. CoeffsToSlots ([`HomomorphicDft`]) puts `t / Q_0` in the slots (bit-reversed order) at
-//!    the scale of EvalMod's first level (the matrices carry the change of scale), and
+//! 2. CoeffsToSlots ([`HomomorphicDft`]) puts `t / (K Q_0)` in the slots (bit-reversed order)
+//!    at the scale of EvalMod's first level (the matrices carry the change of scale), and
 //!    a conjugation splits the real and imaginary halves of the coefficient vector into two
 //!    ciphertexts;
 //! 3. EvalMod ([`EvalMod`]) on both at once gives `sin(2 pi t / Q_0) ~ 2 pi m / Q_0`;
@@ -56,11 +57,16 @@ pub struct BootstrapConfig {
     pub double_angles: usize,
     /// Hamming weight of the ephemeral sparse secret.
     pub hamming_weight: usize,
+    /// `log2(Q_0 / scale)` at ModRaise: inputs are brought to the scale `Q_0 / 2^ratio` first
+    /// (ScaleDown, one prime of the input's levels). Larger makes `sin` closer to its argument
+    /// (error about `(2 pi / 2^ratio)^2 / 6` relative) but amplifies EvalMod's own error.
+    pub log_message_ratio: u32,
 }
 
 impl Default for BootstrapConfig {
-    /// `Q_0 = q_0`, CoeffsToSlots in 4 levels, SlotsToCoeffs in 3, double-prime scaling, and
-    /// EvalMod with `K = 12`, degree 30, 3 double angles (9 levels) over a weight-32 secret.
+    /// `Q_0 = q_0`, CoeffsToSlots in 4 levels, SlotsToCoeffs in 3, double-prime scaling,
+    /// EvalMod with `K = 12`, degree 30, 3 double angles (8 levels, its interval map folded into
+    /// CoeffsToSlots) over a weight-32 secret, and a message ratio of 2^10.
     fn default() -> Self {
         Self {
             base_level: 0,
@@ -71,6 +77,7 @@ impl Default for BootstrapConfig {
             degree: 30,
             double_angles: 3,
             hamming_weight: 32,
+            log_message_ratio: 10,
         }
     }
 }
@@ -92,12 +99,37 @@ pub struct BootstrapCost {
 }
 
 impl BootstrapConfig {
-    fn eval_mod(&self) -> Result<EvalMod, CircuitError> {
-        EvalMod::new(self.k, self.degree, self.double_angles)
+    /// The circuit for a bootstrappable preset (`n65536`, `toyboot1024`), or `None`.
+    pub fn for_preset(name: &str) -> Option<Self> {
+        match name {
+            "n65536" => Some(Self {
+                base_level: 1,
+                ..Self::default()
+            }),
+            "toyboot1024" => Some(Self {
+                base_level: 1,
+                coeffs_to_slots_levels: 3,
+                slots_to_coeffs_levels: 3,
+                ..Self::default()
+            }),
+            _ => None,
+        }
     }
 
-    /// The two DFTs. CoeffsToSlots carries the 1/2 of `re = w + conj(w)` and `ratio`, the
-    /// scale change from `Q_0` (the raised ciphertext's) to EvalMod's input scale.
+    /// Primes left to the network after a bootstrap: those above the base level and below
+    /// the circuit, less the one ScaleDown spends.
+    pub fn primes_left(&self, params: &Parameters) -> Result<usize, CircuitError> {
+        let cost = self.cost(params)?;
+        Ok(cost.output_level.saturating_sub(self.base_level + 1))
+    }
+
+    fn eval_mod(&self) -> Result<EvalMod, CircuitError> {
+        EvalMod::new(self.k, self.degree, self.double_angles)?.prescaled()
+    }
+
+    /// The two DFTs. CoeffsToSlots carries the 1/2 of `re = w + conj(w)` and `ratio`: the
+    /// scale change from `Q_0` (the raised ciphertext's) to EvalMod's input scale, and EvalMod's
+    /// `1 / K`.
     fn dfts(
         &self,
         ring_n: usize,
@@ -224,7 +256,7 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
             .iter()
             .map(|&q| q as f64)
             .product();
-        let (cts, stc) = config.dfts(params.n(), eval_scale / q0)?;
+        let (cts, stc) = config.dfts(params.n(), eval_scale / (q0 * config.k))?;
         let coeffs_to_slots = cts
             .matrices()
             .iter()
@@ -294,10 +326,30 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
                 level: x.level(),
             });
         }
-        let top = ev.context().params().max_level();
-        // 1. Encapsulate, raise, decapsulate: t = m + Q_0 I under s, values t / Q_0.
-        let low = ev.drop_levels(x, x.level() - base)?;
+        let params = ev.context().params();
+        let top = params.max_level();
+        // 1. ScaleDown to Q_0 / 2^ratio (when above the base), encapsulate, raise, decapsulate:
+        //    t = m + Q_0 I under s, values t / Q_0.
+        let target = self.q0 / 2f64.powi(self.config.log_message_ratio as i32);
+        let low = if x.level() > base {
+            let above = ev.drop_levels(x, x.level() - base - 1)?;
+            let k = (target * params.q()[base + 1] as f64 / x.scale()).round();
+            if k < 1.0 {
+                return Err(CircuitError::InvalidPolynomial {
+                    reason: format!(
+                        "input scale 2^{:.1} is above Q_0 / 2^{} = 2^{:.1} times the prime it would be divided by",
+                        x.scale().log2(),
+                        self.config.log_message_ratio,
+                        target.log2()
+                    ),
+                });
+            }
+            ev.rescale(&ev.mul_const(&above, 1.0, Some(k))?)?
+        } else {
+            ev.drop_levels(x, 0)?
+        };
         let sparse = ev.encapsulate(&low, keys, true)?;
+        let message_scale = low.scale();
         drop(low);
         let raised = ev.mod_raise(&sparse, top)?;
         drop(sparse);
@@ -315,7 +367,7 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
         drop((c, conj));
         // 3. EvalMod on both halves in one batch, landing where the scale bookkeeping wants:
         //    y = S sin(2 pi t / Q_0) ~ S 2 pi m / Q_0, read at scale out_scale as m / scale.
-        let s = out_scale * self.q0 / (TAU * x.scale());
+        let s = out_scale * self.q0 / (TAU * message_scale);
         let pe = PolynomialEvaluator::new(ev, keys)
             .with_primes_per_level(self.config.primes_per_level)?;
         let y = self.eval_mod.evaluate(&pe, &ev.concat(&[re, im])?, s)?;

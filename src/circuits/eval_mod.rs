@@ -23,6 +23,8 @@ pub struct EvalMod {
     k: f64,
     degree: usize,
     double_angles: usize,
+    /// Whether inputs come divided by `k` (the interval map folded into the step before).
+    prescaled: bool,
     cosine: Chebyshev,
 }
 
@@ -47,8 +49,38 @@ impl EvalMod {
             k,
             degree,
             double_angles,
+            prescaled: false,
             cosine,
         })
+    }
+
+    /// The same circuit for inputs already divided by `K` (in `[-1, 1]`): the interpolant needs
+    /// no interval map, which saves a level when the step before folds `1 / K` in (as
+    /// bootstrapping's CoeffsToSlots does).
+    pub fn prescaled(self) -> Result<Self, CircuitError> {
+        let r = (1u64 << self.double_angles) as f64;
+        let (k, two_pi) = (self.k, 2.0 * std::f64::consts::PI);
+        let cosine = Chebyshev::interpolate(
+            |u| (two_pi * (k * u - 0.25) / r).cos(),
+            self.degree,
+            -1.0,
+            1.0,
+        )?;
+        Ok(Self {
+            prescaled: true,
+            cosine,
+            ..self
+        })
+    }
+
+    /// The range `K`.
+    pub fn k(&self) -> f64 {
+        self.k
+    }
+
+    /// Whether inputs come divided by `K` ([`Self::prescaled`]).
+    pub fn is_prescaled(&self) -> bool {
+        self.prescaled
     }
 
     /// The cosine interpolant evaluated first.
@@ -57,9 +89,11 @@ impl EvalMod {
     }
 
     /// `sin(2 pi x)` in f64, as the circuit computes it (interpolant, then double angles): the
-    /// reference for the encrypted evaluation.
+    /// reference for the encrypted evaluation (`x` undivided, also when [`Self::prescaled`]).
     pub fn eval(&self, x: f64) -> f64 {
-        let mut c = self.cosine.eval(x);
+        let mut c = self
+            .cosine
+            .eval(if self.prescaled { x / self.k } else { x });
         for _ in 0..self.double_angles {
             c = 2.0 * c * c - 1.0;
         }

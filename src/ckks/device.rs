@@ -488,6 +488,38 @@ impl<B: Backend> DeviceEvaluator<B> {
         })
     }
 
+    /// Uploads the evaluation keys like [`Self::upload_keys`], freeing each host key once it is
+    /// on the backend, so the peak holds one copy of the keys (plus one key), not two.
+    pub fn upload_keys_consuming(
+        &self,
+        keys: EvaluationKeys,
+    ) -> Result<DeviceKeys<B::Tensor>, CkksError> {
+        let EvaluationKeys {
+            relin,
+            galois,
+            encapsulation,
+            ..
+        } = keys;
+        let relin = relin.map(|k| self.upload_switching_key(&k)).transpose()?;
+        let mut uploaded = BTreeMap::new();
+        for (g, k) in galois {
+            uploaded.insert(g, self.upload_switching_key(&k)?);
+        }
+        let encapsulation = encapsulation
+            .map(|e| {
+                Ok::<_, CkksError>((
+                    self.upload_encapsulation_key(&e)?,
+                    self.upload_switching_key(&e.from_sparse)?,
+                ))
+            })
+            .transpose()?;
+        Ok(DeviceKeys {
+            relin,
+            galois: uploaded,
+            encapsulation,
+        })
+    }
+
     /// Uploads the evaluation keys (relinearization and every Galois key present).
     pub fn upload_keys(&self, keys: &EvaluationKeys) -> Result<DeviceKeys<B::Tensor>, CkksError> {
         let relin = keys
@@ -1092,10 +1124,11 @@ impl<B: Backend> DeviceEvaluator<B> {
     /// ModRaise, the first step of bootstrapping: ciphertexts at level `base` (modulus `Q_base =
     /// q_0 ... q_base`) lifted to `level`. Each coefficient is taken as the centred integer in
     /// `(-Q_base / 2, Q_base / 2]` and reduced modulo every prime of `level` (inverse NTT, a shift
-    /// by `floor(Q_base / 2)`, the fast basis conversion from the `base + 1` limbs, the shift
-    /// back, forward NTT), so the result decrypts to `m + Q_base I` for a small integer
-    /// polynomial `I` (about half the secret's weight at most, plus at most `base` from the
-    /// approximate conversion), at the same scale.
+    /// by `floor(Q_base / 2)`, the exact lift of [`Self::exact_lift`], the shift back, forward
+    /// NTT), so the result decrypts to `m + Q_base I` for a small integer polynomial `I` (its
+    /// coefficients are sums of about the secret's weight terms in `[-1/2, 1/2]`), at the same
+    /// scale. The lift is exact: the fast basis conversion's `u Q_base` error, multiplied by the
+    /// secret in `c_1 s`, would widen `I` several times over.
     pub fn mod_raise(
         &self,
         a: &DeviceCiphertext<B::Tensor>,
@@ -1128,8 +1161,7 @@ impl<B: Backend> DeviceEvaluator<B> {
         let shifted = be.add_scalar(&coeff, &half)?;
         drop(coeff);
         let targets: Vec<usize> = (0..=level).collect();
-        let source = 0..base + 1;
-        let ext = be.basis_convert(&shifted, std::slice::from_ref(&source), &targets)?;
+        let ext = self.exact_lift(&shifted, base, &targets)?;
         drop(shifted);
         let back: Vec<u32> = q[..=level]
             .iter()
@@ -1138,6 +1170,79 @@ impl<B: Backend> DeviceEvaluator<B> {
         let mut ext = be.add_scalar(&ext, &back)?;
         be.ntt_forward(&mut ext)?;
         Ok(self.with_data(a, ext, 2, level, a.scale))
+    }
+
+    /// The exact integer of each coefficient of `x` (coefficient form over limbs `0..=base`,
+    /// values in `[0, Q_base)`) modulo each of `targets`: Garner's mixed radix
+    /// `X = d_0 + q_0 (d_1 + q_1 (d_2 + ...))`, `d_i in [0, q_i)`, every step an exact one-limb
+    /// conversion (a value below its prime reduced modulo others), a subtraction or a product
+    /// by a constant, so every backend gives the same words.
+    fn exact_lift(
+        &self,
+        x: &B::Tensor,
+        base: usize,
+        targets: &[usize],
+    ) -> Result<B::Tensor, CkksError> {
+        let be = &self.backend;
+        let q = self.ctx.params().q();
+        let qp: Vec<u32> = self
+            .ctx
+            .qp_moduli(self.ctx.params().max_level())
+            .iter()
+            .map(|m| m.value())
+            .collect();
+        let mulmod = |a: u64, b: u64, m: u64| a * b % m;
+        let powmod = |mut b: u64, mut e: u64, m: u64| {
+            let mut r = 1u64;
+            while e > 0 {
+                if e & 1 == 1 {
+                    r = mulmod(r, b, m);
+                }
+                b = mulmod(b, b, m);
+                e >>= 1;
+            }
+            r
+        };
+        // prod_{l < j} q_l modulo m.
+        let radix = |j: usize, m: u64| {
+            q[..j]
+                .iter()
+                .fold(1u64, |acc, &ql| mulmod(acc, ql as u64 % m, m))
+        };
+        let mut digits: Vec<B::Tensor> = Vec::with_capacity(base + 1);
+        // One group per limb: limb i alone is group i of the conversion to q_i.
+        let groups: Vec<std::ops::Range<usize>> = (0..=base).map(|i| i..i + 1).collect();
+        for i in 0..=base {
+            let qi = q[i] as u64;
+            let mut v =
+                be.slice_components(&be.basis_convert(x, &groups, &[i])?, base + 1, i..i + 1)?;
+            for (j, d) in digits.iter().enumerate() {
+                let dj = be.basis_convert(d, std::slice::from_ref(&(0..1)), &[i])?;
+                let w = radix(j, qi) as u32;
+                v = be.sub(&v, &be.mul_scalar(&dj, &[w])?)?;
+            }
+            if i > 0 {
+                let inv = powmod(radix(i, qi), qi - 2, qi) as u32;
+                v = be.mul_scalar(&v, &[inv])?;
+            }
+            digits.push(v);
+        }
+        let mut acc: Option<B::Tensor> = None;
+        for (j, d) in digits.iter().enumerate() {
+            let mut c = be.basis_convert(d, std::slice::from_ref(&(0..1)), targets)?;
+            if j > 0 {
+                let w: Vec<u32> = targets
+                    .iter()
+                    .map(|&t| radix(j, qp[t] as u64) as u32)
+                    .collect();
+                c = be.mul_scalar(&c, &w)?;
+            }
+            acc = Some(match acc {
+                None => c,
+                Some(a) => be.add(&a, &c)?,
+            });
+        }
+        Ok(acc.expect("at least one limb"))
     }
 
     /// Switches ciphertexts from the dense secret to the sparse one of bootstrapping's

@@ -15,6 +15,7 @@ pub fn max_log_qp_128(log_n: u32) -> Option<u32> {
         13 => Some(218),
         14 => Some(438),
         15 => Some(881),
+        16 => Some(1772),
         _ => None,
     }
 }
@@ -57,6 +58,21 @@ const B26X27: [u32; 28] = [
     26, 26, 26, 26,
 ];
 
+/// `[30, 30, 29 x 49]`: `Q_0 = q_0 q_1` (60 bits) for bootstrapping, 19 primes for the network
+/// (one of them spent by bootstrapping's ScaleDown), 30 for the bootstrapping circuit.
+const B65536: [u32; 51] = {
+    let mut b = [29u32; 51];
+    b[0] = 30;
+    b[1] = 30;
+    b
+};
+/// `[30, 26 x 35]`: the toy bootstrappable chain (`Q_0 = q_0 q_1`, 56 bits).
+const B1024_BOOT: [u32; 36] = {
+    let mut b = [26u32; 36];
+    b[0] = 30;
+    b
+};
+
 /// All presets. The secure ones meet the 128-bit table; `toy*` presets are for fast tests only.
 pub const PRESETS: &[Preset] = &[
     // SEAL's chain [30, 26 x 6, 30]: one special prime, so 7 single-prime digits.
@@ -86,12 +102,31 @@ pub const PRESETS: &[Preset] = &[
         log_scale: 26,
         secure: true,
     },
+    // Bootstrappable (see `circuits::BootstrapConfig::for_preset`): [30, 30, 29 x 49] with nine
+    // 30-bit special primes (dnum = 6), log QP = 1751 <= 1772; 2^15 slots.
+    Preset {
+        name: "n65536",
+        log_n: 16,
+        q_bits: &B65536,
+        p_bits: &[30; 9],
+        log_scale: 29,
+        secure: true,
+    },
     Preset {
         name: "toy1024",
         log_n: 10,
         q_bits: &[30, 26, 26, 26],
         p_bits: &[30],
         log_scale: 26,
+        secure: false,
+    },
+    // The toy bootstrappable ring: message scale 2^46 = Q_0 / 2^10.
+    Preset {
+        name: "toyboot1024",
+        log_n: 10,
+        q_bits: &B1024_BOOT,
+        p_bits: &[30; 4],
+        log_scale: 46,
         secure: false,
     },
     Preset {

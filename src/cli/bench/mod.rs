@@ -1,6 +1,8 @@
 //! `cryptodl bench`: time the CKKS primitives (`ops`) and whole encrypted batches (`model`), on
 //! the CPU or a GPU, through the same evaluator the server runs.
 
+mod bootstrap;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -45,6 +47,9 @@ pub enum BenchCommand {
     /// batch and `--batches` timed ones. The server's work does not depend on the values. This
     /// is the command to compare the CPU and a GPU (examples below).
     Model(ModelArgs),
+    /// Time, levels, precision, keys and peak memory of CKKS bootstrapping (full packing), on
+    /// the CPU or a GPU; the counted cost per kernel family and its roofline time on a GPU.
+    Bootstrap(bootstrap::BootstrapArgs),
 }
 
 /// Arguments of `cryptodl bench ops`.
@@ -248,7 +253,7 @@ fn median_us(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// A rayon pool of `threads` workers (default: every core); returns it and its size.
-fn thread_pool(threads: Option<u32>) -> anyhow::Result<(rayon::ThreadPool, usize)> {
+pub(super) fn thread_pool(threads: Option<u32>) -> anyhow::Result<(rayon::ThreadPool, usize)> {
     let threads = threads.map_or_else(
         || {
             std::thread::available_parallelism()
@@ -267,6 +272,7 @@ fn thread_pool(threads: Option<u32>) -> anyhow::Result<(rayon::ThreadPool, usize
 /// Runs `cryptodl bench`.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Bootstrap(args) => bootstrap::run(args),
         BenchCommand::Ops(args) => {
             let (pool, threads) = thread_pool(args.threads)?;
             let report = pool.install(|| bench_ops(&args, threads))?;
@@ -845,16 +851,16 @@ impl CountsReport {
 
 /// One kernel family's counted cost in a report.
 #[derive(Clone, Serialize)]
-struct FamilyReport {
-    family: &'static str,
+pub(super) struct FamilyReport {
+    pub(super) family: &'static str,
     #[serde(flatten)]
-    cost: KernelCost,
+    pub(super) cost: KernelCost,
     bytes_ratio: f64,
     mults_ratio: f64,
 }
 
 impl FamilyReport {
-    fn new(family: &'static str, cost: KernelCost) -> Self {
+    pub(super) fn new(family: &'static str, cost: KernelCost) -> Self {
         FamilyReport {
             family,
             cost,
@@ -904,7 +910,7 @@ impl CountedReport {
 }
 
 /// Prints a counted-cost table: one row per `(name, cost)`.
-fn print_counted(rows: &[(String, KernelCost)]) {
+pub(super) fn print_counted(rows: &[(String, KernelCost)]) {
     println!(
         "{:<14} {:>10} {:>12} {:>12} {:>12} {:>12} {:>8} {:>8}",
         "counted", "dispatches", "GB", "G mults", "floor GB", "floor Gmul", "bytes x", "mults x"
@@ -992,7 +998,7 @@ fn print_counts(r: &CountsReport) {
 }
 
 /// Peak resident set of this process, from `/proc/self/status` (Linux).
-fn peak_rss_bytes() -> Option<u64> {
+pub(super) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
