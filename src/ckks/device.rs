@@ -1212,8 +1212,8 @@ impl<B: Backend> DeviceEvaluator<B> {
         let mut digits: Vec<B::Tensor> = Vec::with_capacity(base + 1);
         // One group per limb: limb i alone is group i of the conversion to q_i.
         let groups: Vec<std::ops::Range<usize>> = (0..=base).map(|i| i..i + 1).collect();
-        for i in 0..=base {
-            let qi = q[i] as u64;
+        for (i, &qi) in q[..=base].iter().enumerate() {
+            let qi = qi as u64;
             let mut v =
                 be.slice_components(&be.basis_convert(x, &groups, &[i])?, base + 1, i..i + 1)?;
             for (j, d) in digits.iter().enumerate() {
