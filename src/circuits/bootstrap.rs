@@ -129,11 +129,12 @@ impl BootstrapConfig {
 
     /// The two DFTs. CoeffsToSlots carries the 1/2 of `re = w + conj(w)` and `ratio`: the
     /// scale change from `Q_0` (the raised ciphertext's) to EvalMod's input scale, and EvalMod's
-    /// `1 / K`.
+    /// `1 / K`. SlotsToCoeffs carries `stc`: it runs at a scale `1 / stc` times the output's.
     fn dfts(
         &self,
         ring_n: usize,
         ratio: f64,
+        stc: f64,
     ) -> Result<(HomomorphicDft, HomomorphicDft), CircuitError> {
         let cts = HomomorphicDft::coeffs_to_slots(
             ring_n,
@@ -143,7 +144,7 @@ impl BootstrapConfig {
         let stc = HomomorphicDft::slots_to_coeffs(
             ring_n,
             self.slots_to_coeffs_levels,
-            Complex64::new(1.0, 0.0),
+            Complex64::new(stc, 0.0),
         )?;
         Ok((cts, stc))
     }
@@ -151,7 +152,7 @@ impl BootstrapConfig {
     /// The circuit's cost on `params`, or why it does not fit.
     pub fn cost(&self, params: &Parameters) -> Result<BootstrapCost, CircuitError> {
         let em = self.eval_mod()?;
-        let (cts, stc) = self.dfts(params.n(), 1.0)?;
+        let (cts, stc) = self.dfts(params.n(), 1.0, 1.0)?;
         let p = self.primes_per_level;
         if p == 0 {
             return Err(CircuitError::InvalidPolynomial {
@@ -226,6 +227,8 @@ pub struct Bootstrapper<'a, B: Backend> {
     q0: f64,
     /// EvalMod's input scale (CoeffsToSlots' matrices carry `eval_scale / Q_0`).
     eval_scale: f64,
+    /// The factor SlotsToCoeffs' matrices carry: they run at `out_scale / stc_factor`.
+    stc_factor: f64,
 }
 
 impl<'a, B: Backend> Bootstrapper<'a, B> {
@@ -256,7 +259,11 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
             .iter()
             .map(|&q| q as f64)
             .product();
-        let (cts, stc) = config.dfts(params.n(), eval_scale / (q0 * config.k))?;
+        // SlotsToCoeffs runs at the scale of the message at ModRaise (Q_0 / 2^ratio), well above
+        // the noise its rotations add, and its matrices bring the preset's scale back.
+        let stc_scale = q0 / 2f64.powi(config.log_message_ratio as i32);
+        let stc_factor = params.default_scale() / stc_scale;
+        let (cts, stc) = config.dfts(params.n(), eval_scale / (q0 * config.k), stc_factor)?;
         let coeffs_to_slots = cts
             .matrices()
             .iter()
@@ -288,6 +295,7 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
             slots_to_coeffs,
             q0,
             eval_scale,
+            stc_factor,
         })
     }
 
@@ -310,9 +318,21 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
 
     /// [`Self::bootstrap`] with the output at `out_scale`.
     pub fn bootstrap_to(&self, x: &Ct<B>, out_scale: f64) -> Result<Ct<B>, CircuitError> {
+        Ok(self.bootstrap_staged(x, out_scale, &mut |_| Ok(()))?)
+    }
+
+    /// [`Self::bootstrap_to`], calling `stage` with the name of each step as it finishes
+    /// (`scale_down + mod_raise`, `coeffs_to_slots`, `eval_mod`, `slots_to_coeffs`), e.g. to
+    /// synchronize the backend and time it.
+    pub fn bootstrap_staged(
+        &self,
+        x: &Ct<B>,
+        out_scale: f64,
+        stage: &mut dyn FnMut(&'static str) -> Result<(), CircuitError>,
+    ) -> Result<Ct<B>, CircuitError> {
         if x.count() > 1 {
             let each = (0..x.count())
-                .map(|i| self.bootstrap_to(&self.ev.slice(x, i..i + 1)?, out_scale))
+                .map(|i| self.bootstrap_staged(&self.ev.slice(x, i..i + 1)?, out_scale, stage))
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(self.ev.concat(&each)?);
         }
@@ -356,6 +376,7 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
         let mut c = ev.encapsulate(&raised, keys, false)?;
         drop(raised);
         c.set_scale(self.q0);
+        stage("scale_down + mod_raise")?;
         // 2. CoeffsToSlots, then re = w + conj(w), im = -i (w - conj(w)).
         for t in &self.coeffs_to_slots {
             c = t.apply(ev, keys, &c)?;
@@ -365,20 +386,26 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
         let re = ev.add(&c, &conj)?;
         let im = ev.mul_plain(&ev.sub(&c, &conj)?, &self.minus_i)?;
         drop((c, conj));
+        stage("coeffs_to_slots")?;
         // 3. EvalMod on both halves in one batch, landing where the scale bookkeeping wants:
-        //    y = S sin(2 pi t / Q_0) ~ S 2 pi m / Q_0, read at scale out_scale as m / scale.
-        let s = out_scale * self.q0 / (TAU * message_scale);
+        //    y = S sin(2 pi t / Q_0) ~ S 2 pi m / Q_0, read at scale H = out_scale / stc_factor
+        //    as m / scale; SlotsToCoeffs' factor then leaves the data of out_scale.
+        let high = out_scale / self.stc_factor;
+        let s = high * self.q0 / (TAU * message_scale);
         let pe = PolynomialEvaluator::new(ev, keys)
             .with_primes_per_level(self.config.primes_per_level)?;
         let y = self.eval_mod.evaluate(&pe, &ev.concat(&[re, im])?, s)?;
+        stage("eval_mod")?;
         // 4. re + i im, then SlotsToCoeffs.
         let y_im = ev.mul_plain(&ev.slice(&y, 1..2)?, &self.plus_i)?;
         let mut y = ev.add(&ev.slice(&y, 0..1)?, &y_im)?;
         drop(y_im);
-        y.set_scale(out_scale);
+        y.set_scale(high);
         for t in &self.slots_to_coeffs {
             y = t.apply(ev, keys, &y)?;
         }
+        y.set_scale(out_scale);
+        stage("slots_to_coeffs")?;
         Ok(y)
     }
 }

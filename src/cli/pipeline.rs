@@ -22,6 +22,7 @@ use super::infer::bar;
 use super::output::print_json;
 use super::server::Packing;
 use super::warn_insecure;
+use crate::circuits::BootstrapConfig;
 use crate::ckks::serialize::{
     load_evaluation_keys, load_public_key, load_secret_key, read_header, save_ciphertexts,
     save_evaluation_keys, save_public_key, save_secret_key, Content, FileError, JobId,
@@ -97,6 +98,11 @@ pub struct KeygenArgs {
     /// Output directory (created if missing; existing keys are not overwritten).
     #[arg(long)]
     out: PathBuf,
+    /// Also make the keys of bootstrapping (a bootstrappable preset: n65536, or toyboot1024
+    /// with --insecure): the Galois keys of its CoeffsToSlots / SlotsToCoeffs rotations and of
+    /// conjugation, and the sparse-secret encapsulation keys. At n65536 that is about 10 GB.
+    #[arg(long)]
+    bootstrap: bool,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -112,8 +118,10 @@ struct KeygenReport {
     key_set: String,
     out: String,
     files: [&'static str; 3],
-    /// Galois keys in the evaluation keys (latency packing).
+    /// Galois keys in the evaluation keys (latency packing, bootstrapping).
     rotations: usize,
+    /// Whether the keys bootstrap.
+    bootstrap: bool,
     eval_keys_bytes: u64,
 }
 
@@ -140,6 +148,14 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     if let Some(m) = &model {
         Plan::compile(m)?.check_depth(params.name(), params.max_level())?;
     }
+    let bootstrap = match (args.bootstrap, BootstrapConfig::for_preset(params.name())) {
+        (false, _) => None,
+        (true, Some(c)) => Some(c),
+        (true, None) => bail!(
+            "preset {} is not bootstrappable; use --preset n65536 (or toyboot1024 --insecure) with --bootstrap",
+            params.name()
+        ),
+    };
     warn_insecure(&params, args.json);
     check_key_dir(&args.out)?;
     std::fs::create_dir_all(&args.out)
@@ -164,7 +180,16 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         (Some(m), true) => LatencyPlan::compile(&Plan::compile(m)?, &params)?.rotations(),
         _ => Vec::new(),
     };
-    let ek = kg.evaluation_keys(&sk, &rotations, false)?;
+    let ek = match &bootstrap {
+        None => kg.evaluation_keys(&sk, &rotations, false)?,
+        Some(c) => {
+            let spinner = super::infer::bar(0, "bootstrapping keys", args.json);
+            let ek = c.keys(&mut kg, &sk, &params, &rotations)?;
+            spinner.finish_and_clear();
+            ek
+        }
+    };
+    let rotations = ek.galois.len();
     // All three or none: a failure removes what was written.
     let written: Result<(), FileError> = (|| {
         save_evaluation_keys(args.out.join(EVAL_KEYS), &params, &ek)?;
@@ -183,7 +208,8 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         key_set: sk.key_set().to_string(),
         out: args.out.display().to_string(),
         files,
-        rotations: rotations.len(),
+        rotations,
+        bootstrap: bootstrap.is_some(),
         eval_keys_bytes: std::fs::metadata(args.out.join(EVAL_KEYS)).map_or(0, |m| m.len()),
     };
     if args.json {
@@ -197,7 +223,12 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         report.out,
         EVAL_KEYS,
         report.eval_keys_bytes as f64 / (1 << 20) as f64,
-        if report.rotations > 0 {
+        if report.bootstrap {
+            format!(
+                ", with the keys of bootstrapping ({} Galois keys)",
+                report.rotations
+            )
+        } else if report.rotations > 0 {
             format!(
                 ", with the {} rotations of latency packing",
                 report.rotations

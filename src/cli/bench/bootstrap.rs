@@ -159,10 +159,21 @@ struct BootstrapReport {
     median_seconds: Option<f64>,
     min_seconds: Option<f64>,
     max_seconds: Option<f64>,
+    /// Median time of each step.
+    stages: Vec<StageTime>,
     precision: Option<PrecisionReport>,
+    /// The precision of the fresh (public-key) encryptions that went in: bootstrapping cannot
+    /// do better.
+    input_precision: Option<PrecisionReport>,
     failures: Option<FailureReport>,
     counted: Option<CountedBootstrap>,
     peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct StageTime {
+    stage: &'static str,
+    median_seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -302,15 +313,32 @@ fn bench_on<B: Backend>(
     let input_level = config.base_level + 1;
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
     let slots = params.slots();
-    // One bootstrap of a fresh message: (seconds, per-slot errors, output level).
+    // One bootstrap of a fresh message: (seconds, per-slot errors, output level); the input's
+    // own errors (fresh encryption) go to `input_errors`.
+    let mut input_errors: Vec<f64> = Vec::new();
+    let mut stage_times: Vec<Vec<(&'static str, f64)>> = Vec::new();
     let mut once = |rng: &mut rand_chacha::ChaCha20Rng| -> anyhow::Result<(f64, Vec<f64>, usize)> {
         let z = message(rng, slots);
         let ct = encryptor.encrypt(&enc.encode_complex(&z, input_level, scale)?, &pk)?;
+        if input_errors.len() < 4 * slots {
+            let fresh = enc.decode_complex(&dec.decrypt(&ct, &sk)?);
+            input_errors.extend(fresh.iter().zip(&z).map(|(g, w)| (g - w).norm()));
+        }
         let x = dev.upload(std::slice::from_ref(&ct))?;
         let t = Instant::now();
-        let y = boot.bootstrap(&x)?;
-        dev.backend().synchronize()?;
+        let mut last = t;
+        let mut this: Vec<(&'static str, f64)> = Vec::new();
+        let y = boot.bootstrap_staged(&x, x.scale(), &mut |name| {
+            dev.backend()
+                .synchronize()
+                .map_err(crate::ckks::CkksError::from)?;
+            let now = Instant::now();
+            this.push((name, (now - last).as_secs_f64()));
+            last = now;
+            Ok(())
+        })?;
         let secs = t.elapsed().as_secs_f64();
+        stage_times.push(this);
         let level = y.level();
         if gpu.is_some_and(|rt| rt.counts_only()) {
             return Ok((secs, Vec::new(), level));
@@ -384,6 +412,19 @@ fn bench_on<B: Backend>(
     } else {
         None
     };
+    drop(once);
+    // Per stage, the median over the timed bootstraps (the warm-up's left out).
+    let stages: Vec<StageTime> = match stage_times.get(1..) {
+        Some(timed) if !timed.is_empty() && !counts_only => timed[0]
+            .iter()
+            .enumerate()
+            .map(|(i, &(name, _))| StageTime {
+                stage: name,
+                median_seconds: median(timed.iter().map(|t| t[i].1).collect()),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let em_levels = cost.eval_mod_levels;
     Ok(BootstrapReport {
         preset: params.name().to_string(),
@@ -425,7 +466,10 @@ fn bench_on<B: Backend>(
         median_seconds: (!times.is_empty()).then(|| median(times.clone())),
         min_seconds: times.iter().copied().reduce(f64::min),
         max_seconds: times.iter().copied().reduce(f64::max),
+        stages,
         precision: (!errors.is_empty()).then(|| PrecisionReport::of(&mut errors)),
+        input_precision: (!input_errors.is_empty() && !counts_only)
+            .then(|| PrecisionReport::of(&mut input_errors)),
         failures,
         counted,
         peak_rss_bytes: peak_rss_bytes(),
@@ -473,11 +517,25 @@ fn print(r: &BootstrapReport) {
     );
     if let (Some(m), Some(lo), Some(hi)) = (r.median_seconds, r.min_seconds, r.max_seconds) {
         println!("time: median {m:.3} s (min {lo:.3}, max {hi:.3})");
+        let parts: Vec<String> = r
+            .stages
+            .iter()
+            .map(|s| format!("{} {:.3} s", s.stage, s.median_seconds))
+            .collect();
+        if !parts.is_empty() {
+            println!("  by step (medians): {}", parts.join(", "));
+        }
     }
     if let Some(p) = &r.precision {
         println!(
             "precision: {:.2} bits mean, {:.2} min; |error| p50 {:.2e}, p90 {:.2e}, p99 {:.2e}, p99.9 {:.2e}, max {:.2e}",
             p.mean_bits, p.min_bits, p.error_p50, p.error_p90, p.error_p99, p.error_p999, p.error_max
+        );
+    }
+    if let Some(p) = &r.input_precision {
+        println!(
+            "input (fresh encryption): {:.2} bits mean, {:.2} min",
+            p.mean_bits, p.min_bits
         );
     }
     if let Some(f) = &r.failures {
