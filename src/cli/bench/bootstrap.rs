@@ -412,7 +412,6 @@ fn bench_on<B: Backend>(
     } else {
         None
     };
-    drop(once);
     // Per stage, the median over the timed bootstraps (the warm-up's left out).
     let stages: Vec<StageTime> = match stage_times.get(1..) {
         Some(timed) if !timed.is_empty() && !counts_only => timed[0]
