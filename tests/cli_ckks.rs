@@ -644,3 +644,106 @@ fn the_smallest_preset_that_fits_is_the_default() {
     ]);
     assert!(!ok && e.contains("t10k-images-idx3-ubyte"), "{e}");
 }
+
+#[test]
+fn params_show_the_bootstrappable_presets() {
+    let (ok, stdout, _) = cryptodl(&["params", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    let n65536 = rows.iter().find(|r| r["name"] == "n65536").unwrap();
+    assert_eq!(n65536["secure"], true);
+    assert!(n65536["log_qp"].as_f64().unwrap() <= 1772.0);
+    assert_eq!(n65536["bootstrap_primes"], 30);
+    assert_eq!(n65536["primes_after_bootstrap"], 18);
+    let n8192 = rows.iter().find(|r| r["name"] == "n8192").unwrap();
+    assert!(n8192["bootstrap_primes"].is_null());
+}
+
+#[test]
+fn bench_bootstrap_json_on_the_toy_preset_and_clear_refusals() {
+    let (ok, stdout, stderr) = cryptodl(&[
+        "bench",
+        "bootstrap",
+        "--preset",
+        "toyboot1024",
+        "--insecure",
+        "--reps",
+        "1",
+        "--failures",
+        "3",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["insecure"], true);
+    assert_eq!(v["primes_consumed"], 28);
+    assert_eq!(v["output_level"], 7);
+    assert!(v["precision"]["mean_bits"].as_f64().unwrap() > 20.0, "{v}");
+    assert_eq!(v["failures"]["failures"], 0, "{v}");
+    assert_eq!(v["stages"].as_array().unwrap().len(), 4);
+    assert!(v["key_bytes"].as_u64().unwrap() > 0);
+    // Insecure presets need the opt-in; presets without a circuit are refused naming the ones
+    // that have one.
+    let (ok, _, stderr) = cryptodl(&["bench", "bootstrap", "--preset", "toyboot1024"]);
+    assert!(!ok && stderr.contains("insecure"), "{stderr}");
+    let (ok, _, stderr) = cryptodl(&["bench", "bootstrap", "--preset", "n8192"]);
+    assert!(!ok && stderr.contains("not bootstrappable"), "{stderr}");
+}
+
+#[test]
+fn bench_bootstrap_gpu_gives_the_cpus_precision() {
+    let args = [
+        "bench",
+        "bootstrap",
+        "--preset",
+        "toyboot1024",
+        "--insecure",
+        "--reps",
+        "1",
+        "--backend",
+        "gpu",
+        "--json",
+    ];
+    let (ok, stdout, stderr) = cryptodl(&args);
+    if no_gpu(ok, &stderr, "bench bootstrap --backend gpu") {
+        return;
+    }
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["precision"]["mean_bits"].as_f64().unwrap() > 20.0, "{v}");
+    assert!(v["adapter_type"].is_string());
+}
+
+#[test]
+fn keygen_bootstrap_writes_the_encapsulation_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("keys");
+    let out = out.to_str().unwrap();
+    let (ok, stdout, stderr) = cryptodl(&[
+        "keygen",
+        "--preset",
+        "toyboot1024",
+        "--insecure",
+        "--bootstrap",
+        "--out",
+        out,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["bootstrap"], true);
+    assert_eq!(v["rotations"], 17, "{v}");
+    let (ok, _, stderr) = cryptodl(&[
+        "keygen",
+        "--preset",
+        "toy1024",
+        "--insecure",
+        "--bootstrap",
+        "--out",
+        dir.path().join("other").to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("not bootstrappable"), "{stderr}");
+}

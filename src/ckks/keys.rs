@@ -294,13 +294,15 @@ impl EvaluationKeys {
 }
 
 /// The special primes the encapsulation key `s -> s'` uses for inputs at level `base`: the
-/// fewest first ones whose product is at least `Q_0 = q_0 ... q_base` (all of them if none do).
-pub(crate) fn encapsulation_special(params: &Parameters, base: usize) -> usize {
+/// fewest first ones whose product is within a factor 2 of `Q_0 = q_0 ... q_base` or above it
+/// (the switch's noise then stays near `sqrt(N)` units; all of them if none are). The smaller
+/// `Q_0 P'`, the safer the sparse secret: at n65536 it is 120 bits.
+pub fn encapsulation_special(params: &Parameters, base: usize) -> usize {
     let q0: f64 = params.q()[..=base].iter().map(|&q| (q as f64).log2()).sum();
     let mut bits = 0.0;
     for (i, &p) in params.p().iter().enumerate() {
         bits += (p as f64).log2();
-        if bits >= q0 {
+        if bits >= q0 - 1.0 {
             return i + 1;
         }
     }
@@ -428,7 +430,7 @@ impl KeyGenerator {
 
     /// The encapsulation keys of bootstrapping for inputs at level `base`: a fresh sparse
     /// secret `s'` of Hamming weight `h` (drawn here, wiped on return), the key `s -> s'` on the
-    /// small modulus `Q_0 P'` only (`P'`: the fewest first special primes with `P' >= Q_0`), and
+    /// small modulus `Q_0 P'` only (`P'`: the fewest first special primes with `P' >= Q_0 / 2`), and
     /// `s' -> s` over all of `Q ++ P`.
     pub fn encapsulation_keys(
         &mut self,

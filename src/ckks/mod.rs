@@ -28,7 +28,8 @@ pub use encoder::Encoder;
 pub use encryptor::{Decryptor, Encryptor};
 pub use evaluator::{Evaluator, HostKeys};
 pub use keys::{
-    EncapsulationKeys, EvaluationKeys, KeyGenerator, KeySetId, PublicKey, SecretKey, SwitchingKey,
+    encapsulation_special, EncapsulationKeys, EvaluationKeys, KeyGenerator, KeySetId, PublicKey,
+    SecretKey, SwitchingKey,
 };
 pub use params::{max_log_qp_128, Parameters, Preset, PRESETS};
 pub use precision::{precision_stats, PrecisionStats};

@@ -153,6 +153,8 @@ struct BootstrapReport {
     /// Primes left to the network after a bootstrap (ScaleDown's one taken out).
     primes_left: usize,
     rotation_keys: usize,
+    /// log2 of the modulus `Q_0 P'` the sparse-secret key `s -> s'` lives on.
+    encapsulation_modulus_bits: f64,
     key_bytes: u64,
     keygen_seconds: f64,
     /// Median, minimum and maximum time of one bootstrap (seconds).
@@ -460,6 +462,14 @@ fn bench_on<B: Backend>(
         primes_consumed: cost.primes,
         primes_left: config.primes_left(params)?,
         rotation_keys,
+        encapsulation_modulus_bits: {
+            let special = crate::ckks::encapsulation_special(params, config.base_level);
+            params.q()[..=config.base_level]
+                .iter()
+                .chain(&params.p()[..special])
+                .map(|&q| (q as f64).log2())
+                .sum()
+        },
         key_bytes,
         keygen_seconds,
         median_seconds: (!times.is_empty()).then(|| median(times.clone())),
@@ -509,7 +519,11 @@ fn print(r: &BootstrapReport) {
         r.input_level, r.log_scale, r.output_level, r.primes_left
     );
     println!(
-        "keys: {} rotation keys + conjugation + relinearization + encapsulation = {:.2} GiB, generated in {:.1} s",
+        "sparse secret (h = {}) only inside encapsulation, its key on a {:.0}-bit modulus",
+        c.hamming_weight, r.encapsulation_modulus_bits
+    );
+    println!(
+        "keys: {} Galois keys (rotations and conjugation) + relinearization + encapsulation = {:.2} GiB, generated in {:.1} s",
         r.rotation_keys,
         gib(r.key_bytes),
         r.keygen_seconds
