@@ -73,7 +73,10 @@ fn fixture() -> Fixture {
 /// after bootstrapping).
 fn bootstrap_on<B: Backend>(f: &Fixture, backend: B) -> (Ciphertext, Ciphertext) {
     let dev = DeviceEvaluator::new(f.ctx.clone(), backend).unwrap();
-    let keys = dev.upload_keys(&f.keys).unwrap();
+    // Keys trimmed to the levels the circuit uses them at: any key used higher would fail.
+    let keys = dev
+        .upload_keys_trimmed(f.keys.clone(), &config().key_levels(&f.ctx).unwrap())
+        .unwrap();
     let boot = Bootstrapper::new(&dev, &keys, config()).unwrap();
     let x = dev.upload(std::slice::from_ref(&f.ct)).unwrap();
     let y = boot.bootstrap(&x).unwrap();
@@ -165,4 +168,35 @@ fn gpu_bootstrapping_equals_the_cpu_word_for_word() {
     let cpu = bootstrap_on(&f, CpuBackend::new(f.ctx.rns().clone()));
     let on_gpu = bootstrap_on(&f, GpuBackend::new(rt, f.ctx.rns().clone()).unwrap());
     assert!(cpu == on_gpu, "GPU and CPU bootstrapping differ");
+}
+
+#[test]
+fn trimmed_keys_rotate_like_whole_ones_and_refuse_higher_levels() {
+    let f = fixture();
+    let dev = DeviceEvaluator::new(f.ctx.clone(), CpuBackend::new(f.ctx.rns().clone())).unwrap();
+    let steps = [1i64, 2];
+    let g1 = f.ctx.galois_element(1);
+    let mut levels = KeyLevels::default();
+    levels.galois.insert(g1, 10); // one key trimmed, the other whole, in one hoisted batch
+    let whole = dev.upload_keys(&f.keys).unwrap();
+    let trimmed = dev.upload_keys_trimmed(f.keys.clone(), &levels).unwrap();
+    let enc = Encoder::new(f.ctx.clone());
+    let x: Vec<f64> = (0..enc.slots()).map(|i| i as f64 / 512.0).collect();
+    let pk = KeyGenerator::with_sampler(f.ctx.clone(), Sampler::from_seed_insecure(11))
+        .public_key(&f.sk);
+    let ct = Encryptor::with_sampler(f.ctx.clone(), Sampler::from_seed_insecure(3))
+        .encrypt(&enc.encode(&x, 10, 2f64.powi(30)).unwrap(), &pk)
+        .unwrap();
+    let ct = dev.upload(&[ct]).unwrap();
+    let a = dev.rotate_hoisted(&ct, &steps, &whole).unwrap();
+    let b = dev.rotate_hoisted(&ct, &steps, &trimmed).unwrap();
+    for (a, b) in a.iter().zip(&b) {
+        assert!(dev.download(a).unwrap() == dev.download(b).unwrap());
+    }
+    // Above its level the trimmed key is refused, not misused.
+    let high = dev
+        .mod_raise(&dev.drop_levels(&ct, 9).unwrap(), 12)
+        .unwrap();
+    assert!(dev.rotate(&high, 1, &trimmed).is_err());
+    assert!(dev.rotate(&high, 1, &whole).is_ok());
 }

@@ -23,14 +23,15 @@
 //! (double-prime scaling with 2), so the circuit keeps a scale near the product of two primes
 //! though every prime is below 2^30.
 
+use std::collections::BTreeMap;
 use std::f64::consts::TAU;
 
 use num_complex::Complex64;
 
 use crate::backend::Backend;
 use crate::ckks::{
-    DeviceEvaluator, DeviceKeys, DevicePlaintext, Encoder, EvaluationKeys, KeyGenerator,
-    Parameters, SecretKey,
+    Context, DeviceEvaluator, DeviceKeys, DevicePlaintext, Encoder, EvaluationKeys, KeyGenerator,
+    KeyLevels, Parameters, SecretKey,
 };
 
 use super::linear_transform::EncodedTransform;
@@ -186,6 +187,40 @@ impl BootstrapConfig {
             output_level: top - primes,
             rotations,
             relinearizations: em.cost().relinearizations,
+        })
+    }
+
+    /// The highest level each of the circuit's keys is used at, so a server can upload only
+    /// that part of each ([`DeviceEvaluator::upload_keys_trimmed`]): SlotsToCoeffs' rotations
+    /// and EvalMod's relinearization run far below the top (at n65536 this saves about a fifth
+    /// of the key memory). Keys the circuit does not use are left whole.
+    pub fn key_levels(&self, ctx: &Context) -> Result<KeyLevels, CircuitError> {
+        let params = ctx.params();
+        let cost = self.cost(params)?;
+        let (cts, stc) = self.dfts(params.n(), 1.0, 1.0)?;
+        let p = self.primes_per_level;
+        let top = params.max_level();
+        let after_cts = top - self.coeffs_to_slots_levels * p;
+        let after_em = after_cts - cost.eval_mod_levels * p;
+        let mut galois: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut note = |g: usize, level: usize| {
+            let e = galois.entry(g).or_insert(level);
+            *e = (*e).max(level);
+        };
+        for (i, m) in cts.matrices().iter().enumerate() {
+            for r in m.rotations() {
+                note(ctx.galois_element(r), top - i * p);
+            }
+        }
+        for (i, m) in stc.matrices().iter().enumerate() {
+            for r in m.rotations() {
+                note(ctx.galois_element(r), after_em - i * p);
+            }
+        }
+        note(ctx.conjugation_element(), after_cts);
+        Ok(KeyLevels {
+            relin: Some(after_cts),
+            galois,
         })
     }
 

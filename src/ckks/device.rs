@@ -179,6 +179,16 @@ impl<T> DevicePlainBatch<T> {
     }
 }
 
+/// The highest level each evaluation key is used at (by Galois element; `None` / absent: the
+/// top), for [`DeviceEvaluator::upload_keys_trimmed`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyLevels {
+    /// The relinearization key's.
+    pub relin: Option<usize>,
+    /// Each Galois key's.
+    pub galois: BTreeMap<usize, usize>,
+}
+
 /// Evaluation keys resident on a backend (no secret: relinearization, Galois and encapsulation
 /// keys only).
 pub struct DeviceKeys<T> {
@@ -467,8 +477,46 @@ impl<B: Backend> DeviceEvaluator<B> {
     }
 
     fn upload_switching_key(&self, key: &SwitchingKey) -> Result<SwitchKey<B::Tensor>, CkksError> {
+        self.upload_switching_key_at(key, self.ctx.params().max_level())
+    }
+
+    /// Uploads the part of a switching key that inputs at `max_level` or below use: the digits
+    /// covering `q_0 .. q_max_level` and, in each, those limbs and the special primes (the same
+    /// key material, a fraction of the memory for a key used only low in a circuit).
+    fn upload_switching_key_at(
+        &self,
+        key: &SwitchingKey,
+        max_level: usize,
+    ) -> Result<SwitchKey<B::Tensor>, CkksError> {
         let params = self.ctx.params();
         let top = params.max_level();
+        if max_level < top {
+            let n = self.ctx.n();
+            let k_limbs = top + 1 + params.p().len();
+            let full = params.dnum() * 2 * k_limbs * n;
+            if key.data.len() != full {
+                return Err(CkksError::ShapeMismatch {
+                    what: "switching key",
+                    expected: full,
+                    found: key.data.len(),
+                });
+            }
+            let alpha = params.digit_size();
+            let dnum = (max_level + 1).div_ceil(alpha);
+            let limbs: Vec<usize> = (0..=max_level).chain(top + 1..k_limbs).collect();
+            let mut data = Vec::with_capacity(dnum * 2 * limbs.len() * n);
+            for poly in key.data.chunks_exact(k_limbs * n).take(2 * dnum) {
+                for &l in &limbs {
+                    data.extend_from_slice(&poly[l * n..(l + 1) * n]);
+                }
+            }
+            return Ok(SwitchKey {
+                key: self.backend.upload(&data, Shape::ntt(2 * dnum, limbs))?,
+                dnum,
+                alpha,
+                special: (top + 1..k_limbs).collect(),
+            });
+        }
         let k_limbs = top + 1 + params.p().len();
         let dnum = params.dnum();
         let shape = Shape::ntt(2 * dnum, (0..k_limbs).collect());
@@ -494,16 +542,31 @@ impl<B: Backend> DeviceEvaluator<B> {
         &self,
         keys: EvaluationKeys,
     ) -> Result<DeviceKeys<B::Tensor>, CkksError> {
+        self.upload_keys_trimmed(keys, &KeyLevels::default())
+    }
+
+    /// [`Self::upload_keys_consuming`], keeping of each key only the part that inputs at the
+    /// highest level `levels` gives for it use (the other keys whole). Using a trimmed key above
+    /// that level is an error (a shape mismatch naming the key switch), never a wrong result.
+    pub fn upload_keys_trimmed(
+        &self,
+        keys: EvaluationKeys,
+        levels: &KeyLevels,
+    ) -> Result<DeviceKeys<B::Tensor>, CkksError> {
+        let top = self.ctx.params().max_level();
         let EvaluationKeys {
             relin,
             galois,
             encapsulation,
             ..
         } = keys;
-        let relin = relin.map(|k| self.upload_switching_key(&k)).transpose()?;
+        let relin = relin
+            .map(|k| self.upload_switching_key_at(&k, levels.relin.unwrap_or(top).min(top)))
+            .transpose()?;
         let mut uploaded = BTreeMap::new();
         for (g, k) in galois {
-            uploaded.insert(g, self.upload_switching_key(&k)?);
+            let level = levels.galois.get(&g).copied().unwrap_or(top).min(top);
+            uploaded.insert(g, self.upload_switching_key_at(&k, level)?);
         }
         let encapsulation = encapsulation
             .map(|e| {
@@ -1385,8 +1448,12 @@ impl<B: Backend> DeviceEvaluator<B> {
                 (None, _) | (_, None) => self.drop_levels(a, 0),
                 (Some((g, key)), Some((ext, plan))) => {
                     let rext = be.automorphism_ntt(ext, g)?;
+                    // The digits and targets are shared; where this key's limbs sit in its
+                    // tensor is its own (keys may be trimmed to different levels).
+                    let own =
+                        KeySwitchPlan::new(be.context(), be.shape(&c1), key, be.shape(&key.key))?;
                     let acc =
-                        be.keyswitch_inner(&rext, plan.digits.len(), &key.key, &plan.key_map)?;
+                        be.keyswitch_inner(&rext, plan.digits.len(), &key.key, &own.key_map)?;
                     drop(rext);
                     let ks = be.divide_round(&acc, key.special.len())?;
                     let r0 = be.add(

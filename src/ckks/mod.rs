@@ -22,7 +22,7 @@ pub use ciphertext::{Ciphertext, Plaintext};
 pub use context::Context;
 pub use device::{
     DeviceCiphertext, DeviceEvaluator, DeviceKeys, DevicePlainBatch, DevicePlaintext,
-    EncodedLinear, LinearLayer,
+    EncodedLinear, KeyLevels, LinearLayer,
 };
 pub use encoder::Encoder;
 pub use encryptor::{Decryptor, Encryptor};

@@ -304,7 +304,8 @@ fn bench_on<B: Backend>(
             .map_or(0, |e| words(&e.to_sparse) + words(&e.from_sparse));
     let rotation_keys = keys.galois.len();
     let dev = DeviceEvaluator::new(ctx.clone(), backend)?;
-    let dkeys = dev.upload_keys_consuming(keys)?;
+    // Each key only as far up as the circuit uses it (SlotsToCoeffs' keys: the bottom limbs).
+    let dkeys = dev.upload_keys_trimmed(keys, &config.key_levels(ctx)?)?;
     let boot = Bootstrapper::new(&dev, &dkeys, config.clone())?;
 
     let enc = Encoder::new(ctx.clone());
