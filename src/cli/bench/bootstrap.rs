@@ -217,8 +217,28 @@ fn bench(args: &BootstrapArgs, threads: usize) -> anyhow::Result<BootstrapReport
         anyhow::bail!("--counts-only counts GPU dispatches: add --backend gpu");
     }
     let ctx = Context::new(&params)?;
-    match args.backend {
-        BackendKind::Cpu => bench_on(
+    // The GPU runtime, or None for the CPU (asked for, or `auto` without a GPU).
+    let rt: Option<Arc<GpuRuntime>> = match args.backend {
+        BackendKind::Cpu => None,
+        _ if args.counts_only => {
+            let options = RuntimeOptions {
+                max_binding: Some(WGPU_MAX_BINDING),
+                counts_only: true,
+                ..RuntimeOptions::from_env()
+            };
+            Some(open_gpu(args.adapter.as_deref(), Some(&options))?)
+        }
+        BackendKind::Gpu => Some(open_gpu(args.adapter.as_deref(), None)?),
+        BackendKind::Auto => match open_gpu(args.adapter.as_deref(), None) {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                eprintln!("no GPU ({e:#}); bootstrapping on the CPU");
+                None
+            }
+        },
+    };
+    match rt {
+        None => bench_on(
             args,
             threads,
             &config,
@@ -226,32 +246,7 @@ fn bench(args: &BootstrapArgs, threads: usize) -> anyhow::Result<BootstrapReport
             CpuBackend::new(ctx.rns().clone()),
             None,
         ),
-        BackendKind::Gpu | BackendKind::Auto => {
-            let rt: Arc<GpuRuntime> = if args.counts_only {
-                let options = RuntimeOptions {
-                    max_binding: Some(WGPU_MAX_BINDING),
-                    counts_only: true,
-                    ..RuntimeOptions::from_env()
-                };
-                open_gpu(args.adapter.as_deref(), Some(&options))?
-            } else if args.backend == BackendKind::Gpu {
-                open_gpu(args.adapter.as_deref(), None)?
-            } else {
-                match open_gpu(args.adapter.as_deref(), None) {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        eprintln!("no GPU ({e:#}); bootstrapping on the CPU");
-                        return bench_on(
-                            args,
-                            threads,
-                            &config,
-                            &ctx,
-                            CpuBackend::new(ctx.rns().clone()),
-                            None,
-                        );
-                    }
-                }
-            };
+        Some(rt) => {
             let be = GpuBackend::new(rt.clone(), ctx.rns().clone())?;
             bench_on(args, threads, &config, &ctx, be, Some(&rt))
         }
