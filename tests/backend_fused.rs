@@ -1,6 +1,6 @@
-//! The CPU backend's fused key switching (per polynomial, in scratch) equals the composition of
-//! its primitives word for word (`backend::composed`, the trait's default implementations and
-//! what the GPU runs); tensors carry their representation and operations on the wrong one are
+//! The CPU backend's fused key switching (per polynomial, in scratch) and plaintext dot product
+//! (`mul_sum`) equal the composition of its primitives word for word (`backend::composed`, the
+//! trait's default implementations and what the GPU runs); tensors carry their representation and operations on the wrong one are
 //! refused; the CPU backend reuses its buffers and counts its launches.
 
 use cryptodl::backend::cpu::CpuBackend;
@@ -161,6 +161,44 @@ fn fused_linear_and_rescale_equals_linear_then_rescale() {
     assert_eq!(fused, want);
     assert_eq!(cpu.shape(&fused).polys, 2 * outputs);
     assert_eq!(cpu.shape(&fused).moduli, c.q[..3].to_vec());
+}
+
+#[test]
+fn fused_plaintext_dot_product_equals_join_product_and_sum() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let c = case(1024, 3, 1, 1);
+    let cpu = CpuBackend::new(c.ctx.clone());
+    let shape = Shape::ntt(2, c.q.clone());
+    // 1 part, a few, and more than the 16 products one u64 accumulator takes.
+    for count in [1usize, 5, 37] {
+        let parts: Vec<_> = (0..count)
+            .map(|_| {
+                cpu.upload(&random(&c.ctx, &shape, &mut rng), shape.clone())
+                    .unwrap()
+            })
+            .collect();
+        let refs: Vec<_> = parts.iter().collect();
+        let pshape = Shape::ntt(2 * count, c.q.clone());
+        let plains = cpu
+            .upload(&random(&c.ctx, &pshape, &mut rng), pshape)
+            .unwrap();
+        let fused = cpu.mul_sum(&refs, &plains).unwrap();
+        assert_eq!(
+            fused,
+            composed::mul_sum(&cpu, &refs, &plains).unwrap(),
+            "{count} parts"
+        );
+        assert_eq!(cpu.shape(&fused), &shape);
+    }
+    // Mismatched plaintexts are refused.
+    let one = cpu
+        .upload(&random(&c.ctx, &shape, &mut rng), shape.clone())
+        .unwrap();
+    let err = cpu.mul_sum(&[&one, &one], &one).unwrap_err();
+    assert!(
+        matches!(err, BackendError::Shape { op: "mul_sum", .. }),
+        "{err}"
+    );
 }
 
 #[test]

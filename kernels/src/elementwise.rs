@@ -121,6 +121,40 @@ pub fn mul_acc(acc: &mut [u32], a: &[u32], b: &[u32], n: usize, moduli: &[Modulu
     }
 }
 
+/// `out = sum_i a[i] * b[i] mod q` coefficient-wise over one limb (NTT form; every slice as long
+/// as `out`): products accumulate in `u64` tiles, at most 16 of them per reduction. The CPU's
+/// fused plaintext dot product (the GPU composes it from a join, a product and a sum).
+pub fn mul_sum_limb(out: &mut [u32], a: &[&[u32]], b: &[&[u32]], m: &Modulus) {
+    assert_eq!(a.len(), b.len());
+    const TILE: usize = 1024;
+    let mut acc = [0u64; TILE];
+    for t0 in (0..out.len()).step_by(TILE) {
+        let w = TILE.min(out.len() - t0);
+        let acc = &mut acc[..w];
+        let o = &mut out[t0..t0 + w];
+        for (c, (a16, b16)) in a.chunks(16).zip(b.chunks(16)).enumerate() {
+            acc.fill(0);
+            for (x, y) in a16.iter().zip(b16) {
+                for ((s, &x), &y) in acc.iter_mut().zip(&x[t0..t0 + w]).zip(&y[t0..t0 + w]) {
+                    *s += x as u64 * y as u64;
+                }
+            }
+            if c == 0 {
+                for (o, &s) in o.iter_mut().zip(acc.iter()) {
+                    *o = m.reduce_u64(s);
+                }
+            } else {
+                for (o, &s) in o.iter_mut().zip(acc.iter()) {
+                    *o = m.add(*o, m.reduce_u64(s));
+                }
+            }
+        }
+        if a.is_empty() {
+            o.fill(0);
+        }
+    }
+}
+
 /// Ciphertext tensor product in NTT form: `a = (a0, a1)`, `b = (b0, b1)`, each component
 /// `[limbs][n]`; writes `out = (a0 b0, a0 b1 + a1 b0, a1 b1)` (`[3][limbs][n]`).
 pub fn tensor(a: &[u32], b: &[u32], out: &mut [u32], n: usize, moduli: &[Modulus]) {

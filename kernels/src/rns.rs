@@ -391,19 +391,42 @@ impl BaseConverter {
         if k == 1 {
             return; // y < q, so u = 0
         }
-        let y = &scratch[..k * n];
-        for idx in 0..n {
-            let mut acc: u128 = 0;
-            for i in 0..k {
-                acc += y[i * n + idx] as u128 * self.inv_q_fixed[i] as u128;
+        // u = floor(sum_i y_i * f_i / 2^64) with f_i = floor(2^64 / q_i), in u64 lanes (the
+        // compiler vectorises these loops): f_i = h_i 2^32 + l_i and y_i l_i = m_i 2^32 + r_i give
+        // sum_i y_i f_i = A 2^32 + B with A = sum_i (y_i h_i + m_i) and B = sum_i r_i, each term
+        // below 2^33 (y_i h_i < q_i 2^32 / q_i), so u = floor((A + floor(B / 2^32)) / 2^32)
+        // exactly. The u of each coefficient overwrites its `y_0` (read for the last time).
+        const TILE: usize = 256;
+        let (mut a, mut b) = ([0u64; TILE], [0u64; TILE]);
+        for t0 in (0..n).step_by(TILE) {
+            let w = TILE.min(n - t0);
+            let (a, b) = (&mut a[..w], &mut b[..w]);
+            a.fill(0);
+            b.fill(0);
+            for (i, &f) in self.inv_q_fixed.iter().enumerate() {
+                let (h, l) = (f >> 32, f & 0xffff_ffff);
+                for ((a, b), &y) in a
+                    .iter_mut()
+                    .zip(b.iter_mut())
+                    .zip(&scratch[i * n + t0..][..w])
+                {
+                    let y = y as u64;
+                    let yl = y * l;
+                    *a += y * h + (yl >> 32);
+                    *b += yl & 0xffff_ffff;
+                }
             }
-            let u = (acc >> 64) as u32;
-            if u == 0 {
-                continue;
+            for ((u, &a), &b) in scratch[t0..t0 + w].iter_mut().zip(a.iter()).zip(b.iter()) {
+                *u = ((a + (b >> 32)) >> 32) as u32;
             }
-            for (j, p) in self.to.iter().enumerate() {
-                let o = &mut output[j * n + idx];
-                *o = p.sub(*o, p.mul(u % p.value(), self.q_mod_p[j]));
+        }
+        let u = &scratch[..n];
+        for ((j, p), &c) in self.to.iter().enumerate().zip(&self.q_mod_p) {
+            // u <= k < p, so u * (Q mod p) mod p is one Shoup product.
+            let (q, cs) = (p.value(), p.shoup(c));
+            for (o, &u) in output[j * n..(j + 1) * n].iter_mut().zip(u) {
+                let t = mul_shoup(u, c, cs, q);
+                *o = if *o >= t { *o - t } else { *o + q - t };
             }
         }
     }
@@ -457,20 +480,24 @@ impl BaseConverter {
         // before a reduction. The first product initialises acc.
         const TILE: usize = 256;
         let mut acc = [0u64; TILE];
-        for (j, p) in self.to.iter().enumerate() {
-            let out = &mut output[j * n..(j + 1) * n];
-            let consts = &self.q_hat_mod_p[j];
-            if k == 1 {
-                let (c, cs) = (consts[0], p.shoup(consts[0]));
-                for (o, &v) in out.iter_mut().zip(&y[..n]) {
+        if k == 1 {
+            for (j, p) in self.to.iter().enumerate() {
+                let c = self.q_hat_mod_p[j][0];
+                let cs = p.shoup(c);
+                for (o, &v) in output[j * n..(j + 1) * n].iter_mut().zip(&y[..n]) {
                     *o = mul_shoup(v, c, cs, p.value());
                 }
-                continue;
             }
-            for t0 in (0..n).step_by(TILE) {
-                let w = TILE.min(n - t0);
+            return;
+        }
+        // Tiles outside, targets inside: a tile of every `y_i` stays in L1 while all targets
+        // read it.
+        for t0 in (0..n).step_by(TILE) {
+            let w = TILE.min(n - t0);
+            for (j, p) in self.to.iter().enumerate() {
                 let acc = &mut acc[..w];
-                let out = &mut out[t0..t0 + w];
+                let out = &mut output[j * n + t0..j * n + t0 + w];
+                let consts = &self.q_hat_mod_p[j];
                 for (c, chunk) in consts.chunks(16).enumerate() {
                     for (t, &cv) in chunk.iter().enumerate() {
                         let yi = &y[(c * 16 + t) * n + t0..][..w];

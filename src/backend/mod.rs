@@ -808,6 +808,15 @@ pub trait Backend {
         a: &Self::Tensor,
         scalars: &[u32],
     ) -> Result<()>;
+    /// `sum_i parts[i] * plains[i]`: every part a tensor of the same shape (`[polys][limbs]`,
+    /// NTT form), `plains` their factors one after the other (`[parts][polys][limbs]`, same
+    /// limbs). Returns `[polys][limbs]`. The baby-step sums of a BSGS linear transformation.
+    fn mul_sum(&self, parts: &[&Self::Tensor], plains: &Self::Tensor) -> Result<Self::Tensor>
+    where
+        Self: Sized,
+    {
+        composed::mul_sum(self, parts, plains)
+    }
     /// Ciphertext tensor product: `a`, `b` are `[count][2][limbs]`; returns `[count][3][limbs]`
     /// `(a0 b0, a0 b1 + a1 b0, a1 b1)` (NTT form).
     fn tensor(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
@@ -928,7 +937,10 @@ pub trait Backend {
 /// The composite operations of [`Backend`] built from its primitives: the trait's default
 /// implementations, and the reference that fused implementations are tested against.
 pub mod composed {
-    use super::{check_relin_rescale, Backend, KeySwitchPlan, Result, SwitchKey};
+    use super::{
+        check_mul_sum, check_relin_rescale, Backend, KeySwitchPlan, LinearWeights, Result, Shape,
+        SwitchKey,
+    };
 
     /// [`Backend::keyswitch_ext`]: inverse NTT, mod-up of every digit to `Q_l ∪ P`
     /// ([`Backend::basis_convert`]), forward NTT, [`Backend::keyswitch_inner`].
@@ -943,6 +955,29 @@ pub mod composed {
         drop(coeff);
         be.ntt_forward(&mut ext)?;
         be.keyswitch_inner(&ext, plan.digits.len(), &key.key, &plan.key_map)
+    }
+
+    /// [`Backend::mul_sum`]: the parts joined ([`Backend::join_components`]), one product
+    /// ([`Backend::mul`]) and a sum over the parts ([`Backend::linear`] with unit weights).
+    pub fn mul_sum<B: Backend>(
+        be: &B,
+        parts: &[&B::Tensor],
+        plains: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        let shapes: Vec<&Shape> = parts.iter().map(|p| be.shape(p)).collect();
+        check_mul_sum(&shapes, be.shape(plains))?;
+        let (count, limbs) = (parts.len(), shapes[0].limbs());
+        let joined = be.join_components(1, parts)?;
+        let prod = be.mul(&joined, plains)?;
+        drop(joined);
+        let w = LinearWeights {
+            inputs: count,
+            row_ptr: vec![0, count as u32],
+            cols: (0..count as u32).collect(),
+            values: vec![1; limbs * count],
+            bias: vec![0; limbs],
+        };
+        be.linear(&prod, shapes[0].polys, &w)
     }
 
     /// [`Backend::keyswitch`]: [`keyswitch_ext`], then [`Backend::divide_round`] by `P`.
@@ -1003,6 +1038,36 @@ pub mod composed {
         let prod = be.tensor(a, b)?;
         relin_rescale(be, &prod, key)
     }
+}
+
+/// Validates the operands of [`Backend::mul_sum`].
+pub(crate) fn check_mul_sum(parts: &[&Shape], plains: &Shape) -> Result<()> {
+    let first = parts.first().ok_or_else(|| BackendError::Shape {
+        op: "mul_sum",
+        reason: "no parts".into(),
+    })?;
+    expect_form("mul_sum", first, Form::Ntt)?;
+    if let Some(p) = parts.iter().find(|p| **p != *first) {
+        return Err(BackendError::Shape {
+            op: "mul_sum",
+            reason: format!("parts differ: {first:?} vs {p:?}"),
+        });
+    }
+    if plains.moduli != first.moduli || plains.polys != parts.len() * first.polys {
+        return Err(BackendError::Shape {
+            op: "mul_sum",
+            reason: format!(
+                "{} parts of {} polys over {:?} need {} plaintext polys over the same moduli, got {} over {:?}",
+                parts.len(),
+                first.polys,
+                first.moduli,
+                parts.len() * first.polys,
+                plains.polys,
+                plains.moduli
+            ),
+        });
+    }
+    expect_form("mul_sum", plains, Form::Ntt)
 }
 
 /// Validates the operand of [`Backend::relin_rescale`].

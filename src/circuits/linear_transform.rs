@@ -229,11 +229,8 @@ impl<T> EncodedTransform<T> {
         let rotated = ev.rotate_hoisted(x, &self.babies, keys)?;
         let mut acc: Option<Ct<B>> = None;
         for (step, used, pts) in &self.giants {
-            let parts: Vec<Ct<B>> = used
-                .iter()
-                .map(|&i| ev.drop_levels(&rotated[i], 0))
-                .collect::<Result<_, _>>()?;
-            let part = ev.sum(&ev.mul_plain_batch(&ev.concat(&parts)?, pts)?)?;
+            let parts: Vec<&Ct<B>> = used.iter().map(|&i| &rotated[i]).collect();
+            let part = ev.mul_plain_sum(&parts, pts)?;
             let part = if *step == 0 {
                 part
             } else {

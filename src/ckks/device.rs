@@ -398,6 +398,52 @@ impl<B: Backend> DeviceEvaluator<B> {
         })
     }
 
+    /// `sum_i a_i * pt_i` over single ciphertexts `a_i` (alike in level and scale) and the
+    /// plaintexts of `pts` (one each): one ciphertext, scales multiplied (rescale afterwards).
+    /// The baby-step sums of a BSGS linear transformation ([`Backend::mul_sum`]).
+    pub fn mul_plain_sum(
+        &self,
+        a: &[&DeviceCiphertext<B::Tensor>],
+        pts: &DevicePlainBatch<B::Tensor>,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        let first = *a.first().ok_or(CkksError::EmptyBatch)?;
+        for x in a {
+            self.check(x)?;
+            check_alike(
+                "mul_plain_sum",
+                (first.size, first.level, first.scale),
+                (x.size, x.level, x.scale),
+            )?;
+            if x.count != 1 {
+                return Err(CkksError::CountMismatch {
+                    op: "mul_plain_sum",
+                    left: x.count,
+                    right: 1,
+                });
+            }
+        }
+        if first.size != 2 {
+            return Err(CkksError::NotRelinearized { size: first.size });
+        }
+        if a.len() != pts.count {
+            return Err(CkksError::CountMismatch {
+                op: "mul_plain_sum",
+                left: a.len(),
+                right: pts.count,
+            });
+        }
+        if first.level != pts.level {
+            return Err(CkksError::LevelMismatch {
+                op: "mul_plain_sum",
+                left: first.level,
+                right: pts.level,
+            });
+        }
+        let parts: Vec<&B::Tensor> = a.iter().map(|x| &x.data).collect();
+        let data = self.backend.mul_sum(&parts, &pts.data)?;
+        Ok(self.with_data(first, data, 2, first.level, first.scale * pts.scale))
+    }
+
     /// `a_i * pt_i` for every ciphertext `a_i` of the batch and its own plaintext (scales
     /// multiply; rescale afterwards).
     pub fn mul_plain_batch(

@@ -5,7 +5,7 @@ mod fused;
 mod pool;
 
 use super::{
-    check_binary, check_convert, check_join, check_keyswitch_inner, check_linear,
+    check_binary, check_convert, check_join, check_keyswitch_inner, check_linear, check_mul_sum,
     check_prepared_map, check_relin_rescale, check_scalars, check_scaled_prefix, check_slice,
     check_truncate, expect_form, AtomicCounters, Backend, BackendError, Counters, Form,
     KeySwitchPlan, LinearWeights, MemoryUse, Result, RnsContext, Shape, SwitchKey,
@@ -536,6 +536,26 @@ impl Backend for CpuBackend {
         Ok(self.per_poly(a, |o| {
             elementwise::add_scalar(o, scalars, self.ctx.n(), &mods)
         }))
+    }
+
+    fn mul_sum(&self, parts: &[&CpuTensor], plains: &CpuTensor) -> Result<CpuTensor> {
+        let shapes: Vec<&Shape> = parts.iter().map(|p| &p.shape).collect();
+        check_mul_sum(&shapes, &plains.shape)?;
+        self.launch();
+        let n = self.ctx.n();
+        let shape = parts[0].shape.clone();
+        let (limbs, w) = (shape.limbs(), shape.polys * shape.limbs() * n);
+        let mods = self.mods(&shape);
+        let mut out = self.alloc(shape);
+        out.data.par_chunks_mut(n).enumerate().for_each(|(at, o)| {
+            let r = at * n..(at + 1) * n;
+            let a: Vec<&[u32]> = parts.iter().map(|p| &p.data[r.clone()]).collect();
+            let b: Vec<&[u32]> = (0..parts.len())
+                .map(|i| &plains.data[i * w + r.start..i * w + r.end])
+                .collect();
+            elementwise::mul_sum_limb(o, &a, &b, &mods[at % limbs]);
+        });
+        Ok(out)
     }
 
     fn mac(&self, acc: &mut CpuTensor, a: &CpuTensor, b: &CpuTensor) -> Result<()> {
