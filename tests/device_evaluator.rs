@@ -415,6 +415,83 @@ fn check_every_operation<B: Backend>(f: &Fixture, dev: &DeviceEvaluator<B>) {
         })
         .fold(0.0, f64::max);
     assert!(err < 1e-2, "sum of plaintext products (max error {err})");
+
+    // The BSGS pieces: the plaintext dot product over single ciphertexts (the same words as the
+    // batch product and sum), and rotations summed before one division by P (and a prime).
+    let singles: Vec<_> = (0..f.a.len())
+        .map(|k| dev.slice(&a, k..k + 1).unwrap())
+        .collect();
+    let csingles: Vec<_> = (0..f.a.len())
+        .map(|k| cpu.upload(&f.a[k..k + 1]).unwrap())
+        .collect();
+    let dotp = dev
+        .mul_plain_sum(&singles.iter().collect::<Vec<_>>(), &pb)
+        .unwrap();
+    let cdotp = cpu
+        .mul_plain_sum(
+            &csingles.iter().collect::<Vec<_>>(),
+            &cpu.upload_plain_batch(&pts).unwrap(),
+        )
+        .unwrap();
+    let raw = dev.download(&dotp).unwrap();
+    assert_eq!(
+        raw,
+        cpu.download(&cdotp).unwrap(),
+        "mul_plain_sum on {name} == cpu"
+    );
+    assert_eq!(
+        raw,
+        dev.download(&dev.sum(&dev.mul_plain_batch(&a, &pb).unwrap()).unwrap())
+            .unwrap(),
+        "mul_plain_sum on {name} == mul_plain_batch + sum"
+    );
+    for (parts, primes) in [
+        (vec![(0i64, 0usize), (1, 1), (-2, 2)], 0usize),
+        (vec![(1, 0), (3, 1)], 0),
+    ] {
+        let dev_parts: Vec<(i64, _)> = parts.iter().map(|&(s, k)| (s, &singles[k])).collect();
+        let cpu_parts: Vec<(i64, _)> = parts.iter().map(|&(s, k)| (s, &csingles[k])).collect();
+        let r = dev.rotate_sum_rescale(&dev_parts, &keys, primes).unwrap();
+        let got = dev.download(&r).unwrap();
+        assert_eq!(
+            got,
+            cpu.download(&cpu.rotate_sum_rescale(&cpu_parts, &ckeys, primes).unwrap())
+                .unwrap(),
+            "rotate_sum_rescale {parts:?} on {name} == cpu"
+        );
+        let v = f.enc.decode(&dec.decrypt(&got[0], &f.sk).unwrap());
+        let err = (0..slots)
+            .map(|s| {
+                let want: f64 = parts
+                    .iter()
+                    .map(|&(step, k)| f.va[k][(s as i64 + step).rem_euclid(slots as i64) as usize])
+                    .sum();
+                (v[s] - want).abs()
+            })
+            .fold(0.0, f64::max);
+        assert!(err < 1e-3, "rotate_sum_rescale {parts:?}: error {err}");
+    }
+    // With the rescale: the dot product and its rotation by 1, divided by q_l with the key
+    // switching's P, at the level below.
+    let r = dev
+        .rotate_sum_rescale(&[(0, &dotp), (1, &dotp)], &keys, 1)
+        .unwrap();
+    assert_eq!(r.level(), dotp.level() - 1);
+    let v = f
+        .enc
+        .decode(&dec.decrypt(&dev.download(&r).unwrap()[0], &f.sk).unwrap());
+    let dot_at = |s: usize| -> f64 {
+        (0..f.a.len())
+            .map(|k| (((s + 3 * k) % 5) as f64 - 2.0) * f.va[k][s])
+            .sum()
+    };
+    let err = (0..slots)
+        .map(|s| (v[s] - dot_at(s) - dot_at((s + 1) % slots)).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        err < 1e-2,
+        "rotate_sum_rescale with a rescale (max error {err})"
+    );
 }
 
 fn cpu_evaluator(f: &Fixture) -> DeviceEvaluator<CpuBackend> {

@@ -227,21 +227,16 @@ impl<T> EncodedTransform<T> {
             return Ok(ev.concat(&each)?);
         }
         let rotated = ev.rotate_hoisted(x, &self.babies, keys)?;
-        let mut acc: Option<Ct<B>> = None;
-        for (step, used, pts) in &self.giants {
-            let parts: Vec<&Ct<B>> = used.iter().map(|&i| &rotated[i]).collect();
-            let part = ev.mul_plain_sum(&parts, pts)?;
-            let part = if *step == 0 {
-                part
-            } else {
-                ev.rotate(&part, *step, keys)?
-            };
-            acc = Some(match acc {
-                None => part,
-                Some(a) => ev.add(&a, &part)?,
-            });
-        }
-        let acc = acc.expect("a transformation has at least one diagonal");
-        Ok(ev.rescale_by(&acc, self.primes)?)
+        let parts = self
+            .giants
+            .iter()
+            .map(|(step, used, pts)| {
+                let babies: Vec<&Ct<B>> = used.iter().map(|&i| &rotated[i]).collect();
+                Ok((*step, ev.mul_plain_sum(&babies, pts)?))
+            })
+            .collect::<Result<Vec<_>, CircuitError>>()?;
+        let parts: Vec<(i64, &Ct<B>)> = parts.iter().map(|(s, c)| (*s, c)).collect();
+        // The giant steps' key switchings summed before one division by P and the primes.
+        Ok(ev.rotate_sum_rescale(&parts, keys, self.primes)?)
     }
 }

@@ -1514,6 +1514,107 @@ impl<B: Backend> DeviceEvaluator<B> {
             .collect()
     }
 
+    /// `sum_j rotate(a_j, step_j)` (single ciphertexts alike in level and scale; step 0 adds
+    /// `a_j` as it is), rescaled by the level's last `primes` primes, with one division for all
+    /// of it: every rotation's key switching stops before its mod-down (over `Q_l ∪ P`,
+    /// [`Backend::keyswitch_ext`]), the sum is taken there, and one divide-and-round by
+    /// `P q_l ... q_{l - primes + 1}` ends it (lazy mod-down, Bossuat et al., Eurocrypt 2021).
+    /// The giant steps of a BSGS linear transformation. Decrypts like the rotations summed and
+    /// rescaled one by one, with less noise.
+    pub fn rotate_sum_rescale(
+        &self,
+        parts: &[(i64, &DeviceCiphertext<B::Tensor>)],
+        keys: &DeviceKeys<B::Tensor>,
+        primes: usize,
+    ) -> Result<DeviceCiphertext<B::Tensor>, CkksError> {
+        let first = parts.first().ok_or(CkksError::EmptyBatch)?.1;
+        for (_, x) in parts {
+            self.check(x)?;
+            check_alike(
+                "rotate_sum_rescale",
+                (first.size, first.level, first.scale),
+                (x.size, x.level, x.scale),
+            )?;
+            if x.count != 1 {
+                return Err(CkksError::CountMismatch {
+                    op: "rotate_sum_rescale",
+                    left: x.count,
+                    right: 1,
+                });
+            }
+        }
+        if first.size != 2 {
+            return Err(CkksError::NotRelinearized { size: first.size });
+        }
+        if primes > first.level {
+            return Err(CkksError::OutOfLevels { op: "rescale" });
+        }
+        let be = &self.backend;
+        let slots = self.ctx.params().slots() as i64;
+        // Over Q_l: c0 of every part (rotated), c1 of the unrotated ones; over Q_l ∪ P: the key
+        // switchings of the rotated c1.
+        let (mut lin0, mut lin1, mut ext): (Option<B::Tensor>, Option<B::Tensor>, Option<_>) =
+            (None, None, None);
+        let accumulate = |acc: &mut Option<B::Tensor>, t: B::Tensor| -> Result<(), CkksError> {
+            *acc = Some(match acc.take() {
+                None => t,
+                Some(a) => be.add(&a, &t)?,
+            });
+            Ok(())
+        };
+        let mut special: Option<Vec<usize>> = None;
+        for &(step, x) in parts {
+            if step.rem_euclid(slots) == 0 {
+                accumulate(&mut lin0, self.components(x, 0..1)?)?;
+                accumulate(&mut lin1, self.components(x, 1..2)?)?;
+                continue;
+            }
+            let g = self.ctx.galois_element(step);
+            let key = keys
+                .galois
+                .get(&g)
+                .ok_or(CkksError::MissingGaloisKey { step, galois: g })?;
+            if special.get_or_insert_with(|| key.special.clone()) != &key.special {
+                return Err(CkksError::InvalidParameters {
+                    reason: "rotation keys over different special primes".into(),
+                });
+            }
+            let rot = be.automorphism_ntt(&x.data, g)?;
+            accumulate(&mut lin0, be.slice_components(&rot, 2, 0..1)?)?;
+            let c1 = be.slice_components(&rot, 2, 1..2)?;
+            drop(rot);
+            accumulate(&mut ext, be.keyswitch_ext(&c1, key)?)?;
+        }
+        let lin0 = lin0.expect("at least one part");
+        let (data, dropped) = match (ext, special) {
+            (Some(mut acc), Some(special)) => {
+                let lin1 = match lin1 {
+                    Some(t) => t,
+                    None => be.mul_scalar(&lin0, &vec![0; first.level + 1])?,
+                };
+                let lin = be.join_components(1, &[&lin0, &lin1])?;
+                let moduli: Vec<usize> = (0..=first.level).collect();
+                let p_mod = be.context().product_mod(&special, &moduli);
+                be.add_scaled_prefix(&mut acc, &lin, &p_mod)?;
+                (be.divide_round(&acc, special.len() + primes)?, primes)
+            }
+            _ => {
+                let lin1 = lin1.expect("an unrotated part");
+                let lin = be.join_components(1, &[&lin0, &lin1])?;
+                if primes == 0 {
+                    (lin, 0)
+                } else {
+                    (be.divide_round(&lin, primes)?, primes)
+                }
+            }
+        };
+        let q = self.ctx.params().q()[first.level + 1 - dropped..=first.level]
+            .iter()
+            .map(|&q| q as f64)
+            .product::<f64>();
+        Ok(self.with_data(first, data, 2, first.level - dropped, first.scale / q))
+    }
+
     /// Complex conjugation of every slot of every ciphertext.
     pub fn conjugate(
         &self,
