@@ -691,6 +691,33 @@ fn bench_bootstrap_json_on_the_toy_preset_and_clear_refusals() {
     assert!(!ok && stderr.contains("insecure"), "{stderr}");
     let (ok, _, stderr) = cryptodl(&["bench", "bootstrap", "--preset", "n8192"]);
     assert!(!ok && stderr.contains("not bootstrappable"), "{stderr}");
+    // Sparse packing: 8 slots (3 DFT stages, so 3 levels each), precision over every copy.
+    let (ok, stdout, stderr) = cryptodl(&[
+        "bench",
+        "bootstrap",
+        "--preset",
+        "toyboot1024",
+        "--insecure",
+        "--reps",
+        "1",
+        "--slots",
+        "8",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["slots"], 8);
+    assert!(v["precision"]["mean_bits"].as_f64().unwrap() > 18.0, "{v}");
+    let (ok, _, stderr) = cryptodl(&[
+        "bench",
+        "bootstrap",
+        "--preset",
+        "toyboot1024",
+        "--insecure",
+        "--slots",
+        "100",
+    ]);
+    assert!(!ok && stderr.contains("--slots 100"), "{stderr}");
 }
 
 #[test]

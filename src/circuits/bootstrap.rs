@@ -19,6 +19,11 @@
 //!    message's scale are folded into EvalMod's output scale, so the result has the input's
 //!    scale (or the one asked for).
 //!
+//! Sparse packing (`n < N/2` slots, repeated over the ring's): after ModRaise a sum over the
+//! `N / 2n` copies (`log2` of it rotations) keeps the coefficients of `X^(N / 2n)`; the DFTs
+//! are those of `n` slots, tiled ([`HomomorphicDft::sparse`]), and the two halves travel in one
+//! ciphertext of period `2n` (`re + rot_n(im)`), so one EvalMod serves both.
+//!
 //! Every step of CoeffsToSlots, EvalMod and SlotsToCoeffs divides by `primes_per_level` primes
 //! (double-prime scaling with 2), so the circuit keeps a scale near the product of two primes
 //! though every prime is below 2^30.
@@ -62,6 +67,10 @@ pub struct BootstrapConfig {
     /// (ScaleDown, one prime of the input's levels). Larger makes `sin` closer to its argument
     /// (error about `(2 pi / 2^ratio)^2 / 6` relative) but amplifies EvalMod's own error.
     pub log_message_ratio: u32,
+    /// Slots of the messages (a power of two): `None` or `N/2` for full packing; fewer for
+    /// sparse packing, where the `n` values repeat over the slots (a plaintext in
+    /// `X^(N / 2n)`), the DFTs are those of `n` slots and one EvalMod does for both halves.
+    pub slots: Option<usize>,
 }
 
 impl Default for BootstrapConfig {
@@ -79,6 +88,7 @@ impl Default for BootstrapConfig {
             double_angles: 3,
             hamming_weight: 32,
             log_message_ratio: 10,
+            slots: None,
         }
     }
 }
@@ -124,36 +134,65 @@ impl BootstrapConfig {
         Ok(cost.output_level.saturating_sub(self.base_level + 1))
     }
 
+    /// The message slots `n` and the number of copies `N / 2n` in the ciphertext's slots.
+    pub fn packing(&self, params: &Parameters) -> Result<(usize, usize), CircuitError> {
+        let full = params.slots();
+        let n = self.slots.unwrap_or(full);
+        if !n.is_power_of_two() || n < 2 || n > full {
+            return Err(CircuitError::InvalidPolynomial {
+                reason: format!(
+                    "bootstrapping {n} slots: want a power of two from 2 to {full} (N/2)"
+                ),
+            });
+        }
+        Ok((n, full / n))
+    }
+
+    /// The rotations of sparse packing's sum over the copies (`n 2^i` for `2^i` below the
+    /// copies): it keeps the coefficients of `X^(N / 2n)` (times the copies) and zeroes the
+    /// rest of what ModRaise adds.
+    fn sub_sum_steps(&self, params: &Parameters) -> Result<Vec<i64>, CircuitError> {
+        let (n, copies) = self.packing(params)?;
+        Ok((0..copies.trailing_zeros())
+            .map(|i| (n << i) as i64)
+            .collect())
+    }
+
     fn eval_mod(&self) -> Result<EvalMod, CircuitError> {
         EvalMod::new(self.k, self.degree, self.double_angles)?.prescaled()
     }
 
     /// The two DFTs. CoeffsToSlots carries the 1/2 of `re = w + conj(w)` and `ratio`: the
     /// scale change from `Q_0` (the raised ciphertext's) to EvalMod's input scale, and EvalMod's
-    /// `1 / K`. SlotsToCoeffs carries `stc`: it runs at a scale `1 / stc` times the output's.
+    /// `1 / K` (and, sparse, `1 / copies` of the sum over the copies). SlotsToCoeffs carries
+    /// `stc`: it runs at a scale `1 / stc` times the output's.
     fn dfts(
         &self,
-        ring_n: usize,
+        params: &Parameters,
         ratio: f64,
         stc: f64,
     ) -> Result<(HomomorphicDft, HomomorphicDft), CircuitError> {
+        let (n, copies) = self.packing(params)?;
         let cts = HomomorphicDft::coeffs_to_slots(
-            ring_n,
+            2 * n,
             self.coeffs_to_slots_levels,
-            Complex64::new(0.5 * ratio, 0.0),
+            Complex64::new(0.5 * ratio / copies as f64, 0.0),
         )?;
         let stc = HomomorphicDft::slots_to_coeffs(
-            ring_n,
+            2 * n,
             self.slots_to_coeffs_levels,
             Complex64::new(stc, 0.0),
         )?;
-        Ok((cts, stc))
+        if copies == 1 {
+            return Ok((cts, stc));
+        }
+        Ok((cts.sparse(params.slots())?, stc.sparse(params.slots())?))
     }
 
     /// The circuit's cost on `params`, or why it does not fit.
     pub fn cost(&self, params: &Parameters) -> Result<BootstrapCost, CircuitError> {
         let em = self.eval_mod()?;
-        let (cts, stc) = self.dfts(params.n(), 1.0, 1.0)?;
+        let (cts, stc) = self.dfts(params, 1.0, 1.0)?;
         let p = self.primes_per_level;
         if p == 0 {
             return Err(CircuitError::InvalidPolynomial {
@@ -179,6 +218,7 @@ impl BootstrapConfig {
         }
         let mut rotations = cts.rotations();
         rotations.extend(stc.rotations());
+        rotations.extend(self.sub_sum_steps(params)?);
         rotations.sort_unstable();
         rotations.dedup();
         Ok(BootstrapCost {
@@ -197,7 +237,7 @@ impl BootstrapConfig {
     pub fn key_levels(&self, ctx: &Context) -> Result<KeyLevels, CircuitError> {
         let params = ctx.params();
         let cost = self.cost(params)?;
-        let (cts, stc) = self.dfts(params.n(), 1.0, 1.0)?;
+        let (cts, stc) = self.dfts(params, 1.0, 1.0)?;
         let p = self.primes_per_level;
         let top = params.max_level();
         let after_cts = top - self.coeffs_to_slots_levels * p;
@@ -218,6 +258,10 @@ impl BootstrapConfig {
             }
         }
         note(ctx.conjugation_element(), after_cts);
+        // Sparse: the sum over the copies at the top; its first step also joins the halves.
+        for r in self.sub_sum_steps(params)? {
+            note(ctx.galois_element(r), top);
+        }
         Ok(KeyLevels {
             relin: Some(after_cts),
             galois,
@@ -298,7 +342,7 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
         // the noise its rotations add, and its matrices bring the preset's scale back.
         let stc_scale = q0 / 2f64.powi(config.log_message_ratio as i32);
         let stc_factor = params.default_scale() / stc_scale;
-        let (cts, stc) = config.dfts(params.n(), eval_scale / (q0 * config.k), stc_factor)?;
+        let (cts, stc) = config.dfts(params, eval_scale / (q0 * config.k), stc_factor)?;
         let coeffs_to_slots = cts
             .matrices()
             .iter()
@@ -411,8 +455,15 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
         let mut c = ev.encapsulate(&raised, keys, false)?;
         drop(raised);
         c.set_scale(self.q0);
+        // Sparse packing: the sum over the copies keeps the coefficients of X^(N / 2n) (times
+        // the copies, which CoeffsToSlots divides out).
+        let (n, copies) = self.config.packing(params)?;
+        for step in self.config.sub_sum_steps(params)? {
+            c = ev.add(&c, &ev.rotate(&c, step, keys)?)?;
+        }
         stage("scale_down + mod_raise")?;
-        // 2. CoeffsToSlots, then re = w + conj(w), im = -i (w - conj(w)).
+        // 2. CoeffsToSlots, then re = w + conj(w), im = -i (w - conj(w)); sparse, both halves
+        //    in one ciphertext, re + rot_n(im) (CoeffsToSlots left each period's upper half 0).
         for t in &self.coeffs_to_slots {
             c = t.apply(ev, keys, &c)?;
         }
@@ -421,6 +472,11 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
         let re = ev.add(&c, &conj)?;
         let im = ev.mul_plain(&ev.sub(&c, &conj)?, &self.minus_i)?;
         drop((c, conj));
+        let halves = if copies == 1 {
+            ev.concat(&[re, im])?
+        } else {
+            ev.add(&re, &ev.rotate(&im, n as i64, keys)?)?
+        };
         stage("coeffs_to_slots")?;
         // 3. EvalMod on both halves in one batch, landing where the scale bookkeeping wants:
         //    y = S sin(2 pi t / Q_0) ~ S 2 pi m / Q_0, read at scale H = out_scale / stc_factor
@@ -429,12 +485,17 @@ impl<'a, B: Backend> Bootstrapper<'a, B> {
         let s = high * self.q0 / (TAU * message_scale);
         let pe = PolynomialEvaluator::new(ev, keys)
             .with_primes_per_level(self.config.primes_per_level)?;
-        let y = self.eval_mod.evaluate(&pe, &ev.concat(&[re, im])?, s)?;
+        let y = self.eval_mod.evaluate(&pe, &halves, s)?;
+        drop(halves);
         stage("eval_mod")?;
-        // 4. re + i im, then SlotsToCoeffs.
-        let y_im = ev.mul_plain(&ev.slice(&y, 1..2)?, &self.plus_i)?;
-        let mut y = ev.add(&ev.slice(&y, 0..1)?, &y_im)?;
-        drop(y_im);
+        // 4. re + i im (sparse: SlotsToCoeffs' first matrix reads the halves itself), then
+        //    SlotsToCoeffs.
+        let mut y = if copies == 1 {
+            let y_im = ev.mul_plain(&ev.slice(&y, 1..2)?, &self.plus_i)?;
+            ev.add(&ev.slice(&y, 0..1)?, &y_im)?
+        } else {
+            y
+        };
         y.set_scale(high);
         for t in &self.slots_to_coeffs {
             y = t.apply(ev, keys, &y)?;

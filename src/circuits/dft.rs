@@ -183,6 +183,76 @@ impl HomomorphicDft {
         Self::new(DftKind::SlotsToCoeffs, ring_n, levels, factor)
     }
 
+    /// This DFT of `n` slots (`n < slots`) for sparse packing in a ciphertext of `slots`
+    /// slots, whose `n` values repeat `slots / n` times (the plaintext is a polynomial in
+    /// `X^(N / 2n)`). Every matrix is tiled over the slots, and the real and imaginary halves
+    /// travel in one ciphertext of period `2n` (Lattigo's repacking): CoeffsToSlots' last matrix
+    /// zeroes the upper `n` slots of each period (so `re + rot_n(im)` holds both halves), and
+    /// SlotsToCoeffs' first matrix reads the period's halves as `lo + i hi` (so it takes that
+    /// ciphertext as it is and gives back period `n`). Neither costs a level or a rotation
+    /// key beyond the step `n` and the matrices' own.
+    pub fn sparse(&self, slots: usize) -> Result<Self, CircuitError> {
+        let n = self.matrices.first().map_or(0, |m| m.slots());
+        if n == 0 || 2 * n > slots || !slots.is_multiple_of(2 * n) {
+            return Err(CircuitError::InvalidPolynomial {
+                reason: format!(
+                    "a sparse DFT of {n} slots needs at least {} slots, a multiple of {}, got {slots}",
+                    2 * n,
+                    2 * n
+                ),
+            });
+        }
+        let zero = Complex64::new(0.0, 0.0);
+        let last = self.matrices.len() - 1;
+        let matrices = self
+            .matrices
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let period = match (self.kind, i) {
+                    (DftKind::CoeffsToSlots, i) if i == last => {
+                        // Rows of the upper half of each 2n period zeroed.
+                        let d = m
+                            .diagonals()
+                            .iter()
+                            .map(|(&k, d)| {
+                                let v = (0..2 * n)
+                                    .map(|s| if s < n { d[s] } else { zero })
+                                    .collect();
+                                (k, v)
+                            })
+                            .collect();
+                        LinearTransform::from_diagonals(2 * n, d)?
+                    }
+                    (DftKind::SlotsToCoeffs, 0) => {
+                        // y[s] = sum_k D_k[r] (x[c] + i x[c + n]), r = s mod n, c = (r + k) mod n,
+                        // on a period of 2n: each diagonal feeds two.
+                        let mut d: Diagonals = Diagonals::new();
+                        let i1 = Complex64::new(0.0, 1.0);
+                        for (&k, dk) in m.diagonals() {
+                            for s in 0..2 * n {
+                                let r = s % n;
+                                let c = (r + k) % n;
+                                for (col, f) in [(c, dk[r]), (c + n, dk[r] * i1)] {
+                                    let off = (col + 2 * n - s) % (2 * n);
+                                    d.entry(off).or_insert_with(|| vec![zero; 2 * n])[s] += f;
+                                }
+                            }
+                        }
+                        d.retain(|_, v| v.iter().any(|x| *x != zero));
+                        LinearTransform::from_diagonals(2 * n, d)?
+                    }
+                    _ => m.clone(),
+                };
+                period.tiled(slots)
+            })
+            .collect::<Result<Vec<_>, CircuitError>>()?;
+        Ok(Self {
+            kind: self.kind,
+            matrices,
+        })
+    }
+
     /// The direction.
     pub fn kind(&self) -> DftKind {
         self.kind
@@ -273,5 +343,56 @@ mod tests {
         assert!(three.rotations().len() < 3 * 2 * 15);
         assert!(HomomorphicDft::coeffs_to_slots(ring_n, 10, Complex64::new(1.0, 0.0)).is_err());
         assert!(HomomorphicDft::coeffs_to_slots(ring_n, 0, Complex64::new(1.0, 0.0)).is_err());
+    }
+
+    /// Sparse packing: `n` slots repeated over 512, CoeffsToSlots leaves the upper half of
+    /// each period of 2n zero, `re + rot_n(im)` packs both halves, and SlotsToCoeffs takes
+    /// that back to the repeated slots.
+    #[test]
+    fn sparse_dfts_pack_both_halves_in_one_period() {
+        let (slots, n) = (512, 64);
+        let one = Complex64::new(1.0, 0.0);
+        let z: Vec<Complex64> = (0..n)
+            .map(|i| Complex64::new((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos() / 2.0))
+            .collect();
+        let tiled: Vec<Complex64> = z.iter().cycle().take(slots).copied().collect();
+        for levels in [1, 2, 3] {
+            let dense = HomomorphicDft::coeffs_to_slots(2 * n, levels, one).unwrap();
+            let w = dense.apply_plain(&z);
+            let cts = dense.sparse(slots).unwrap();
+            assert!(cts.matrices().iter().all(|m| m.slots() == slots));
+            let got = cts.apply_plain(&tiled);
+            for (s, g) in got.iter().enumerate() {
+                let want = if s % (2 * n) < n {
+                    w[s % n]
+                } else {
+                    Complex64::new(0.0, 0.0)
+                };
+                assert!(
+                    (g - want).norm() < 1e-9,
+                    "CoeffsToSlots slot {s}: {g} vs {want}"
+                );
+            }
+            let v: Vec<Complex64> = (0..slots)
+                .map(|s| Complex64::new(got[s].re + got[(s + n) % slots].im, 0.0))
+                .collect();
+            let stc = HomomorphicDft::slots_to_coeffs(2 * n, levels, one)
+                .unwrap()
+                .sparse(slots)
+                .unwrap();
+            let back = stc.apply_plain(&v);
+            let err = back
+                .iter()
+                .zip(&tiled)
+                .map(|(a, b)| (a - b).norm())
+                .fold(0.0, f64::max);
+            assert!(
+                err < 1e-9,
+                "sparse round trip in {levels} levels: error {err}"
+            );
+        }
+        let dense = HomomorphicDft::coeffs_to_slots(2 * n, 2, one).unwrap();
+        assert!(dense.sparse(n).is_err());
+        assert!(dense.sparse(3 * n).is_err());
     }
 }

@@ -89,6 +89,28 @@ impl LinearTransform {
         Self::from_diagonals(n, diagonals)
     }
 
+    /// The same transformation on `slots` slots whose values repeat with this one's period
+    /// (sparse packing: `slots / self.slots()` copies side by side): every diagonal repeated,
+    /// the rotations unchanged.
+    pub fn tiled(&self, slots: usize) -> Result<Self, CircuitError> {
+        if slots < self.slots || !slots.is_multiple_of(self.slots) {
+            return Err(CircuitError::InvalidPolynomial {
+                reason: format!("{} slots do not tile {slots} slots", self.slots),
+            });
+        }
+        let diagonals = self
+            .diagonals
+            .iter()
+            .map(|(&k, d)| (k, d.iter().cycle().take(slots).copied().collect()))
+            .collect();
+        Self::from_diagonals(slots, diagonals)
+    }
+
+    /// The diagonals (`k -> diag_k`).
+    pub fn diagonals(&self) -> &BTreeMap<usize, Vec<Complex64>> {
+        &self.diagonals
+    }
+
     /// The slot count.
     pub fn slots(&self) -> usize {
         self.slots

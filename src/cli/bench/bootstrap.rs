@@ -34,6 +34,7 @@ is -log2 |error| per slot (mean, minimum, and the error's percentiles).
 
 Examples:
   cryptodl bench bootstrap --threads 2                       # n65536, full packing, CPU
+  cryptodl bench bootstrap --threads 2 --slots 1024          # sparse packing: 2^10 slots
   cryptodl bench bootstrap --preset toyboot1024 --insecure    # seconds, for a quick look
   cryptodl bench bootstrap --backend gpu --counts-only --roofline h200
                                                              # counted cost, predicted time
@@ -54,6 +55,10 @@ pub struct BootstrapArgs {
     /// Timed bootstraps after a warm-up one (the median is reported).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     reps: u32,
+    /// Message slots, a power of two (default: N/2, full packing). Fewer is sparse packing:
+    /// the values repeat over the ciphertext's slots and the DFTs shrink to their size.
+    #[arg(long)]
+    slots: Option<usize>,
     /// log2 of the message's scale (default: the preset's).
     #[arg(long, value_parser = clap::value_parser!(u32).range(10..=60))]
     log_scale: Option<u32>,
@@ -205,13 +210,23 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
 
 fn bench(args: &BootstrapArgs, threads: usize) -> anyhow::Result<BootstrapReport> {
     let preset = Preset::by_name(&args.preset)?;
-    let config = BootstrapConfig::for_preset(preset.name).with_context(|| {
+    let mut config = BootstrapConfig::for_preset(preset.name).with_context(|| {
         format!(
             "preset {} is not bootstrappable; use --preset n65536 (or toyboot1024 --insecure)",
             preset.name
         )
     })?;
     let params = preset.parameters(args.insecure)?;
+    if let Some(slots) = args.slots {
+        config.slots = Some(slots);
+        config
+            .packing(&params)
+            .map_err(|e| anyhow::anyhow!("--slots {slots}: {e}"))?;
+        // The DFTs of few slots have fewer stages than the preset's levels.
+        let stages = slots.trailing_zeros() as usize;
+        config.coeffs_to_slots_levels = config.coeffs_to_slots_levels.min(stages);
+        config.slots_to_coeffs_levels = config.slots_to_coeffs_levels.min(stages);
+    }
     super::super::warn_insecure(&params, args.json);
     if args.counts_only && args.backend != BackendKind::Gpu {
         anyhow::bail!("--counts-only counts GPU dispatches: add --backend gpu");
@@ -276,7 +291,7 @@ fn bench_on<B: Backend>(
             "{}: N = {}, {} slots; bootstrapping spends {} primes, {} rotation keys + conjugation + encapsulation",
             params.name(),
             params.n(),
-            params.slots(),
+            config.packing(params)?.0,
             cost.primes,
             cost.rotations.len()
         );
@@ -310,13 +325,18 @@ fn bench_on<B: Backend>(
     let scale = 2f64.powi(log_scale as i32);
     let input_level = config.base_level + 1;
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
-    let slots = params.slots();
+    let (slots, copies) = config.packing(params)?;
     // One bootstrap of a fresh message: (seconds, per-slot errors, output level); the input's
     // own errors (fresh encryption) go to `input_errors`.
     let mut input_errors: Vec<f64> = Vec::new();
     let mut stage_times: Vec<Vec<(&'static str, f64)>> = Vec::new();
     let mut once = |rng: &mut rand_chacha::ChaCha20Rng| -> anyhow::Result<(f64, Vec<f64>, usize)> {
-        let z = message(rng, slots);
+        // Sparse packing: the message's slots repeat over the ciphertext's.
+        let z: Vec<Complex64> = message(rng, slots)
+            .into_iter()
+            .cycle()
+            .take(slots * copies)
+            .collect();
         let ct = encryptor.encrypt(&enc.encode_complex(&z, input_level, scale)?, &pk)?;
         if input_errors.len() < 4 * slots {
             let fresh = enc.decode_complex(&dec.decrypt(&ct, &sk)?);
@@ -484,11 +504,12 @@ fn bench_on<B: Backend>(
 fn print(r: &BootstrapReport) {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     println!(
-        "bootstrap | preset {}{} | N = {} | {} slots (full packing) | {} | threads {}",
+        "bootstrap | preset {}{} | N = {} | {} slots ({} packing) | {} | threads {}",
         r.preset,
         if r.insecure { " (INSECURE)" } else { "" },
         r.n,
         r.slots,
+        if r.slots == r.n / 2 { "full" } else { "sparse" },
         r.backend,
         r.threads
     );
