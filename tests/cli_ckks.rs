@@ -773,4 +773,34 @@ fn keygen_bootstrap_writes_the_encapsulation_keys() {
         dir.path().join("other").to_str().unwrap(),
     ]);
     assert!(!ok && stderr.contains("not bootstrappable"), "{stderr}");
+    // Sparse packing's keys: the rotations of 64-slot DFTs and of the sum over the copies.
+    let sparse = dir.path().join("sparse");
+    let (ok, stdout, stderr) = cryptodl(&[
+        "keygen",
+        "--preset",
+        "toyboot1024",
+        "--insecure",
+        "--bootstrap",
+        "--bootstrap-slots",
+        "64",
+        "--out",
+        sparse.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["bootstrap_slots"], 64, "{v}");
+    assert_eq!(v["rotations"], 16, "{v}");
+    let (ok, _, stderr) = cryptodl(&[
+        "keygen",
+        "--preset",
+        "toyboot1024",
+        "--insecure",
+        "--bootstrap",
+        "--bootstrap-slots",
+        "48",
+        "--out",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("power of two"), "{stderr}");
 }

@@ -134,6 +134,21 @@ impl BootstrapConfig {
         Ok(cost.output_level.saturating_sub(self.base_level + 1))
     }
 
+    /// This circuit for `slots` message slots (sparse packing below `N/2`): the DFTs of few
+    /// slots have fewer butterfly stages than the preset's levels, so their levels are capped
+    /// at `log2(slots)`.
+    pub fn with_slots(self, slots: usize, params: &Parameters) -> Result<Self, CircuitError> {
+        let stages = slots.trailing_zeros() as usize;
+        let c = Self {
+            slots: Some(slots),
+            coeffs_to_slots_levels: self.coeffs_to_slots_levels.min(stages),
+            slots_to_coeffs_levels: self.slots_to_coeffs_levels.min(stages),
+            ..self
+        };
+        c.packing(params)?;
+        Ok(c)
+    }
+
     /// The message slots `n` and the number of copies `N / 2n` in the ciphertext's slots.
     pub fn packing(&self, params: &Parameters) -> Result<(usize, usize), CircuitError> {
         let full = params.slots();

@@ -103,6 +103,10 @@ pub struct KeygenArgs {
     /// conjugation, and the sparse-secret encapsulation keys. At n65536 that is about 10 GB.
     #[arg(long)]
     bootstrap: bool,
+    /// With --bootstrap: the keys of sparse-packing bootstrapping of this many slots (a power
+    /// of two below N/2; its DFTs need fewer rotations). Default: full packing.
+    #[arg(long, requires = "bootstrap")]
+    bootstrap_slots: Option<usize>,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -122,6 +126,8 @@ struct KeygenReport {
     rotations: usize,
     /// Whether the keys bootstrap.
     bootstrap: bool,
+    /// The slots they bootstrap (`null`: full packing or no bootstrapping).
+    bootstrap_slots: Option<usize>,
     eval_keys_bytes: u64,
 }
 
@@ -150,7 +156,12 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     }
     let bootstrap = match (args.bootstrap, BootstrapConfig::for_preset(params.name())) {
         (false, _) => None,
-        (true, Some(c)) => Some(c),
+        (true, Some(c)) => Some(match args.bootstrap_slots {
+            None => c,
+            Some(slots) => c
+                .with_slots(slots, &params)
+                .map_err(|e| anyhow::anyhow!("--bootstrap-slots {slots}: {e}"))?,
+        }),
         (true, None) => bail!(
             "preset {} is not bootstrappable; use --preset n65536 (or toyboot1024 --insecure) with --bootstrap",
             params.name()
@@ -210,6 +221,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         files,
         rotations,
         bootstrap: bootstrap.is_some(),
+        bootstrap_slots: bootstrap.as_ref().and_then(|c| c.slots),
         eval_keys_bytes: std::fs::metadata(args.out.join(EVAL_KEYS)).map_or(0, |m| m.len()),
     };
     if args.json {

@@ -218,14 +218,9 @@ fn bench(args: &BootstrapArgs, threads: usize) -> anyhow::Result<BootstrapReport
     })?;
     let params = preset.parameters(args.insecure)?;
     if let Some(slots) = args.slots {
-        config.slots = Some(slots);
-        config
-            .packing(&params)
+        config = config
+            .with_slots(slots, &params)
             .map_err(|e| anyhow::anyhow!("--slots {slots}: {e}"))?;
-        // The DFTs of few slots have fewer stages than the preset's levels.
-        let stages = slots.trailing_zeros() as usize;
-        config.coeffs_to_slots_levels = config.coeffs_to_slots_levels.min(stages);
-        config.slots_to_coeffs_levels = config.slots_to_coeffs_levels.min(stages);
     }
     super::super::warn_insecure(&params, args.json);
     if args.counts_only && args.backend != BackendKind::Gpu {
