@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::latency;
-use super::output::print_json;
+use super::output::{bar, print_json};
 use super::server::{Packing, ServerArgs};
 use crate::ckks::serialize::{
     load_ciphertexts, load_evaluation_keys, save_ciphertexts, save_evaluation_keys, Content, JobId,
@@ -87,21 +87,6 @@ pub(super) struct InferReport {
     max_logit_error: f64,
     timings: Timings,
     predictions_per_hour_server: f64,
-}
-
-/// A progress bar over `len` items (hidden when `quiet`).
-pub(super) fn bar(len: usize, what: &str, quiet: bool) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
-    }
-    let b = indicatif::ProgressBar::new(len as u64);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{what} [{{bar:30}}] {{pos}}/{{len}} ({{elapsed}}<{{eta}})"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    b
 }
 
 /// One encrypted scoring job: everything [`execute`] needs.

@@ -8,8 +8,8 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::bench::median;
-use super::infer::bar;
+use super::output::bar;
+use super::output::median;
 use super::output::print_json;
 use super::server::Packing;
 use crate::ckks::{Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters};

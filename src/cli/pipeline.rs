@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
-use super::infer::bar;
+use super::output::bar;
 use super::output::print_json;
 use super::server::Packing;
 use super::warn_insecure;
@@ -194,7 +194,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let ek = match &bootstrap {
         None => kg.evaluation_keys(&sk, &rotations, false)?,
         Some(c) => {
-            let spinner = super::infer::bar(0, "bootstrapping keys", args.json);
+            let spinner = super::output::bar(0, "bootstrapping keys", args.json);
             let ek = c.keys(&mut kg, &sk, &params, &rotations)?;
             spinner.finish_and_clear();
             ek

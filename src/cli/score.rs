@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
-use super::infer::bar;
+use super::output::bar;
 use super::output::print_json;
 use super::pipeline::parameters_of;
 use super::server::ServerArgs;

@@ -11,10 +11,9 @@ use num_complex::Complex64;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::super::infer::bar;
 use super::super::output::print_json;
 use super::super::server::{open_gpu, BackendKind};
-use super::{median, peak_rss_bytes, thread_pool, FamilyReport};
+use super::counted::FamilyReport;
 use crate::backend::cost::{CostFamily, Roofline};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{GpuBackend, GpuRuntime, RuntimeOptions, WGPU_MAX_BINDING};
@@ -24,6 +23,8 @@ use crate::ckks::{
     Context, Decryptor, DeviceEvaluator, Encoder, Encryptor, KeyGenerator, Parameters, Preset,
     Sampler, SecretKey,
 };
+use crate::cli::output::bar;
+use crate::cli::output::{median, peak_rss_bytes, thread_pool};
 
 /// Arguments of `cryptodl bench bootstrap`.
 #[derive(clap::Args, Debug)]
@@ -570,7 +571,7 @@ fn print(r: &BootstrapReport) {
         );
     }
     if let Some(c) = &r.counted {
-        super::print_counted(
+        super::counted::print_counted(
             &c.families
                 .iter()
                 .chain(std::iter::once(&c.total))
