@@ -31,8 +31,8 @@ pub enum BenchCommand {
     /// is the command to compare the CPU and a GPU (examples below).
     Model(model::ModelArgs),
     /// Time, levels, precision, keys and peak memory of CKKS bootstrapping (full or sparse
-    /// packing), on
-    /// the CPU or a GPU; the counted cost per kernel family and its roofline time on a GPU.
+    /// packing), on the CPU or a GPU; the counted cost per kernel family and its roofline time
+    /// on a GPU.
     Bootstrap(bootstrap::BootstrapArgs),
 }
 
