@@ -1,9 +1,16 @@
 //! The wgpu backend: tensors resident in device buffers, WGSL kernels from `shaders/`.
 
+mod convert;
 mod cost;
+mod error;
 mod linear;
+mod ntt;
 mod runtime;
 pub mod shaders;
+
+use convert::{ConvBuffers, DivRoundBuffers};
+pub use error::GpuError;
+use ntt::{ConvLoad, NttIo};
 
 pub use runtime::{
     list_adapters, AdapterChoice, AdapterSummary, GpuRuntime, PooledBuffer, RuntimeOptions,
@@ -22,110 +29,6 @@ use linear::LinearTiles;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
-
-/// Errors of the GPU runtime.
-#[derive(Clone, Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum GpuError {
-    /// No adapter of the native backends (Vulkan, Metal, DX12).
-    #[error("no GPU adapter found (Vulkan, Metal or DX12); on Linux install mesa-vulkan-drivers and libvulkan1 for the lavapipe software adapter")]
-    NoAdapter,
-    /// `--adapter` / `CRYPTODL_ADAPTER` matched nothing.
-    #[error("no adapter name contains {wanted:?}; available: {available}")]
-    AdapterNotFound {
-        /// The requested name.
-        wanted: String,
-        /// Names of the adapters found.
-        available: String,
-    },
-    /// `--devices gpu:N` named an index past the adapters found.
-    #[error("there is no GPU adapter {index}: `cryptodl devices` lists {count} (numbered from 0)")]
-    AdapterIndex {
-        /// The requested index.
-        index: usize,
-        /// How many adapters there are.
-        count: usize,
-    },
-    /// The adapter cannot run the kernels.
-    #[error("adapter {adapter} offers {workgroup_storage} B of workgroup memory and {invocations} invocations per workgroup; the kernels need {need_storage} B and {need_invocations}")]
-    LimitsTooSmall {
-        /// Adapter name.
-        adapter: String,
-        /// Workgroup memory offered.
-        workgroup_storage: u32,
-        /// Invocations offered.
-        invocations: u32,
-        /// Workgroup memory needed.
-        need_storage: u32,
-        /// Invocations needed.
-        need_invocations: u32,
-    },
-    /// Creating or polling the device failed.
-    #[error("device on adapter {adapter}: {reason}")]
-    Device {
-        /// Adapter name.
-        adapter: String,
-        /// What failed.
-        reason: String,
-    },
-    /// A shader failed to compile.
-    #[error("shader {family}: {reason}")]
-    Shader {
-        /// Shader file.
-        family: &'static str,
-        /// Compiler message.
-        reason: String,
-    },
-    /// A tensor exceeds the device's storage binding limit.
-    #[error("tensor of {bytes} bytes exceeds the device's storage binding limit of {max} bytes")]
-    TensorTooLarge {
-        /// Bytes needed.
-        bytes: u64,
-        /// Device limit.
-        max: u64,
-    },
-    /// `--max-binding` outside what the runtime can use.
-    #[error("a storage binding limit of {asked} bytes is outside {min}..={max} bytes (the adapter's own limit); only a counting-only runtime may assume a larger one")]
-    BindingLimit {
-        /// The limit asked for.
-        asked: u64,
-        /// The smallest allowed.
-        min: u64,
-        /// The adapter's own limit.
-        max: u64,
-    },
-    /// A dispatch needs more workgroups than two dimensions allow.
-    #[error("dispatch of {workgroups} workgroups exceeds the device's grid")]
-    DispatchTooLarge {
-        /// Workgroups needed.
-        workgroups: u64,
-    },
-    /// Reading a buffer back failed.
-    #[error("readback failed: {0}")]
-    Readback(String),
-    /// A lock was poisoned by a panic elsewhere.
-    #[error("GPU runtime lock poisoned")]
-    Poisoned,
-    /// Internal inconsistency (a bug).
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl GpuError {
-    /// Whether this error means there is no usable adapter here (none, not the one asked for,
-    /// too small, or its device would not open), as opposed to a bad request or a failure in
-    /// use.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            GpuError::NoAdapter
-                | GpuError::AdapterNotFound { .. }
-                | GpuError::AdapterIndex { .. }
-                | GpuError::LimitsTooSmall { .. }
-                | GpuError::Device { .. }
-        )
-    }
-}
 
 /// A tensor resident in a device buffer.
 pub struct GpuTensor {
@@ -179,63 +82,6 @@ pub struct GpuBackend {
     ntt_tile: u32,
 }
 
-struct ConvBuffers {
-    groups: wgpu::Buffer,
-    mat: wgpu::Buffer,
-    mat_shoup: wgpu::Buffer,
-    exact: wgpu::Buffer,
-    sources: u32,
-    /// Source limbs per group (for the counted cost).
-    group_sizes: Vec<u64>,
-}
-
-/// A grouped conversion's tables on the host: `(start, len)` per group, `mat` and its Shoup
-/// companions per (source, target), the `exact` table of `rns.wgsl`, and per source
-/// `(h_s, (B/b_s)^-1 mod b_s, its Shoup companion, b_s)`.
-struct ConvHost {
-    groups: Vec<u32>,
-    mat: Vec<u32>,
-    mat_shoup: Vec<u32>,
-    exact: Vec<u32>,
-    pre: Vec<u32>,
-}
-
-/// Per-limb scalars of a divide-and-round (from [`RnsContext::divide_round`]).
-struct DivRoundBuffers {
-    /// `(D^-1 mod k_i, its Shoup companion)` per kept limb.
-    d_inv: wgpu::Buffer,
-    conv: Arc<ConvBuffers>,
-}
-
-/// Where an NTT reads its input and how it ends.
-#[derive(Clone, Copy)]
-enum NttIo<'a> {
-    /// In place in the output view.
-    InPlace,
-    /// Out of place: the first pass reads this view.
-    From(View<'a>),
-    /// In place, and the forward transform's last store finishes a divide-and-round:
-    /// `out = (x - v) * D^-1` with `x` the kept limbs (this view) and `d_inv` per-limb Shoup pairs.
-    DivideTail {
-        x: View<'a>,
-        d_inv: &'a wgpu::Buffer,
-    },
-    /// Out of place, forward: the first pass loads the base conversion of the coefficient-form
-    /// view `x` (`polys / groups` polynomials of the conversion's source limbs) by `conv`, the
-    /// tensor being `[polys / groups][groups][targets]` (a fused mod-up).
-    Convert { x: View<'a>, conv: &'a ConvLoad },
-}
-
-/// The table of a base conversion fused into a forward NTT's load (`NttIo::Convert`; layout in
-/// `shaders/ntt.wgsl`), and what its counted cost needs.
-struct ConvLoad {
-    aux: wgpu::Buffer,
-    /// Source limbs per group.
-    group_sizes: Vec<u64>,
-    /// Words of `aux`.
-    words: u64,
-}
-
 /// Component `i` of every ciphertext of `t` (`comps` components each): a view and its count.
 #[derive(Clone, Copy)]
 struct Components<'a> {
@@ -255,7 +101,6 @@ fn component(t: &GpuTensor, i: u32, comps: u32) -> Components<'_> {
     }
 }
 
-/// Distinct moduli of a limb map.
 /// The entry of `cache` for `key`, made by `make` (and kept) on a miss: the backend's tables
 /// (limb maps, conversion and divide-and-round constants) are built and uploaded once.
 fn cached<K: std::hash::Hash + Eq, V>(
@@ -272,6 +117,7 @@ fn cached<K: std::hash::Hash + Eq, V>(
     Ok(v)
 }
 
+/// Distinct moduli of a limb map.
 fn distinct(map: &[usize]) -> u64 {
     map.iter().collect::<std::collections::BTreeSet<_>>().len() as u64
 }
@@ -534,140 +380,6 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Records the NTT passes over `polys` x `map` limbs of a view.
-    /// `src`: an out-of-place transform reads its input from that view (the first pass loads
-    /// it), leaving `src` unchanged.
-    fn ntt_view(
-        &self,
-        v: View,
-        io: NttIo,
-        polys: usize,
-        map: &[usize],
-        forward: bool,
-    ) -> Result<()> {
-        if polys == 0 || map.is_empty() {
-            return Ok(());
-        }
-        self.check_word_range(polys, map.len())?;
-        let n = self.ctx.n();
-        let tile = self.ntt_tile as usize;
-        let family = if self.ntt_tile == shaders::NTT_TILE {
-            Family::Ntt
-        } else {
-            Family::NttWide
-        };
-        let lmap = self.map_buffer(map)?;
-        let total = (polys * map.len() * n) as u64;
-        let tiles = total.div_ceil(tile as u64);
-        // Unused bindings are bound to a read-only buffer the kernel does not read.
-        if !forward && !matches!(io, NttIo::InPlace | NttIo::From(_)) {
-            return Err(GpuError::Internal(
-                "a divide tail or a fused conversion is for a forward NTT".into(),
-            )
-            .into());
-        }
-        let (src, tail, conv) = match io {
-            NttIo::InPlace => (None, None, None),
-            NttIo::From(s) => (Some(s), None, None),
-            NttIo::DivideTail { x, d_inv } => (Some(x), Some(d_inv), None),
-            NttIo::Convert { x, conv } => (Some(x), Some(&conv.aux), Some(conv)),
-        };
-        let (src_buf, src_off, src_stride) =
-            src.map_or((&self.moduli, 0, 0), |s| (s.buf, s.off, s.stride));
-        let from_src = matches!(io, NttIo::From(_) | NttIo::Convert { .. });
-        let mode = match io {
-            NttIo::DivideTail { .. } => 1,
-            NttIo::Convert { .. } => 2,
-            _ => 0,
-        };
-        let params = |last: u32, first: bool| {
-            [
-                n as u32,
-                log2(n),
-                map.len() as u32,
-                polys as u32,
-                v.off,
-                v.stride,
-                last,
-                u32::from(first && from_src),
-                src_off,
-                src_stride,
-                mode,
-                conv.map_or(0, |c| c.group_sizes.len() as u32),
-            ]
-        };
-        let tail_buf = tail.unwrap_or(&self.moduli);
-        let bindings = [v.buf, src_buf, &self.tables, &self.moduli, &*lmap, tail_buf];
-        let (first, second) = if forward {
-            ("ntt_forward_strided", "ntt_forward_block")
-        } else {
-            ("ntt_inverse_block", "ntt_inverse_strided")
-        };
-        let pl = (polys * map.len()) as u64;
-        let limbs = distinct(map);
-        let log_n = u64::from(log2(n));
-        let inverse = !forward;
-        let tail_cost = if mode == 1 {
-            cost::divide_tail(self.rt.arith(), pl * n as u64)
-        } else {
-            KernelCost::default()
-        };
-        // The first pass of a fused mod-up loads conversions instead of words.
-        let first_pass = |c: KernelCost| match conv {
-            Some(conv) => cost::convert_load(
-                self.rt.arith(),
-                c,
-                (polys / conv.group_sizes.len().max(1)) as u64,
-                &conv.group_sizes,
-                map.len() as u64,
-                n as u64,
-                conv.words,
-            ),
-            None => c,
-        };
-        if n <= tile {
-            let entry = if forward {
-                "ntt_forward_block"
-            } else {
-                "ntt_inverse_block"
-            };
-            let c = first_pass(cost::ntt_pass(
-                self.rt.arith(),
-                pl,
-                limbs,
-                n as u64,
-                log_n,
-                1,
-                inverse,
-                true,
-            )) + tail_cost;
-            self.dispatch(family, entry, &bindings, &params(1, true), tiles, c)?;
-        } else {
-            // The block pass does the log2(tile) stages local to a tile, the strided pass the rest.
-            let block = u64::from(log2(tile));
-            let (s1, s2) = if forward {
-                (log_n - block, block)
-            } else {
-                (block, log_n - block)
-            };
-            let c1 = first_pass(cost::ntt_pass(
-                self.rt.arith(),
-                pl,
-                limbs,
-                n as u64,
-                s1,
-                2,
-                inverse,
-                false,
-            ));
-            let c2 = cost::ntt_pass(self.rt.arith(), pl, limbs, n as u64, s2, 2, inverse, true)
-                + tail_cost;
-            self.dispatch(family, first, &bindings, &params(0, true), tiles, c1)?;
-            self.dispatch(family, second, &bindings, &params(1, false), tiles, c2)?;
-        }
-        Ok(())
-    }
-
     /// Records one element-wise kernel: `out` view, `a` and `b` views over `polys` x `map`.
     #[allow(clippy::too_many_arguments)]
     fn ew(
@@ -752,189 +464,6 @@ impl GpuBackend {
             None,
         )?;
         Ok(out)
-    }
-
-    /// The conversion tables of `groups` of `src` to `targets`, cached.
-    fn conv_buffers(
-        &self,
-        src: &[usize],
-        groups: &[Range<usize>],
-        targets: &[usize],
-    ) -> Result<Arc<ConvBuffers>> {
-        let key = (src.to_vec(), groups.to_vec(), targets.to_vec());
-        cached(&self.conv, key, || {
-            self.build_conv(src, groups, targets, None)
-        })
-    }
-
-    /// The tables of a grouped conversion (layouts in `shaders/rns.wgsl`): per group, the shared
-    /// converter from its limbs to the targets, `mat[s][t] = (B/b_s) mod p_t` with Shoup
-    /// companions, and in `exact`: `floor(2^64 / b_s)`, `B mod p_t`, then per source
-    /// `(h_s, (B/b_s)^-1 mod b_s, its Shoup companion, b_s)` and per target `post_t`. `rounding`
-    /// gives `(h_s, post_t)` for divide-and-round; plain conversions add 0.
-    fn build_conv(
-        &self,
-        src: &[usize],
-        groups: &[Range<usize>],
-        targets: &[usize],
-        rounding: Option<(&[u32], &[u32])>,
-    ) -> Result<ConvBuffers> {
-        let h = self.conv_host(src, groups, targets, rounding)?;
-        Ok(ConvBuffers {
-            groups: self.rt.upload_constant(&h.groups),
-            mat: self.rt.upload_constant(&h.mat),
-            mat_shoup: self.rt.upload_constant(&h.mat_shoup),
-            exact: self.rt.upload_constant(&h.exact),
-            sources: src.len() as u32,
-            group_sizes: groups.iter().map(|g| g.len() as u64).collect(),
-        })
-    }
-
-    /// The conversion of `groups` of `src` to `targets` as a forward NTT's load reads it
-    /// (`NttIo::Convert`), cached.
-    fn conv_load(
-        &self,
-        src: &[usize],
-        groups: &[Range<usize>],
-        targets: &[usize],
-    ) -> Result<Arc<ConvLoad>> {
-        let key = (src.to_vec(), groups.to_vec(), targets.to_vec());
-        cached(&self.conv_loads, key, || {
-            let h = self.conv_host(src, groups, targets, None)?;
-            let pre_off = 2 + h.groups.len();
-            let mat_off = pre_off + 3 * src.len();
-            let mut aux = vec![pre_off as u32, mat_off as u32];
-            aux.extend_from_slice(&h.groups);
-            aux.extend(h.pre.chunks(4).flat_map(|p| [p[1], p[2], p[3]]));
-            aux.extend(h.mat.iter().zip(&h.mat_shoup).flat_map(|(&m, &ms)| [m, ms]));
-            Ok(ConvLoad {
-                aux: self.rt.upload_constant(&aux),
-                group_sizes: groups.iter().map(|g| g.len() as u64).collect(),
-                words: aux.len() as u64,
-            })
-        })
-    }
-
-    /// The host tables of a grouped conversion (see [`Self::build_conv`]).
-    fn conv_host(
-        &self,
-        src: &[usize],
-        groups: &[Range<usize>],
-        targets: &[usize],
-        rounding: Option<(&[u32], &[u32])>,
-    ) -> Result<ConvHost> {
-        if let Some(g) = groups.iter().find(|g| g.len() > shaders::RNS_MAX_GROUP) {
-            return Err(BackendError::Shape {
-                op: "basis_convert",
-                reason: format!(
-                    "a group of {} limbs; the GPU conversion holds at most {} limbs per group (digit)",
-                    g.len(),
-                    shaders::RNS_MAX_GROUP
-                ),
-            });
-        }
-        let tmods = self.ctx.moduli_of(targets);
-        let smods = self.ctx.moduli_of(src);
-        let (mut mat, mut mat_shoup) = (Vec::new(), Vec::new());
-        let (mut exact, mut b_mod_p, mut pre) = (Vec::new(), Vec::new(), Vec::new());
-        for g in groups {
-            let conv = self.ctx.base_converter(&src[g.clone()], targets)?;
-            for (s, &qhi) in conv.from().q_hat_inv().iter().enumerate() {
-                for (t, m) in tmods.iter().enumerate() {
-                    let v = conv.q_hat_mod_p()[t][s];
-                    mat.push(v);
-                    mat_shoup.push(m.shoup(v));
-                }
-                let (i, m) = (g.start + s, &smods[g.start + s]);
-                let h = rounding.map_or(0, |(h, _)| h[i]);
-                pre.extend_from_slice(&[h, qhi, m.shoup(qhi), m.value()]);
-            }
-            exact.extend(
-                conv.inv_q_fixed()
-                    .iter()
-                    .flat_map(|&f| [f as u32, (f >> 32) as u32]),
-            );
-            b_mod_p.extend_from_slice(conv.q_mod_p());
-        }
-        exact.extend_from_slice(&b_mod_p);
-        exact.extend_from_slice(&pre);
-        match rounding {
-            Some((_, post)) => exact.extend_from_slice(post),
-            None => exact.extend(std::iter::repeat_n(0, targets.len())),
-        }
-        let gw: Vec<u32> = groups
-            .iter()
-            .flat_map(|g| [g.start as u32, g.len() as u32])
-            .collect();
-        Ok(ConvHost {
-            groups: gw,
-            mat,
-            mat_shoup,
-            exact,
-            pre,
-        })
-    }
-
-    /// Records a grouped base conversion (`basis_convert`) or the middle of a divide-and-round
-    /// (`divide_round_convert`, one group): `x` viewed as `polys` x `src` in coefficient form,
-    /// into `out` viewed as `polys` x (`groups` x `targets`).
-    #[allow(clippy::too_many_arguments)]
-    fn convert_view(
-        &self,
-        out: View,
-        y: View,
-        polys: usize,
-        conv: &ConvBuffers,
-        groups: usize,
-        targets: &[usize],
-        rounding: bool,
-    ) -> Result<()> {
-        let n = self.ctx.n();
-        self.check_word_range(polys * groups, targets.len())?;
-        let tmap = self.map_buffer(targets)?;
-        let params = [
-            n as u32,
-            log2(n),
-            polys as u32,
-            groups as u32,
-            targets.len() as u32,
-            y.off,
-            y.stride,
-            out.off,
-            out.stride,
-            conv.sources,
-            0,
-            0,
-        ];
-        let total = (polys * groups * n) as u64;
-        Ok(self.dispatch(
-            Family::Rns,
-            if rounding {
-                "divide_round_convert"
-            } else {
-                "basis_convert"
-            },
-            &[
-                out.buf,
-                y.buf,
-                &self.moduli,
-                &tmap,
-                &conv.groups,
-                &conv.mat,
-                &conv.mat_shoup,
-                &conv.exact,
-            ],
-            &params,
-            total.div_ceil(u64::from(shaders::WORKGROUP_SIZE)),
-            cost::basis_convert(
-                self.rt.arith(),
-                polys as u64,
-                &conv.group_sizes,
-                targets.len() as u64,
-                n as u64,
-                rounding,
-            ),
-        )?)
     }
 }
 
