@@ -11,8 +11,6 @@ use num_complex::Complex64;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::super::output::print_json;
-use super::super::server::{open_gpu, BackendKind};
 use super::counted::FamilyReport;
 use crate::backend::cost::{CostFamily, Roofline};
 use crate::backend::cpu::CpuBackend;
@@ -24,7 +22,9 @@ use crate::ckks::{
     Sampler, SecretKey,
 };
 use crate::cli::output::bar;
+use crate::cli::output::print_json;
 use crate::cli::output::{median, peak_rss_bytes, thread_pool};
+use crate::cli::server::{open_gpu, BackendKind, ServerArgs};
 
 /// Arguments of `cryptodl bench bootstrap`.
 #[derive(clap::Args, Debug)]
@@ -44,12 +44,8 @@ pub struct BootstrapArgs {
     /// A bootstrappable preset (`n65536`; `toyboot1024` with --insecure).
     #[arg(long, default_value = "n65536")]
     preset: String,
-    /// Where the bootstrap runs: cpu, gpu, or auto.
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendKind,
-    /// GPU adapter (case-insensitive substring of its name).
-    #[arg(long)]
-    adapter: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Worker threads on the host (rayon). Default: all cores.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
@@ -223,13 +219,13 @@ fn bench(args: &BootstrapArgs, threads: usize) -> anyhow::Result<BootstrapReport
             .with_slots(slots, &params)
             .map_err(|e| anyhow::anyhow!("--slots {slots}: {e}"))?;
     }
-    super::super::warn_insecure(&params, args.json);
-    if args.counts_only && args.backend != BackendKind::Gpu {
+    crate::cli::warn_insecure(&params, args.json);
+    if args.counts_only && args.server.backend != BackendKind::Gpu {
         anyhow::bail!("--counts-only counts GPU dispatches: add --backend gpu");
     }
     let ctx = Context::new(&params)?;
     // The GPU runtime, or None for the CPU (asked for, or `auto` without a GPU).
-    let rt: Option<Arc<GpuRuntime>> = match args.backend {
+    let rt: Option<Arc<GpuRuntime>> = match args.server.backend {
         BackendKind::Cpu => None,
         _ if args.counts_only => {
             let options = RuntimeOptions {
@@ -237,10 +233,10 @@ fn bench(args: &BootstrapArgs, threads: usize) -> anyhow::Result<BootstrapReport
                 counts_only: true,
                 ..RuntimeOptions::from_env()
             };
-            Some(open_gpu(args.adapter.as_deref(), Some(&options))?)
+            Some(open_gpu(args.server.adapter.as_deref(), Some(&options))?)
         }
-        BackendKind::Gpu => Some(open_gpu(args.adapter.as_deref(), None)?),
-        BackendKind::Auto => match open_gpu(args.adapter.as_deref(), None) {
+        BackendKind::Gpu => Some(open_gpu(args.server.adapter.as_deref(), None)?),
+        BackendKind::Auto => match open_gpu(args.server.adapter.as_deref(), None) {
             Ok(rt) => Some(rt),
             Err(e) => {
                 eprintln!("no GPU ({e:#}); bootstrapping on the CPU");

@@ -15,7 +15,7 @@ use crate::backend::gpu::{GpuRuntime, RuntimeOptions};
 use crate::ckks::{Ciphertext, Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters};
 use crate::cli::latency::{parameters_for, report_latency, run_latency, Images};
 use crate::cli::output::{bar, median, peak_rss_bytes, print_json, thread_pool};
-use crate::cli::server::{open_gpu, resolve, BackendKind, Packing};
+use crate::cli::server::{open_gpu, resolve, BackendKind, Packing, ServerArgs};
 use crate::cli::warn_insecure;
 use crate::nn::model::Model;
 use crate::nn::reference;
@@ -39,12 +39,8 @@ pub struct ModelArgs {
     /// for the model, and said).
     #[arg(long)]
     preset: Option<String>,
-    /// Where the server evaluates: cpu, gpu, or auto (the GPU if one opens, else the CPU).
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendKind,
-    /// GPU adapter (case-insensitive substring of its name).
-    #[arg(long)]
-    adapter: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Worker threads on the host (rayon). Default: all cores.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
@@ -106,7 +102,7 @@ pub(super) fn run(args: ModelArgs) -> anyhow::Result<()> {
                 args.json,
             )?;
             warn_insecure(&params, args.json);
-            let device = resolve(args.backend, args.adapter.as_deref())?;
+            let device = resolve(args.server.backend, args.server.adapter.as_deref())?;
             let images = Images::random(&model, args.batches as usize);
             run_latency(&model, &params, device, threads, &images, args.json)
         })?;
@@ -317,7 +313,7 @@ fn bench_model(
     )?;
     plan.check_depth(params.name(), params.max_level())?;
     let device = if args.counts_only || args.max_binding.is_some() {
-        if args.backend != BackendKind::Gpu {
+        if args.server.backend != BackendKind::Gpu {
             anyhow::bail!(
                 "--counts-only and --max-binding count GPU dispatches: add `--backend gpu`"
             );
@@ -327,9 +323,9 @@ fn bench_model(
             counts_only: args.counts_only,
             ..RuntimeOptions::from_env()
         };
-        Device::Gpu(open_gpu(args.adapter.as_deref(), Some(&options))?)
+        Device::Gpu(open_gpu(args.server.adapter.as_deref(), Some(&options))?)
     } else {
-        resolve(args.backend, args.adapter.as_deref())?
+        resolve(args.server.backend, args.server.adapter.as_deref())?
     };
     let gpu = match &device {
         Device::Gpu(rt) => Some(GpuSetup::of(rt)),

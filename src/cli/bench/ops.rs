@@ -13,15 +13,14 @@ use crate::ckks::{
     Encoder, Encryptor, EvaluationKeys, KeyGenerator, Preset, Sampler,
 };
 use crate::cli::output::{median, print_json, thread_pool};
-use crate::cli::server::{resolve, BackendKind};
+use crate::cli::server::{resolve, ServerArgs};
 use crate::sched::Device;
 
 /// Arguments of `cryptodl bench ops`.
 #[derive(clap::Args, Debug)]
 pub struct OpsArgs {
-    /// Backend to time (`auto`: the GPU if one opens, else the CPU).
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendKind,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Parameter preset (see `cryptodl params`).
     #[arg(long, default_value = "n8192")]
     preset: String,
@@ -31,10 +30,6 @@ pub struct OpsArgs {
     /// Repetitions per operation (the median is reported).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     reps: u32,
-    /// GPU adapter (case-insensitive substring of its name; default: $CRYPTODL_ADAPTER, else the
-    /// most powerful one).
-    #[arg(long)]
-    adapter: Option<String>,
     /// Accept presets below 128-bit security (every output then says so).
     #[arg(long)]
     insecure: bool,
@@ -215,8 +210,10 @@ fn bench_ops(args: &OpsArgs, threads: usize) -> anyhow::Result<OpsReport> {
         a,
         b,
     };
-    let (backend, adapter, timing, product) = match resolve(args.backend, args.adapter.as_deref())?
-    {
+    let (backend, adapter, timing, product) = match resolve(
+        args.server.backend,
+        args.server.adapter.as_deref(),
+    )? {
         Device::Cpu => {
             let dev = DeviceEvaluator::new(ctx.clone(), CpuBackend::new(ctx.rns().clone()))?;
             // The NTT rows time the kernel on one limb in place (no copy).
