@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::counted::FamilyReport;
-use crate::backend::cost::{CostFamily, Roofline};
+use crate::backend::cost::Roofline;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{GpuBackend, GpuRuntime, RuntimeOptions, WGPU_MAX_BINDING};
 use crate::backend::Backend;
@@ -374,10 +374,7 @@ fn bench_on<B: Backend>(
         let roof = &args.roofline;
         let (pred, floor) = k.roofline_seconds(roof);
         counted = Some(CountedBootstrap {
-            families: CostFamily::ALL
-                .iter()
-                .map(|&f| FamilyReport::new(f.name(), k.get(f)))
-                .collect(),
+            families: FamilyReport::families(&k),
             total: FamilyReport::new("total", k.total()),
             roofline: roof.clone(),
             predicted_seconds: pred,

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::backend::cost::KernelCost;
+use crate::backend::cost::{CostFamily, KernelCost, KernelCounts};
 
 /// One kernel family's counted cost in a report.
 #[derive(Clone, Serialize)]
@@ -16,6 +16,14 @@ pub(super) struct FamilyReport {
 }
 
 impl FamilyReport {
+    /// One report per kernel family of `k`, in `CostFamily::ALL` order.
+    pub(super) fn families(k: &KernelCounts) -> Vec<Self> {
+        CostFamily::ALL
+            .iter()
+            .map(|&f| Self::new(f.name(), k.get(f)))
+            .collect()
+    }
+
     pub(super) fn new(family: &'static str, cost: KernelCost) -> Self {
         FamilyReport {
             family,

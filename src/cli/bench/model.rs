@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::counted::{print_counted, FamilyReport};
 use super::parse_bytes;
-use crate::backend::cost::{CostFamily, KernelCost, KernelCounts, Roofline};
+use crate::backend::cost::{KernelCost, KernelCounts, Roofline};
 use crate::backend::gpu::{GpuRuntime, RuntimeOptions};
 use crate::ckks::{Ciphertext, Context, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters};
 use crate::cli::latency::{parameters_for, report_latency, run_latency, Images};
@@ -735,10 +735,7 @@ impl CountedReport {
         let (counted, floor) = k.roofline_seconds(roof);
         let per_hour = |s: f64| images as f64 / s.max(f64::MIN_POSITIVE) * 3600.0;
         Some(CountedReport {
-            families: CostFamily::ALL
-                .iter()
-                .map(|&f| FamilyReport::new(f.name(), k.get(f)))
-                .collect(),
+            families: FamilyReport::families(k),
             total: FamilyReport::new("total", k.total()),
             roofline: roof.clone(),
             predicted_batch_seconds: counted,
