@@ -578,7 +578,7 @@ fn batches_in_flight_give_the_same_logits() {
         }
         assert!(ok, "{backend}: {stderr}");
         let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        let f = &v["in_flight"];
+        let f = &v["in_flight"][0];
         assert_eq!(f["batches_in_flight"], 3, "{backend}");
         assert_eq!(f["batches"], 6, "{backend}");
         assert_eq!(f["same_logits"], true, "{backend}");

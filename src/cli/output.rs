@@ -61,3 +61,10 @@ pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// Resets the peak resident set [`peak_rss_bytes`] reports to the current one (Linux: writing
+/// `5` to `/proc/self/clear_refs`), so the next reading is the peak of what follows; elsewhere
+/// nothing.
+pub(crate) fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}

@@ -4,9 +4,11 @@
 //! `bootstrap` share.
 
 mod bootstrap;
+mod compare;
 mod counted;
 mod model;
 mod ops;
+mod report;
 
 use crate::backend::gpu::WGPU_MAX_BINDING;
 
@@ -34,6 +36,14 @@ pub enum BenchCommand {
     /// packing), on the CPU or a GPU; the counted cost per kernel family and its roofline time
     /// on a GPU.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// The same model on several backends, thread counts, packings and batches in flight, in
+    /// one process: one JSON document with the machine and every measurement, checked against
+    /// the plaintext reference, under benches/results/<machine>/ (`bench report` draws it).
+    Compare(compare::CompareArgs),
+    /// Draws `bench compare` documents (several machines side by side) as SVG charts and one
+    /// self-contained HTML page: time per step CPU vs GPU, throughput against images in flight,
+    /// the spread of the repeats, thread scaling, the GPU roofline, peak memory, and ratios.
+    Report(report::ReportArgs),
 }
 
 /// A byte count: digits with an optional `KiB`, `MiB` or `GiB`, or `wgpu-max`.
@@ -74,5 +84,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Bootstrap(args) => bootstrap::run(args),
         BenchCommand::Ops(args) => ops::run(args),
         BenchCommand::Model(args) => model::run(args),
+        BenchCommand::Compare(args) => compare::run(args),
+        BenchCommand::Report(args) => report::run(args),
     }
 }

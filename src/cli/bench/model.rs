@@ -133,7 +133,7 @@ struct LayerReport {
 }
 
 #[derive(Serialize)]
-struct ModelReport {
+pub(super) struct ModelReport {
     model: String,
     preset: String,
     insecure: bool,
@@ -175,9 +175,10 @@ struct ModelReport {
     /// GPU backend: how the kernels were set up.
     #[serde(skip_serializing_if = "Option::is_none")]
     gpu: Option<GpuSetup>,
-    /// With `--in-flight K`: the throughput of K batches in flight.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    in_flight: Option<InFlightReport>,
+    /// With `--in-flight K` (K > 1): the throughput of K batches in flight (`bench compare`:
+    /// one entry per count).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    in_flight: Vec<InFlightReport>,
     /// GPU backend: counted cost of the last batch per kernel family, and the roofline
     /// prediction.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,18 +328,57 @@ fn bench_model(
     } else {
         resolve(args.server.backend, args.server.adapter.as_deref())?
     };
+    warn_insecure(&params, args.json);
+    let bench = BatchBench {
+        model: &model,
+        params: &params,
+        batches: args.batches as usize,
+        in_flight: &[args.in_flight as usize],
+        roofline: &args.roofline,
+        counts_only: args.counts_only,
+        quiet: args.json,
+    };
+    measure_batch(&bench, device, threads, pool)
+}
+
+/// One batch-packing measurement: what `bench model` and `bench compare` time.
+pub(super) struct BatchBench<'a> {
+    pub model: &'a Model,
+    pub params: &'a Parameters,
+    /// Timed batches after the warm-up batch.
+    pub batches: usize,
+    /// After the timed batches, each count above 1 is measured as that many batches in flight.
+    pub in_flight: &'a [usize],
+    pub roofline: &'a Roofline,
+    /// GPU: count the dispatches without executing them.
+    pub counts_only: bool,
+    /// No progress bars or lines on stderr.
+    pub quiet: bool,
+}
+
+/// Times `b` on `device` (the caller's `pool` of `threads` workers runs it): keys and one batch
+/// of random images (client side, not timed), a warm-up batch, the timed batches, the batches
+/// in flight, and the check against the plaintext reference.
+pub(super) fn measure_batch(
+    b: &BatchBench<'_>,
+    device: Device,
+    threads: usize,
+    pool: &rayon::ThreadPool,
+) -> anyhow::Result<ModelReport> {
+    let (model, params) = (b.model, b.params);
+    let plan = Plan::compile(model)?;
+    plan.check_depth(params.name(), params.max_level())?;
     let gpu = match &device {
         Device::Gpu(rt) => Some(GpuSetup::of(rt)),
         _ => None,
     };
-    let quiet = args.json;
+    let quiet = b.quiet;
     let say = |s: String| {
         if !quiet {
             eprintln!("{s}");
         }
     };
-    warn_insecure(&params, quiet);
-    let ctx = Context::new(&params)?;
+    let ctx = Context::new(params)?;
     let slots = params.slots();
 
     // Client: keys and one batch of random images.
@@ -353,10 +393,10 @@ fn bench_model(
     let samples: Vec<Vec<f64>> = (0..slots)
         .map(|_| {
             let pixels: Vec<u8> = (0..c * h * w).map(|_| rng.random()).collect();
-            reference::normalize(&model, &pixels)
+            reference::normalize(model, &pixels)
         })
         .collect();
-    plan.check_magnitudes(&params, &samples[..samples.len().min(256)])?;
+    plan.check_magnitudes(params, &samples[..samples.len().min(256)])?;
     say(format!(
         "bench model: {} at {} ({} levels used of {}; inputs at level {}), batches of {slots} random images",
         model.name,
@@ -367,16 +407,16 @@ fn bench_model(
     ));
     let t = Instant::now();
     let enc = Encoder::new(ctx.clone());
-    let b = bar(plan.inputs, "client: encrypt", quiet);
+    let enc_bar = bar(plan.inputs, "client: encrypt", quiet);
     let batch = sched::encrypt_batch(
         &plan,
         &enc,
         |_| Encryptor::new(ctx.clone()),
         &pk,
         &samples,
-        || b.inc(1),
+        || enc_bar.inc(1),
     )?;
-    b.finish_and_clear();
+    enc_bar.finish_and_clear();
     let encrypt_seconds = t.elapsed().as_secs_f64();
 
     // Server: one session, a warm-up batch, then the timed ones.
@@ -385,16 +425,12 @@ fn bench_model(
     let key_upload_seconds = t.elapsed().as_secs_f64();
     drop(keys);
     // Counting only: every batch counts the same; a few give a median recording time.
-    let total = if args.counts_only {
-        4
-    } else {
-        args.batches as usize + 1
-    };
-    let b = bar(total * plan.steps.len(), "server: steps", quiet);
+    let total = if b.counts_only { 4 } else { b.batches + 1 };
+    let steps = bar(total * plan.steps.len(), "server: steps", quiet);
     let mut runs = Vec::with_capacity(total);
     let mut logits = Vec::new();
     for i in 0..total {
-        let scored = session.score_with(&plan, &batch, |_| b.inc(1))?;
+        let scored = session.score_with(&plan, &batch, |_| steps.inc(1))?;
         if i + 1 == total {
             logits = scored.logits;
         }
@@ -402,21 +438,24 @@ fn bench_model(
             runs.push(scored.stats);
         }
     }
-    b.finish_and_clear();
+    steps.finish_and_clear();
     let peak_memory_bytes = session.memory().peak_bytes;
-    let in_flight = if args.in_flight > 1 {
-        Some(in_flight(
-            &session,
-            &plan,
-            (&batch, slots),
-            &logits,
-            (args.in_flight as usize, args.batches as usize),
-            pool,
-            quiet,
-        )?)
-    } else {
-        None
-    };
+    let in_flight = b
+        .in_flight
+        .iter()
+        .filter(|&&k| k > 1)
+        .map(|&k| {
+            in_flight(
+                &session,
+                &plan,
+                (&batch, slots),
+                &logits,
+                (k, b.batches),
+                pool,
+                quiet,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let last = runs.last().expect("at least one timed batch");
     let batch_seconds_all: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
     let batch_seconds = median(batch_seconds_all.clone());
@@ -434,12 +473,12 @@ fn bench_model(
 
     // The answer must be right, not only fast: the first samples against the reference
     // (counting only, nothing was computed).
-    let checked = if args.counts_only { 0 } else { slots.min(256) };
+    let checked = if b.counts_only { 0 } else { slots.min(256) };
     let dec = Decryptor::new(ctx.clone());
     let got = sched::decrypt_logits(&dec, &enc, &sk, &logits, checked)?;
     let (mut agree, mut beyond, mut worst) = (0usize, 0usize, 0.0f64);
     for (x, g) in samples.iter().zip(&got) {
-        let want = reference::forward(&model, x)?;
+        let want = reference::forward(model, x)?;
         agree += usize::from(reference::argmax(&want) == reference::argmax(g));
         beyond += usize::from(!reference::agrees(&want, g));
         for (a, b) in want.iter().zip(g) {
@@ -474,7 +513,7 @@ fn bench_model(
         bytes_downloaded: last.counters.download_bytes,
         counted: CountedReport::new(
             &last.counters.kernels,
-            &args.roofline,
+            b.roofline,
             slots,
             last.counters.upload_bytes + last.counters.download_bytes,
         ),
@@ -556,7 +595,7 @@ fn print_model(r: &ModelReport) {
         });
         print_counted_report(steps, c);
     }
-    if let Some(f) = &r.in_flight {
+    for f in &r.in_flight {
         println!(
             "  {} batches in flight: {} batches in {:.3} s, {:.0} predictions/hour, peak tensor memory {:.2} GB; logits {}",
             f.batches_in_flight,
