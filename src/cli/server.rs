@@ -20,8 +20,8 @@ pub enum BackendKind {
 /// How images are packed into ciphertexts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Packing {
-    /// Image s in slot s of every ciphertext (one ciphertext per input value): a batch of N/2
-    /// images costs what one costs. Highest throughput.
+    /// Image i of the batch in slot i of every ciphertext (one ciphertext per input value): a
+    /// batch of N/2 images costs what one costs. Highest throughput.
     Batch,
     /// One image across the slots of a few ciphertexts, moved by rotations: milliseconds per
     /// image. Lowest latency; the evaluation keys hold the rotations the model needs.

@@ -24,7 +24,7 @@ roofline.svg (the GPU's counted bytes and multiplies against what was achieved) 
 memory.svg (peak memory). Times from software adapters (lavapipe) are labelled as such.
 
 Examples:
-  cryptodl bench report benches/results/2core-llvmpipe-*/compare-*.json --out report/
+  cryptodl bench report benches/results/*/compare-*.json --out report/
   cryptodl bench report a.json b.json ops-n8192-t1.json seal-n8192.json --out report/")]
 pub struct ReportArgs {
     /// Result files: `bench compare` documents, `bench ops --json` output, SEAL timings.
