@@ -272,6 +272,45 @@ fn plot_err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> a
     anyhow::anyhow!("drawing a chart failed: {e}")
 }
 
+/// The legend of `chart`'s series in a framed box at `pos`.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    pos: SeriesLabelPosition,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(pos)
+        .draw()
+        .map_err(plot_err)
+}
+
+/// A row's name (cut to 42 characters) right-aligned just left of `at` (pixels of `area`).
+fn row_label<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    name: &str,
+    (x, y): (i32, i32),
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let label: String = name.chars().take(42).collect();
+    area.draw(&Text::new(
+        label,
+        (x - 8, y),
+        ("sans-serif", 13)
+            .into_font()
+            .into_text_style(area)
+            .pos(Pos::new(HPos::Right, VPos::Center)),
+    ))
+    .map_err(plot_err)
+}
+
 /// An SVG of `size` drawn by `draw`.
 fn svg(
     size: (u32, u32),
@@ -395,26 +434,9 @@ fn hbars(
         }
         for (i, c) in categories.iter().enumerate() {
             let (px, py) = chart.backend_coord(&(0.0, i as f64 + 0.5));
-            let label: String = c.chars().take(42).collect();
-            root.draw(&Text::new(
-                label,
-                (px - 8, py),
-                ("sans-serif", 13).into_font().into_text_style(root).pos(
-                    plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Right,
-                        plotters::style::text_anchor::VPos::Center,
-                    ),
-                ),
-            ))
-            .map_err(plot_err)?;
+            row_label(root, c, (px, py))?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(plot_err)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     })
 }
@@ -549,13 +571,7 @@ fn lines_chart(
                     .map_err(plot_err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(plot_err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })
 }
@@ -730,18 +746,7 @@ fn latency_chart(runs: &Runs<'_>) -> anyhow::Result<String> {
                 // Backend coordinates are the whole image's; the panel draws relative to itself.
                 let (px, py) = chart.backend_coord(&(lo / 1.5, y));
                 let (ax, ay) = area.get_base_pixel();
-                let label: String = r.name.chars().take(42).collect();
-                area.draw(&Text::new(
-                    label,
-                    (px - ax - 8, py - ay),
-                    ("sans-serif", 13).into_font().into_text_style(area).pos(
-                        plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Right,
-                            plotters::style::text_anchor::VPos::Center,
-                        ),
-                    ),
-                ))
-                .map_err(plot_err)?;
+                row_label(area, &r.name, (px - ax, py - ay))?;
             }
         }
         Ok(())
@@ -876,13 +881,7 @@ fn roofline_chart(runs: &Runs<'_>) -> anyhow::Result<String> {
                 )))
                 .map_err(plot_err)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::MiddleLeft)
-            .draw()
-            .map_err(plot_err)?;
+        legend(&mut chart, SeriesLabelPosition::MiddleLeft)?;
         Ok(())
     })
 }
