@@ -13,7 +13,7 @@
 //!
 //! Every file names its parameters by fingerprint, so no step needs `--preset` after `keygen`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use serde::Serialize;
@@ -23,56 +23,18 @@ use super::output::print_json;
 use super::server::Packing;
 use super::warn_insecure;
 use crate::circuits::BootstrapConfig;
-use crate::ckks::serialize::{
-    load_evaluation_keys, load_public_key, load_secret_key, read_header, save_ciphertexts,
-    save_evaluation_keys, save_public_key, save_secret_key, Content, FileError, JobId,
-};
-use crate::ckks::{
-    Context, Encoder, Encryptor, KeyGenerator, Parameters, Preset, SecretKey, PRESETS,
-};
-use crate::io::{remove_stale_temps, try_lock, Artifact, ReadSet};
+use crate::ckks::Preset;
+use crate::io::ReadSet;
 use crate::nn::dataset::DatasetKind;
 use crate::nn::images::{self, Images, Resize};
 use crate::nn::model::Model;
 use crate::nn::reference;
 use crate::sched::client::JobRecord;
-use crate::sched::job::{batch_file, logits_file, Manifest, MANIFEST};
+use crate::sched::encrypt::{check_job_dir, encrypt_job, EncryptJob, EncryptionKeys};
+use crate::sched::job::{logits_file, Manifest, MANIFEST};
+use crate::sched::keys::{self, key_files, EVAL_KEYS, KEY_FILES};
 use crate::sched::latency::LatencyPlan;
 use crate::sched::{self, Plan};
-
-const SECRET_KEY: &str = "secret.key";
-const PUBLIC_KEY: &str = "public.key";
-const EVAL_KEYS: &str = "eval.keys";
-
-/// The parameters a key or ciphertext file was made with (found by the fingerprint of its
-/// checksum-verified header).
-pub(super) fn parameters_of(path: &Path, insecure: bool) -> anyhow::Result<Parameters> {
-    let header = read_header(path)?;
-    for p in PRESETS {
-        let params = p.parameters(true)?;
-        if params.fingerprint() == header.fingerprint {
-            return Ok(p.parameters(insecure)?);
-        }
-    }
-    bail!(
-        "{} was made with parameters that are not a preset (fingerprint {:016x}); files from a newer or custom build cannot be read here",
-        path.display(),
-        header.fingerprint
-    )
-}
-
-/// Takes the lock that keeps two runs of `what` out of one directory.
-fn lock_dir(dir: &Path, what: &str) -> anyhow::Result<crate::io::FileLock> {
-    let path = dir.join(format!(".cryptodl-{what}.lock"));
-    try_lock(&path)
-        .with_context(|| format!("cannot lock {}", path.display()))?
-        .with_context(|| {
-            format!(
-                "another `cryptodl {what}` is writing to {}; wait for it or choose another directory",
-                dir.display()
-            )
-        })
-}
 
 /// Arguments of `cryptodl keygen`.
 #[derive(clap::Args, Debug)]
@@ -168,61 +130,34 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         ),
     };
     warn_insecure(&params, args.json);
-    check_key_dir(&args.out)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let _lock = lock_dir(&args.out, "keygen")?;
-    let files = [EVAL_KEYS, PUBLIC_KEY, SECRET_KEY];
-    if let Some(f) = files.iter().find(|f| args.out.join(f).exists()) {
-        bail!(
-            "{} exists; remove the key files or choose another --out (keys are never overwritten)",
-            args.out.join(f).display()
-        );
-    }
-    for f in files {
-        remove_stale_temps(&args.out, Some(f))
-            .with_context(|| format!("cannot clean {}", args.out.display()))?;
-    }
-    let ctx = Context::new(&params)?;
-    let mut kg = KeyGenerator::new(ctx.clone());
-    let sk = kg.secret_key();
-    let pk = kg.public_key(&sk);
     let rotations = match (&model, latency) {
         (Some(m), true) => LatencyPlan::compile(&Plan::compile(m)?, &params)?.rotations(),
         _ => Vec::new(),
     };
-    let ek = match &bootstrap {
-        None => kg.evaluation_keys(&sk, &rotations, false)?,
-        Some(c) => {
-            let spinner = super::output::bar(0, "bootstrapping keys", args.json);
-            let ek = c.keys(&mut kg, &sk, &params, &rotations)?;
-            spinner.finish_and_clear();
-            ek
-        }
-    };
-    let rotations = ek.galois.len();
-    // All three or none: a failure removes what was written.
-    let written: Result<(), FileError> = (|| {
-        save_evaluation_keys(args.out.join(EVAL_KEYS), &params, &ek)?;
-        save_public_key(args.out.join(PUBLIC_KEY), &params, &pk)?;
-        save_secret_key(args.out.join(SECRET_KEY), &params, &sk)
-    })();
-    if let Err(e) = written {
-        for f in files {
-            let _ = std::fs::remove_file(args.out.join(f));
-        }
-        return Err(e).context("no keys were written");
-    }
+    let mut spinner = None;
+    let made = keys::generate(
+        &args.out,
+        &params,
+        &rotations,
+        bootstrap.as_ref(),
+        |started| match started {
+            true => spinner = Some(bar(0, "bootstrapping keys", args.json)),
+            false => spinner
+                .take()
+                .into_iter()
+                .for_each(|s| s.finish_and_clear()),
+        },
+    )?;
     let report = KeygenReport {
         preset: params.name().to_string(),
         insecure: params.is_insecure(),
-        key_set: sk.key_set().to_string(),
+        key_set: made.key_set,
         out: args.out.display().to_string(),
-        files,
-        rotations,
+        files: KEY_FILES,
+        rotations: made.rotations,
         bootstrap: bootstrap.is_some(),
         bootstrap_slots: bootstrap.as_ref().and_then(|c| c.slots),
-        eval_keys_bytes: std::fs::metadata(args.out.join(EVAL_KEYS)).map_or(0, |m| m.len()),
+        eval_keys_bytes: made.eval_keys_bytes,
     };
     if args.json {
         return print_json(&report);
@@ -311,9 +246,6 @@ pub struct EncryptArgs {
     json: bool,
 }
 
-/// Images per batch file in latency packing.
-const LATENCY_IMAGES_PER_FILE: usize = 16;
-
 #[derive(Serialize)]
 struct EncryptReport {
     job: String,
@@ -340,106 +272,6 @@ struct EncryptReport {
     out: String,
 }
 
-/// How many entries of a directory the checks below look at, at most.
-const SCAN_LIMIT: usize = 100_000;
-
-/// Checks that `out` can be a job directory for the server, which gets all of it: not a file,
-/// not the key directory `keys`, not inside it (the client's job records live there), not
-/// above it, and holding no secret key anywhere (a renamed copy, a link to one).
-fn check_job_dir(out: &Path, keys: &Path) -> anyhow::Result<()> {
-    if out.exists() && !out.is_dir() {
-        bail!(
-            "--out {} is a file; give a directory (created if missing)",
-            out.display()
-        );
-    }
-    let (o, k) = (
-        crate::io::resolve_existing(out),
-        crate::io::resolve_existing(keys),
-    );
-    let why = if k.starts_with(&o) {
-        Some(format!(
-            "holds (or is) the key directory {}",
-            keys.display()
-        ))
-    } else if o.starts_with(&k) {
-        Some(format!(
-            "is inside the key directory {} (which holds the secret key and the client's job records)",
-            keys.display()
-        ))
-    } else {
-        crate::io::find_artifact(out, Artifact::SecretKey, SCAN_LIMIT)
-            .with_context(|| format!("cannot read {}", out.display()))?
-            .map(|p| format!("holds a secret key ({})", p.display()))
-    };
-    if let Some(why) = why {
-        bail!(
-            "--out {} {why}: the server gets this directory, and must never get the secret key; \
-             choose a directory of its own (nothing was written)",
-            out.display()
-        );
-    }
-    Ok(())
-}
-
-/// Checks that keys may be written into `out`: not a job directory or one inside a job
-/// directory (the server gets those), which a job's manifest marks.
-fn check_key_dir(out: &Path) -> anyhow::Result<()> {
-    let o = crate::io::resolve_existing(out);
-    for dir in o.ancestors() {
-        let m = dir.join(MANIFEST);
-        if crate::io::artifact(&m).ok().flatten() == Some(Artifact::JobFile) {
-            bail!(
-                "--out {} is {} {} (its {MANIFEST}): the server gets that directory, and must \
-                 never get the secret key; keep the keys in a directory of their own (nothing \
-                 was written)",
-                out.display(),
-                if dir == o {
-                    "the job directory"
-                } else {
-                    "inside the job directory"
-                },
-                dir.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The files of the key directory `keys` a client command reads, for its outputs' check.
-fn key_files(reads: &mut ReadSet, keys: &Path) {
-    reads
-        .file(keys.join(SECRET_KEY), "the secret key of --keys")
-        .file(keys.join(PUBLIC_KEY), "the public key of --keys")
-        .file(keys.join(EVAL_KEYS), "the evaluation keys of --keys");
-}
-
-/// Checks the key material beside the secret key `sk` in `keys` (the public key, the
-/// evaluation keys) against it: files of another `keygen` relabelled with this key set's id
-/// are refused before they are used. Returns which were checked.
-fn check_key_material(
-    keys: &Path,
-    ctx: &std::sync::Arc<Context>,
-    sk: &SecretKey,
-) -> anyhow::Result<Vec<&'static str>> {
-    let mut checked = Vec::new();
-    let pk_path = keys.join(PUBLIC_KEY);
-    if pk_path.exists() {
-        let pk = load_public_key(&pk_path, ctx)?;
-        pk.check_against(ctx, sk)
-            .with_context(|| pk_path.display().to_string())?;
-        checked.push("public");
-    }
-    let ek_path = keys.join(EVAL_KEYS);
-    if ek_path.exists() {
-        let ek = load_evaluation_keys(&ek_path, ctx)?;
-        ek.check_against(ctx, sk)
-            .with_context(|| ek_path.display().to_string())?;
-        checked.push("evaluation");
-    }
-    Ok(checked)
-}
-
 /// Runs `cryptodl encrypt`.
 pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     // Everything this command reads, so that none of its outputs replaces it.
@@ -453,32 +285,10 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
         reads.file(p, "--labels");
     }
     let model = Model::load(&args.model)?;
-    let pk_path = args.keys.join(PUBLIC_KEY);
-    let params = parameters_of(&pk_path, args.insecure)?;
-    warn_insecure(&params, args.json);
-    let plan = Plan::compile(&model)?;
-    plan.check_depth(params.name(), params.max_level())?;
-    let ctx = Context::new(&params)?;
-    let pk = load_public_key(&pk_path, &ctx)?;
-    // The client holds the secret key: the public key it encrypts with, and the evaluation
-    // keys the server will get, must be made from it (a relabelled key would encrypt for
-    // someone else, or make the server compute noise).
-    let sk_path = args.keys.join(SECRET_KEY);
-    let keys_checked = if sk_path.exists() {
-        let sk = load_secret_key(&sk_path, &ctx)?;
-        if sk.key_set() != pk.key_set {
-            bail!(
-                "{} is of key set {}, {} of key set {}: use the files of one `keygen`",
-                pk_path.display(),
-                pk.key_set,
-                sk_path.display(),
-                sk.key_set()
-            );
-        }
-        check_key_material(&args.keys, &ctx, &sk)?
-    } else {
-        Vec::new()
-    };
+    let keys = EncryptionKeys::open(&args.keys, args.insecure)?;
+    let params = &keys.params;
+    warn_insecure(params, args.json);
+    Plan::compile(&model)?.check_depth(params.name(), params.max_level())?;
     check_job_dir(&args.out, &args.keys)?;
     let limit = args.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
     let (test, source, dataset) = match &args.input {
@@ -509,142 +319,38 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
             )
         }
     };
-    if test.is_empty() {
-        bail!("no images to encrypt");
-    }
-    if let (Some(labels), Some(p)) = (&test.labels, &args.labels) {
-        let classes = model.num_classes();
-        if let Some((i, &y)) = labels
-            .iter()
-            .enumerate()
-            .find(|&(_, &y)| usize::from(y) >= classes)
-        {
-            bail!(
-                "{}: label {y} (image {i}) is not a class of model `{}`, which has {classes} \
-                 (0 to {}); give the labels of these images",
-                p.display(),
-                model.name,
-                classes - 1
-            );
-        }
-    }
-    // Every image, before anything is written: one that overflows would decrypt to garbage.
-    plan.check_inputs(&params, test.len(), |k| test.normalized(&model, k))
-        .with_context(|| format!("checking the {} images of {source}", test.len()))?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let _lock = lock_dir(&args.out, "encrypt")?;
-    if args.out.join(MANIFEST).exists() {
-        bail!(
-            "{} already holds an encrypted job ({MANIFEST}); choose an empty --out",
-            args.out.display()
-        );
-    }
-    remove_stale_temps(&args.out, None)
-        .with_context(|| format!("cannot clean {}", args.out.display()))?;
-    let latency = match args.packing {
-        Packing::Batch => None,
-        Packing::Latency => Some(LatencyPlan::compile(&plan, &params)?),
-    };
-    let per_file = match latency {
-        Some(_) => LATENCY_IMAGES_PER_FILE,
-        None => params.slots(),
-    };
-    let batches: Vec<usize> = (0..test.len())
-        .step_by(per_file)
-        .map(|s| per_file.min(test.len() - s))
-        .collect();
-    let mut manifest = Manifest::new(
-        JobId::random(),
-        pk.key_set,
-        &params,
-        &model,
-        &plan,
-        batches.clone(),
-    );
-    if let Some(lp) = &latency {
-        manifest = manifest.in_latency_packing(lp.input_ciphertexts());
-    }
-    // Every file this run writes, checked before the first is written.
-    for i in 0..batches.len() {
-        reads.check_output(&args.out.join(batch_file(i)), "--out")?;
-    }
-    reads.check_output(&args.out.join(MANIFEST), "--out")?;
-    reads.check_output(&JobRecord::path(&args.keys, &manifest.job), "--keys")?;
-    // The record's directory is made now, so that a refusal comes before any batch is written.
-    let jobs = args.keys.join("jobs");
-    crate::io::create_own_dir(&jobs)
-        .with_context(|| format!("cannot create {}", jobs.display()))?;
-    let enc = Encoder::new(ctx.clone());
-    let work = match latency {
-        Some(_) => test.len(),
-        None => batches.len() * plan.inputs,
-    };
-    let b = bar(work, "encrypt", args.json);
-    let mut encryptor = Encryptor::new(ctx.clone());
-    for (i, &count) in batches.iter().enumerate() {
-        let samples: Vec<Vec<f64>> = (i * per_file..i * per_file + count)
-            .map(|k| test.normalized(&model, k))
-            .collect();
-        let cts = match &latency {
-            Some(lp) => {
-                let mut cts = Vec::with_capacity(count * lp.input_ciphertexts());
-                for x in &samples {
-                    cts.extend(lp.encrypt_image(&enc, &mut encryptor, &pk, x)?);
-                    b.inc(1);
-                }
-                cts
-            }
-            None => sched::encrypt_batch(
-                &plan,
-                &enc,
-                |_| Encryptor::new(ctx.clone()),
-                &pk,
-                &samples,
-                || b.inc(1),
-            )?,
-        };
-        save_ciphertexts(
-            args.out.join(batch_file(i)),
-            &params,
-            &manifest.label(i, Content::InputBatch),
-            &cts,
-        )?;
-    }
-    b.finish_and_clear();
-    // The client's record of the job (never sent), then the manifest last: a directory with
-    // one is complete.
-    let record = JobRecord {
-        job: manifest.job.clone(),
-        input: source.clone(),
+    let b = bar(0, "encrypt", args.json);
+    let job = EncryptJob {
+        model: &model,
+        keys: &args.keys,
+        opened: &keys,
+        out: &args.out,
+        images: &test,
+        source: source.clone(),
         dataset,
-        names: test.names.clone(),
-        labels: test.labels.clone(),
-        manifest_checksum: Some(manifest.checksum.clone()),
+        labels_file: args.labels.as_deref(),
+        latency: args.packing == Packing::Latency,
     };
-    let sources_path = record.write(&args.keys)?;
-    manifest.write(&args.out)?;
+    let done = encrypt_job(&job, &reads, |n| b.set_length(n as u64), || b.inc(1))?;
+    b.finish_and_clear();
     let report = EncryptReport {
-        job: manifest.job.clone(),
+        job: done.job,
         model: model.name.clone(),
         preset: params.name().to_string(),
         insecure: params.is_insecure(),
-        key_set: manifest.key_set.clone(),
-        images: test.len(),
-        batches: batches.len(),
-        packing: if latency.is_some() {
+        key_set: done.key_set,
+        images: done.images,
+        batches: done.batches,
+        packing: if done.latency_ciphertexts.is_some() {
             "latency"
         } else {
             "batch"
         },
-        ciphertexts_per_batch: match &latency {
-            Some(lp) => lp.input_ciphertexts() * per_file,
-            None => plan.inputs,
-        },
-        input_level: plan.input_level(),
+        ciphertexts_per_batch: done.ciphertexts_per_batch,
+        input_level: done.input_level,
         input: source,
-        sources: sources_path.display().to_string(),
-        keys_checked,
+        sources: done.record.display().to_string(),
+        keys_checked: keys.checked.clone(),
         ignored_files: test.ignored.clone(),
         out: args.out.display().to_string(),
     };
@@ -665,10 +371,10 @@ pub fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
             }
         );
     }
-    let layout = match &latency {
-        Some(lp) => format!(
-            "in latency packing: {} ciphertexts per image, up to {per_file} images per batch",
-            lp.input_ciphertexts()
+    let layout = match done.latency_ciphertexts {
+        Some(per_image) => format!(
+            "in latency packing: {per_image} ciphertexts per image, up to {} images per batch",
+            done.images_per_batch
         ),
         None => format!("of {} ciphertexts", report.ciphertexts_per_batch),
     };
@@ -764,20 +470,8 @@ pub fn decrypt(args: DecryptArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         reads.check_output(out, "--out")?;
     }
-    let sk_path = args.keys.join(SECRET_KEY);
-    let key_params = parameters_of(&sk_path, args.insecure)?;
-    if key_params.fingerprint() != params.fingerprint() {
-        bail!(
-            "the secret key {} is for {}, the logits for {}",
-            sk_path.display(),
-            key_params.name(),
-            params.name()
-        );
-    }
-    let ctx = Context::new(&params)?;
-    let sk = load_secret_key(&sk_path, &ctx)?;
-    manifest.check_key_set(&sk_path, sk.key_set())?;
-    let keys_checked = check_key_material(&args.keys, &ctx, &sk)?;
+    let (ctx, sk, keys_checked) =
+        sched::client::open_secret_key(&args.keys, &manifest, &params, args.insecure)?;
     let record = JobRecord::read(&args.keys, &manifest)?;
     let b = bar(manifest.batches.len(), "decrypt: batches", args.json);
     let all_logits = sched::client::decrypt_job(&manifest, &args.input, &ctx, &sk, || b.inc(1))?;

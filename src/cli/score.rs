@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use super::output::bar;
 use super::output::print_json;
-use super::pipeline::parameters_of;
 use super::server::ServerArgs;
 use super::warn_insecure;
 use crate::backend::gpu::{list_adapters, AdapterChoice, GpuRuntime};
@@ -20,6 +19,7 @@ use crate::ckks::serialize::load_evaluation_keys;
 use crate::ckks::Context;
 use crate::nn::model::Model;
 use crate::sched::job::{JobPacking, Manifest};
+use crate::sched::keys::parameters_of;
 use crate::sched::latency::LatencyPlan;
 use crate::sched::scoring::{BatchState, JobFiles, JobScorer, Outcome, Scoring};
 use crate::sched::shard::Shard;

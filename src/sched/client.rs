@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::job::{logits_file, JobError, JobPacking, Manifest};
-use crate::ckks::serialize::{load_ciphertexts, Content, FileError};
-use crate::ckks::{Ciphertext, CkksError, Context, Decryptor, Encoder, SecretKey};
+use super::keys::{self, check_key_material, KeysError, SECRET_KEY};
+use crate::ckks::serialize::{load_ciphertexts, load_secret_key, Content, FileError};
+use crate::ckks::{Ciphertext, CkksError, Context, Decryptor, Encoder, Parameters, SecretKey};
 use crate::nn::dataset::DatasetKind;
 
 /// The largest job record read (1 GiB).
@@ -35,6 +36,19 @@ pub enum ClientError {
     /// Decryption failed.
     #[error(transparent)]
     Ckks(#[from] CkksError),
+    /// The key directory could not be read, or its files do not belong together.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    /// The secret key is for other parameters than the job.
+    #[error("the secret key {} is for {key}, the logits for {job}", .path.display())]
+    OtherParameters {
+        /// The secret key.
+        path: PathBuf,
+        /// Its preset.
+        key: String,
+        /// The job's preset.
+        job: String,
+    },
     /// The record is missing, damaged or of another job.
     #[error("{}: {reason}", .path.display())]
     Record {
@@ -215,6 +229,32 @@ fn check_plausible(
         bound,
         level: ct.level(),
     })
+}
+
+/// The secret key of the key directory `keys` for the job of `manifest` (at `params`): checked
+/// to be of the job's parameters and key set, with the key files beside it checked against
+/// it. Returns its context, the key, and which key files were checked (`public`,
+/// `evaluation`).
+pub fn open_secret_key(
+    keys: &Path,
+    manifest: &Manifest,
+    params: &Parameters,
+    insecure: bool,
+) -> Result<(std::sync::Arc<Context>, SecretKey, Vec<&'static str>), ClientError> {
+    let sk_path = keys.join(SECRET_KEY);
+    let key_params = keys::parameters_of(&sk_path, insecure)?;
+    if key_params.fingerprint() != params.fingerprint() {
+        return Err(ClientError::OtherParameters {
+            path: sk_path,
+            key: key_params.name().to_string(),
+            job: params.name().to_string(),
+        });
+    }
+    let ctx = Context::new(params)?;
+    let sk = load_secret_key(&sk_path, &ctx)?;
+    manifest.check_key_set(&sk_path, sk.key_set())?;
+    let checked = check_key_material(keys, &ctx, &sk)?;
+    Ok((ctx, sk, checked))
 }
 
 /// Decrypts the logits of a scored job in `dir` (whose manifest is `manifest`) with `sk`: every

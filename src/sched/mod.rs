@@ -1,10 +1,13 @@
 //! The encrypted CNN: compiles a model into an HE plan ([`plan`]), runs it over batches of
 //! ciphertexts on any backend ([`run`]) through the server engine ([`Session`]), and the
-//! client's side (batch packing: slot `s` of every ciphertext holds sample `s`, and input value
-//! `i` of every sample lives in ciphertext `i`).
+//! client's side: its key directory ([`keys`]), a job's encryption ([`encrypt`]) and
+//! decryption ([`client`]), shared by every front end (batch packing: slot `s` of every
+//! ciphertext holds sample `s`, and input value `i` of every sample lives in ciphertext `i`).
 
 pub mod client;
+pub mod encrypt;
 pub mod job;
+pub mod keys;
 pub mod latency;
 pub mod plan;
 pub mod run;
