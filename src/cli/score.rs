@@ -15,16 +15,12 @@ use super::output::print_json;
 use super::server::ServerArgs;
 use super::warn_insecure;
 use crate::backend::gpu::{list_adapters, AdapterChoice, GpuRuntime};
-use crate::ckks::serialize::load_evaluation_keys;
 use crate::ckks::Context;
-use crate::nn::model::Model;
-use crate::sched::job::{JobPacking, Manifest};
-use crate::sched::keys::parameters_of;
-use crate::sched::latency::LatencyPlan;
-use crate::sched::scoring::{BatchState, JobFiles, JobScorer, Outcome, Scoring};
+use crate::sched::job::Manifest;
+use crate::sched::scoring::{BatchState, JobFiles, JobScorer, Outcome, ServerJob};
 use crate::sched::shard::Shard;
 use crate::sched::worklog::{read_logs, summarize, Event, WorkerLog, WorkerSummary};
-use crate::sched::{Device, Plan, Session};
+use crate::sched::{Device, Session};
 
 /// The most workers `--devices` may start in one process.
 const MAX_DEVICES: usize = 64;
@@ -304,94 +300,28 @@ fn work(
 /// Runs `cryptodl score` (server side).
 pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let (manifest, params) = Manifest::read(&args.input, args.insecure)?;
-    warn_insecure(&params, args.json);
-    let model = Model::load(&args.model)?;
-    manifest.check_model(&args.model, &model)?;
-    let plan = Plan::compile(&model)?;
-    plan.check_depth(params.name(), params.max_level())?;
-    let key_params = parameters_of(&args.eval_keys, args.insecure)?;
-    if key_params.fingerprint() != params.fingerprint() {
-        bail!(
-            "{} are for {}, but the job was encrypted for {}; use the keys of the job's `keygen`",
-            args.eval_keys.display(),
-            key_params.name(),
-            params.name()
-        );
-    }
-    let ctx = Context::new(&params)?;
-    let keys = load_evaluation_keys(&args.eval_keys, &ctx)?;
-    manifest.check_key_set(&args.eval_keys, keys.key_set)?;
-    if manifest.packing == JobPacking::Latency {
-        let lp = LatencyPlan::compile(&plan, &params)?;
-        if let Some(r) = lp
-            .rotations()
-            .into_iter()
-            .find(|&r| !keys.galois.contains_key(&ctx.galois_element(r)))
-        {
-            bail!(
-                "{} hold no Galois key for rotation {r}, which this job's latency packing needs (`cryptodl plan --model M --packing latency` lists them); make the keys with `cryptodl keygen --model M --packing latency`",
-                args.eval_keys.display()
-            );
-        }
-    }
+    let (job, keys) = ServerJob::open(&args.input, &args.model, &args.eval_keys, args.insecure)?;
+    let ServerJob {
+        manifest,
+        params,
+        ctx,
+        model,
+        ..
+    } = &job;
+    warn_insecure(params, args.json);
     // The files this run writes (logits, under --out) never replace what it reads.
-    let mut reads = crate::io::ReadSet::new();
-    reads
-        .file(&args.model, "--model")
-        .file(&args.eval_keys, "--eval-keys")
-        .file(
-            args.input.join(crate::sched::job::MANIFEST),
-            "the job's manifest",
-        );
-    for i in 0..manifest.batches.len() {
-        reads.file(
-            args.input.join(crate::sched::job::batch_file(i)),
-            "a batch of --in",
-        );
-    }
-    for i in args.shard.batches(manifest.batches.len()) {
-        let path = args.out.join(crate::sched::job::logits_file(i));
-        if let Err(e) = reads.check_output(&path, "--out") {
-            // Logits of this job already there are skipped (or rescored) by the scorer.
-            if !matches!(e, crate::io::OutputError::Protected { .. }) {
-                return Err(e.into());
-            }
-        }
-    }
+    job.check_outputs(
+        &args.model,
+        &args.eval_keys,
+        &args.out,
+        args.shard.batches(manifest.batches.len()),
+    )?;
     let devices = match &args.devices {
         Some(list) => parse_devices(list)?,
         None => vec![args.server.device()?],
     };
-    let files = JobFiles {
-        manifest: &manifest,
-        params: &params,
-        ctx: &ctx,
-        input: &args.input,
-        out: &args.out,
-    };
-    let latency = match manifest.packing {
-        JobPacking::Batch => None,
-        JobPacking::Latency => {
-            let lp = LatencyPlan::compile(&plan, &params)?;
-            if manifest.model.inputs != lp.input_ciphertexts() {
-                bail!(
-                    "{}: the job packs {} ciphertexts per image, model `{}` needs {} in latency packing",
-                    args.input.join(crate::sched::job::MANIFEST).display(),
-                    manifest.model.inputs,
-                    model.name,
-                    lp.input_ciphertexts()
-                );
-            }
-            Some(lp)
-        }
-    };
-    let scoring = match &latency {
-        Some(lp) => Scoring::Latency(lp),
-        None => Scoring::Batch(&plan),
-    };
-    let scorer =
-        JobScorer::new(files, scoring, args.rescore_corrupt)?.with_in_flight(args.in_flight > 1);
+    let scorer = JobScorer::new(job.files(&args.out), job.scoring(), args.rescore_corrupt)?
+        .with_in_flight(args.in_flight > 1);
     let batches: Vec<usize> = args.shard.batches(manifest.batches.len()).collect();
     let queue = Queue {
         batches: &batches,
@@ -407,8 +337,8 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
         let handles: Vec<_> = devices
             .into_iter()
             .map(|device| {
-                let (keys, ctx) = (&keys, &ctx);
-                s.spawn(move || Ok(Session::new(device, ctx.clone(), keys)?))
+                let (keys, ctx) = (&keys, ctx.clone());
+                s.spawn(move || Ok(Session::new(device, ctx, keys)?))
             })
             .collect();
         handles

@@ -11,13 +11,17 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::ckks::serialize::{load_ciphertexts, save_ciphertexts, Content, FileError};
-use crate::ckks::{CkksError, Context, Parameters};
-use crate::io::{list_temps, lock_is_held, try_lock, write_advice, FileLock};
+use crate::ckks::serialize::{
+    load_ciphertexts, load_evaluation_keys, save_ciphertexts, Content, FileError,
+};
+use crate::ckks::{CkksError, Context, EvaluationKeys, Parameters};
+use crate::io::{list_temps, lock_is_held, try_lock, write_advice, FileLock, OutputError, ReadSet};
+use crate::nn::model::{Model, ModelError};
 
-use super::job::{batch_file, logits_file, JobError, Manifest, MANIFEST};
+use super::job::{batch_file, logits_file, JobError, JobPacking, Manifest, MANIFEST};
+use super::keys::{self, KeysError};
 use super::latency::LatencyPlan;
-use super::plan::Plan;
+use super::plan::{Plan, PlanError};
 use super::session::Session;
 
 /// Why a batch could not be scored.
@@ -33,6 +37,60 @@ pub enum ScoreError {
     /// The evaluation failed.
     #[error(transparent)]
     Ckks(#[from] CkksError),
+    /// The evaluation keys could not be read.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    /// An output would replace an input.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The model could not be read.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The model does not fit the job's parameters.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The evaluation keys are for other parameters than the job.
+    #[error(
+        "{} are for {key}, but the job was encrypted for {job}; use the keys of the job's `keygen`",
+        .path.display()
+    )]
+    OtherParameters {
+        /// The evaluation keys.
+        path: PathBuf,
+        /// Their preset.
+        key: String,
+        /// The job's preset.
+        job: String,
+    },
+    /// The evaluation keys lack a rotation the job's latency packing needs.
+    #[error(
+        "{} hold no Galois key for rotation {rotation}, which this job's latency packing needs \
+         (`cryptodl plan --model M --packing latency` lists them); make the keys with \
+         `cryptodl keygen --model M --packing latency`",
+        .path.display()
+    )]
+    MissingRotation {
+        /// The evaluation keys.
+        path: PathBuf,
+        /// The rotation.
+        rotation: i64,
+    },
+    /// The job packs another number of ciphertexts per image than the model needs.
+    #[error(
+        "{}: the job packs {packed} ciphertexts per image, model `{model}` needs {needed} in \
+         latency packing",
+        .path.display()
+    )]
+    LatencyInputs {
+        /// The manifest.
+        path: PathBuf,
+        /// Ciphertexts per image in the job.
+        packed: usize,
+        /// The model's name.
+        model: String,
+        /// Ciphertexts per image the model needs.
+        needed: usize,
+    },
     /// The operating system refused (a lock, the output directory).
     #[error("{}: {error}{}", .path.display(), write_advice(.error))]
     Io {
@@ -209,6 +267,138 @@ impl JobFiles<'_> {
             Ok(_) => Ok(()),
             Err(_) if !self.out.join(MANIFEST).exists() => Ok(self.manifest.write(self.out)?),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A job opened by the server: its manifest, the model checked to be the one it was encrypted
+/// for, and the plan of its packing. [`ServerJob::open`] also returns the evaluation keys,
+/// checked to be of its key set (and, in latency packing, to hold every rotation the plan
+/// needs), for the sessions to upload: the job does not keep them.
+#[non_exhaustive]
+pub struct ServerJob {
+    /// The manifest of the job directory.
+    pub manifest: Manifest,
+    /// Its parameters.
+    pub params: Parameters,
+    /// Their context.
+    pub ctx: std::sync::Arc<Context>,
+    /// The model.
+    pub model: Model,
+    /// Its plan.
+    pub plan: Plan,
+    /// Its latency-packing plan, for a job in latency packing.
+    pub latency: Option<LatencyPlan>,
+    /// The job directory (`cryptodl encrypt`'s).
+    pub input: PathBuf,
+}
+
+impl ServerJob {
+    /// Opens the job in `input` for scoring with the model file `model` and the evaluation keys
+    /// `eval_keys`; presets below 128-bit security need `insecure`.
+    pub fn open(
+        input: &Path,
+        model: &Path,
+        eval_keys: &Path,
+        insecure: bool,
+    ) -> Result<(Self, EvaluationKeys), ScoreError> {
+        let (manifest, params) = Manifest::read(input, insecure)?;
+        let model_path = model;
+        let model = Model::load(model_path)?;
+        manifest.check_model(model_path, &model)?;
+        let plan = Plan::compile(&model)?;
+        plan.check_depth(params.name(), params.max_level())?;
+        let key_params = keys::parameters_of(eval_keys, insecure)?;
+        if key_params.fingerprint() != params.fingerprint() {
+            return Err(ScoreError::OtherParameters {
+                path: eval_keys.to_path_buf(),
+                key: key_params.name().to_string(),
+                job: params.name().to_string(),
+            });
+        }
+        let ctx = Context::new(&params)?;
+        let keys = load_evaluation_keys(eval_keys, &ctx)?;
+        manifest.check_key_set(eval_keys, keys.key_set)?;
+        let latency = match manifest.packing {
+            JobPacking::Batch => None,
+            JobPacking::Latency => {
+                let lp = LatencyPlan::compile(&plan, &params)?;
+                if let Some(rotation) = lp
+                    .rotations()
+                    .into_iter()
+                    .find(|&r| !keys.galois.contains_key(&ctx.galois_element(r)))
+                {
+                    return Err(ScoreError::MissingRotation {
+                        path: eval_keys.to_path_buf(),
+                        rotation,
+                    });
+                }
+                if manifest.model.inputs != lp.input_ciphertexts() {
+                    return Err(ScoreError::LatencyInputs {
+                        path: input.join(MANIFEST),
+                        packed: manifest.model.inputs,
+                        model: model.name.clone(),
+                        needed: lp.input_ciphertexts(),
+                    });
+                }
+                Some(lp)
+            }
+        };
+        let job = ServerJob {
+            manifest,
+            params,
+            ctx,
+            model,
+            plan,
+            latency,
+            input: input.to_path_buf(),
+        };
+        Ok((job, keys))
+    }
+
+    /// Checks that the logits of `batches` written into `out` replace none of the files
+    /// scoring reads (the model file `model`, the keys `eval_keys`, the manifest, every
+    /// batch); logits of this job already there are fine (the scorer skips or rescores them).
+    pub fn check_outputs(
+        &self,
+        model: &Path,
+        eval_keys: &Path,
+        out: &Path,
+        batches: impl IntoIterator<Item = usize>,
+    ) -> Result<(), ScoreError> {
+        let mut reads = ReadSet::new();
+        reads
+            .file(model, "--model")
+            .file(eval_keys, "--eval-keys")
+            .file(self.input.join(MANIFEST), "the job's manifest");
+        for i in 0..self.manifest.batches.len() {
+            reads.file(self.input.join(batch_file(i)), "a batch of --in");
+        }
+        for i in batches {
+            match reads.check_output(&out.join(logits_file(i)), "--out") {
+                Ok(()) | Err(OutputError::Protected { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The job's files with the output directory `out`.
+    pub fn files<'a>(&'a self, out: &'a Path) -> JobFiles<'a> {
+        JobFiles {
+            manifest: &self.manifest,
+            params: &self.params,
+            ctx: &self.ctx,
+            input: &self.input,
+            out,
+        }
+    }
+
+    /// What each batch runs.
+    pub fn scoring(&self) -> Scoring<'_> {
+        match &self.latency {
+            Some(lp) => Scoring::Latency(lp),
+            None => Scoring::Batch(&self.plan),
         }
     }
 }
