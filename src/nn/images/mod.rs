@@ -243,6 +243,87 @@ fn load_labels(path: &Path) -> Result<Vec<u8>, ImagesError> {
         .collect()
 }
 
+/// The number of images in an array of `dims` (N x C x H x W, or N x H x W for one channel)
+/// for a model whose input is `shape`; any other layout is refused saying what to do.
+fn batch_len(path: &Path, dims: &[usize], shape: [usize; 3]) -> Result<usize, ImagesError> {
+    let [c, h, w] = shape;
+    match dims {
+        [n, cc, hh, ww] if [*cc, *hh, *ww] == shape => Ok(*n),
+        [n, hh, ww] if c == 1 && [*hh, *ww] == [h, w] => Ok(*n),
+        [_, hh, ww, cc] if [*cc, *hh, *ww] == shape => Err(bad(
+            path,
+            format!("an array of shape {dims:?} is channels-last; the model reads N x {c} x {h} x {w}: np.transpose(a, (0, 3, 1, 2))"),
+        )),
+        _ => Err(bad(
+            path,
+            format!("an array of shape {dims:?}; the model reads N x {c} x {h} x {w}{}", if c == 1 { format!(" or N x {h} x {w}") } else { String::new() }),
+        )),
+    }
+}
+
+/// A float pixel, which must be pixel / 255 in [0, 1].
+fn unit_value(path: &Path, v: f64) -> Result<f32, ImagesError> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(bad(
+            path,
+            format!("a float array must hold pixel / 255 in [0, 1] (as torchvision's ToTensor); it holds {v}: divide by 255, or save it as uint8"),
+        ));
+    }
+    Ok(v as f32)
+}
+
+/// The values of an array in memory (numpy's, from the Python package).
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum ArrayValues<'a> {
+    /// 8-bit pixels (0..255).
+    U8(&'a [u8]),
+    /// Pixel / 255 in [0, 1].
+    F32(&'a [f32]),
+    /// Pixel / 255 in [0, 1].
+    F64(&'a [f64]),
+}
+
+/// Images from an array in memory of `dims` (row-major) for a model whose input is `shape`,
+/// checked as a `.npy` file of them is (layout, range); named `{name}[i]`.
+pub fn from_array(
+    name: &str,
+    dims: &[usize],
+    values: ArrayValues<'_>,
+    shape: [usize; 3],
+) -> Result<Images, ImagesError> {
+    let path = Path::new(name);
+    let n = batch_len(path, dims, shape)?;
+    let len = match values {
+        ArrayValues::U8(v) => v.len(),
+        ArrayValues::F32(v) => v.len(),
+        ArrayValues::F64(v) => v.len(),
+    };
+    if len != dims.iter().product::<usize>() {
+        return Err(bad(
+            path,
+            format!("{len} values for an array of shape {dims:?}"),
+        ));
+    }
+    if n == 0 {
+        return Err(bad(path, "holds no images"));
+    }
+    let values = match values {
+        ArrayValues::U8(v) => Values::Pixels(v.to_vec()),
+        ArrayValues::F32(v) => Values::Unit(
+            v.iter()
+                .map(|&x| unit_value(path, f64::from(x)))
+                .collect::<Result<_, _>>()?,
+        ),
+        ArrayValues::F64(v) => Values::Unit(
+            v.iter()
+                .map(|&x| unit_value(path, x))
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    Ok(indexed(path, shape, values, n))
+}
+
 fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
     let bytes = read_limited(path)?;
     let a = npy::parse(path, &bytes, MAX_INPUT_VALUES)?;
@@ -260,35 +341,12 @@ fn load_npy(path: &Path, shape: [usize; 3]) -> Result<Images, ImagesError> {
             ))
         }
     };
-    let [c, h, w] = shape;
-    let n = match dims.as_slice() {
-        [n, cc, hh, ww] if [*cc, *hh, *ww] == shape => *n,
-        [n, hh, ww] if c == 1 && [*hh, *ww] == [h, w] => *n,
-        [_, hh, ww, cc] if [*cc, *hh, *ww] == shape => {
-            return Err(bad(
-                path,
-                format!("an array of shape {dims:?} is channels-last; the model reads N x {c} x {h} x {w}: np.transpose(a, (0, 3, 1, 2))"),
-            ))
-        }
-        _ => {
-            return Err(bad(
-                path,
-                format!("an array of shape {dims:?}; the model reads N x {c} x {h} x {w}{}", if c == 1 { format!(" or N x {h} x {w}") } else { String::new() }),
-            ))
-        }
-    };
+    let n = batch_len(path, &dims, shape)?;
     // Converted value by value into what is kept (no widened copy of the whole array).
     let values = if float {
         let mut unit = Vec::with_capacity(a.len());
         for i in 0..a.len() {
-            let v = a.get(i);
-            if !(0.0..=1.0).contains(&v) {
-                return Err(bad(
-                    path,
-                    format!("a float array must hold pixel / 255 in [0, 1] (as torchvision's ToTensor); it holds {v}: divide by 255, or save it as uint8"),
-                ));
-            }
-            unit.push(v as f32);
+            unit.push(unit_value(path, a.get(i))?);
         }
         Values::Unit(unit)
     } else {
