@@ -44,6 +44,7 @@ __all__ = [
     "from_torch",
     "keygen",
     "params",
+    "plan",
     "__version__",
 ]
 
@@ -95,6 +96,21 @@ def devices() -> List[Dict[str, Any]]:
 def params() -> List[Dict[str, Any]]:
     """The CKKS parameter presets: ring size, levels, modulus bits, security."""
     return json.loads(_cryptodl.params_json())
+
+
+def plan(
+    model: Model,
+    *,
+    preset: Optional[str] = None,
+    packing: str = "batch",
+    insecure: bool = False,
+) -> Dict[str, Any]:
+    """What `model` costs encrypted, as ``cryptodl plan``: the preset (the smallest 128-bit one
+    deep enough unless named), levels, ciphertexts per batch or image, its steps, and in
+    latency packing the rotations the evaluation keys need."""
+    return json.loads(
+        _cryptodl.plan_json(model, preset=preset, packing=packing, insecure=insecure)
+    )
 
 
 def keygen(

@@ -50,6 +50,9 @@ class Model:
 
 def devices_json() -> str: ...
 def params_json() -> str: ...
+def plan_json(
+    model: Model, preset: Optional[str] = None, packing: str = "batch", insecure: bool = False
+) -> str: ...
 def keygen_json(
     out: _Path,
     preset: Optional[str] = None,

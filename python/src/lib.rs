@@ -80,41 +80,21 @@ trait Classify: std::fmt::Display + Sized {
     }
 }
 
-impl Classify for ImagesError {
-    fn kind(&self) -> Kind {
-        Kind::Input
-    }
+/// Errors that are always of one class.
+macro_rules! classify_as {
+    ($kind:expr => $($t:ty),+) => {
+        $(impl Classify for $t {
+            fn kind(&self) -> Kind {
+                $kind
+            }
+        })+
+    };
 }
-impl Classify for ModelError {
-    fn kind(&self) -> Kind {
-        Kind::Input
-    }
-}
-impl Classify for OnnxError {
-    fn kind(&self) -> Kind {
-        Kind::Input
-    }
-}
-impl Classify for PlanError {
-    fn kind(&self) -> Kind {
-        Kind::Input
-    }
-}
-impl Classify for CkksError {
-    fn kind(&self) -> Kind {
-        Kind::Input
-    }
-}
-impl Classify for GpuError {
-    fn kind(&self) -> Kind {
-        Kind::Device
-    }
-}
-impl Classify for JobError {
-    fn kind(&self) -> Kind {
-        Kind::Integrity
-    }
-}
+
+classify_as!(Kind::Input => ImagesError, ModelError, OnnxError, PlanError, CkksError);
+classify_as!(Kind::Device => GpuError);
+classify_as!(Kind::Integrity => JobError);
+
 impl Classify for KeysError {
     fn kind(&self) -> Kind {
         match self {
@@ -391,6 +371,47 @@ fn packing_is_latency(packing: &str) -> PyResult<bool> {
     }
 }
 
+/// What `model` costs encrypted (`cryptodl plan`): the preset (the smallest 128-bit one deep
+/// enough, unless named), levels, ciphertexts per image or batch, each step, and in latency
+/// packing the rotations the evaluation keys need. Returns JSON.
+#[pyfunction]
+#[pyo3(signature = (model, preset=None, packing="batch", insecure=false))]
+fn plan_json(
+    model: PyRef<'_, PyModel>,
+    preset: Option<String>,
+    packing: &str,
+    insecure: bool,
+) -> PyResult<String> {
+    let latency = packing_is_latency(packing)?;
+    let plan = Plan::compile(&model.model).map_err(|e| e.py())?;
+    let (params, chosen) =
+        sched::parameters_for(&plan, preset.as_deref(), latency, insecure).map_err(|e| e.py())?;
+    plan.check_depth(params.name(), params.max_level())
+        .map_err(|e| e.py())?;
+    let mut doc = serde_json::json!({
+        "model": plan.model,
+        "preset": params.name(),
+        "preset_chosen": chosen,
+        "insecure": params.is_insecure(),
+        "packing": packing,
+        "slots": params.slots(),
+        "levels_needed": plan.levels_needed(),
+        "levels": params.max_level(),
+        "input_level": plan.input_level(),
+        "steps": plan.steps.iter().map(|s| s.kind()).collect::<Vec<_>>(),
+    });
+    if latency {
+        let lp = LatencyPlan::compile(&plan, &params).map_err(|e| e.py())?;
+        doc["input_ciphertexts_per_image"] = lp.input_ciphertexts().into();
+        doc["rotations"] = lp.rotations().into();
+    } else {
+        doc["input_ciphertexts_per_batch"] = plan.inputs.into();
+        doc["output_ciphertexts_per_batch"] = plan.outputs.into();
+        doc["images_per_batch"] = params.slots().into();
+    }
+    Ok(doc.to_string())
+}
+
 /// Makes a key directory (`cryptodl keygen`): `out/secret.key`, `public.key`, `eval.keys`.
 /// Returns JSON (key set, preset, sizes).
 #[pyfunction]
@@ -662,6 +683,7 @@ fn _cryptodl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
     m.add_function(wrap_pyfunction!(devices_json, m)?)?;
     m.add_function(wrap_pyfunction!(params_json, m)?)?;
+    m.add_function(wrap_pyfunction!(plan_json, m)?)?;
     m.add_function(wrap_pyfunction!(keygen_json, m)?)?;
     m.add_function(wrap_pyfunction!(encrypt_json, m)?)?;
     m.add_function(wrap_pyfunction!(decrypt, m)?)?;

@@ -59,6 +59,14 @@ def test_devices_params_and_model(model):
     assert model.input_shape == (1, 28, 28) and model.classes == 10
     assert model.predict(images(3)).shape == (3, 10)
     assert "Model(" in repr(model)
+    # The plan, as `cryptodl plan --json` gives it.
+    p = cryptodl.plan(model, preset="toy4096", insecure=True)
+    assert p["preset"] == "toy4096" and p["input_ciphertexts_per_batch"] == 784
+    cli_plan = json.loads(cli("plan", "--model", MODEL, "--preset", "toy4096", "--insecure",
+                              "--packing", "batch", "--json").stdout)
+    assert cli_plan["levels_needed"] == p["levels_needed"]
+    lat = cryptodl.plan(cryptodl.Model.demo(), packing="latency")
+    assert lat["preset"] == "n8192" and lat["preset_chosen"] and lat["rotations"]
 
 
 def test_batch_round_trip_equals_the_plaintext_reference(model, keys, tmp_path):
