@@ -24,7 +24,8 @@ use cryptodl::sched::encrypt::{
 use cryptodl::sched::job::{JobError, Manifest};
 use cryptodl::sched::keys::{self, KeysError};
 use cryptodl::sched::latency::LatencyPlan;
-use cryptodl::sched::scoring::{JobScorer, Outcome, ScoreError, ServerJob};
+use cryptodl::sched::scoring::{JobScorer, ScoreError, ServerJob};
+use cryptodl::sched::worker::{hostname, work, Queue};
 use cryptodl::sched::{self as sched, Device, Plan, PlanError, Session};
 
 create_exception!(
@@ -624,45 +625,26 @@ fn score_json(
         let scorer =
             JobScorer::new(opened.files(&out), opened.scoring(), false).map_err(|e| e.py())?;
         progress.start(batches);
-        let (mut scored, mut skipped, mut images, mut server_s) = (0, 0, 0, 0.0);
-        let mut busy = Vec::new();
-        // Batches another worker holds are tried again at the end.
-        for pass in 0..2 {
-            let todo: Vec<usize> = if pass == 0 {
-                (0..batches).collect()
-            } else {
-                std::mem::take(&mut busy)
-            };
-            for i in todo {
-                match scorer.score_batch(&session, i).map_err(|e| e.py())? {
-                    Outcome::Scored {
-                        images: n, seconds, ..
-                    } => {
-                        scored += 1;
-                        images += n;
-                        server_s += seconds;
-                    }
-                    Outcome::Done => skipped += 1,
-                    _ => {
-                        busy.push(i);
-                        continue;
-                    }
-                }
-                progress.tick();
-            }
-        }
+        // One worker, as each of `cryptodl score`'s: its log in `out` (`cryptodl status`
+        // reads it), batches already done skipped, one another worker holds tried again.
+        let todo: Vec<usize> = (0..batches).collect();
+        let tick = || progress.tick();
+        let queue = Queue::new(&todo, &tick);
+        let worker = format!("{}-{}-python", hostname(), std::process::id());
+        let done = work(&scorer, &queue, &session, worker, "1/1").map_err(|e| e.py())?;
         Ok(serde_json::json!({
             "job": opened.manifest.job,
             "model": opened.model.name,
             "preset": opened.params.name(),
             "insecure": opened.params.is_insecure(),
             "device": session.backend_name(),
+            "worker": done.worker,
             "batches": batches,
-            "scored": scored,
-            "skipped": skipped,
-            "busy": busy.len(),
-            "images": images,
-            "server_seconds": server_s,
+            "scored": done.tally.scored,
+            "skipped": done.tally.skipped,
+            "busy": done.tally.busy,
+            "images": done.tally.images,
+            "server_seconds": done.tally.server_s,
             "out": out.display().to_string(),
         }))
     });

@@ -80,6 +80,10 @@ def test_batch_round_trip_equals_the_plaintext_reference(model, keys, tmp_path):
     # A re-run resumes: nothing left to score.
     again = server.score(tmp_path / "enc", tmp_path / "scored")
     assert again["scored"] == 0 and again["skipped"] == 1
+    # Its worker log is the CLI's: `cryptodl status` sees the job done and who did it.
+    st = json.loads(cli("status", "--in", tmp_path / "enc", "--out", tmp_path / "scored",
+                        "--json").stdout)
+    assert st["complete"] and any("python" in w["worker"] for w in st["workers"]), st
     logits = client.decrypt(tmp_path / "scored")
     ref = model.predict(x)
     assert logits.shape == (30, 10) and logits.dtype == np.float64

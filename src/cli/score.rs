@@ -3,7 +3,6 @@
 //! running / damaged batches, and what each worker did).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,9 +16,10 @@ use super::warn_insecure;
 use crate::backend::gpu::{list_adapters, AdapterChoice, GpuRuntime};
 use crate::ckks::Context;
 use crate::sched::job::Manifest;
-use crate::sched::scoring::{BatchState, JobFiles, JobScorer, Outcome, ServerJob};
+use crate::sched::scoring::{BatchState, JobFiles, JobScorer, ServerJob};
 use crate::sched::shard::Shard;
-use crate::sched::worklog::{read_logs, summarize, Event, WorkerLog, WorkerSummary};
+use crate::sched::worker::{hostname, work, Queue, Tally, WorkerReport};
+use crate::sched::worklog::{read_logs, summarize, WorkerSummary};
 use crate::sched::{Device, Session};
 
 /// The most workers `--devices` may start in one process.
@@ -85,42 +85,6 @@ pub struct ScoreArgs {
     /// Print JSON instead of a summary.
     #[arg(long)]
     json: bool,
-}
-
-/// Batches and images scored, by one worker or all of them.
-#[derive(Serialize, Default, Clone, Copy)]
-struct Tally {
-    scored: usize,
-    rescored: usize,
-    skipped: usize,
-    /// Batches another worker was scoring (after a second try).
-    busy: usize,
-    images: usize,
-    /// Seconds of scoring (summed over workers in a total).
-    server_s: f64,
-}
-
-impl std::ops::Add for Tally {
-    type Output = Tally;
-    fn add(self, o: Tally) -> Tally {
-        Tally {
-            scored: self.scored + o.scored,
-            rescored: self.rescored + o.rescored,
-            skipped: self.skipped + o.skipped,
-            busy: self.busy + o.busy,
-            images: self.images + o.images,
-            server_s: self.server_s + o.server_s,
-        }
-    }
-}
-
-/// What one worker of `score` did.
-#[derive(Serialize, Default)]
-struct WorkerReport {
-    worker: String,
-    device: String,
-    #[serde(flatten)]
-    tally: Tally,
 }
 
 #[derive(Serialize)]
@@ -197,106 +161,6 @@ fn parse_devices(list: &str) -> anyhow::Result<Vec<Device>> {
         .collect()
 }
 
-/// This machine's name, for worker ids.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_string())
-}
-
-/// Shared state of the workers of one `score`.
-struct Queue<'a> {
-    batches: &'a [usize],
-    next: AtomicUsize,
-    stop: AtomicBool,
-    bar: indicatif::ProgressBar,
-}
-
-/// One worker: a session on its device, then batches from the queue until none is left; a
-/// batch another worker held is tried once more at the end.
-fn work(
-    scorer: &JobScorer<'_>,
-    queue: &Queue<'_>,
-    session: &Session,
-    worker: String,
-    shard: Shard,
-) -> anyhow::Result<WorkerReport> {
-    let out = scorer.files().out;
-    let log = WorkerLog::open(out, &worker, &shard.to_string(), &session.backend_name())
-        .with_context(|| format!("cannot write the worker log under {}", out.display()))?;
-    let mut report = WorkerReport {
-        worker,
-        device: session.backend_name(),
-        ..Default::default()
-    };
-    let _ = log.append(&log.record(Event::Start));
-    let t0 = Instant::now();
-    let mut busy = Vec::new();
-    let step = |i: usize, last_try: bool, report: &mut WorkerReport| -> anyhow::Result<bool> {
-        let outcome = scorer.score_batch(session, i).inspect_err(|e| {
-            queue.stop.store(true, Ordering::SeqCst);
-            let mut r = log.record(Event::Error);
-            r.batch = Some(i);
-            r.message = Some(e.to_string());
-            let _ = log.append(&r);
-        })?;
-        let mut r = log.record(Event::Skipped);
-        r.batch = Some(i);
-        match outcome {
-            Outcome::Scored {
-                images,
-                seconds,
-                rescored,
-            } => {
-                report.tally.scored += 1;
-                report.tally.rescored += usize::from(rescored);
-                report.tally.images += images;
-                report.tally.server_s += seconds;
-                r.event = if rescored {
-                    Event::Rescored
-                } else {
-                    Event::Scored
-                };
-                r.images = images;
-                r.seconds = seconds;
-            }
-            Outcome::Done => report.tally.skipped += 1,
-            Outcome::Busy if !last_try => return Ok(false),
-            Outcome::Busy => {
-                report.tally.busy += 1;
-                r.event = Event::Busy;
-            }
-        }
-        let _ = log.append(&r);
-        queue.bar.inc(1);
-        Ok(true)
-    };
-    while !queue.stop.load(Ordering::SeqCst) {
-        let j = queue.next.fetch_add(1, Ordering::SeqCst);
-        let Some(&i) = queue.batches.get(j) else {
-            break;
-        };
-        if !step(i, false, &mut report)? {
-            busy.push(i);
-        }
-    }
-    for i in busy {
-        if queue.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        step(i, true, &mut report)?;
-    }
-    let mut r = log.record(Event::Finish);
-    r.images = report.tally.images;
-    r.seconds = t0.elapsed().as_secs_f64();
-    let _ = log.append(&r);
-    Ok(report)
-}
-
 /// Runs `cryptodl score` (server side).
 pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
@@ -323,12 +187,9 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
     let scorer = JobScorer::new(job.files(&args.out), job.scoring(), args.rescore_corrupt)?
         .with_in_flight(args.in_flight > 1);
     let batches: Vec<usize> = args.shard.batches(manifest.batches.len()).collect();
-    let queue = Queue {
-        batches: &batches,
-        next: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        bar: bar(batches.len(), "score: batches", args.json),
-    };
+    let bar = bar(batches.len(), "score: batches", args.json);
+    let tick = || bar.inc(1);
+    let queue = Queue::new(&batches, &tick);
     let host = hostname();
     let pid = std::process::id();
     // One session per device (its keys uploaded once), built in parallel; `--in-flight`
@@ -360,8 +221,8 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
             .map(|(k, session)| {
                 let (scorer, queue) = (&scorer, &queue);
                 let worker = format!("{host}-{pid}-{k}");
-                let shard = args.shard;
-                s.spawn(move || work(scorer, queue, session, worker, shard))
+                let shard = args.shard.to_string();
+                s.spawn(move || Ok(work(scorer, queue, session, worker, &shard)?))
             })
             .collect();
         handles
@@ -372,7 +233,7 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
             })
             .collect()
     });
-    queue.bar.finish_and_clear();
+    bar.finish_and_clear();
     let mut workers = Vec::new();
     for r in results {
         workers.push(r?);

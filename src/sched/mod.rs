@@ -14,6 +14,7 @@ pub mod run;
 pub mod scoring;
 pub mod session;
 pub mod shard;
+pub mod worker;
 pub mod worklog;
 
 pub use plan::{Plan, PlanError, Step};

@@ -43,6 +43,14 @@ pub enum ScoreError {
     /// An output would replace an input.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// A worker's log could not be written.
+    #[error("cannot write the worker log under {}: {error}{}", .path.display(), write_advice(.error))]
+    Log {
+        /// The output directory.
+        path: PathBuf,
+        /// The cause.
+        error: io::Error,
+    },
     /// The model could not be read.
     #[error(transparent)]
     Model(#[from] ModelError),
