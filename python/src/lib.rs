@@ -2,6 +2,7 @@
 //! `cryptodl` wraps it); every call goes through the same library code as the CLI, on the same
 //! files, with the GIL released while it works.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -325,20 +326,24 @@ impl PyModel {
 /// CLI checks a `.npy` file of them.
 fn images_of(a: &Bound<'_, PyAny>, shape: [usize; 3]) -> PyResult<images::Images> {
     let bad = |e: ImagesError| e.py();
+    // A C-contiguous array (the package makes one) is read in place, without a copy.
+    fn values<'a, T: numpy::Element + Copy>(x: &'a PyReadonlyArrayDyn<'_, T>) -> Cow<'a, [T]> {
+        match x.as_slice() {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => Cow::Owned(x.as_array().iter().copied().collect()),
+        }
+    }
     if let Ok(x) = a.extract::<PyReadonlyArrayDyn<'_, u8>>() {
-        let dims = x.shape().to_vec();
-        let v: Vec<u8> = x.as_array().iter().copied().collect();
-        return images::from_array("array", &dims, ArrayValues::U8(&v), shape).map_err(bad);
+        let v = values(&x);
+        return images::from_array("array", x.shape(), ArrayValues::U8(&v), shape).map_err(bad);
     }
     if let Ok(x) = a.extract::<PyReadonlyArrayDyn<'_, f32>>() {
-        let dims = x.shape().to_vec();
-        let v: Vec<f32> = x.as_array().iter().copied().collect();
-        return images::from_array("array", &dims, ArrayValues::F32(&v), shape).map_err(bad);
+        let v = values(&x);
+        return images::from_array("array", x.shape(), ArrayValues::F32(&v), shape).map_err(bad);
     }
     if let Ok(x) = a.extract::<PyReadonlyArrayDyn<'_, f64>>() {
-        let dims = x.shape().to_vec();
-        let v: Vec<f64> = x.as_array().iter().copied().collect();
-        return images::from_array("array", &dims, ArrayValues::F64(&v), shape).map_err(bad);
+        let v = values(&x);
+        return images::from_array("array", x.shape(), ArrayValues::F64(&v), shape).map_err(bad);
     }
     let dtype = a
         .getattr("dtype")
@@ -435,27 +440,28 @@ fn keygen_json(
         }
         (None, false) => None,
     };
-    let params = match model {
+    // The plan is compiled once: for the preset, its depth check, and latency's rotations.
+    let (params, rotations) = match model {
         Some(m) => {
             let plan = Plan::compile(m).map_err(|e| e.py())?;
             let (params, _) = sched::parameters_for(&plan, preset.as_deref(), latency, insecure)
                 .map_err(|e| e.py())?;
             plan.check_depth(params.name(), params.max_level())
                 .map_err(|e| e.py())?;
-            params
+            let rotations = match latency {
+                true => LatencyPlan::compile(&plan, &params)
+                    .map_err(|e| e.py())?
+                    .rotations(),
+                false => Vec::new(),
+            };
+            (params, rotations)
         }
-        None => Preset::by_name(preset.as_deref().unwrap_or("n8192"))
-            .and_then(|p| p.parameters(insecure))
-            .map_err(|e| e.py())?,
-    };
-    let rotations = match (model, latency) {
-        (Some(m), true) => {
-            let plan = Plan::compile(m).map_err(|e| e.py())?;
-            LatencyPlan::compile(&plan, &params)
-                .map_err(|e| e.py())?
-                .rotations()
-        }
-        _ => Vec::new(),
+        None => (
+            Preset::by_name(preset.as_deref().unwrap_or("n8192"))
+                .and_then(|p| p.parameters(insecure))
+                .map_err(|e| e.py())?,
+            Vec::new(),
+        ),
     };
     let made = py
         .detach(|| keys::generate(&out, &params, &rotations, None, |_| {}))
